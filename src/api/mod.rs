@@ -1,0 +1,90 @@
+//! The `gatehouse.dev/v1alpha1` API: the custom resources that live in Git.
+//!
+//! Every kind is namespaced; a namespace is a tenant. Field names follow the settled API
+//! sketch in ARCHITECTURE.md. Rules the API server can check on one object alone are
+//! CEL rules in the schema (and are evaluated offline by `gatehouse validate` too); rules
+//! that need other objects live in the engine.
+
+mod access_policy;
+mod conditions;
+mod exception;
+mod identity;
+mod target_system;
+
+pub use access_policy::*;
+pub use conditions::*;
+pub use exception::*;
+pub use identity::*;
+pub use target_system::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every gatehouse kind.
+pub const GROUP: &str = "gatehouse.dev";
+/// The API version of every gatehouse kind.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "gatehouse.dev/v1alpha1";
+
+/// Annotations that carry an object's Git provenance into the cluster and into status.
+pub mod annotations {
+    /// Commit the object was read from.
+    pub const COMMIT: &str = "gatehouse.dev/commit";
+    /// Path of the file inside the repository.
+    pub const PATH: &str = "gatehouse.dev/path";
+    /// Author of the commit that last changed the file.
+    pub const AUTHOR: &str = "gatehouse.dev/author";
+    /// Key that signed that commit, when verified.
+    pub const SIGNER: &str = "gatehouse.dev/signer";
+}
+
+/// Whether an object's decisions are carried out or only reported.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Mode {
+    /// Decisions are applied to target systems.
+    #[default]
+    Enforce,
+    /// Decisions are computed and reported, never applied.
+    Observe,
+}
+
+/// One entitlement on one target system: a group, a role, a role binding.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementRef {
+    /// Name of a TargetSystem in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub target: String,
+    /// Target-specific kind, e.g. `ClusterRole` or `Role` on a Kubernetes target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Namespace of a namespaced entitlement (a Kubernetes `Role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The group, role or membership name on the target.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl std::fmt::Display for EntitlementRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.target)?;
+        if let Some(kind) = &self.kind {
+            write!(f, "{kind}/")?;
+        }
+        if let Some(ns) = &self.namespace {
+            write!(f, "{ns}/")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// A reference to a Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}

@@ -1,0 +1,180 @@
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Mode, SecretRef};
+
+/// A system gatehouse provisions accounts and entitlements in. Owned by operators.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gatehouse.dev",
+    version = "v1alpha1",
+    kind = "TargetSystem",
+    plural = "targetsystems",
+    namespaced,
+    status = "TargetSystemStatus",
+    shortname = "ts",
+    category = "gatehouse",
+    cel,
+    doc = "A target system: Kubernetes RBAC, LDAP/AD, a SCIM 2.0 app or PostgreSQL.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.type != 'LDAP' || has(self.ldap)").message("a target of type LDAP needs spec.ldap"),
+    validation = Rule::new("self.type != 'SCIM' || has(self.scim)").message("a target of type SCIM needs spec.scim"),
+    validation = Rule::new("self.type != 'PostgreSQL' || has(self.postgresql)").message("a target of type PostgreSQL needs spec.postgresql"),
+    validation = Rule::new("(has(self.ldap) ? 1 : 0) + (has(self.scim) ? 1 : 0) + (has(self.postgresql) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) <= 1").message("set only the connection block that matches spec.type")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSystemSpec {
+    /// Connector type.
+    #[serde(rename = "type")]
+    pub type_: TargetType,
+    /// Kubernetes RBAC connection (the local cluster when empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesTarget>,
+    /// LDAP / Active Directory connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapTarget>,
+    /// SCIM 2.0 connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimTarget>,
+    /// PostgreSQL connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgresql: Option<PostgresTarget>,
+    /// Secret holding the credentials the connector uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// `Enforce` applies changes; `Observe` reports drift only.
+    #[serde(default)]
+    pub mode: Mode,
+    /// What happens to a leaver's account: `Disable` (default) or `Delete`.
+    #[serde(default)]
+    pub on_leave: OnLeave,
+    /// Safety limits per sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// Connector type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TargetType {
+    /// Kubernetes RBAC bindings.
+    Kubernetes,
+    /// LDAP or Active Directory groups.
+    LDAP,
+    /// SCIM 2.0 groups.
+    SCIM,
+    /// PostgreSQL group roles.
+    PostgreSQL,
+}
+
+/// What happens to a leaver's account.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum OnLeave {
+    /// Keep the account, disabled, with every entitlement removed.
+    #[default]
+    Disable,
+    /// Delete the account.
+    Delete,
+}
+
+/// Per-sync safety limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// A sync planning more revocations than this stops with `Stalled` (blast-radius guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_revocations_per_sync: Option<i64>,
+}
+
+/// Kubernetes target settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesTarget {
+    /// Secret with a `kubeconfig` key for a remote cluster; the local cluster when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretRef>,
+}
+
+/// LDAP / Active Directory settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LdapTarget {
+    /// `ldap://` (with StartTLS) or `ldaps://` URL.
+    pub url: String,
+    /// Base DN of the directory.
+    #[serde(rename = "baseDN")]
+    pub base_dn: String,
+    /// `OpenLDAP` or `ActiveDirectory`.
+    #[serde(default)]
+    pub flavor: LdapFlavor,
+    /// OU of managed accounts, relative to baseDN.
+    #[serde(default, rename = "usersOU", skip_serializing_if = "Option::is_none")]
+    pub users_ou: Option<String>,
+    /// OU of managed groups, relative to baseDN.
+    #[serde(default, rename = "groupsOU", skip_serializing_if = "Option::is_none")]
+    pub groups_ou: Option<String>,
+}
+
+/// Directory flavor.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LdapFlavor {
+    /// OpenLDAP with inetOrgPerson, groupOfNames and ppolicy.
+    #[default]
+    OpenLDAP,
+    /// Microsoft Active Directory.
+    ActiveDirectory,
+}
+
+/// SCIM 2.0 settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimTarget {
+    /// Base URL of the SCIM service (the `/v2` root).
+    pub url: String,
+}
+
+/// PostgreSQL settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database to connect to.
+    pub database: String,
+    /// libpq `sslmode`, e.g. `verify-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<String>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+/// Observed state of a TargetSystem.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSystemStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: `Ready`, `Connected`, `InSync`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

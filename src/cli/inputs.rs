@@ -1,0 +1,106 @@
+//! Where the CLI reads manifests from: a directory, or a revision of a Git repository.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use clap::Args;
+use git2::Repository;
+use jiff::Timestamp;
+
+use crate::source::{CommitInfo, Loaded, load_dir, read_tree};
+
+/// Options shared by every command that reads manifests.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Namespace for objects that do not set one.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Evaluate at this instant (RFC 3339) instead of the current time, for reproducible runs.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Longest a non-human identity keeps access after its owner's end date (Go duration).
+    #[arg(long, default_value = "168h", value_name = "DURATION")]
+    pub owner_grace: String,
+    /// Longest exception window when no policy granting the entitlement sets maxDuration.
+    #[arg(long, default_value = "2160h", value_name = "DURATION")]
+    pub max_exception_duration: String,
+}
+
+impl CommonArgs {
+    /// The instant to evaluate at.
+    pub fn now(&self) -> Result<Timestamp, String> {
+        match &self.now {
+            Some(text) => text.parse().map_err(|e| {
+                format!(
+                    "--now {text:?} is not an RFC 3339 timestamp like 2026-12-01T09:00:00Z: {e}"
+                )
+            }),
+            None => Ok(Timestamp::now()),
+        }
+    }
+
+    /// Engine settings from the flags.
+    pub fn settings(&self) -> Result<crate::engine::Settings, String> {
+        use crate::engine::lifecycle::parse_duration;
+        Ok(crate::engine::Settings {
+            owner_grace: parse_duration(&self.owner_grace)
+                .map_err(|e| format!("--owner-grace: {e}"))?,
+            default_max_exception: parse_duration(&self.max_exception_duration)
+                .map_err(|e| format!("--max-exception-duration: {e}"))?,
+        })
+    }
+}
+
+/// One set of manifests, and where it came from.
+pub struct Revision {
+    /// Directory path or `repo@rev`.
+    pub label: String,
+    /// The commit, when read from Git.
+    pub commit: Option<CommitInfo>,
+    /// Objects and diagnostics.
+    pub loaded: Loaded,
+}
+
+/// Reads a directory.
+pub fn from_dir(dir: &PathBuf, namespace: &str) -> Revision {
+    Revision {
+        label: dir.display().to_string(),
+        commit: None,
+        loaded: load_dir(dir, namespace),
+    }
+}
+
+/// Opens a repository.
+pub fn open_repo(path: &PathBuf) -> Result<Repository, String> {
+    Repository::discover(path).map_err(|e| {
+        format!(
+            "{} is not a Git repository: {}",
+            path.display(),
+            e.message()
+        )
+    })
+}
+
+/// Reads a revision of a repository without a checkout.
+pub fn from_git(
+    repo: &Repository,
+    rev: &str,
+    subdir: Option<&str>,
+    namespace: &str,
+) -> Result<Revision, String> {
+    let tree = read_tree(repo, rev, subdir, namespace)?;
+    Ok(Revision {
+        label: format!(
+            "{rev} ({})",
+            &tree.commit.id[..12.min(tree.commit.id.len())]
+        ),
+        commit: Some(tree.commit),
+        loaded: tree.loaded,
+    })
+}
+
+/// Paths changed per commit between two revisions, for attributing changes.
+pub type Attribution = HashMap<String, CommitInfo>;
+
+/// The file of each object, by `Kind/namespace/name`.
+pub type Files = BTreeMap<String, String>;

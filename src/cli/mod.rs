@@ -1,0 +1,90 @@
+//! The `gatehouse` command line: `plan`, `validate`, `explain` and `crds`.
+
+mod explain;
+mod inputs;
+mod plan;
+mod report;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// gatehouse: the joiner / mover / leaver lifecycle of every identity, from Git.
+#[derive(Parser, Debug)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what a change grants and revokes, per person and target.
+    Plan(plan::PlanArgs),
+    /// Check manifests and policies; exit 1 on any error.
+    Validate(validate::ValidateArgs),
+    /// Explain one identity's access: what it holds and why, what it does not and why not.
+    Explain(explain::ExplainArgs),
+    /// Print the CustomResourceDefinitions (or write one file per kind).
+    Crds(CrdsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CrdsArgs {
+    /// Write one file per kind into this directory instead of printing.
+    #[arg(long, value_name = "DIR")]
+    write_dir: Option<PathBuf>,
+}
+
+/// Output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// For people at a terminal.
+    Text,
+    /// The documented, stable JSON format.
+    Json,
+    /// A pull-request comment.
+    Markdown,
+}
+
+/// Runs the CLI and maps the outcome to an exit code: 0 success, 1 findings or invalid
+/// input, 2 usage errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Crds(args) => crds(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn crds(args: CrdsArgs) -> Result<ExitCode, String> {
+    match args.write_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            for (file, crd) in crate::crds::all() {
+                let path = dir.join(file);
+                std::fs::write(&path, crate::crds::to_yaml(&crd))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+        None => {
+            for (_, crd) in crate::crds::all() {
+                print!("{}", crate::crds::to_yaml(&crd));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,105 @@
+//! `gatehouse plan`: what a change grants and revokes, per person and target.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::Output;
+use super::inputs::{CommonArgs, Revision, from_dir, from_git, open_repo};
+use super::report::{PlanReport, RevisionRef};
+use crate::engine::{Engine, NothingHeld};
+use crate::plan::{AccessState, plan};
+use crate::source::changed_paths;
+
+/// Arguments of `gatehouse plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Directory of manifests to plan (the head). Not used with --repo.
+    #[arg(required_unless_present = "repo", conflicts_with = "repo")]
+    dir: Option<PathBuf>,
+    /// The base: a directory, or with --repo a Git revision. Without it, the plan starts from nothing.
+    #[arg(long)]
+    base: Option<String>,
+    /// Read both sides from this Git repository's objects (no checkout).
+    #[arg(long, value_name = "PATH", requires = "base")]
+    repo: Option<PathBuf>,
+    /// With --repo: the head revision.
+    #[arg(long, default_value = "HEAD", requires = "repo")]
+    head: String,
+    /// With --repo: the folder inside the repository holding the manifests.
+    #[arg(long, value_name = "SUBDIR", requires = "repo")]
+    path: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: Output,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Runs `gatehouse plan`.
+pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
+    let now = args.common.now()?;
+    let settings = args.common.settings()?;
+    let ns = &args.common.namespace;
+    let (base, head, attribution) = match &args.repo {
+        Some(repo_path) => {
+            let repo = open_repo(repo_path)?;
+            let base_rev = args.base.as_deref().unwrap_or_default();
+            let base = from_git(&repo, base_rev, args.path.as_deref(), ns)?;
+            let head = from_git(&repo, &args.head, args.path.as_deref(), ns)?;
+            let attribution = changed_paths(&repo, base_rev, &args.head, args.path.as_deref())?;
+            (Some(base), head, Some(attribution))
+        }
+        None => {
+            let head = from_dir(
+                args.dir.as_ref().expect("clap requires DIR without --repo"),
+                ns,
+            );
+            let base = args.base.as_ref().map(|b| from_dir(&PathBuf::from(b), ns));
+            (base, head, None)
+        }
+    };
+    let mut invalid = false;
+    for revision in base.iter().chain([&head]) {
+        for d in revision.loaded.diagnostics.0.iter() {
+            eprintln!("{}: {d}", revision.label);
+            invalid |= d.severity == crate::engine::Severity::Error;
+        }
+    }
+    if invalid {
+        eprintln!(
+            "plan refused: the manifests above are invalid (nothing was evaluated); `gatehouse validate` lists every problem"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let base_state = match &base {
+        Some(b) => AccessState::from_desired(
+            &Engine::new(&b.loaded.snapshot, settings.clone()).evaluate(now, &NothingHeld),
+        ),
+        None => AccessState::default(),
+    };
+    let desired = Engine::new(&head.loaded.snapshot, settings).evaluate(now, &base_state);
+    let plan = plan(&base_state, &desired);
+    let describe = |r: &Revision| RevisionRef {
+        source: r.label.clone(),
+        commit: r.commit.clone(),
+    };
+    let report = PlanReport::new(
+        base.as_ref().map(describe),
+        describe(&head),
+        &desired,
+        &plan,
+        &head.loaded.files,
+        attribution.as_ref(),
+    );
+    let text = match args.output {
+        Output::Text => report.to_text(&desired),
+        Output::Markdown => report.to_markdown(&desired),
+        Output::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,393 @@
+//! One identity's verdict: phase, effective entitlements with provenance, withheld
+//! entitlements with reasons, and the findings about it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::index::{IdentityRecord, Namespace};
+use super::lifecycle::{earliest, end_of, human_phase};
+use super::model::{
+    AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, Phase,
+    Source, Violation, ViolationKind, Withheld, WithheldReason,
+};
+use super::{Engine, Held, Settings};
+use crate::api::{EmploymentType, EntitlementRef, IdentityType, Mode, ProofingLevel};
+
+/// The phase of a named identity at `now`, and when it next changes.
+pub fn phase_of(
+    ns: &Namespace,
+    name: &str,
+    now: Timestamp,
+    settings: &Settings,
+) -> Option<(Phase, Option<Timestamp>)> {
+    let rec = ns.identities.get(name)?;
+    Some(phase_with_owner(ns, rec, now, settings).0)
+}
+
+/// Phase of an identity; for non-humans also the owner's name and phase when one resolves.
+fn phase_with_owner<'a>(
+    ns: &'a Namespace,
+    rec: &IdentityRecord,
+    now: Timestamp,
+    settings: &Settings,
+) -> ((Phase, Option<Timestamp>), Option<(&'a str, Phase)>) {
+    match rec.identity_type {
+        IdentityType::Human => match &rec.human {
+            Some(human) => (human_phase(human, now), None),
+            None => ((Phase::PreHire, None), None),
+        },
+        IdentityType::NonHuman => {
+            let owner = rec
+                .owner
+                .as_deref()
+                .and_then(|o| ns.identities.get_key_value(o))
+                .and_then(|(name, owner)| owner.human.as_ref().map(|h| (name.as_str(), h)));
+            let Some((owner_name, owner)) = owner else {
+                return ((Phase::Unowned, None), None);
+            };
+            let (owner_phase, owner_next) = human_phase(owner, now);
+            let phase = match owner_phase {
+                Phase::Active | Phase::OnLeave => (Phase::Active, owner_next),
+                Phase::Terminated => {
+                    let grace_end = owner
+                        .end_date
+                        .map(end_of)
+                        .and_then(|left| left.checked_add(settings.owner_grace).ok());
+                    match grace_end {
+                        Some(end) if end > now => (Phase::OwnerTerminated, Some(end)),
+                        _ => (Phase::OwnerTerminated, None),
+                    }
+                }
+                _ => (Phase::Unowned, owner_next),
+            };
+            (phase, Some((owner_name, owner_phase)))
+        }
+    }
+}
+
+/// Evaluates one identity. `verdicts` gives the verdict of each exception by index.
+pub fn evaluate_identity(
+    ns: &Namespace,
+    rec: &IdentityRecord,
+    now: Timestamp,
+    settings: &Settings,
+    held: &dyn Held,
+    verdicts: &dyn Fn(usize) -> ExceptionVerdict,
+) -> (IdentityAccess, Vec<Violation>) {
+    let key = IdentityKey::new(&ns.name, &rec.name);
+    let object = format!("Identity/{}", rec.name);
+    let mut violations = Vec::new();
+    let mut report = |kind, field: Option<&str>, message: String| {
+        violations.push(Engine::violation(
+            kind,
+            &ns.name,
+            Some(&rec.name),
+            &object,
+            field,
+            message,
+        ));
+    };
+
+    let ((phase, mut next_change), owner) = phase_with_owner(ns, rec, now, settings);
+    let in_grace = phase == Phase::OwnerTerminated && next_change.is_some();
+    let receives = matches!(phase, Phase::Active | Phase::OnLeave) || in_grace;
+
+    // Findings about the record itself.
+    for (field, msg) in &rec.invalid {
+        report(
+            ViolationKind::InvalidValue,
+            Some(field),
+            format!("{msg}: fix it in the HR record"),
+        );
+    }
+    let mut missing: Vec<String> = rec
+        .invalid
+        .iter()
+        .map(|(f, _)| f.trim_start_matches("spec.employment.").to_string())
+        .collect();
+    match rec.identity_type {
+        IdentityType::Human => check_human(ns, rec, &mut missing, &mut report),
+        IdentityType::NonHuman => match (rec.owner.as_deref(), owner) {
+            (None, _) => report(
+                ViolationKind::UnknownReference,
+                Some("spec.owner"),
+                "a non-human identity needs spec.owner, an active human Identity".into(),
+            ),
+            (Some(name), None) => report(
+                ViolationKind::UnknownReference,
+                Some("spec.owner"),
+                format!(
+                    "spec.owner names {name:?}, which is not a Human Identity in namespace {}",
+                    ns.name
+                ),
+            ),
+            (Some(name), Some((_, Phase::Terminated))) => report(
+                ViolationKind::OwnerTerminated,
+                Some("spec.owner"),
+                match next_change {
+                    Some(end) => format!(
+                        "owner {name} has left: access is revoked at {end} unless spec.owner names an active human"
+                    ),
+                    None => format!(
+                        "owner {name} has left: access revoked; set spec.owner to an active human to restore it"
+                    ),
+                },
+            ),
+            (Some(name), Some((_, Phase::OnLeave))) => report(
+                ViolationKind::OwnerInactive,
+                Some("spec.owner"),
+                format!("owner {name} is on leave: access is kept; consider a deputy owner"),
+            ),
+            (Some(name), Some((_, Phase::PreHire))) => report(
+                ViolationKind::OwnerInactive,
+                Some("spec.owner"),
+                format!("owner {name} has not started: no access until they do"),
+            ),
+            _ => {}
+        },
+    }
+    if receives && !missing.is_empty() {
+        report(
+            ViolationKind::MissingAttributes,
+            None,
+            format!(
+                "HR record lacks {}: policies grant nothing until HR completes it",
+                missing.join(", ")
+            ),
+        );
+    }
+
+    // Candidate grants from policies and exceptions.
+    let mut grants: BTreeMap<Arc<EntitlementRef>, (Vec<Arc<Source>>, bool)> = BTreeMap::new();
+    let mut withheld = Vec::new();
+    let mut withhold = |e: &Arc<EntitlementRef>, s: &Arc<Source>, reason: WithheldReason| {
+        withheld.push(Withheld {
+            entitlement: e.clone(),
+            source: s.clone(),
+            reason,
+        });
+    };
+    for i in ns.matching_policies(rec) {
+        let policy = &ns.policies[i];
+        let blocked = if !receives {
+            Some(WithheldReason::Phase { phase })
+        } else if !missing.is_empty() {
+            Some(WithheldReason::MissingAttributes {
+                attributes: missing.clone(),
+            })
+        } else {
+            policy
+                .required_proofing
+                .filter(|req| rec.proofing.is_none_or(|have| have < *req))
+                .map(|req| {
+                    let level = |l: ProofingLevel| format!("{l:?}");
+                    WithheldReason::InsufficientProofing {
+                        required: level(req),
+                        actual: rec.proofing.map(level),
+                    }
+                })
+        };
+        if let Some(WithheldReason::InsufficientProofing { required, actual }) = &blocked {
+            report(
+                ViolationKind::InsufficientProofing,
+                Some("spec.proofing.level"),
+                format!(
+                    "AccessPolicy/{} requires {required}, identity has {}: its entitlements are withheld until proofing is raised",
+                    policy.name,
+                    actual.as_deref().unwrap_or("none")
+                ),
+            );
+        }
+        for e in &policy.entitlements {
+            match &blocked {
+                Some(reason) => withhold(e, &policy.source, reason.clone()),
+                None if !ns.has_target(&e.target) => {
+                    withhold(e, &policy.source, WithheldReason::UnknownTarget)
+                }
+                None => {
+                    let slot = grants.entry(e.clone()).or_default();
+                    slot.0.push(policy.source.clone());
+                    slot.1 |= policy.mode == Mode::Enforce;
+                }
+            }
+        }
+    }
+    for &i in ns
+        .exceptions_by_subject
+        .get(&rec.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let exc = &ns.exceptions[i];
+        let verdict = verdicts(i);
+        for boundary in [exc.valid_from, exc.expires_at].into_iter().flatten() {
+            if boundary > now && verdict.phase != ExceptionPhase::Invalid {
+                next_change = earliest(next_change, Some(boundary));
+            }
+        }
+        if verdict.phase != ExceptionPhase::Active {
+            continue;
+        }
+        for e in &exc.entitlements {
+            if !receives {
+                withhold(e, &exc.source, WithheldReason::Phase { phase });
+            } else {
+                let slot = grants.entry(e.clone()).or_default();
+                slot.0.push(exc.source.clone());
+                slot.1 = true;
+            }
+        }
+    }
+
+    // Separation of duties over the enforced grants.
+    for rule in &ns.sod {
+        let complete = rule
+            .entitlements
+            .iter()
+            .all(|e| grants.get(e).is_some_and(|(_, enforced)| *enforced));
+        if !complete {
+            continue;
+        }
+        let already: Vec<bool> = rule
+            .entitlements
+            .iter()
+            .map(|e| held.holds(&key, e))
+            .collect();
+        let all_held = already.iter().all(|h| *h);
+        let names: Vec<String> = rule
+            .entitlements
+            .iter()
+            .map(|e| {
+                let from: Vec<String> = grants[e].0.iter().map(|s| s.to_string()).collect();
+                format!("{e} (from {})", from.join(", "))
+            })
+            .collect();
+        report(
+            ViolationKind::SeparationOfDuties,
+            None,
+            if all_held {
+                format!(
+                    "already holds the toxic combination {} of AccessPolicy/{}: {}; remove one side",
+                    rule.rule,
+                    rule.policy,
+                    names.join(" + ")
+                )
+            } else {
+                format!(
+                    "toxic combination {} of AccessPolicy/{}: {}; the completing grant is withheld",
+                    rule.rule,
+                    rule.policy,
+                    names.join(" + ")
+                )
+            },
+        );
+        if all_held {
+            continue;
+        }
+        for (e, was_held) in rule.entitlements.iter().zip(already) {
+            if !was_held && let Some((sources, _)) = grants.remove(e) {
+                for s in &sources {
+                    withhold(
+                        e,
+                        s,
+                        WithheldReason::SeparationOfDuties {
+                            rule: rule.rule.clone(),
+                            policy: rule.policy.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    let entitlements = grants
+        .into_iter()
+        .map(|(entitlement, (mut sources, enforced))| {
+            sources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+            sources.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
+            Grant {
+                entitlement,
+                sources,
+                enforced,
+            }
+        })
+        .collect();
+    let account = match phase {
+        Phase::PreHire => AccountIntent::None,
+        Phase::Active => AccountIntent::Enabled,
+        Phase::OnLeave => AccountIntent::Disabled,
+        Phase::OwnerTerminated if in_grace => AccountIntent::Enabled,
+        Phase::Terminated | Phase::OwnerTerminated | Phase::Unowned => AccountIntent::Revoked,
+    };
+    let access = IdentityAccess {
+        key,
+        identity_type: rec.identity_type,
+        phase,
+        account,
+        entitlements,
+        withheld,
+        next_change,
+    };
+    (access, violations)
+}
+
+/// Attribute checks for a human: department, a valid manager for employees and interns,
+/// an end date for contractors and vendors.
+fn check_human(
+    ns: &Namespace,
+    rec: &IdentityRecord,
+    missing: &mut Vec<String>,
+    report: &mut dyn FnMut(ViolationKind, Option<&str>, String),
+) {
+    let Some(human) = &rec.human else {
+        missing.push("employment".into());
+        return;
+    };
+    if human.department.is_none() {
+        missing.push("department".into());
+    }
+    let needs_manager = matches!(
+        human.employment_type,
+        EmploymentType::Employee | EmploymentType::Intern
+    );
+    match human.manager.as_deref() {
+        None if needs_manager => missing.push("manager".into()),
+        None => {}
+        Some(manager) => {
+            let target = ns.identities.get(manager);
+            if manager == rec.name {
+                // Its own manager: the head of the organisation, by explicit, reviewed choice.
+            } else if target.is_none_or(|m| m.identity_type != IdentityType::Human) {
+                report(
+                    ViolationKind::UnknownReference,
+                    Some("spec.employment.manager"),
+                    format!(
+                        "manager {manager:?} is not a Human Identity in namespace {}",
+                        ns.name
+                    ),
+                );
+                missing.push("manager".into());
+            } else if ns.in_manager_cycle.contains(&rec.name) {
+                report(
+                    ViolationKind::ManagerCycle,
+                    Some("spec.employment.manager"),
+                    format!(
+                        "the manager chain through {manager} loops back to {}: fix one manager in the loop",
+                        rec.name
+                    ),
+                );
+                missing.push("manager".into());
+            }
+        }
+    }
+    if matches!(
+        human.employment_type,
+        EmploymentType::Contractor | EmploymentType::Vendor
+    ) && human.end_date.is_none()
+        && !missing.iter().any(|m| m == "endDate")
+    {
+        missing.push("endDate".into());
+    }
+}

@@ -1,0 +1,454 @@
+//! Per-namespace indexes over the snapshot: identities by name, policies by the attribute
+//! they anchor on, exceptions by subject. Built once; updated per identity.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+
+use super::lifecycle::{parse_date, parse_duration, parse_timestamp};
+use super::model::{Provenance, Source, SourceKind, TargetInfo};
+use crate::api::{
+    AccessPolicy, EmploymentStatus, EmploymentType, EntitlementRef, Exception, Identity,
+    IdentityType, Mode, ProofingLevel, SelectorOperator, TargetSystem, TargetType,
+};
+
+/// The parsed HR fields of a human.
+#[derive(Clone, Debug)]
+pub struct HumanRecord {
+    pub status: EmploymentStatus,
+    pub employment_type: EmploymentType,
+    pub manager: Option<String>,
+    pub department: Option<String>,
+    pub start_date: Option<Date>,
+    pub end_date: Option<Date>,
+}
+
+/// One identity with what the engine derives from its spec alone.
+#[derive(Clone, Debug)]
+pub struct IdentityRecord {
+    pub name: String,
+    pub identity_type: IdentityType,
+    pub human: Option<HumanRecord>,
+    pub owner: Option<String>,
+    pub proofing: Option<ProofingLevel>,
+    /// Selector-visible attributes, sorted by key.
+    pub attributes: Vec<(String, String)>,
+    /// Malformed values: (field, message).
+    pub invalid: Vec<(String, String)>,
+}
+
+impl IdentityRecord {
+    pub fn new(identity: &Identity) -> Self {
+        let spec = &identity.spec;
+        let name = identity.metadata.name.clone().unwrap_or_default();
+        let mut invalid = Vec::new();
+        let mut attributes: BTreeMap<String, String> = spec.attributes.clone();
+        let type_name = match spec.type_ {
+            IdentityType::Human => "Human",
+            IdentityType::NonHuman => "NonHuman",
+        };
+        attributes.insert("type".into(), type_name.into());
+        let human = spec
+            .employment
+            .as_ref()
+            .filter(|_| spec.type_ == IdentityType::Human)
+            .map(|e| {
+                let mut date = |field: &str, value: &Option<String>| {
+                    value.as_deref().and_then(|v| match parse_date(v) {
+                        Ok(d) => Some(d),
+                        Err(msg) => {
+                            invalid.push((format!("spec.employment.{field}"), msg));
+                            None
+                        }
+                    })
+                };
+                let start_date = date("startDate", &e.start_date);
+                let end_date = date("endDate", &e.end_date);
+                let employment_type = e.type_.unwrap_or(EmploymentType::Employee);
+                attributes.insert("status".into(), format!("{:?}", e.status));
+                attributes.insert("employmentType".into(), format!("{employment_type:?}"));
+                for (key, value) in [
+                    ("department", &e.department),
+                    ("location", &e.location),
+                    ("title", &e.title),
+                    ("manager", &e.manager),
+                ] {
+                    if let Some(value) = value {
+                        attributes.insert(key.into(), value.clone());
+                    }
+                }
+                HumanRecord {
+                    status: e.status,
+                    employment_type,
+                    manager: e.manager.clone(),
+                    department: e.department.clone().filter(|d| !d.is_empty()),
+                    start_date,
+                    end_date,
+                }
+            });
+        Self {
+            name,
+            identity_type: spec.type_,
+            human,
+            owner: spec.owner.clone(),
+            proofing: spec.proofing.as_ref().map(|p| p.level),
+            attributes: attributes.into_iter().collect(),
+            invalid,
+        }
+    }
+
+    /// The value of a selector-visible attribute.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.attributes[i].1.as_str())
+    }
+}
+
+/// A compiled attribute selector.
+#[derive(Clone, Debug, Default)]
+pub struct Selector {
+    equals: Vec<(String, String)>,
+    expressions: Vec<(String, SelectorOperator, Vec<String>)>,
+}
+
+impl Selector {
+    pub fn matches(&self, rec: &IdentityRecord) -> bool {
+        self.equals
+            .iter()
+            .all(|(k, v)| rec.attribute(k) == Some(v.as_str()))
+            && self.expressions.iter().all(|(key, op, values)| {
+                let value = rec.attribute(key);
+                match op {
+                    SelectorOperator::In => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                    SelectorOperator::NotIn => {
+                        !value.is_some_and(|v| values.iter().any(|x| x == v))
+                    }
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+
+    /// The first failing term, for `explain`.
+    pub fn first_mismatch(&self, rec: &IdentityRecord) -> Option<String> {
+        for (k, v) in &self.equals {
+            let actual = rec.attribute(k);
+            if actual != Some(v.as_str()) {
+                return Some(format!("{k} is {} (needs {v})", actual.unwrap_or("unset")));
+            }
+        }
+        for (key, op, values) in &self.expressions {
+            let single = Selector {
+                equals: vec![],
+                expressions: vec![(key.clone(), *op, values.clone())],
+            };
+            if !single.matches(rec) {
+                return Some(format!(
+                    "{key} is {} (needs {op:?} [{}])",
+                    rec.attribute(key).unwrap_or("unset"),
+                    values.join(", ")
+                ));
+            }
+        }
+        None
+    }
+
+    /// Attribute values that every match must have: (key, any of values). Keys with low
+    /// selectivity come last so the index anchors on the most telling attribute.
+    fn anchors(&self) -> Option<(String, Vec<String>)> {
+        let weak = |k: &str| matches!(k, "type" | "status" | "employmentType");
+        let mut options: Vec<(String, Vec<String>)> = self
+            .equals
+            .iter()
+            .map(|(k, v)| (k.clone(), vec![v.clone()]))
+            .chain(
+                self.expressions
+                    .iter()
+                    .filter(|(_, op, _)| *op == SelectorOperator::In)
+                    .map(|(k, _, v)| (k.clone(), v.clone())),
+            )
+            .collect();
+        options.sort_by_key(|(k, v)| (weak(k), v.len()));
+        options.into_iter().next()
+    }
+}
+
+/// A policy as the engine uses it.
+#[derive(Clone, Debug)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub source: Arc<Source>,
+    pub selector: Selector,
+    pub required_proofing: Option<ProofingLevel>,
+    pub entitlements: Vec<Arc<EntitlementRef>>,
+    pub mode: Mode,
+    pub max_exception: Option<SignedDuration>,
+    /// Malformed values: (field, message).
+    pub invalid: Vec<(String, String)>,
+}
+
+/// A separation-of-duties rule in force in a namespace.
+#[derive(Clone, Debug)]
+pub struct SodRecord {
+    pub rule: String,
+    pub policy: String,
+    pub entitlements: Vec<Arc<EntitlementRef>>,
+}
+
+/// An exception as the engine uses it.
+#[derive(Clone, Debug)]
+pub struct ExceptionRecord {
+    pub name: String,
+    pub source: Arc<Source>,
+    pub subject: String,
+    pub requested_by: String,
+    pub approved_by: Vec<String>,
+    pub valid_from: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub entitlements: Vec<Arc<EntitlementRef>>,
+    pub invalid: Vec<(String, String)>,
+}
+
+/// Everything the engine knows about one namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Namespace {
+    pub name: String,
+    pub identities: BTreeMap<String, IdentityRecord>,
+    pub policies: Vec<PolicyRecord>,
+    pub sod: Vec<SodRecord>,
+    pub exceptions: Vec<ExceptionRecord>,
+    pub exceptions_by_subject: HashMap<String, Vec<usize>>,
+    pub targets: BTreeMap<String, TargetInfo>,
+    /// Policy indexes by anchor attribute and value.
+    by_attribute: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Policies without an anchor: checked against everyone.
+    unanchored: Vec<usize>,
+    /// Identities whose manager chain loops back.
+    pub in_manager_cycle: HashSet<String>,
+}
+
+fn source(kind: SourceKind, meta: &kube::api::ObjectMeta) -> Arc<Source> {
+    Arc::new(Source {
+        kind,
+        name: meta.name.clone().unwrap_or_default(),
+        provenance: Provenance::of(meta),
+    })
+}
+
+impl Namespace {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn add_target(&mut self, target: &TargetSystem) {
+        let spec = &target.spec;
+        self.targets.insert(
+            target.metadata.name.clone().unwrap_or_default(),
+            TargetInfo {
+                target_type: spec.type_,
+                mode: spec.mode,
+                on_leave: spec.on_leave,
+                max_revocations_per_sync: spec
+                    .limits
+                    .as_ref()
+                    .and_then(|l| l.max_revocations_per_sync),
+            },
+        );
+    }
+
+    pub fn add_policy(&mut self, policy: &AccessPolicy) {
+        let spec = &policy.spec;
+        let mut invalid = Vec::new();
+        let max_exception = spec
+            .exception_policy
+            .as_ref()
+            .and_then(|p| p.max_duration.as_deref())
+            .and_then(|d| {
+                parse_duration(d)
+                    .map_err(|msg| {
+                        invalid.push(("spec.exceptionPolicy.maxDuration".to_string(), msg))
+                    })
+                    .ok()
+            });
+        let selector = Selector {
+            equals: spec
+                .selector
+                .match_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            expressions: spec
+                .selector
+                .match_expressions
+                .iter()
+                .map(|e| (e.key.clone(), e.operator, e.values.clone()))
+                .collect(),
+        };
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        if spec.mode == Mode::Enforce {
+            for rule in &spec.separation_of_duties {
+                self.sod.push(SodRecord {
+                    rule: rule.name.clone(),
+                    policy: name.clone(),
+                    entitlements: rule.entitlements.iter().cloned().map(Arc::new).collect(),
+                });
+            }
+        }
+        self.policies.push(PolicyRecord {
+            name,
+            source: source(SourceKind::AccessPolicy, &policy.metadata),
+            selector,
+            required_proofing: spec.requires.as_ref().and_then(|r| r.proofing),
+            entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
+            mode: spec.mode,
+            max_exception,
+            invalid,
+        });
+    }
+
+    pub fn add_exception(&mut self, exception: &Exception) {
+        let spec = &exception.spec;
+        let mut invalid = Vec::new();
+        let mut ts = |field: &str, value: &str| {
+            parse_timestamp(value)
+                .map_err(|msg| invalid.push((format!("spec.{field}"), msg)))
+                .ok()
+        };
+        let valid_from = ts("validFrom", &spec.valid_from);
+        let expires_at = ts("expiresAt", &spec.expires_at);
+        self.exceptions_by_subject
+            .entry(spec.identity.clone())
+            .or_default()
+            .push(self.exceptions.len());
+        self.exceptions.push(ExceptionRecord {
+            name: exception.metadata.name.clone().unwrap_or_default(),
+            source: source(SourceKind::Exception, &exception.metadata),
+            subject: spec.identity.clone(),
+            requested_by: spec.requested_by.clone(),
+            approved_by: spec.approved_by.clone(),
+            valid_from,
+            expires_at,
+            entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
+            invalid,
+        });
+    }
+
+    /// Sorts policies by name and builds the attribute index. Call after adding policies.
+    pub fn index_policies(&mut self) {
+        self.policies.sort_by(|a, b| a.name.cmp(&b.name));
+        self.sod
+            .sort_by(|a, b| (&a.policy, &a.rule).cmp(&(&b.policy, &b.rule)));
+        self.by_attribute.clear();
+        self.unanchored.clear();
+        for (i, policy) in self.policies.iter().enumerate() {
+            match policy.selector.anchors() {
+                Some((key, values)) => {
+                    let by_value = self.by_attribute.entry(key).or_default();
+                    for value in values {
+                        let slot = by_value.entry(value).or_default();
+                        if slot.last() != Some(&i) {
+                            slot.push(i);
+                        }
+                    }
+                }
+                None => self.unanchored.push(i),
+            }
+        }
+    }
+
+    /// Policies whose selector matches the identity, in name order.
+    pub fn matching_policies(&self, rec: &IdentityRecord) -> Vec<usize> {
+        let mut found: Vec<usize> = self.unanchored.clone();
+        for (key, value) in &rec.attributes {
+            if let Some(hits) = self.by_attribute.get(key).and_then(|m| m.get(value)) {
+                found.extend_from_slice(hits);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.retain(|&i| self.policies[i].selector.matches(rec));
+        found
+    }
+
+    /// Recomputes which identities sit on a manager cycle.
+    pub fn find_manager_cycles(&mut self) {
+        let mut cycle = HashSet::new();
+        let mut done: HashSet<&str> = HashSet::new();
+        for start in self.identities.keys() {
+            let mut path: Vec<&str> = Vec::new();
+            let mut on_path: HashMap<&str, usize> = HashMap::new();
+            let mut current = Some(start.as_str());
+            while let Some(name) = current {
+                if done.contains(name) {
+                    break;
+                }
+                if let Some(&at) = on_path.get(name) {
+                    // A self-loop marks the head of the organisation; longer loops are errors.
+                    if path.len() - at > 1 {
+                        cycle.extend(path[at..].iter().map(|s| s.to_string()));
+                    }
+                    break;
+                }
+                on_path.insert(name, path.len());
+                path.push(name);
+                current = self.manager_of(name);
+            }
+            done.extend(path);
+        }
+        self.in_manager_cycle = cycle;
+    }
+
+    /// The manager an identity names, if it names an existing identity.
+    pub fn manager_of(&self, name: &str) -> Option<&str> {
+        let manager = self
+            .identities
+            .get(name)?
+            .human
+            .as_ref()?
+            .manager
+            .as_deref()?;
+        self.identities
+            .get_key_value(manager)
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Whether `target` exists in this namespace.
+    pub fn has_target(&self, target: &str) -> bool {
+        self.targets.contains_key(target)
+    }
+
+    /// Problems with an entitlement's shape on its target type: (field suffix, message).
+    pub fn entitlement_problem(&self, e: &EntitlementRef) -> Option<(&'static str, String)> {
+        let Some(info) = self.targets.get(&e.target) else {
+            return Some((
+                "target",
+                format!(
+                    "target {:?} is not a TargetSystem in namespace {}",
+                    e.target, self.name
+                ),
+            ));
+        };
+        if info.target_type == TargetType::Kubernetes {
+            match (e.kind.as_deref(), e.namespace.is_some()) {
+                (Some("ClusterRole"), _) | (Some("Role"), true) => {}
+                (Some("Role"), false) => {
+                    return Some(("namespace", format!("Role {:?} needs a namespace", e.name)));
+                }
+                _ => {
+                    return Some((
+                        "kind",
+                        format!("{e} needs kind ClusterRole or Role on a Kubernetes target"),
+                    ));
+                }
+            }
+        }
+        None
+    }
+}

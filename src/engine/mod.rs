@@ -1,0 +1,378 @@
+//! The pure lifecycle engine: HR records, policies and exceptions in, each identity's
+//! effective access (with provenance), withheld access (with reasons) and findings out.
+//!
+//! No I/O and no clock: `now` is an argument, so the same input always gives the same
+//! output. Every lifecycle rule of ARCHITECTURE.md lives here.
+
+mod access;
+mod exceptions;
+pub mod index;
+pub mod lifecycle;
+mod model;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use model::*;
+
+use crate::api::{EntitlementRef, Identity};
+use index::{IdentityRecord, Namespace};
+
+/// Tunables that are not part of any object.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a non-human identity keeps its access after its owner's end date.
+    pub owner_grace: SignedDuration,
+    /// Longest exception window when no policy granting the entitlement sets one.
+    pub default_max_exception: SignedDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            owner_grace: SignedDuration::from_hours(7 * 24),
+            default_max_exception: SignedDuration::from_hours(90 * 24),
+        }
+    }
+}
+
+/// What an identity holds now, so that separation of duties withholds only the grant
+/// that would complete a toxic combination.
+pub trait Held {
+    /// Whether the identity currently holds the entitlement.
+    fn holds(&self, identity: &IdentityKey, entitlement: &EntitlementRef) -> bool;
+}
+
+/// Nothing is held: every member of a would-be toxic combination is withheld.
+pub struct NothingHeld;
+
+impl Held for NothingHeld {
+    fn holds(&self, _: &IdentityKey, _: &EntitlementRef) -> bool {
+        false
+    }
+}
+
+/// A snapshot indexed for evaluation. Build once; update identities incrementally.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    settings: Settings,
+    namespaces: BTreeMap<String, Namespace>,
+}
+
+impl Engine {
+    /// Indexes a snapshot.
+    pub fn new(snapshot: &Snapshot, settings: Settings) -> Self {
+        let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
+        let namespaces_ref =
+            |meta: &kube::api::ObjectMeta| -> String { meta.namespace.clone().unwrap_or_default() };
+        for t in &snapshot.targets {
+            let n = namespaces_ref(&t.metadata);
+            namespaces
+                .entry(n.clone())
+                .or_insert_with(|| Namespace::new(&n))
+                .add_target(t);
+        }
+        for p in &snapshot.policies {
+            let n = namespaces_ref(&p.metadata);
+            namespaces
+                .entry(n.clone())
+                .or_insert_with(|| Namespace::new(&n))
+                .add_policy(p);
+        }
+        for e in &snapshot.exceptions {
+            let n = namespaces_ref(&e.metadata);
+            namespaces
+                .entry(n.clone())
+                .or_insert_with(|| Namespace::new(&n))
+                .add_exception(e);
+        }
+        for i in &snapshot.identities {
+            let n = namespaces_ref(&i.metadata);
+            let rec = IdentityRecord::new(i);
+            namespaces
+                .entry(n.clone())
+                .or_insert_with(|| Namespace::new(&n))
+                .identities
+                .insert(rec.name.clone(), rec);
+        }
+        for ns in namespaces.values_mut() {
+            ns.index_policies();
+            ns.find_manager_cycles();
+        }
+        Self {
+            settings,
+            namespaces,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Evaluates every identity at `now`.
+    pub fn evaluate(&self, now: Timestamp, held: &dyn Held) -> DesiredState {
+        let mut state = DesiredState {
+            now,
+            ..DesiredState::default()
+        };
+        let mut violations = Vec::new();
+        for ns in self.namespaces.values() {
+            let verdicts = self.judge_exceptions(ns, now, &mut violations);
+            for (name, info) in &ns.targets {
+                state
+                    .targets
+                    .insert((ns.name.clone(), name.clone()), info.clone());
+            }
+            for (exc, verdict) in ns.exceptions.iter().zip(&verdicts) {
+                state
+                    .exceptions
+                    .insert((ns.name.clone(), exc.name.clone()), verdict.clone());
+            }
+            violations.extend(policy_findings(ns));
+            let mut matches = vec![0usize; ns.policies.len()];
+            for rec in ns.identities.values() {
+                for i in ns.matching_policies(rec) {
+                    matches[i] += 1;
+                }
+                let (access, found) =
+                    access::evaluate_identity(ns, rec, now, &self.settings, held, &|i| {
+                        verdicts[i].clone()
+                    });
+                violations.extend(found);
+                state.next_change = lifecycle::earliest(state.next_change, access.next_change);
+                state.identities.insert(access.key.clone(), access);
+            }
+            for (policy, count) in ns.policies.iter().zip(matches) {
+                state
+                    .policy_matches
+                    .insert((ns.name.clone(), policy.name.clone()), count);
+            }
+        }
+        violations.sort();
+        violations.dedup();
+        state.violations = violations;
+        state
+    }
+
+    /// Evaluates one identity at `now`, with the findings about it (exception findings
+    /// are reported by [`Engine::evaluate`]).
+    pub fn evaluate_identity(
+        &self,
+        key: &IdentityKey,
+        now: Timestamp,
+        held: &dyn Held,
+    ) -> Option<(IdentityAccess, Vec<Violation>)> {
+        let ns = self.namespaces.get(&key.namespace)?;
+        let rec = ns.identities.get(&key.name)?;
+        let verdict = |i: usize| {
+            let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
+            exceptions::judge(ns, &ns.exceptions[i], now, &self.settings, &phase).0
+        };
+        Some(access::evaluate_identity(
+            ns,
+            rec,
+            now,
+            &self.settings,
+            held,
+            &verdict,
+        ))
+    }
+
+    /// Inserts or replaces an identity and returns every identity whose verdict may change:
+    /// itself, its reports, the machines it owns, the subjects of exceptions it requested
+    /// or approved, and anyone on a manager cycle it joins or leaves.
+    pub fn upsert_identity(&mut self, identity: &Identity) -> Vec<IdentityKey> {
+        let namespace = identity.metadata.namespace.clone().unwrap_or_default();
+        let ns = self
+            .namespaces
+            .entry(namespace.clone())
+            .or_insert_with(|| Namespace::new(&namespace));
+        let rec = IdentityRecord::new(identity);
+        let name = rec.name.clone();
+        let old_manager = ns
+            .identities
+            .get(&name)
+            .and_then(|r| r.human.as_ref())
+            .and_then(|h| h.manager.clone());
+        let new_manager = rec.human.as_ref().and_then(|h| h.manager.clone());
+        ns.identities.insert(name.clone(), rec);
+        let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
+        if old_manager != new_manager {
+            let before = std::mem::take(&mut ns.in_manager_cycle);
+            ns.find_manager_cycles();
+            affected.extend(before.symmetric_difference(&ns.in_manager_cycle).cloned());
+        }
+        Self::dependents(ns, &name, &mut affected);
+        affected
+            .into_iter()
+            .map(|n| IdentityKey::new(&namespace, n))
+            .collect()
+    }
+
+    /// Removes an identity; returns the identities whose verdict may change.
+    pub fn remove_identity(&mut self, key: &IdentityKey) -> Vec<IdentityKey> {
+        let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
+            return vec![];
+        };
+        if ns.identities.remove(&key.name).is_none() {
+            return vec![];
+        }
+        let before = std::mem::take(&mut ns.in_manager_cycle);
+        ns.find_manager_cycles();
+        let mut affected: BTreeSet<String> = before
+            .symmetric_difference(&ns.in_manager_cycle)
+            .cloned()
+            .collect();
+        Self::dependents(ns, &key.name, &mut affected);
+        affected.remove(&key.name);
+        affected
+            .into_iter()
+            .map(|n| IdentityKey::new(&key.namespace, n))
+            .collect()
+    }
+
+    fn dependents(ns: &Namespace, name: &str, out: &mut BTreeSet<String>) {
+        for (other, rec) in &ns.identities {
+            let manages = rec.human.as_ref().and_then(|h| h.manager.as_deref()) == Some(name);
+            if manages || rec.owner.as_deref() == Some(name) {
+                out.insert(other.clone());
+            }
+        }
+        for exc in &ns.exceptions {
+            if exc.requested_by == name || exc.approved_by.iter().any(|a| a == name) {
+                out.insert(exc.subject.clone());
+            }
+        }
+    }
+
+    fn judge_exceptions(
+        &self,
+        ns: &Namespace,
+        now: Timestamp,
+        violations: &mut Vec<Violation>,
+    ) -> Vec<ExceptionVerdict> {
+        let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
+        ns.exceptions
+            .iter()
+            .map(|exc| {
+                let (verdict, found) = exceptions::judge(ns, exc, now, &self.settings, &phase);
+                violations.extend(found);
+                verdict
+            })
+            .collect()
+    }
+
+    /// Builds a finding with the kind's default severity.
+    pub fn violation(
+        kind: ViolationKind,
+        namespace: &str,
+        identity: Option<&str>,
+        object: &str,
+        field: Option<&str>,
+        message: String,
+    ) -> Violation {
+        Violation {
+            kind,
+            severity: kind.severity(),
+            namespace: namespace.to_string(),
+            identity: identity.map(str::to_string),
+            object: object.to_string(),
+            field: field.map(str::to_string),
+            message,
+        }
+    }
+}
+
+/// Findings about policies alone: unknown targets, malformed entitlements and durations.
+fn policy_findings(ns: &Namespace) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for policy in &ns.policies {
+        let object = format!("AccessPolicy/{}", policy.name);
+        for (field, msg) in &policy.invalid {
+            out.push(Engine::violation(
+                ViolationKind::InvalidValue,
+                &ns.name,
+                None,
+                &object,
+                Some(field),
+                msg.clone(),
+            ));
+        }
+        for (i, e) in policy.entitlements.iter().enumerate() {
+            if let Some((suffix, msg)) = ns.entitlement_problem(e) {
+                let kind = if suffix == "target" {
+                    ViolationKind::UnknownReference
+                } else {
+                    ViolationKind::InvalidValue
+                };
+                out.push(Engine::violation(
+                    kind,
+                    &ns.name,
+                    None,
+                    &object,
+                    Some(&format!("spec.entitlements[{i}].{suffix}")),
+                    msg,
+                ));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for rule in &ns.sod {
+        for e in &rule.entitlements {
+            if !ns.has_target(&e.target) && seen.insert((rule.policy.clone(), e.target.clone())) {
+                out.push(Engine::violation(
+                    ViolationKind::UnknownReference,
+                    &ns.name,
+                    None,
+                    &format!("AccessPolicy/{}", rule.policy),
+                    Some("spec.separationOfDuties"),
+                    format!(
+                        "rule {} names target {:?}, which is not a TargetSystem in namespace {}",
+                        rule.rule, e.target, ns.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Evaluates a snapshot at `now` in one call.
+pub fn evaluate(
+    snapshot: &Snapshot,
+    now: Timestamp,
+    settings: &Settings,
+    held: &dyn Held,
+) -> DesiredState {
+    Engine::new(snapshot, settings.clone()).evaluate(now, held)
+}
+
+impl Engine {
+    /// For `explain`: every policy in the identity's namespace and, when its selector does
+    /// not match, the first failing term.
+    pub fn selector_report(&self, key: &IdentityKey) -> Vec<(String, Option<String>)> {
+        let Some(ns) = self.namespaces.get(&key.namespace) else {
+            return vec![];
+        };
+        let Some(rec) = ns.identities.get(&key.name) else {
+            return vec![];
+        };
+        ns.policies
+            .iter()
+            .map(|p| (p.name.clone(), p.selector.first_mismatch(rec)))
+            .collect()
+    }
+
+    /// For `explain`: the exceptions naming the identity as subject.
+    pub fn exceptions_of(&self, key: &IdentityKey) -> Vec<String> {
+        let Some(ns) = self.namespaces.get(&key.namespace) else {
+            return vec![];
+        };
+        ns.exceptions_by_subject
+            .get(&key.name)
+            .map(|ids| ids.iter().map(|&i| ns.exceptions[i].name.clone()).collect())
+            .unwrap_or_default()
+    }
+}

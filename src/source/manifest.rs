@@ -1,0 +1,305 @@
+//! Parsing and checking manifest files: YAML documents to typed objects, with unknown
+//! fields, schema (CEL) rules, names and duplicates reported per file, object and field.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
+use kube::{CustomResourceExt, Resource};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::Diagnostics;
+use crate::api::{API_VERSION, AccessPolicy, Exception, Identity, TargetSystem, annotations};
+use crate::engine::{Provenance, Snapshot};
+
+/// Largest manifest file read; larger files are rejected, never truncated.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The outcome of reading manifests.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Objects that passed every check.
+    pub snapshot: Snapshot,
+    /// Everything wrong with the input.
+    pub diagnostics: Diagnostics,
+    /// The file each object came from, by `Kind/namespace/name`.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Accumulates files into a snapshot.
+pub struct Loader {
+    default_namespace: String,
+    validator: Validator,
+    snapshot: Snapshot,
+    /// Diagnostics so far.
+    pub diagnostics: Diagnostics,
+    files: BTreeMap<String, String>,
+}
+
+fn compiled<K: CustomResourceExt>(
+    slot: &'static OnceLock<CompiledSchema>,
+) -> &'static CompiledSchema {
+    slot.get_or_init(|| {
+        let crd = K::crd();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref());
+        compile_schema(&serde_json::to_value(schema).expect("CRD schema serializes"))
+    })
+}
+
+impl Loader {
+    /// A loader that puts objects without a namespace into `default_namespace`.
+    pub fn new(default_namespace: &str) -> Self {
+        Self {
+            default_namespace: default_namespace.to_string(),
+            validator: Validator::new(),
+            snapshot: Snapshot::default(),
+            diagnostics: Diagnostics::default(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Parses one file; `provenance` (commit, author) is stamped on each object with its path.
+    pub fn add_file(&mut self, file: &str, bytes: &[u8], provenance: &Provenance) {
+        if bytes.len() > MAX_FILE_BYTES {
+            self.diagnostics.error(
+                file,
+                None,
+                None,
+                format!(
+                    "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
+                    bytes.len()
+                ),
+            );
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            self.diagnostics
+                .error(file, None, None, "not UTF-8 text".into());
+            return;
+        };
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = match serde_yaml::Value::deserialize(document) {
+                Ok(value) => value,
+                Err(e) => {
+                    self.diagnostics.error(
+                        file,
+                        None,
+                        None,
+                        format!("invalid YAML in document {}: {e}", index + 1),
+                    );
+                    break;
+                }
+            };
+            self.add_document(file, index, value, provenance);
+        }
+    }
+
+    fn add_document(
+        &mut self,
+        file: &str,
+        index: usize,
+        value: serde_yaml::Value,
+        provenance: &Provenance,
+    ) {
+        if value.is_null() {
+            return;
+        }
+        let at = format!("document {}", index + 1);
+        let Some(map) = value.as_mapping() else {
+            self.diagnostics.error(
+                file,
+                None,
+                None,
+                format!("{at} is not a Kubernetes object (a mapping with apiVersion and kind)"),
+            );
+            return;
+        };
+        let text = |key: &str| map.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let (api_version, kind) = (text("apiVersion"), text("kind"));
+        let name = map
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let label = format!(
+            "{}/{}",
+            kind.as_deref().unwrap_or("?"),
+            name.as_deref().unwrap_or("?")
+        );
+        if api_version.as_deref() != Some(API_VERSION) {
+            self.diagnostics.error(
+                file,
+                Some(label),
+                Some("apiVersion".into()),
+                format!(
+                    "apiVersion is {:?}; only {API_VERSION} objects belong in a policy repository",
+                    api_version.unwrap_or_default()
+                ),
+            );
+            return;
+        }
+        match kind.as_deref() {
+            Some("Identity") => self.add_object::<Identity>(file, value, provenance, &IDENTITY, |s, o| s.identities.push(o)),
+            Some("AccessPolicy") => self.add_object::<AccessPolicy>(file, value, provenance, &POLICY, |s, o| s.policies.push(o)),
+            Some("Exception") => self.add_object::<Exception>(file, value, provenance, &EXCEPTION, |s, o| s.exceptions.push(o)),
+            Some("TargetSystem") => self.add_object::<TargetSystem>(file, value, provenance, &TARGET, |s, o| s.targets.push(o)),
+            other => self.diagnostics.error(
+                file,
+                Some(label),
+                Some("kind".into()),
+                format!("kind {:?} is not a gatehouse kind: use Identity, AccessPolicy, Exception or TargetSystem", other.unwrap_or_default()),
+            ),
+        }
+    }
+
+    fn add_object<K>(
+        &mut self,
+        file: &str,
+        value: serde_yaml::Value,
+        provenance: &Provenance,
+        schema: &'static OnceLock<CompiledSchema>,
+        push: fn(&mut Snapshot, K),
+    ) where
+        K: Resource<DynamicType = ()> + CustomResourceExt + DeserializeOwned + serde::Serialize,
+    {
+        let kind = K::kind(&());
+        let mut unknown = Vec::new();
+        let mut track = serde_path_to_error::Track::new();
+        let parsed: Result<K, _> = serde_ignored::deserialize(
+            serde_path_to_error::Deserializer::new(value, &mut track),
+            |path| unknown.push(path.to_string()),
+        );
+        let mut object = match parsed {
+            Ok(object) => object,
+            Err(e) => {
+                let path = track.path().to_string();
+                let field = (path != ".").then_some(path);
+                let message = e.to_string();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
+                self.diagnostics.error(
+                    file,
+                    Some(format!("{kind}/?")),
+                    field,
+                    format!("{message}: see `gatehouse crds` for the schema"),
+                );
+                return;
+            }
+        };
+        let meta = object.meta_mut();
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = meta
+            .namespace
+            .get_or_insert_with(|| self.default_namespace.clone())
+            .clone();
+        let label = format!("{kind}/{namespace}/{name}");
+        let mut ok = true;
+        // The generated root type reads apiVersion and kind itself; they were checked above.
+        for path in unknown
+            .into_iter()
+            .filter(|p| p != "apiVersion" && p != "kind")
+        {
+            ok = false;
+            self.diagnostics.error(
+                file,
+                Some(label.clone()),
+                Some(path.clone()),
+                format!("unknown field {path}: check its spelling against `gatehouse crds`"),
+            );
+        }
+        if let Some(problem) = name_problem(&name) {
+            ok = false;
+            self.diagnostics.error(
+                file,
+                Some(label.clone()),
+                Some("metadata.name".into()),
+                problem,
+            );
+        }
+        if let Some(problem) = name_problem(&namespace).filter(|_| namespace.len() <= 63) {
+            ok = false;
+            self.diagnostics.error(
+                file,
+                Some(label.clone()),
+                Some("metadata.namespace".into()),
+                problem,
+            );
+        }
+        let annotations = meta.annotations.get_or_insert_with(Default::default);
+        annotations.insert(annotations::PATH.into(), file.to_string());
+        for (key, value) in [
+            (annotations::COMMIT, &provenance.commit),
+            (annotations::AUTHOR, &provenance.author),
+            (annotations::SIGNER, &provenance.signer),
+        ] {
+            if let Some(value) = value {
+                annotations.insert(key.into(), value.clone());
+            }
+        }
+        let json = serde_json::to_value(&object).unwrap_or_default();
+        if let Err(errors) = self
+            .validator
+            .validate_compiled(compiled::<K>(schema), &json, None)
+        {
+            ok = false;
+            for e in errors.into_vec() {
+                self.diagnostics.error(
+                    file,
+                    Some(label.clone()),
+                    Some(e.field_path.clone()),
+                    e.message.clone(),
+                );
+            }
+        }
+        if let Some(first) = self.files.get(&label) {
+            self.diagnostics.error(file, Some(label.clone()), Some("metadata.name".into()), format!("duplicate: {label} is also defined in {first}; names are unique per kind and namespace"));
+            return;
+        }
+        self.files.insert(label, file.to_string());
+        if ok {
+            push(&mut self.snapshot, object);
+        }
+    }
+
+    /// The snapshot and diagnostics.
+    pub fn finish(self) -> Loaded {
+        let mut diagnostics = self.diagnostics;
+        diagnostics.0.sort();
+        Loaded {
+            snapshot: self.snapshot,
+            diagnostics,
+            files: self.files,
+        }
+    }
+}
+
+static IDENTITY: OnceLock<CompiledSchema> = OnceLock::new();
+static POLICY: OnceLock<CompiledSchema> = OnceLock::new();
+static EXCEPTION: OnceLock<CompiledSchema> = OnceLock::new();
+static TARGET: OnceLock<CompiledSchema> = OnceLock::new();
+
+/// Why a name is not a valid Kubernetes object name (RFC 1123 subdomain), if it is not.
+fn name_problem(name: &str) -> Option<String> {
+    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() {
+        Some("metadata.name is required".into())
+    } else if name.len() > 253
+        || !name.chars().all(valid_char)
+        || !edge(name.chars().next())
+        || !edge(name.chars().last())
+    {
+        Some(format!(
+            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    } else {
+        None
+    }
+}
