@@ -143,10 +143,10 @@ impl Loader {
             return;
         }
         match kind.as_deref() {
-            Some("Identity") => self.add_object::<Identity>(file, value, provenance, &IDENTITY, |s, o| s.identities.push(o)),
-            Some("AccessPolicy") => self.add_object::<AccessPolicy>(file, value, provenance, &POLICY, |s, o| s.policies.push(o)),
-            Some("Exception") => self.add_object::<Exception>(file, value, provenance, &EXCEPTION, |s, o| s.exceptions.push(o)),
-            Some("TargetSystem") => self.add_object::<TargetSystem>(file, value, provenance, &TARGET, |s, o| s.targets.push(o)),
+            Some("Identity") => self.add_object::<Identity>(file, value, provenance, &label, &IDENTITY, |s, o| s.identities.push(o)),
+            Some("AccessPolicy") => self.add_object::<AccessPolicy>(file, value, provenance, &label, &POLICY, |s, o| s.policies.push(o)),
+            Some("Exception") => self.add_object::<Exception>(file, value, provenance, &label, &EXCEPTION, |s, o| s.exceptions.push(o)),
+            Some("TargetSystem") => self.add_object::<TargetSystem>(file, value, provenance, &label, &TARGET, |s, o| s.targets.push(o)),
             other => self.diagnostics.error(
                 file,
                 Some(label),
@@ -161,6 +161,7 @@ impl Loader {
         file: &str,
         value: serde_yaml::Value,
         provenance: &Provenance,
+        label: &str,
         schema: &'static OnceLock<CompiledSchema>,
         push: fn(&mut Snapshot, K),
     ) where
@@ -171,7 +172,7 @@ impl Loader {
         let mut track = serde_path_to_error::Track::new();
         let parsed: Result<K, _> = serde_ignored::deserialize(
             serde_path_to_error::Deserializer::new(value, &mut track),
-            |path| unknown.push(path.to_string()),
+            |path| unknown.push(path.to_string().replace(".?", "")), // `?` marks the inside of an Option
         );
         let mut object = match parsed {
             Ok(object) => object,
@@ -186,7 +187,7 @@ impl Loader {
                     .to_string();
                 self.diagnostics.error(
                     file,
-                    Some(format!("{kind}/?")),
+                    Some(label.to_string()),
                     field,
                     format!("{message}: see `gatehouse crds` for the schema"),
                 );
