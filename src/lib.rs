@@ -10,3 +10,4 @@ pub mod crds;
 pub mod engine;
 pub mod plan;
 pub mod source;
+pub mod synthetic;

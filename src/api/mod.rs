@@ -5,10 +5,16 @@
 //! CEL rules in the schema (and are evaluated offline by `gatehouse validate` too); rules
 //! that need other objects live in the engine.
 
+// kube's `printcolumn(...)` repeats `type_ = "string"` by design; clippy reads that as a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 mod access_policy;
 mod conditions;
+#[allow(clippy::duplicated_attributes)]
 mod exception;
+#[allow(clippy::duplicated_attributes)]
 mod identity;
+#[allow(clippy::duplicated_attributes)]
 mod target_system;
 
 pub use access_policy::*;

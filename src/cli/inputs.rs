@@ -1,7 +1,7 @@
 //! Where the CLI reads manifests from: a directory, or a revision of a Git repository.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::Path;
 
 use clap::Args;
 use git2::Repository;
@@ -62,7 +62,7 @@ pub struct Revision {
 }
 
 /// Reads a directory.
-pub fn from_dir(dir: &PathBuf, namespace: &str) -> Revision {
+pub fn from_dir(dir: &Path, namespace: &str) -> Revision {
     Revision {
         label: dir.display().to_string(),
         commit: None,
@@ -71,7 +71,7 @@ pub fn from_dir(dir: &PathBuf, namespace: &str) -> Revision {
 }
 
 /// Opens a repository.
-pub fn open_repo(path: &PathBuf) -> Result<Repository, String> {
+pub fn open_repo(path: &Path) -> Result<Repository, String> {
     Repository::discover(path).map_err(|e| {
         format!(
             "{} is not a Git repository: {}",

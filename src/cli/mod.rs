@@ -53,6 +53,13 @@ pub enum Output {
 /// input, 2 usage errors.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr so that stdout stays a clean plan; `RUST_LOG=gatehouse=debug` shows timings.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Validate(args) => validate::run(args),

@@ -33,6 +33,9 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     output: Output,
+    /// In JSON, list every identity; by default only those the plan changes or a finding names.
+    #[arg(long)]
+    all_identities: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -42,6 +45,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
     let settings = args.common.settings()?;
     let ns = &args.common.namespace;
+    let started = std::time::Instant::now();
     let (base, head, attribution) = match &args.repo {
         Some(repo_path) => {
             let repo = open_repo(repo_path)?;
@@ -60,6 +64,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
             (base, head, None)
         }
     };
+    tracing::debug!(elapsed = ?started.elapsed(), "manifests loaded");
     let mut invalid = false;
     for revision in base.iter().chain([&head]) {
         for d in revision.loaded.diagnostics.0.iter() {
@@ -80,7 +85,9 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
         None => AccessState::default(),
     };
     let desired = Engine::new(&head.loaded.snapshot, settings).evaluate(now, &base_state);
+    tracing::debug!(elapsed = ?started.elapsed(), "evaluated");
     let plan = plan(&base_state, &desired);
+    tracing::debug!(elapsed = ?started.elapsed(), operations = plan.operations.len(), "planned");
     let describe = |r: &Revision| RevisionRef {
         source: r.label.clone(),
         commit: r.commit.clone(),
@@ -92,14 +99,23 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
         &plan,
         &head.loaded.files,
         attribution.as_ref(),
+        args.all_identities,
     );
-    let text = match args.output {
-        Output::Text => report.to_text(&desired),
-        Output::Markdown => report.to_markdown(&desired),
-        Output::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
-    };
+    tracing::debug!(elapsed = ?started.elapsed(), "report built");
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match args.output {
+        Output::Text => stdout.write_all(report.to_text(&desired).as_bytes()),
+        Output::Markdown => stdout.write_all(report.to_markdown(&desired).as_bytes()),
+        Output::Json => serde_json::to_writer_pretty(&mut stdout, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(stdout)),
+    };
+    if let Err(e) = written.and_then(|_| stdout.flush()) {
+        // A closed pipe (`| head`) is not an error worth a panic.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(format!("cannot write the plan: {e}"));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,9 @@ pub struct Change {
     pub cause: Option<CommitInfo>,
 }
 
+/// One person's entitlement and account changes.
+type PersonChanges<'a> = (Vec<&'a Change>, Vec<&'a AccountChange>);
+
 #[derive(Serialize)]
 pub struct AccountChange {
     pub namespace: String,
@@ -135,8 +138,8 @@ impl PlanReport {
         plan: &Plan,
         files: &Files,
         attribution: Option<&Attribution>,
+        all_identities: bool,
     ) -> Self {
-        let identities = desired.identities.values().map(identity_entry).collect();
         let mut changes = Vec::new();
         let mut account_changes = Vec::new();
         let mut affected = BTreeSet::new();
@@ -182,6 +185,20 @@ impl PlanReport {
             });
         }
         let violations = desired.violations.clone();
+        let named: BTreeSet<(&str, &str)> = violations
+            .iter()
+            .filter_map(|v| v.identity.as_deref().map(|i| (v.namespace.as_str(), i)))
+            .collect();
+        let identities = desired
+            .identities
+            .values()
+            .filter(|a| {
+                all_identities
+                    || affected.contains(&a.key)
+                    || named.contains(&(a.key.namespace.as_str(), a.key.name.as_str()))
+            })
+            .map(identity_entry)
+            .collect();
         let summary = Summary {
             grants: changes.iter().filter(|c| c.action == "grant").count(),
             revokes: changes.iter().filter(|c| c.action == "revoke").count(),
@@ -225,9 +242,8 @@ impl PlanReport {
     }
 
     /// Changes grouped per identity, in plan order within each.
-    fn per_identity(&self) -> BTreeMap<(String, String), (Vec<&Change>, Vec<&AccountChange>)> {
-        let mut out: BTreeMap<(String, String), (Vec<&Change>, Vec<&AccountChange>)> =
-            BTreeMap::new();
+    fn per_identity(&self) -> BTreeMap<(String, String), PersonChanges<'_>> {
+        let mut out: BTreeMap<(String, String), PersonChanges<'_>> = BTreeMap::new();
         for c in &self.changes {
             out.entry((c.namespace.clone(), c.identity.clone()))
                 .or_default()

@@ -15,6 +15,9 @@ use super::model::{
 use super::{Engine, Held, Settings};
 use crate::api::{EmploymentType, EntitlementRef, IdentityType, Mode, ProofingLevel};
 
+/// A phase and the next instant it changes without an edit.
+type Timed = (Phase, Option<Timestamp>);
+
 /// The phase of a named identity at `now`, and when it next changes.
 pub fn phase_of(
     ns: &Namespace,
@@ -32,7 +35,7 @@ fn phase_with_owner<'a>(
     rec: &IdentityRecord,
     now: Timestamp,
     settings: &Settings,
-) -> ((Phase, Option<Timestamp>), Option<(&'a str, Phase)>) {
+) -> (Timed, Option<(&'a str, Phase)>) {
     match rec.identity_type {
         IdentityType::Human => match &rec.human {
             Some(human) => (human_phase(human, now), None),

@@ -1,7 +1,7 @@
 //! Parsing and checking manifest files: YAML documents to typed objects, with unknown
 //! fields, schema (CEL) rules, names and duplicates reported per file, object and field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
@@ -34,7 +34,8 @@ pub struct Loader {
     snapshot: Snapshot,
     /// Diagnostics so far.
     pub diagnostics: Diagnostics,
-    files: BTreeMap<String, String>,
+    /// Every object read, as (`Kind/namespace/name`, file), in reading order.
+    seen: Vec<(String, String)>,
 }
 
 fn compiled<K: CustomResourceExt>(
@@ -58,7 +59,7 @@ impl Loader {
             validator: Validator::new(),
             snapshot: Snapshot::default(),
             diagnostics: Diagnostics::default(),
-            files: BTreeMap::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -259,24 +260,83 @@ impl Loader {
                 );
             }
         }
-        if let Some(first) = self.files.get(&label) {
-            self.diagnostics.error(file, Some(label.clone()), Some("metadata.name".into()), format!("duplicate: {label} is also defined in {first}; names are unique per kind and namespace"));
-            return;
-        }
-        self.files.insert(label, file.to_string());
+        self.seen.push((label, file.to_string()));
         if ok {
             push(&mut self.snapshot, object);
         }
     }
 
-    /// The snapshot and diagnostics.
+    /// Appends what another loader read (files later in the order than this one's).
+    pub fn merge(&mut self, other: Loader) {
+        let Snapshot {
+            identities,
+            policies,
+            exceptions,
+            targets,
+        } = other.snapshot;
+        self.snapshot.identities.extend(identities);
+        self.snapshot.policies.extend(policies);
+        self.snapshot.exceptions.extend(exceptions);
+        self.snapshot.targets.extend(targets);
+        self.diagnostics.0.extend(other.diagnostics.0);
+        self.seen.extend(other.seen);
+    }
+
+    /// The snapshot and diagnostics. An object defined twice is kept from the first file
+    /// only, and the later definition is an error.
     pub fn finish(self) -> Loaded {
         let mut diagnostics = self.diagnostics;
+        let mut files = BTreeMap::new();
+        let mut rejected = HashSet::new();
+        for (label, file) in self.seen {
+            match files.get(&label) {
+                Some(first) => {
+                    diagnostics.error(
+                        &file,
+                        Some(label.clone()),
+                        Some("metadata.name".into()),
+                        format!("duplicate: {label} is also defined in {first}; names are unique per kind and namespace"),
+                    );
+                    rejected.insert((label, file));
+                }
+                None => {
+                    files.insert(label, file);
+                }
+            }
+        }
+        let mut snapshot = self.snapshot;
+        if !rejected.is_empty() {
+            fn keep<K: Resource<DynamicType = ()>>(
+                rejected: &HashSet<(String, String)>,
+                objects: &mut Vec<K>,
+            ) {
+                objects.retain(|o| {
+                    let meta = o.meta();
+                    let label = format!(
+                        "{}/{}/{}",
+                        K::kind(&()),
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        meta.name.as_deref().unwrap_or_default()
+                    );
+                    let file = meta
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(annotations::PATH))
+                        .cloned()
+                        .unwrap_or_default();
+                    !rejected.contains(&(label, file))
+                });
+            }
+            keep(&rejected, &mut snapshot.identities);
+            keep(&rejected, &mut snapshot.policies);
+            keep(&rejected, &mut snapshot.exceptions);
+            keep(&rejected, &mut snapshot.targets);
+        }
         diagnostics.0.sort();
         Loaded {
-            snapshot: self.snapshot,
+            snapshot,
             diagnostics,
-            files: self.files,
+            files,
         }
     }
 }

@@ -26,13 +26,33 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> Loaded {
     }
     collect(dir, &mut files, &mut loader.diagnostics);
     files.sort();
-    for path in files {
-        let label = path
-            .strip_prefix(dir)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        match std::fs::metadata(&path) {
+    // Parsing and schema checks dominate on large repositories: spread files over the cores,
+    // keeping file order so that "first definition wins" stays deterministic.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(workers).max(1);
+    let parts: Vec<Loader> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|paths| scope.spawn(|| read_files(dir, paths, default_namespace)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("loader threads do not panic"))
+            .collect()
+    });
+    for part in parts {
+        loader.merge(part);
+    }
+    loader.finish()
+}
+
+fn read_files(dir: &Path, paths: &[std::path::PathBuf], default_namespace: &str) -> Loader {
+    let mut loader = Loader::new(default_namespace);
+    for path in paths {
+        let label = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        match std::fs::metadata(path) {
             Ok(meta) if meta.len() > MAX_FILE_BYTES as u64 => {
                 loader.diagnostics.error(
                     &label,
@@ -44,7 +64,7 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> Loaded {
                     ),
                 );
             }
-            Ok(_) => match std::fs::read(&path) {
+            Ok(_) => match std::fs::read(path) {
                 Ok(bytes) => loader.add_file(&label, &bytes, &Default::default()),
                 Err(e) => loader
                     .diagnostics
@@ -55,7 +75,7 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> Loaded {
                 .error(&label, None, None, format!("cannot read: {e}")),
         }
     }
-    loader.finish()
+    loader
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>, diagnostics: &mut Diagnostics) {
