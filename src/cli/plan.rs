@@ -46,7 +46,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
     let settings = args.common.settings()?;
     let ns = &args.common.namespace;
     let started = std::time::Instant::now();
-    let (base, head, attribution) = match &args.repo {
+    let (mut base, mut head, attribution) = match &args.repo {
         Some(repo_path) => {
             let repo = open_repo(repo_path)?;
             let base_rev = args.base.as_deref().unwrap_or_default();
@@ -78,13 +78,17 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let base_state = match &base {
-        Some(b) => AccessState::from_desired(
-            &Engine::new(&b.loaded.snapshot, settings.clone()).evaluate(now, &NothingHeld),
-        ),
+    // Each snapshot is dropped once indexed: at 100k identities the objects are the bulk of memory.
+    let base_state = match base.as_mut() {
+        Some(b) => {
+            let engine = Engine::new(&std::mem::take(&mut b.loaded.snapshot), settings.clone());
+            AccessState::from_desired(&engine.evaluate(now, &NothingHeld))
+        }
         None => AccessState::default(),
     };
-    let desired = Engine::new(&head.loaded.snapshot, settings).evaluate(now, &base_state);
+    let engine = Engine::new(&std::mem::take(&mut head.loaded.snapshot), settings);
+    let desired = engine.evaluate(now, &base_state);
+    drop(engine);
     tracing::debug!(elapsed = ?started.elapsed(), "evaluated");
     let plan = plan(&base_state, &desired);
     tracing::debug!(elapsed = ?started.elapsed(), operations = plan.operations.len(), "planned");

@@ -1,7 +1,6 @@
 //! One identity's verdict: phase, effective entitlements with provenance, withheld
 //! entitlements with reasons, and the findings about it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -70,13 +69,15 @@ fn phase_with_owner<'a>(
     }
 }
 
-/// Evaluates one identity. `verdicts` gives the verdict of each exception by index.
+/// Evaluates one identity. `matched` lists the policies whose selector matches it;
+/// `verdicts` gives the verdict of each exception by index.
 pub fn evaluate_identity(
     ns: &Namespace,
     rec: &IdentityRecord,
     now: Timestamp,
     settings: &Settings,
     held: &dyn Held,
+    matched: &[usize],
     verdicts: &dyn Fn(usize) -> ExceptionVerdict,
 ) -> (IdentityAccess, Vec<Violation>) {
     let key = IdentityKey::new(&ns.name, &rec.name);
@@ -151,7 +152,7 @@ pub fn evaluate_identity(
             _ => {}
         },
     }
-    if receives && !missing.is_empty() {
+    if (receives || phase == Phase::PreHire) && !missing.is_empty() {
         report(
             ViolationKind::MissingAttributes,
             None,
@@ -162,8 +163,8 @@ pub fn evaluate_identity(
         );
     }
 
-    // Candidate grants from policies and exceptions.
-    let mut grants: BTreeMap<Arc<EntitlementRef>, (Vec<Arc<Source>>, bool)> = BTreeMap::new();
+    // Candidate grants from policies and exceptions, by interned entitlement id.
+    let mut offered: Vec<(u32, Arc<Source>, bool)> = Vec::new();
     let mut withheld = Vec::new();
     let mut withhold = |e: &Arc<EntitlementRef>, s: &Arc<Source>, reason: WithheldReason| {
         withheld.push(Withheld {
@@ -172,7 +173,7 @@ pub fn evaluate_identity(
             reason,
         });
     };
-    for i in ns.matching_policies(rec) {
+    for &i in matched {
         let policy = &ns.policies[i];
         let blocked = if !receives {
             Some(WithheldReason::Phase { phase })
@@ -203,17 +204,13 @@ pub fn evaluate_identity(
                 ),
             );
         }
-        for e in &policy.entitlements {
+        for (e, &id) in policy.entitlements.iter().zip(&policy.ids) {
             match &blocked {
                 Some(reason) => withhold(e, &policy.source, reason.clone()),
                 None if !ns.has_target(&e.target) => {
                     withhold(e, &policy.source, WithheldReason::UnknownTarget)
                 }
-                None => {
-                    let slot = grants.entry(e.clone()).or_default();
-                    slot.0.push(policy.source.clone());
-                    slot.1 |= policy.mode == Mode::Enforce;
-                }
+                None => offered.push((id, policy.source.clone(), policy.mode == Mode::Enforce)),
             }
         }
     }
@@ -233,23 +230,49 @@ pub fn evaluate_identity(
         if verdict.phase != ExceptionPhase::Active {
             continue;
         }
-        for e in &exc.entitlements {
-            if !receives {
-                withhold(e, &exc.source, WithheldReason::Phase { phase });
+        for (e, &id) in exc.entitlements.iter().zip(&exc.ids) {
+            if receives {
+                offered.push((id, exc.source.clone(), true));
             } else {
-                let slot = grants.entry(e.clone()).or_default();
-                slot.0.push(exc.source.clone());
-                slot.1 = true;
+                withhold(e, &exc.source, WithheldReason::Phase { phase });
+            }
+        }
+    }
+
+    // One grant per entitlement, sources policies first then by name; ids sort like entitlements.
+    offered.sort_by(|a, b| (a.0, a.1.kind, &a.1.name).cmp(&(b.0, b.1.kind, &b.1.name)));
+    let mut ids: Vec<u32> = Vec::new();
+    let mut grants: Vec<Grant> = Vec::new();
+    for (id, source, enforcing) in offered {
+        match grants.last_mut() {
+            Some(grant) if ids.last() == Some(&id) => {
+                if grant
+                    .sources
+                    .last()
+                    .is_none_or(|s| s.kind != source.kind || s.name != source.name)
+                {
+                    grant.sources.push(source);
+                }
+                grant.enforced |= enforcing;
+            }
+            _ => {
+                ids.push(id);
+                grants.push(Grant {
+                    entitlement: ns.entitlement_table[id as usize].clone(),
+                    sources: smallvec::smallvec![source],
+                    enforced: enforcing,
+                });
             }
         }
     }
 
     // Separation of duties over the enforced grants.
     for rule in &ns.sod {
+        let position = |id: &u32| ids.binary_search(id).ok();
         let complete = rule
-            .entitlements
+            .ids
             .iter()
-            .all(|e| grants.get(e).is_some_and(|(_, enforced)| *enforced));
+            .all(|id| position(id).is_some_and(|i| grants[i].enforced));
         if !complete {
             continue;
         }
@@ -262,61 +285,62 @@ pub fn evaluate_identity(
         let names: Vec<String> = rule
             .entitlements
             .iter()
-            .map(|e| {
-                let from: Vec<String> = grants[e].0.iter().map(|s| s.to_string()).collect();
-                format!("{e} (from {})", from.join(", "))
+            .zip(&rule.ids)
+            .filter_map(|(e, id)| {
+                let from: Vec<String> = grants[position(id)?]
+                    .sources
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                Some(format!("{e} (from {})", from.join(", ")))
             })
             .collect();
+        let what = if all_held {
+            "already holds the toxic combination"
+        } else {
+            "toxic combination"
+        };
+        let then = if all_held {
+            "remove one side"
+        } else {
+            "the completing grant is withheld"
+        };
         report(
             ViolationKind::SeparationOfDuties,
             None,
-            if all_held {
-                format!(
-                    "already holds the toxic combination {} of AccessPolicy/{}: {}; remove one side",
-                    rule.rule,
-                    rule.policy,
-                    names.join(" + ")
-                )
-            } else {
-                format!(
-                    "toxic combination {} of AccessPolicy/{}: {}; the completing grant is withheld",
-                    rule.rule,
-                    rule.policy,
-                    names.join(" + ")
-                )
-            },
+            format!(
+                "{what} {} of AccessPolicy/{}: {}; {then}",
+                rule.rule,
+                rule.policy,
+                names.join(" + ")
+            ),
         );
         if all_held {
             continue;
         }
-        for (e, was_held) in rule.entitlements.iter().zip(already) {
-            if !was_held && let Some((sources, _)) = grants.remove(e) {
-                for s in &sources {
-                    withhold(
-                        e,
-                        s,
-                        WithheldReason::SeparationOfDuties {
-                            rule: rule.rule.clone(),
-                            policy: rule.policy.clone(),
-                        },
-                    );
+        for ((e, id), was_held) in rule.entitlements.iter().zip(&rule.ids).zip(already) {
+            if let Some(i) = ids.binary_search(id).ok().filter(|_| !was_held) {
+                ids.remove(i);
+                let grant = grants.remove(i);
+                for s in &grant.sources {
+                    let reason = WithheldReason::SeparationOfDuties {
+                        rule: rule.rule.clone(),
+                        policy: rule.policy.clone(),
+                    };
+                    withhold(e, s, reason);
                 }
             }
         }
     }
-
-    let entitlements = grants
-        .into_iter()
-        .map(|(entitlement, (mut sources, enforced))| {
-            sources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-            sources.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
-            Grant {
-                entitlement,
-                sources,
-                enforced,
-            }
-        })
-        .collect();
+    let entitlements = grants;
+    // Exceptions are visited in snapshot order; findings must not depend on it.
+    withheld.sort_by(|a, b| {
+        (&a.entitlement, a.source.kind, &a.source.name).cmp(&(
+            &b.entitlement,
+            b.source.kind,
+            &b.source.name,
+        ))
+    });
     let account = match phase {
         Phase::PreHire => AccountIntent::None,
         Phase::Active => AccountIntent::Enabled,
@@ -371,7 +395,11 @@ fn check_human(
                         ns.name
                     ),
                 );
-                missing.push("manager".into());
+                // Contractors and vendors need no manager: a dangling one is an error to
+                // fix, not a reason to withhold their access.
+                if needs_manager {
+                    missing.push("manager".into());
+                }
             } else if ns.in_manager_cycle.contains(&rec.name) {
                 report(
                     ViolationKind::ManagerCycle,

@@ -180,18 +180,19 @@ fn max_duration(
     exc: &ExceptionRecord,
     settings: &Settings,
 ) -> (SignedDuration, String) {
-    ns.policies
+    exc.ids
         .iter()
-        .filter(|p| p.entitlements.iter().any(|e| exc.entitlements.contains(e)))
-        .filter_map(|p| {
-            p.max_exception.map(|d| {
-                (
-                    d,
-                    format!("AccessPolicy/{} exceptionPolicy.maxDuration", p.name),
-                )
-            })
+        .filter_map(|&id| ns.max_exception_by_id.get(id as usize).copied().flatten())
+        .min_by_key(|(limit, policy)| (*limit, *policy))
+        .map(|(limit, policy)| {
+            (
+                limit,
+                format!(
+                    "AccessPolicy/{} exceptionPolicy.maxDuration",
+                    ns.policies[policy].name
+                ),
+            )
         })
-        .min_by_key(|(d, _)| *d)
         .unwrap_or((
             settings.default_max_exception,
             "the default maximum (--max-exception-duration)".into(),

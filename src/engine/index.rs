@@ -1,7 +1,7 @@
 //! Per-namespace indexes over the snapshot: identities by name, policies by the attribute
 //! they anchor on, exceptions by subject. Built once; updated per identity.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::civil::Date;
@@ -185,6 +185,8 @@ pub struct PolicyRecord {
     pub selector: Selector,
     pub required_proofing: Option<ProofingLevel>,
     pub entitlements: Vec<Arc<EntitlementRef>>,
+    /// Interned ids of `entitlements`, in the same order.
+    pub ids: Vec<u32>,
     pub mode: Mode,
     pub max_exception: Option<SignedDuration>,
     /// Malformed values: (field, message).
@@ -197,6 +199,8 @@ pub struct SodRecord {
     pub rule: String,
     pub policy: String,
     pub entitlements: Vec<Arc<EntitlementRef>>,
+    /// Interned ids of `entitlements`, in the same order.
+    pub ids: Vec<u32>,
 }
 
 /// An exception as the engine uses it.
@@ -210,6 +214,8 @@ pub struct ExceptionRecord {
     pub valid_from: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub entitlements: Vec<Arc<EntitlementRef>>,
+    /// Interned ids of `entitlements`, in the same order.
+    pub ids: Vec<u32>,
     pub invalid: Vec<(String, String)>,
 }
 
@@ -229,6 +235,16 @@ pub struct Namespace {
     unanchored: Vec<usize>,
     /// Identities whose manager chain loops back.
     pub in_manager_cycle: HashSet<String>,
+    /// Every entitlement named in the namespace, sorted: an id is an index here, so ids
+    /// order like the entitlements themselves.
+    pub entitlement_table: Vec<Arc<EntitlementRef>>,
+    /// Per entitlement id: the strictest exception `maxDuration` among policies granting
+    /// it, with the policy's index.
+    pub max_exception_by_id: Vec<Option<(SignedDuration, usize)>>,
+    /// Who names a person as manager or owner: person -> identities.
+    pub referrers: HashMap<String, BTreeSet<String>>,
+    /// Exceptions a person requested or approved: person -> exception indexes.
+    pub exceptions_by_party: HashMap<String, Vec<usize>>,
 }
 
 fn source(kind: SourceKind, meta: &kube::api::ObjectMeta) -> Arc<Source> {
@@ -298,6 +314,7 @@ impl Namespace {
                     rule: rule.name.clone(),
                     policy: name.clone(),
                     entitlements: rule.entitlements.iter().cloned().map(Arc::new).collect(),
+                    ids: Vec::new(),
                 });
             }
         }
@@ -307,6 +324,7 @@ impl Namespace {
             selector,
             required_proofing: spec.requires.as_ref().and_then(|r| r.proofing),
             entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
+            ids: Vec::new(),
             mode: spec.mode,
             max_exception,
             invalid,
@@ -327,6 +345,12 @@ impl Namespace {
             .entry(spec.identity.clone())
             .or_default()
             .push(self.exceptions.len());
+        for party in spec.approved_by.iter().chain([&spec.requested_by]) {
+            let slot = self.exceptions_by_party.entry(party.clone()).or_default();
+            if slot.last() != Some(&self.exceptions.len()) {
+                slot.push(self.exceptions.len());
+            }
+        }
         self.exceptions.push(ExceptionRecord {
             name: exception.metadata.name.clone().unwrap_or_default(),
             source: source(SourceKind::Exception, &exception.metadata),
@@ -336,15 +360,50 @@ impl Namespace {
             valid_from,
             expires_at,
             entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
+            ids: Vec::new(),
             invalid,
         });
     }
 
-    /// Sorts policies by name and builds the attribute index. Call after adding policies.
+    /// Adds or replaces an identity, keeping the referrer index current.
+    pub fn insert_identity(&mut self, rec: IdentityRecord) {
+        self.remove_identity(&rec.name.clone());
+        for person in Self::references(&rec) {
+            self.referrers
+                .entry(person.to_string())
+                .or_default()
+                .insert(rec.name.clone());
+        }
+        self.identities.insert(rec.name.clone(), rec);
+    }
+
+    /// Removes an identity, keeping the referrer index current.
+    pub fn remove_identity(&mut self, name: &str) -> Option<IdentityRecord> {
+        let old = self.identities.remove(name)?;
+        for person in Self::references(&old) {
+            if let Some(set) = self.referrers.get_mut(person) {
+                set.remove(name);
+            }
+        }
+        Some(old)
+    }
+
+    /// The people an identity's verdict depends on: its manager and its owner.
+    fn references(rec: &IdentityRecord) -> impl Iterator<Item = &str> {
+        rec.human
+            .as_ref()
+            .and_then(|h| h.manager.as_deref())
+            .into_iter()
+            .chain(rec.owner.as_deref())
+    }
+
+    /// Sorts policies by name, interns entitlements and builds the attribute index. Call
+    /// after adding policies and exceptions.
     pub fn index_policies(&mut self) {
         self.policies.sort_by(|a, b| a.name.cmp(&b.name));
         self.sod
             .sort_by(|a, b| (&a.policy, &a.rule).cmp(&(&b.policy, &b.rule)));
+        self.intern_entitlements();
         self.by_attribute.clear();
         self.unanchored.clear();
         for (i, policy) in self.policies.iter().enumerate() {
@@ -361,6 +420,53 @@ impl Namespace {
                 None => self.unanchored.push(i),
             }
         }
+    }
+
+    fn intern_entitlements(&mut self) {
+        let mut table: Vec<Arc<EntitlementRef>> = self
+            .policies
+            .iter()
+            .flat_map(|p| p.entitlements.iter())
+            .chain(self.exceptions.iter().flat_map(|e| e.entitlements.iter()))
+            .chain(self.sod.iter().flat_map(|r| r.entitlements.iter()))
+            .cloned()
+            .collect();
+        table.sort();
+        table.dedup();
+        let intern = |list: &mut Vec<Arc<EntitlementRef>>, ids: &mut Vec<u32>| {
+            *ids = list
+                .iter_mut()
+                .map(|e| {
+                    let id = table
+                        .binary_search(e)
+                        .expect("every entitlement is in the table");
+                    *e = table[id].clone();
+                    id as u32
+                })
+                .collect();
+        };
+        for p in &mut self.policies {
+            intern(&mut p.entitlements, &mut p.ids);
+        }
+        for e in &mut self.exceptions {
+            intern(&mut e.entitlements, &mut e.ids);
+        }
+        for r in &mut self.sod {
+            intern(&mut r.entitlements, &mut r.ids);
+        }
+        self.max_exception_by_id = vec![None; table.len()];
+        for (i, policy) in self.policies.iter().enumerate() {
+            let Some(limit) = policy.max_exception else {
+                continue;
+            };
+            for &id in &policy.ids {
+                let slot = &mut self.max_exception_by_id[id as usize];
+                if slot.is_none_or(|(current, _)| limit < current) {
+                    *slot = Some((limit, i));
+                }
+            }
+        }
+        self.entitlement_table = table;
     }
 
     /// Policies whose selector matches the identity, in name order.

@@ -67,13 +67,14 @@ pub fn human_phase(rec: &HumanRecord, now: Timestamp) -> (Phase, Option<Timestam
         return (Phase::Terminated, None);
     }
     let started = rec.start_date.map(start_of);
+    if let Some(start) = started.filter(|start| *start > now) {
+        // Not started yet, whatever HR's status says (an OnLeave record included).
+        return (Phase::PreHire, Some(start));
+    }
     match rec.status {
         EmploymentStatus::OnLeave => (Phase::OnLeave, ended),
-        EmploymentStatus::Active | EmploymentStatus::PreHire => match started {
-            Some(start) if start > now => (Phase::PreHire, Some(start)),
-            None if rec.status == EmploymentStatus::PreHire => (Phase::PreHire, None),
-            _ => (Phase::Active, ended),
-        },
+        EmploymentStatus::PreHire if started.is_none() => (Phase::PreHire, None),
+        EmploymentStatus::Active | EmploymentStatus::PreHire => (Phase::Active, ended),
         EmploymentStatus::Terminated => unreachable!("handled above"),
     }
 }

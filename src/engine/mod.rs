@@ -93,8 +93,7 @@ impl Engine {
             namespaces
                 .entry(n.clone())
                 .or_insert_with(|| Namespace::new(&n))
-                .identities
-                .insert(rec.name.clone(), rec);
+                .insert_identity(rec);
         }
         for ns in namespaces.values_mut() {
             ns.index_policies();
@@ -133,13 +132,20 @@ impl Engine {
             violations.extend(policy_findings(ns));
             let mut matches = vec![0usize; ns.policies.len()];
             for rec in ns.identities.values() {
-                for i in ns.matching_policies(rec) {
+                let matched = ns.matching_policies(rec);
+                for &i in &matched {
                     matches[i] += 1;
                 }
-                let (access, found) =
-                    access::evaluate_identity(ns, rec, now, &self.settings, held, &|i| {
-                        verdicts[i].clone()
-                    });
+                let verdict = |i: usize| verdicts[i].clone();
+                let (access, found) = access::evaluate_identity(
+                    ns,
+                    rec,
+                    now,
+                    &self.settings,
+                    held,
+                    &matched,
+                    &verdict,
+                );
                 violations.extend(found);
                 state.next_change = lifecycle::earliest(state.next_change, access.next_change);
                 state.identities.insert(access.key.clone(), access);
@@ -170,12 +176,14 @@ impl Engine {
             let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
             exceptions::judge(ns, &ns.exceptions[i], now, &self.settings, &phase).0
         };
+        let matched = ns.matching_policies(rec);
         Some(access::evaluate_identity(
             ns,
             rec,
             now,
             &self.settings,
             held,
+            &matched,
             &verdict,
         ))
     }
@@ -197,7 +205,7 @@ impl Engine {
             .and_then(|r| r.human.as_ref())
             .and_then(|h| h.manager.clone());
         let new_manager = rec.human.as_ref().and_then(|h| h.manager.clone());
-        ns.identities.insert(name.clone(), rec);
+        ns.insert_identity(rec);
         let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
         if old_manager != new_manager {
             let before = std::mem::take(&mut ns.in_manager_cycle);
@@ -216,7 +224,7 @@ impl Engine {
         let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
             return vec![];
         };
-        if ns.identities.remove(&key.name).is_none() {
+        if ns.remove_identity(&key.name).is_none() {
             return vec![];
         }
         let before = std::mem::take(&mut ns.in_manager_cycle);
@@ -234,16 +242,9 @@ impl Engine {
     }
 
     fn dependents(ns: &Namespace, name: &str, out: &mut BTreeSet<String>) {
-        for (other, rec) in &ns.identities {
-            let manages = rec.human.as_ref().and_then(|h| h.manager.as_deref()) == Some(name);
-            if manages || rec.owner.as_deref() == Some(name) {
-                out.insert(other.clone());
-            }
-        }
-        for exc in &ns.exceptions {
-            if exc.requested_by == name || exc.approved_by.iter().any(|a| a == name) {
-                out.insert(exc.subject.clone());
-            }
+        out.extend(ns.referrers.get(name).into_iter().flatten().cloned());
+        for &i in ns.exceptions_by_party.get(name).into_iter().flatten() {
+            out.insert(ns.exceptions[i].subject.clone());
         }
     }
 

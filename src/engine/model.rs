@@ -144,13 +144,16 @@ pub enum AccountIntent {
     Revoked,
 }
 
+/// The sources of one entitlement; almost always exactly one, kept inline.
+pub type Sources = smallvec::SmallVec<[Arc<Source>; 1]>;
+
 /// One effective entitlement with every source that grants it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Grant {
     /// The entitlement.
     pub entitlement: Arc<EntitlementRef>,
     /// Policies and exceptions granting it, policies first, then by name.
-    pub sources: Vec<Arc<Source>>,
+    pub sources: Sources,
     /// False when every source is an `Observe`-mode policy: reported, never applied.
     pub enforced: bool,
 }

@@ -5,13 +5,15 @@
 //! entitlement revocation and account deletion comes before any account creation or
 //! grant, and leavers come first within each step.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::api::{EntitlementRef, OnLeave};
-use crate::engine::{AccountIntent, DesiredState, Held, IdentityKey, Source, TargetInfo};
+use crate::engine::{
+    AccountIntent, DesiredState, Grant, Held, IdentityAccess, IdentityKey, Sources, TargetInfo,
+};
 
 /// State of an account on a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -29,7 +31,7 @@ pub struct Holding {
     /// Account per target name.
     pub accounts: BTreeMap<String, AccountState>,
     /// Entitlements held, with the objects that granted them.
-    pub entitlements: BTreeMap<EntitlementRef, Vec<Arc<Source>>>,
+    pub entitlements: BTreeMap<Arc<EntitlementRef>, Sources>,
 }
 
 /// Accounts and entitlements per identity.
@@ -66,7 +68,7 @@ impl AccessState {
                     .insert(grant.entitlement.target.clone(), state);
                 holding
                     .entitlements
-                    .insert((*grant.entitlement).clone(), grant.sources.clone());
+                    .insert(grant.entitlement.clone(), grant.sources.clone());
             }
             if !holding.accounts.is_empty() {
                 identities.insert(key.clone(), holding);
@@ -131,7 +133,7 @@ pub enum Action {
     /// Remove an entitlement.
     Revoke {
         /// The entitlement.
-        entitlement: EntitlementRef,
+        entitlement: Arc<EntitlementRef>,
     },
     /// Delete the account.
     DeleteAccount,
@@ -145,7 +147,7 @@ pub enum Action {
     /// Add an entitlement.
     Grant {
         /// The entitlement.
-        entitlement: EntitlementRef,
+        entitlement: Arc<EntitlementRef>,
     },
 }
 
@@ -182,7 +184,7 @@ pub struct Operation {
     /// The identity is a leaver (its steps run first).
     pub leaver: bool,
     /// Why: the policies or exceptions behind a grant, or behind the revoked grant.
-    pub sources: Vec<Arc<Source>>,
+    pub sources: Sources,
 }
 
 /// Ordered operations that take a base state to the desired state.
@@ -217,28 +219,22 @@ impl Plan {
 /// Plans the operations that take `base` to `desired`. Identities absent from `desired`
 /// (deleted from Git) are treated as leavers.
 pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
-    let target_state = AccessState::from_desired(desired);
-    let keys: BTreeSet<&IdentityKey> = base
-        .identities
-        .keys()
-        .chain(desired.identities.keys())
-        .collect();
     let empty = Holding::default();
     let mut operations = Vec::new();
-    for key in keys {
-        let have = base.identities.get(key).unwrap_or(&empty);
-        let leaver = desired
-            .identities
-            .get(key)
-            .is_none_or(|a| a.account == AccountIntent::Revoked);
-        let on_leave = |target: &str| {
-            desired
-                .targets
-                .get(&(key.namespace.clone(), target.to_string()))
-                .map(|t: &TargetInfo| t.on_leave)
-                .unwrap_or_default()
+    for (key, have, access) in merge_keys(&base.identities, &desired.identities) {
+        let have = have.unwrap_or(&empty);
+        let state = access.and_then(|a| match a.account {
+            AccountIntent::Enabled => Some(AccountState::Enabled),
+            AccountIntent::Disabled => Some(AccountState::Disabled),
+            AccountIntent::None | AccountIntent::Revoked => None,
+        });
+        let leaver = access.is_none_or(|a| a.account == AccountIntent::Revoked);
+        // Desired grants, sorted like `have.entitlements` (both by entitlement).
+        let want: Vec<&Grant> = match (state, access) {
+            (Some(_), Some(a)) => a.enforced().collect(),
+            _ => Vec::new(),
         };
-        let mut push = |target: &str, action: Action, sources: Vec<Arc<Source>>| {
+        let mut push = |target: &str, action: Action, sources: Sources| {
             operations.push(Operation {
                 identity: key.clone(),
                 target: target.to_string(),
@@ -247,64 +243,49 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
                 sources,
             });
         };
-        let want = if leaver {
-            &empty
-        } else {
-            target_state.identities.get(key).unwrap_or(&empty)
-        };
-        for (entitlement, sources) in &have.entitlements {
-            if !want.entitlements.contains_key(entitlement) {
-                push(
-                    &entitlement.target,
-                    Action::Revoke {
-                        entitlement: entitlement.clone(),
-                    },
-                    sources.clone(),
-                );
-            }
-        }
-        for (entitlement, sources) in &want.entitlements {
-            if !have.entitlements.contains_key(entitlement) {
-                push(
-                    &entitlement.target,
-                    Action::Grant {
-                        entitlement: entitlement.clone(),
-                    },
-                    sources.clone(),
-                );
-            }
-        }
-        for (target, state) in &have.accounts {
-            match (state, want.accounts.get(target)) {
+        diff_entitlements(have, &want, &mut push);
+        // Accounts wanted: one per target of a desired grant (grants are sorted by target).
+        let mut targets: Vec<&str> = want.iter().map(|g| g.entitlement.target.as_str()).collect();
+        targets.dedup();
+        for (target, held) in &have.accounts {
+            let wanted = targets.binary_search(&target.as_str()).is_ok();
+            match (held, state.filter(|_| wanted)) {
                 (AccountState::Enabled, Some(AccountState::Disabled)) => {
-                    push(target, Action::DisableAccount, vec![]);
-                    push(target, Action::RevokeSessions, vec![]);
+                    push(target, Action::DisableAccount, Sources::new());
+                    push(target, Action::RevokeSessions, Sources::new());
                 }
                 (AccountState::Disabled, Some(AccountState::Enabled)) => {
-                    push(target, Action::EnableAccount, vec![])
+                    push(target, Action::EnableAccount, Sources::new())
                 }
                 (_, Some(_)) => {}
                 // No longer needed on this target: a leaver, or a mover who lost every entitlement there.
-                (state, None) => {
-                    if *state == AccountState::Enabled {
-                        push(target, Action::DisableAccount, vec![]);
-                        push(target, Action::RevokeSessions, vec![]);
+                (held, None) => {
+                    if *held == AccountState::Enabled {
+                        push(target, Action::DisableAccount, Sources::new());
+                        push(target, Action::RevokeSessions, Sources::new());
                     }
-                    if on_leave(target) == OnLeave::Delete {
-                        push(target, Action::DeleteAccount, vec![]);
+                    let on_leave = desired
+                        .targets
+                        .get(&(key.namespace.clone(), target.clone()))
+                        .map(|t: &TargetInfo| t.on_leave)
+                        .unwrap_or_default();
+                    if on_leave == OnLeave::Delete {
+                        push(target, Action::DeleteAccount, Sources::new());
                     }
                 }
             }
         }
-        for (target, state) in &want.accounts {
-            if !have.accounts.contains_key(target) {
-                push(
-                    target,
-                    Action::CreateAccount {
-                        enabled: *state == AccountState::Enabled,
-                    },
-                    vec![],
-                );
+        if let Some(state) = state {
+            for target in targets {
+                if !have.accounts.contains_key(target) {
+                    push(
+                        target,
+                        Action::CreateAccount {
+                            enabled: state == AccountState::Enabled,
+                        },
+                        Sources::new(),
+                    );
+                }
             }
         }
     }
@@ -325,4 +306,80 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             ))
     });
     Plan { operations }
+}
+
+/// Walks the identities of both sides in key order.
+fn merge_keys<'a>(
+    base: &'a BTreeMap<IdentityKey, Holding>,
+    desired: &'a BTreeMap<IdentityKey, IdentityAccess>,
+) -> impl Iterator<
+    Item = (
+        &'a IdentityKey,
+        Option<&'a Holding>,
+        Option<&'a IdentityAccess>,
+    ),
+> {
+    let mut left = base.iter().peekable();
+    let mut right = desired.iter().peekable();
+    std::iter::from_fn(move || match (left.peek(), right.peek()) {
+        (Some((a, _)), Some((b, _))) if a == b => {
+            let (key, have) = left.next()?;
+            let (_, want) = right.next()?;
+            Some((key, Some(have), Some(want)))
+        }
+        (Some((a, _)), Some((b, _))) if a > b => right.next().map(|(k, w)| (k, None, Some(w))),
+        (Some(_), _) => left.next().map(|(k, h)| (k, Some(h), None)),
+        (None, Some(_)) => right.next().map(|(k, w)| (k, None, Some(w))),
+        (None, None) => None,
+    })
+}
+
+/// Revokes what is held but not wanted and grants what is wanted but not held, walking
+/// both sorted sides once.
+fn diff_entitlements(
+    have: &Holding,
+    want: &[&Grant],
+    push: &mut impl FnMut(&str, Action, Sources),
+) {
+    let mut held = have.entitlements.iter().peekable();
+    let mut wanted = want.iter().peekable();
+    loop {
+        match (held.peek(), wanted.peek()) {
+            (Some((h, _)), Some(w)) if **h == w.entitlement => {
+                held.next();
+                wanted.next();
+            }
+            (Some((h, _)), Some(w)) if **h > w.entitlement => {
+                let w = wanted.next().expect("peeked");
+                push(
+                    &w.entitlement.target,
+                    Action::Grant {
+                        entitlement: w.entitlement.clone(),
+                    },
+                    w.sources.clone(),
+                );
+            }
+            (Some(_), _) => {
+                let (h, sources) = held.next().expect("peeked");
+                push(
+                    &h.target,
+                    Action::Revoke {
+                        entitlement: h.clone(),
+                    },
+                    sources.clone(),
+                );
+            }
+            (None, Some(_)) => {
+                let w = wanted.next().expect("peeked");
+                push(
+                    &w.entitlement.target,
+                    Action::Grant {
+                        entitlement: w.entitlement.clone(),
+                    },
+                    w.sources.clone(),
+                );
+            }
+            (None, None) => break,
+        }
+    }
 }
