@@ -207,7 +207,7 @@ pub fn evaluate_identity(
         for (e, &id) in policy.entitlements.iter().zip(&policy.ids) {
             match &blocked {
                 Some(reason) => withhold(e, &policy.source, reason.clone()),
-                None if !ns.has_target(&e.target) => {
+                None if !ns.target_known_by_id[id as usize] => {
                     withhold(e, &policy.source, WithheldReason::UnknownTarget)
                 }
                 None => offered.push((id, policy.source.clone(), policy.mode == Mode::Enforce)),

@@ -2,6 +2,8 @@
 //! they anchor on, exceptions by subject. Built once; updated per identity.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use jiff::civil::Date;
@@ -229,8 +231,9 @@ pub struct Namespace {
     pub exceptions: Vec<ExceptionRecord>,
     pub exceptions_by_subject: HashMap<String, Vec<usize>>,
     pub targets: BTreeMap<String, TargetInfo>,
-    /// Policy indexes by anchor attribute and value.
-    by_attribute: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Policy indexes by anchor attribute and value (a fast non-cryptographic hash: the
+    /// keys come from reviewed manifests, and this lookup runs per identity attribute).
+    by_attribute: FastMap<String, FastMap<String, Vec<usize>>>,
     /// Policies without an anchor: checked against everyone.
     unanchored: Vec<usize>,
     /// Identities whose manager chain loops back.
@@ -241,6 +244,8 @@ pub struct Namespace {
     /// Per entitlement id: the strictest exception `maxDuration` among policies granting
     /// it, with the policy's index.
     pub max_exception_by_id: Vec<Option<(SignedDuration, usize)>>,
+    /// Per entitlement id: whether its target exists in the namespace.
+    pub target_known_by_id: Vec<bool>,
     /// Who names a person as manager or owner: person -> identities.
     pub referrers: HashMap<String, BTreeSet<String>>,
     /// Exceptions a person requested or approved: person -> exception indexes.
@@ -365,6 +370,21 @@ impl Namespace {
         });
     }
 
+    /// Replaces every identity at once (a later record with the same name wins).
+    pub fn set_identities(&mut self, mut records: Vec<IdentityRecord>) {
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        self.identities = records.into_iter().map(|r| (r.name.clone(), r)).collect();
+        self.referrers.clear();
+        for rec in self.identities.values() {
+            for person in Self::references(rec) {
+                self.referrers
+                    .entry(person.to_string())
+                    .or_default()
+                    .insert(rec.name.clone());
+            }
+        }
+    }
+
     /// Adds or replaces an identity, keeping the referrer index current.
     pub fn insert_identity(&mut self, rec: IdentityRecord) {
         self.remove_identity(&rec.name.clone());
@@ -466,6 +486,10 @@ impl Namespace {
                 }
             }
         }
+        self.target_known_by_id = table
+            .iter()
+            .map(|e| self.targets.contains_key(&e.target))
+            .collect();
         self.entitlement_table = table;
     }
 

@@ -87,13 +87,18 @@ impl Engine {
                 .or_insert_with(|| Namespace::new(&n))
                 .add_exception(e);
         }
+        let mut records: BTreeMap<String, Vec<IdentityRecord>> = BTreeMap::new();
         for i in &snapshot.identities {
-            let n = namespaces_ref(&i.metadata);
-            let rec = IdentityRecord::new(i);
+            records
+                .entry(namespaces_ref(&i.metadata))
+                .or_default()
+                .push(IdentityRecord::new(i));
+        }
+        for (n, list) in records {
             namespaces
                 .entry(n.clone())
                 .or_insert_with(|| Namespace::new(&n))
-                .insert_identity(rec);
+                .set_identities(list);
         }
         for ns in namespaces.values_mut() {
             ns.index_policies();
@@ -117,6 +122,7 @@ impl Engine {
             ..DesiredState::default()
         };
         let mut violations = Vec::new();
+        let mut verdicts_by_identity = Vec::new();
         for ns in self.namespaces.values() {
             let verdicts = self.judge_exceptions(ns, now, &mut violations);
             for (name, info) in &ns.targets {
@@ -148,7 +154,7 @@ impl Engine {
                 );
                 violations.extend(found);
                 state.next_change = lifecycle::earliest(state.next_change, access.next_change);
-                state.identities.insert(access.key.clone(), access);
+                verdicts_by_identity.push((access.key.clone(), access));
             }
             for (policy, count) in ns.policies.iter().zip(matches) {
                 state
@@ -156,6 +162,8 @@ impl Engine {
                     .insert((ns.name.clone(), policy.name.clone()), count);
             }
         }
+        // Namespaces and identities were visited in key order: this builds the map in bulk.
+        state.identities = verdicts_by_identity.into_iter().collect();
         violations.sort();
         violations.dedup();
         state.violations = violations;
