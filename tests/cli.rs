@@ -453,3 +453,69 @@ fn plan_between_git_refs_names_the_commit_behind_each_change() {
         text(&bad)
     );
 }
+
+/// The README's worked example, read from README.md itself, does what the README says.
+#[test]
+fn readme_worked_example_holds() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("A worked example")
+        .expect("README has the worked example");
+    let block = &readme[start..];
+    let yaml = &block[block.find("```yaml\n").unwrap() + 8..];
+    let yaml = &yaml[..yaml.find("```").unwrap()];
+    let supporting = "apiVersion: gatehouse.dev/v1alpha1
+kind: Identity
+metadata: {name: bob, namespace: acme}
+spec: {type: Human, employment: {status: Active, department: finance, manager: carol}}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: Identity
+metadata: {name: carol, namespace: acme}
+spec: {type: Human, employment: {status: Active, department: finance, manager: carol}}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: TargetSystem
+metadata: {name: k8s, namespace: acme}
+spec: {type: Kubernetes}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: TargetSystem
+metadata: {name: ledger-db, namespace: acme}
+spec: {type: PostgreSQL, postgresql: {host: db, database: ledger}}
+";
+    let dir = tree(&[("example.yaml", yaml), ("supporting.yaml", supporting)]);
+    let path = dir.path().to_str().unwrap();
+    let validate = gatehouse(&["validate", path, "--now", "2026-12-02T00:00:00Z"]);
+    assert!(validate.status.success(), "{}", text(&validate));
+    let during = text(&gatehouse(&[
+        "explain",
+        "alice",
+        path,
+        "--now",
+        "2026-12-02T00:00:00Z",
+    ]));
+    for line in [
+        "corp-ldap:finance                        because AccessPolicy/finance-baseline",
+        "k8s:ClusterRole/view                     because AccessPolicy/finance-baseline",
+        "ledger-db:ledger_admin                   because Exception/alice-ledger-admin",
+    ] {
+        assert!(during.contains(line), "missing {line:?} in:\n{during}");
+    }
+    let after = text(&gatehouse(&[
+        "explain",
+        "alice",
+        path,
+        "--now",
+        "2026-12-08T00:00:00Z",
+    ]));
+    assert!(
+        !after.contains("ledger-db:ledger_admin                   because"),
+        "{after}"
+    );
+    assert!(
+        after.contains("Exception/alice-ledger-admin: Expired"),
+        "{after}"
+    );
+}

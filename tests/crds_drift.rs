@@ -14,6 +14,19 @@ fn committed_crds_match_the_code() {
 }
 
 #[test]
+fn committed_bundle_matches_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(gatehouse::crds::BUNDLE);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        gatehouse::crds::bundle_yaml(),
+        "{} is stale: run `cargo run -- crds > {}` and commit the result",
+        gatehouse::crds::BUNDLE,
+        gatehouse::crds::BUNDLE
+    );
+}
+
+#[test]
 fn crds_carry_names_columns_and_cel_rules() {
     for (_, crd) in gatehouse::crds::all() {
         let names = &crd.spec.names;

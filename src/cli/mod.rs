@@ -87,11 +87,7 @@ fn crds(args: CrdsArgs) -> Result<ExitCode, String> {
                 println!("wrote {}", path.display());
             }
         }
-        None => {
-            for (_, crd) in crate::crds::all() {
-                print!("{}", crate::crds::to_yaml(&crd));
-            }
-        }
+        None => print!("{}", crate::crds::bundle_yaml()),
     }
     Ok(ExitCode::SUCCESS)
 }

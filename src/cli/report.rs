@@ -93,6 +93,9 @@ impl From<&Source> for SourceRef {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
+    /// Position in the plan.
+    #[serde(skip)]
+    pub seq: usize,
     pub namespace: String,
     pub identity: String,
     pub target: String,
@@ -109,11 +112,26 @@ pub struct Change {
     pub cause: Option<CommitInfo>,
 }
 
-/// One person's entitlement and account changes.
-type PersonChanges<'a> = (Vec<&'a Change>, Vec<&'a AccountChange>);
+/// One step of one person's plan, for rendering in plan order.
+enum Step<'a> {
+    Entitlement(&'a Change),
+    Account(&'a AccountChange),
+}
+
+impl Step<'_> {
+    fn seq(&self) -> usize {
+        match self {
+            Self::Entitlement(c) => c.seq,
+            Self::Account(a) => a.seq,
+        }
+    }
+}
 
 #[derive(Serialize)]
 pub struct AccountChange {
+    /// Position in the plan.
+    #[serde(skip)]
+    pub seq: usize,
     pub namespace: String,
     pub identity: String,
     pub target: String,
@@ -143,13 +161,14 @@ impl PlanReport {
         let mut changes = Vec::new();
         let mut account_changes = Vec::new();
         let mut affected = BTreeSet::new();
-        for op in &plan.operations {
+        for (seq, op) in plan.operations.iter().enumerate() {
             affected.insert(op.identity.clone());
             let (entitlement, action) = match &op.action {
                 Action::Grant { entitlement } => (entitlement, "grant"),
                 Action::Revoke { entitlement } => (entitlement, "revoke"),
                 other => {
                     account_changes.push(AccountChange {
+                        seq,
                         namespace: op.identity.namespace.clone(),
                         identity: op.identity.name.clone(),
                         target: op.target.clone(),
@@ -172,6 +191,7 @@ impl PlanReport {
                     .cloned()
             });
             changes.push(Change {
+                seq,
                 namespace: op.identity.namespace.clone(),
                 identity: op.identity.name.clone(),
                 target: entitlement.target.clone(),
@@ -241,20 +261,21 @@ impl PlanReport {
         )
     }
 
-    /// Changes grouped per identity, in plan order within each.
-    fn per_identity(&self) -> BTreeMap<(String, String), PersonChanges<'_>> {
-        let mut out: BTreeMap<(String, String), PersonChanges<'_>> = BTreeMap::new();
+    /// Steps grouped per identity, in plan order within each.
+    fn per_identity(&self) -> BTreeMap<(String, String), Vec<Step<'_>>> {
+        let mut out: BTreeMap<(String, String), Vec<Step<'_>>> = BTreeMap::new();
         for c in &self.changes {
             out.entry((c.namespace.clone(), c.identity.clone()))
                 .or_default()
-                .0
-                .push(c);
+                .push(Step::Entitlement(c));
         }
         for c in &self.account_changes {
             out.entry((c.namespace.clone(), c.identity.clone()))
                 .or_default()
-                .1
-                .push(c);
+                .push(Step::Account(c));
+        }
+        for steps in out.values_mut() {
+            steps.sort_by_key(|s| s.seq());
         }
         out
     }
@@ -272,30 +293,23 @@ impl PlanReport {
             "gatehouse plan: {base} -> {} at {}",
             self.head.source, self.now
         );
-        for ((ns, name), (changes, accounts)) in self.per_identity() {
+        for ((ns, name), steps) in self.per_identity() {
             let _ = writeln!(out, "\n{ns}/{name} ({})", phase_of(desired, &ns, &name));
-            for a in accounts
-                .iter()
-                .filter(|a| a.action != "createAccount" && a.action != "enableAccount")
-            {
-                let _ = writeln!(out, "  ! {:<14} account on {}", a.action, a.target);
-            }
-            for c in changes {
-                let sign = if c.action == "grant" { "+" } else { "-" };
-                let _ = writeln!(
-                    out,
-                    "  {sign} {:<6} {:<40} {}{}",
-                    c.action,
-                    entitlement_label(c),
-                    source_label(c.source.as_ref()),
-                    cause_label(c.cause.as_ref())
-                );
-            }
-            for a in accounts
-                .iter()
-                .filter(|a| a.action == "createAccount" || a.action == "enableAccount")
-            {
-                let _ = writeln!(out, "  ~ {:<14} account on {}", a.action, a.target);
+            for step in steps {
+                let _ = match step {
+                    Step::Account(a) => {
+                        writeln!(out, "  ~ {:<14} account on {}", a.action, a.target)
+                    }
+                    Step::Entitlement(c) => writeln!(
+                        out,
+                        "  {} {:<6} {:<40} {}{}",
+                        if c.action == "grant" { "+" } else { "-" },
+                        c.action,
+                        entitlement_label(c),
+                        source_label(c.source.as_ref()),
+                        cause_label(c.cause.as_ref())
+                    ),
+                };
             }
         }
         if !self.violations.is_empty() {
@@ -322,7 +336,7 @@ impl PlanReport {
             "Base {base} → head `{}`, evaluated at `{}`.\n",
             self.head.source, self.now
         );
-        for ((ns, name), (changes, accounts)) in self.per_identity() {
+        for ((ns, name), steps) in self.per_identity() {
             let _ = writeln!(
                 out,
                 "#### `{ns}/{name}` ({})\n",
@@ -333,10 +347,14 @@ impl PlanReport {
                 "| Change | Target | Entitlement | Because of | Commit |"
             );
             let _ = writeln!(out, "|---|---|---|---|---|");
-            for a in &accounts {
-                let _ = writeln!(out, "| {} | {} | account | | |", a.action, a.target);
-            }
-            for c in changes {
+            for step in steps {
+                let c = match step {
+                    Step::Account(a) => {
+                        let _ = writeln!(out, "| {} | {} | account | | |", a.action, a.target);
+                        continue;
+                    }
+                    Step::Entitlement(c) => c,
+                };
                 let icon = if c.action == "grant" {
                     "➕ grant"
                 } else {
