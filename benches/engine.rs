@@ -15,10 +15,22 @@ const SIZE: OrgSize = OrgSize {
     exceptions: 5_000,
 };
 
+/// `cargo test --benches` runs each benchmark once as a smoke test: a small organisation will do.
+const SMOKE: OrgSize = OrgSize {
+    identities: 1_000,
+    policies: 50,
+    exceptions: 100,
+};
+
 fn benches(c: &mut Criterion) {
+    let size = if std::env::args().any(|a| a == "--test") {
+        SMOKE
+    } else {
+        SIZE
+    };
     let now: Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
-    let base = snapshot(SIZE, None);
-    let moved = snapshot(SIZE, Some(100));
+    let base = snapshot(size, None);
+    let moved = snapshot(size, Some(100));
     let mut group = c.benchmark_group("engine-100k");
     group.sample_size(10);
 
@@ -35,7 +47,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("re-evaluate one changed identity", |b| {
         b.iter(|| {
             flip += 1;
-            let i = 4321;
+            let i = size.identities / 3;
             let identity = serde_yaml::from_str(&identity_yaml(i, flip % 2)).unwrap();
             let affected = live.upsert_identity(&identity);
             for key in &affected {

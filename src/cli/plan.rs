@@ -109,8 +109,8 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
     use std::io::Write;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let written = match args.output {
-        Output::Text => stdout.write_all(report.to_text(&desired).as_bytes()),
-        Output::Markdown => stdout.write_all(report.to_markdown(&desired).as_bytes()),
+        Output::Text => report.write_text(&mut stdout),
+        Output::Markdown => report.write_markdown(&mut stdout),
         Output::Json => serde_json::to_writer_pretty(&mut stdout, &report)
             .map_err(std::io::Error::from)
             .and_then(|_| writeln!(stdout)),

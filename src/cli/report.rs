@@ -1,33 +1,42 @@
 //! The documented JSON report of `gatehouse plan` (format version 1), and its text and
 //! Markdown renderings. See README.md, "JSON output".
+//!
+//! The report borrows from the plan and the desired state rather than copying them: a plan
+//! from nothing at 100,000 identities holds millions of changes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+use std::io::{self, Write};
 
 use serde::Serialize;
 
 use super::inputs::{Attribution, Files};
 use crate::api::EntitlementRef;
-use crate::engine::{DesiredState, IdentityAccess, Severity, Source, Violation, ViolationKind};
+use crate::engine::{
+    DesiredState, IdentityAccess, IdentityKey, Phase, Severity, Source, SourceKind, Violation,
+    ViolationKind,
+};
 use crate::plan::{Action, Plan};
 use crate::source::CommitInfo;
 
 /// The whole report.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PlanReport {
+pub struct PlanReport<'a> {
     pub format_version: u32,
     pub now: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<RevisionRef>,
     pub head: RevisionRef,
     pub summary: Summary,
-    pub identities: Vec<IdentityEntry>,
-    pub changes: Vec<Change>,
-    pub account_changes: Vec<AccountChange>,
-    pub violations: Vec<Violation>,
+    pub identities: Vec<IdentityEntry<'a>>,
+    pub changes: Vec<Change<'a>>,
+    pub account_changes: Vec<AccountChange<'a>>,
+    pub violations: &'a [Violation],
+    #[serde(skip)]
+    desired: &'a DesiredState,
 }
 
+/// Where one side of the plan came from.
 #[derive(Serialize)]
 pub struct RevisionRef {
     pub source: String,
@@ -35,6 +44,7 @@ pub struct RevisionRef {
     pub commit: Option<CommitInfo>,
 }
 
+/// Counts for the summary line.
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -46,79 +56,96 @@ pub struct Summary {
     pub sod_violations: usize,
 }
 
+/// One identity's verdict.
 #[derive(Serialize)]
-pub struct IdentityEntry {
-    pub namespace: String,
-    pub name: String,
+pub struct IdentityEntry<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
     #[serde(rename = "type")]
-    pub identity_type: String,
-    pub phase: String,
-    pub entitlements: Vec<EntitlementEntry>,
+    pub identity_type: crate::api::IdentityType,
+    pub phase: Phase,
+    pub entitlements: Vec<EntitlementEntry<'a>>,
 }
 
+/// One effective entitlement with its sources.
 #[derive(Serialize)]
-pub struct EntitlementEntry {
+pub struct EntitlementEntry<'a> {
     #[serde(flatten)]
-    pub entitlement: EntitlementRef,
-    pub source: SourceRef,
+    pub entitlement: &'a EntitlementRef,
+    pub source: SourceRef<'a>,
     #[serde(rename = "otherSources", skip_serializing_if = "Vec::is_empty")]
-    pub other_sources: Vec<SourceRef>,
+    pub other_sources: Vec<SourceRef<'a>>,
     pub mode: &'static str,
 }
 
-#[derive(Serialize, Clone)]
-pub struct SourceRef {
-    pub kind: String,
-    pub name: String,
+/// A policy or exception, with its Git provenance.
+#[derive(Serialize, Clone, Copy)]
+pub struct SourceRef<'a> {
+    pub kind: SourceKind,
+    pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
+    pub commit: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
+    pub author: Option<&'a str>,
 }
 
-impl From<&Source> for SourceRef {
-    fn from(s: &Source) -> Self {
+impl<'a> From<&'a Source> for SourceRef<'a> {
+    fn from(s: &'a Source) -> Self {
         Self {
-            kind: format!("{:?}", s.kind),
-            name: s.name.clone(),
-            path: s.provenance.path.clone(),
-            commit: s.provenance.commit.clone(),
-            author: s.provenance.author.clone(),
+            kind: s.kind,
+            name: &s.name,
+            path: s.provenance.path.as_deref(),
+            commit: s.provenance.commit.as_deref(),
+            author: s.provenance.author.as_deref(),
         }
     }
 }
 
+/// One entitlement grant or revocation.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Change {
+pub struct Change<'a> {
     /// Position in the plan.
     #[serde(skip)]
     pub seq: usize,
-    pub namespace: String,
-    pub identity: String,
-    pub target: String,
+    pub namespace: &'a str,
+    pub identity: &'a str,
+    pub target: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entitlement_namespace: Option<String>,
-    pub name: String,
+    pub entitlement_namespace: Option<&'a str>,
+    pub name: &'a str,
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceRef>,
+    pub source: Option<SourceRef<'a>>,
     pub leaver: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<CommitInfo>,
+    pub cause: Option<&'a CommitInfo>,
+}
+
+/// One account step.
+#[derive(Serialize)]
+pub struct AccountChange<'a> {
+    /// Position in the plan.
+    #[serde(skip)]
+    pub seq: usize,
+    pub namespace: &'a str,
+    pub identity: &'a str,
+    pub target: &'a str,
+    pub action: &'static str,
+    pub leaver: bool,
 }
 
 /// One step of one person's plan, for rendering in plan order.
-enum Step<'a> {
-    Entitlement(&'a Change),
-    Account(&'a AccountChange),
+enum Step<'r, 'a> {
+    Entitlement(&'r Change<'a>),
+    Account(&'r AccountChange<'a>),
 }
 
-impl Step<'_> {
+impl Step<'_, '_> {
     fn seq(&self) -> usize {
         match self {
             Self::Entitlement(c) => c.seq,
@@ -127,51 +154,31 @@ impl Step<'_> {
     }
 }
 
-#[derive(Serialize)]
-pub struct AccountChange {
-    /// Position in the plan.
-    #[serde(skip)]
-    pub seq: usize,
-    pub namespace: String,
-    pub identity: String,
-    pub target: String,
-    pub action: &'static str,
-    pub leaver: bool,
-}
-
-fn phase_of(desired: &DesiredState, namespace: &str, name: &str) -> String {
-    desired
-        .identities
-        .get(&crate::engine::IdentityKey::new(namespace, name))
-        .map(|a| a.phase.to_string())
-        .unwrap_or_else(|| "Deleted".into())
-}
-
-impl PlanReport {
+impl<'a> PlanReport<'a> {
     /// Builds the report. `attribution` maps changed paths to the newest commit touching them.
     pub fn new(
         base: Option<RevisionRef>,
         head: RevisionRef,
-        desired: &DesiredState,
-        plan: &Plan,
+        desired: &'a DesiredState,
+        plan: &'a Plan,
         files: &Files,
-        attribution: Option<&Attribution>,
+        attribution: Option<&'a Attribution>,
         all_identities: bool,
     ) -> Self {
         let mut changes = Vec::new();
         let mut account_changes = Vec::new();
-        let mut affected = BTreeSet::new();
+        let mut affected: BTreeSet<&IdentityKey> = BTreeSet::new();
         for (seq, op) in plan.operations.iter().enumerate() {
-            affected.insert(op.identity.clone());
+            affected.insert(&op.identity);
             let (entitlement, action) = match &op.action {
                 Action::Grant { entitlement } => (entitlement, "grant"),
                 Action::Revoke { entitlement } => (entitlement, "revoke"),
                 other => {
                     account_changes.push(AccountChange {
                         seq,
-                        namespace: op.identity.namespace.clone(),
-                        identity: op.identity.name.clone(),
-                        target: op.target.clone(),
+                        namespace: &op.identity.namespace,
+                        identity: &op.identity.name,
+                        target: &op.target,
                         action: account_action(other),
                         leaver: op.leaver,
                     });
@@ -188,23 +195,22 @@ impl PlanReport {
                     .chain(op.sources.iter().filter_map(|s| s.provenance.path.as_ref()))
                     .filter_map(|p| paths.get(p))
                     .max_by(|a, b| a.time.cmp(&b.time))
-                    .cloned()
             });
             changes.push(Change {
                 seq,
-                namespace: op.identity.namespace.clone(),
-                identity: op.identity.name.clone(),
-                target: entitlement.target.clone(),
-                kind: entitlement.kind.clone(),
-                entitlement_namespace: entitlement.namespace.clone(),
-                name: entitlement.name.clone(),
+                namespace: &op.identity.namespace,
+                identity: &op.identity.name,
+                target: &entitlement.target,
+                kind: entitlement.kind.as_deref(),
+                entitlement_namespace: entitlement.namespace.as_deref(),
+                name: &entitlement.name,
                 action,
                 source: op.sources.first().map(|s| SourceRef::from(&**s)),
                 leaver: op.leaver,
                 cause,
             });
         }
-        let violations = desired.violations.clone();
+        let violations = desired.violations.as_slice();
         let named: BTreeSet<(&str, &str)> = violations
             .iter()
             .filter_map(|v| v.identity.as_deref().map(|i| (v.namespace.as_str(), i)))
@@ -243,10 +249,11 @@ impl PlanReport {
             changes,
             account_changes,
             violations,
+            desired,
         }
     }
 
-    /// One line: "grants 12, revokes 3, affects 9 people, 1 SoD violation".
+    /// One line: "grants 12, revokes 3, affects 9 people, 1 SoD violation, 4 findings".
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
         let plural =
@@ -262,15 +269,15 @@ impl PlanReport {
     }
 
     /// Steps grouped per identity, in plan order within each.
-    fn per_identity(&self) -> BTreeMap<(String, String), Vec<Step<'_>>> {
-        let mut out: BTreeMap<(String, String), Vec<Step<'_>>> = BTreeMap::new();
+    fn per_identity(&self) -> BTreeMap<(&'a str, &'a str), Vec<Step<'_, 'a>>> {
+        let mut out: BTreeMap<(&str, &str), Vec<Step>> = BTreeMap::new();
         for c in &self.changes {
-            out.entry((c.namespace.clone(), c.identity.clone()))
+            out.entry((c.namespace, c.identity))
                 .or_default()
                 .push(Step::Entitlement(c));
         }
         for c in &self.account_changes {
-            out.entry((c.namespace.clone(), c.identity.clone()))
+            out.entry((c.namespace, c.identity))
                 .or_default()
                 .push(Step::Account(c));
         }
@@ -280,25 +287,32 @@ impl PlanReport {
         out
     }
 
+    fn phase_of(&self, namespace: &str, name: &str) -> String {
+        self.desired
+            .identities
+            .get(&IdentityKey::new(namespace, name))
+            .map(|a| a.phase.to_string())
+            .unwrap_or_else(|| "Deleted".into())
+    }
+
     /// Text for a terminal.
-    pub fn to_text(&self, desired: &DesiredState) -> String {
-        let mut out = String::new();
+    pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         let base = self
             .base
             .as_ref()
             .map(|b| b.source.as_str())
             .unwrap_or("nothing");
-        let _ = writeln!(
+        writeln!(
             out,
             "gatehouse plan: {base} -> {} at {}",
             self.head.source, self.now
-        );
+        )?;
         for ((ns, name), steps) in self.per_identity() {
-            let _ = writeln!(out, "\n{ns}/{name} ({})", phase_of(desired, &ns, &name));
+            writeln!(out, "\n{ns}/{name} ({})", self.phase_of(ns, name))?;
             for step in steps {
-                let _ = match step {
+                match step {
                     Step::Account(a) => {
-                        writeln!(out, "  ~ {:<14} account on {}", a.action, a.target)
+                        writeln!(out, "  ~ {:<14} account on {}", a.action, a.target)?
                     }
                     Step::Entitlement(c) => writeln!(
                         out,
@@ -307,50 +321,44 @@ impl PlanReport {
                         c.action,
                         entitlement_label(c),
                         source_label(c.source.as_ref()),
-                        cause_label(c.cause.as_ref())
-                    ),
-                };
+                        cause_label(c.cause)
+                    )?,
+                }
             }
         }
         if !self.violations.is_empty() {
-            let _ = writeln!(out, "\nFindings:");
-            for v in &self.violations {
-                let _ = writeln!(out, "  {}", violation_line(v));
+            writeln!(out, "\nFindings:")?;
+            for v in self.violations {
+                writeln!(out, "  {}", violation_line(v))?;
             }
         }
-        let _ = writeln!(out, "\nPlan: {}", self.summary_line());
-        out
+        writeln!(out, "\nPlan: {}", self.summary_line())
     }
 
     /// Markdown for a pull-request comment.
-    pub fn to_markdown(&self, desired: &DesiredState) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "### gatehouse plan: {}\n", self.summary_line());
+    pub fn write_markdown(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "### gatehouse plan: {}\n", self.summary_line())?;
         let base = self
             .base
             .as_ref()
             .map(|b| format!("`{}`", b.source))
             .unwrap_or_else(|| "nothing".into());
-        let _ = writeln!(
+        writeln!(
             out,
             "Base {base} → head `{}`, evaluated at `{}`.\n",
             self.head.source, self.now
-        );
+        )?;
         for ((ns, name), steps) in self.per_identity() {
-            let _ = writeln!(
-                out,
-                "#### `{ns}/{name}` ({})\n",
-                phase_of(desired, &ns, &name)
-            );
-            let _ = writeln!(
+            writeln!(out, "#### `{ns}/{name}` ({})\n", self.phase_of(ns, name))?;
+            writeln!(
                 out,
                 "| Change | Target | Entitlement | Because of | Commit |"
-            );
-            let _ = writeln!(out, "|---|---|---|---|---|");
+            )?;
+            writeln!(out, "|---|---|---|---|---|")?;
             for step in steps {
                 let c = match step {
                     Step::Account(a) => {
-                        let _ = writeln!(out, "| {} | {} | account | | |", a.action, a.target);
+                        writeln!(out, "| {} | {} | account | | |", a.action, a.target)?;
                         continue;
                     }
                     Step::Entitlement(c) => c,
@@ -362,26 +370,25 @@ impl PlanReport {
                 };
                 let commit = c
                     .cause
-                    .as_ref()
                     .map(|k| format!("`{}` {}", &k.id[..8.min(k.id.len())], escape(&k.author)))
                     .unwrap_or_default();
-                let _ = writeln!(
+                writeln!(
                     out,
                     "| {icon} | {} | `{}` | {} | {commit} |",
                     c.target,
                     entitlement_label(c),
                     source_label(c.source.as_ref())
-                );
+                )?;
             }
-            out.push('\n');
+            writeln!(out)?;
         }
         if !self.violations.is_empty() {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "#### Findings\n\n| Severity | Kind | Object | Identity | Message |\n|---|---|---|---|---|"
-            );
-            for v in &self.violations {
-                let _ = writeln!(
+            )?;
+            for v in self.violations {
+                writeln!(
                     out,
                     "| {:?} | {:?} | `{}/{}` | {} | {} |",
                     v.severity,
@@ -390,24 +397,24 @@ impl PlanReport {
                     v.object,
                     v.identity.as_deref().unwrap_or(""),
                     escape(&v.message)
-                );
+                )?;
             }
         }
-        out
+        Ok(())
     }
 }
 
-fn identity_entry(access: &IdentityAccess) -> IdentityEntry {
+fn identity_entry(access: &IdentityAccess) -> IdentityEntry<'_> {
     IdentityEntry {
-        namespace: access.key.namespace.clone(),
-        name: access.key.name.clone(),
-        identity_type: format!("{:?}", access.identity_type),
-        phase: access.phase.to_string(),
+        namespace: &access.key.namespace,
+        name: &access.key.name,
+        identity_type: access.identity_type,
+        phase: access.phase,
         entitlements: access
             .entitlements
             .iter()
             .map(|g| EntitlementEntry {
-                entitlement: (*g.entitlement).clone(),
+                entitlement: &g.entitlement,
                 source: SourceRef::from(&*g.sources[0]),
                 other_sources: g.sources[1..]
                     .iter()
@@ -433,19 +440,18 @@ fn account_action(action: &Action) -> &'static str {
 }
 
 fn entitlement_label(c: &Change) -> String {
-    let mut label = String::new();
-    if let Some(kind) = &c.kind {
-        let _ = write!(label, "{kind}/");
+    let mut label = format!("{}:", c.target);
+    for part in [c.kind, c.entitlement_namespace].into_iter().flatten() {
+        label.push_str(part);
+        label.push('/');
     }
-    if let Some(ns) = &c.entitlement_namespace {
-        let _ = write!(label, "{ns}/");
-    }
-    format!("{}:{label}{}", c.target, c.name)
+    label.push_str(c.name);
+    label
 }
 
 fn source_label(source: Option<&SourceRef>) -> String {
     source
-        .map(|s| format!("{}/{}", s.kind, s.name))
+        .map(|s| format!("{:?}/{}", s.kind, s.name))
         .unwrap_or_else(|| "(observed)".into())
 }
 

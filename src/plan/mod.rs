@@ -81,7 +81,7 @@ impl AccessState {
     pub fn apply(&self, plan: &Plan) -> Self {
         let mut next = self.clone();
         for op in &plan.operations {
-            let holding = next.identities.entry(op.identity.clone()).or_default();
+            let holding = next.identities.entry((*op.identity).clone()).or_default();
             match &op.action {
                 Action::DisableAccount => {
                     holding
@@ -175,8 +175,8 @@ impl Action {
 /// One operation on one target for one identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Operation {
-    /// Who.
-    pub identity: IdentityKey,
+    /// Who (shared by all of one identity's operations).
+    pub identity: Arc<IdentityKey>,
     /// Target system name.
     pub target: String,
     /// What.
@@ -222,6 +222,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
     let empty = Holding::default();
     let mut operations = Vec::new();
     for (key, have, access) in merge_keys(&base.identities, &desired.identities) {
+        let key = Arc::new(key.clone());
         let have = have.unwrap_or(&empty);
         let state = access.and_then(|a| match a.account {
             AccountIntent::Enabled => Some(AccountState::Enabled),
