@@ -1,0 +1,128 @@
+//! A real control plane for tests: etcd and kube-apiserver built from Go modules
+//! (`scripts/build-control-plane.sh`) and started on loopback by
+//! `scripts/start-control-plane.sh`, once per test binary, with the CRDs from `crds/`
+//! installed and a fresh namespace per test.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+/// The running control plane of this test binary.
+pub struct ControlPlane {
+    /// Directory holding certificates, data and logs.
+    pub dir: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the control plane on first use; it is stopped when the test binary exits.
+pub fn control_plane() -> &'static ControlPlane {
+    static PLANE: OnceLock<ControlPlane> = OnceLock::new();
+    PLANE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("gatehouse-cp-{}", std::process::id()));
+        let script = repo().join("scripts/start-control-plane.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash runs scripts/start-control-plane.sh");
+        assert!(
+            out.status.success(),
+            "the control plane did not start (see stderr above; logs in {})",
+            dir.display()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let kubeconfig = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("KUBECONFIG="))
+            .map(PathBuf::from)
+            .expect("start-control-plane.sh prints KUBECONFIG=");
+        // A watcher stops the processes once this test binary has exited.
+        let watcher = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' --stop '{dir}'; rm -rf '{dir}'",
+            pid = std::process::id(),
+            script = script.display(),
+            dir = dir.display()
+        );
+        Command::new("bash")
+            .args(["-c", &watcher])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the cleanup watcher starts");
+        ControlPlane { dir, kubeconfig }
+    })
+}
+
+/// An admin client for the test control plane, with the gatehouse CRDs installed.
+pub async fn client() -> Client {
+    let plane = control_plane();
+    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig is readable");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    let client = Client::try_from(config).expect("client builds");
+    install_crds(&client).await;
+    client
+}
+
+/// Applies every CRD in `crds/` (server-side apply, idempotent) and waits until each is
+/// established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("gatehouse-tests").force();
+    for (_, crd) in gatehouse::crds::all() {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        let committed = std::fs::read_to_string(repo().join("crds").join(format!(
+            "{}.yaml",
+            crd.spec.names.singular.as_deref().unwrap_or_default()
+        )))
+        .expect("crds/ holds the CRD");
+        let from_file: CustomResourceDefinition = serde_yaml::from_str(
+            committed
+                .trim_start_matches(|c| c != '-')
+                .trim_start_matches("---\n"),
+        )
+        .expect("committed CRD parses");
+        api.patch(&name, &params, &Patch::Apply(&from_file))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
+        .expect("watching the CRD works");
+    }
+}
+
+/// Creates a fresh namespace for one test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+    name
+}
