@@ -59,7 +59,9 @@ pub fn control_plane() -> &'static ControlPlane {
             script = script.display(),
             dir = dir.display()
         );
-        Command::new("bash")
+        // Never waited for on purpose: it must outlive this process.
+        #[allow(clippy::zombie_processes)]
+        let _watcher = Command::new("bash")
             .args(["-c", &watcher])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
