@@ -2,12 +2,11 @@
 //! the reason for each entitlement it does not get.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use super::inputs::{CommonArgs, from_dir, from_git, open_repo};
+use super::inputs::{CommonArgs, RevisionArgs};
 use super::report::violation_line;
 use crate::engine::{Engine, IdentityKey, NothingHeld};
 
@@ -16,18 +15,8 @@ use crate::engine::{Engine, IdentityKey, NothingHeld};
 pub struct ExplainArgs {
     /// Identity name (`metadata.name`).
     name: String,
-    /// Directory of manifests.
-    #[arg(default_value = ".", conflicts_with = "repo")]
-    dir: PathBuf,
-    /// Read from this Git repository's objects.
-    #[arg(long, value_name = "PATH")]
-    repo: Option<PathBuf>,
-    /// With --repo: the revision.
-    #[arg(long, default_value = "HEAD", requires = "repo")]
-    rev: String,
-    /// With --repo: the folder inside the repository holding the manifests.
-    #[arg(long, value_name = "SUBDIR", requires = "repo")]
-    path: Option<String>,
+    #[command(flatten)]
+    source: RevisionArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -36,10 +25,7 @@ pub struct ExplainArgs {
 pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
     let ns = &args.common.namespace;
-    let revision = match &args.repo {
-        Some(repo) => from_git(&open_repo(repo)?, &args.rev, args.path.as_deref(), ns)?,
-        None => from_dir(&args.dir, ns),
-    };
+    let revision = args.source.read(ns)?;
     for d in &revision.loaded.diagnostics.0 {
         eprintln!("{d}");
     }

@@ -1,7 +1,7 @@
 //! Where the CLI reads manifests from: a directory, or a revision of a Git repository.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use git2::Repository;
@@ -48,6 +48,41 @@ impl CommonArgs {
             default_max_exception: parse_duration(&self.max_exception_duration)
                 .map_err(|e| format!("--max-exception-duration: {e}"))?,
         })
+    }
+}
+
+/// Where one set of manifests is read from: a directory, or a revision of a repository.
+#[derive(Args, Debug, Clone)]
+pub struct RevisionArgs {
+    /// Directory of manifests (default: the current directory). Not used with --repo.
+    #[arg(conflicts_with = "repo")]
+    pub dir: Option<PathBuf>,
+    /// Read from this Git repository's objects instead (no checkout).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// With --repo: the revision.
+    #[arg(long, default_value = "HEAD", requires = "repo")]
+    pub rev: String,
+    /// With --repo: the folder inside the repository holding the manifests.
+    #[arg(long, value_name = "SUBDIR", requires = "repo")]
+    pub path: Option<String>,
+}
+
+impl RevisionArgs {
+    /// Reads the manifests.
+    pub fn read(&self, namespace: &str) -> Result<Revision, String> {
+        match &self.repo {
+            Some(repo) => from_git(
+                &open_repo(repo)?,
+                &self.rev,
+                self.path.as_deref(),
+                namespace,
+            ),
+            None => Ok(from_dir(
+                self.dir.as_deref().unwrap_or(Path::new(".")),
+                namespace,
+            )),
+        }
     }
 }
 

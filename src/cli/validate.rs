@@ -1,13 +1,12 @@
 //! `gatehouse validate`: every problem at once; exit 1 on errors, 0 on warnings only.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use serde::Serialize;
 
 use super::Output;
-use super::inputs::{CommonArgs, from_dir, from_git, open_repo};
+use super::inputs::{CommonArgs, RevisionArgs};
 use super::report::violation_line;
 use crate::engine::{Engine, NothingHeld, Severity, Violation};
 use crate::source::Diagnostic;
@@ -15,18 +14,8 @@ use crate::source::Diagnostic;
 /// Arguments of `gatehouse validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Directory of manifests. Not used with --repo.
-    #[arg(required_unless_present = "repo", conflicts_with = "repo")]
-    dir: Option<PathBuf>,
-    /// Read from this Git repository's objects.
-    #[arg(long, value_name = "PATH")]
-    repo: Option<PathBuf>,
-    /// With --repo: the revision to check.
-    #[arg(long, default_value = "HEAD", requires = "repo")]
-    rev: String,
-    /// With --repo: the folder inside the repository holding the manifests.
-    #[arg(long, value_name = "SUBDIR", requires = "repo")]
-    path: Option<String>,
+    #[command(flatten)]
+    source: RevisionArgs,
     /// Output format (text or json).
     #[arg(short, long, value_enum, default_value = "text")]
     output: Output,
@@ -48,11 +37,7 @@ struct ValidateReport<'a> {
 pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
     let ns = &args.common.namespace;
-    let revision = match (&args.repo, &args.dir) {
-        (Some(repo), _) => from_git(&open_repo(repo)?, &args.rev, args.path.as_deref(), ns)?,
-        (None, Some(dir)) => from_dir(dir, ns),
-        (None, None) => return Err("give a directory or --repo".into()),
-    };
+    let revision = args.source.read(ns)?;
     let desired =
         Engine::new(&revision.loaded.snapshot, args.common.settings()?).evaluate(now, &NothingHeld);
     let diagnostics = &revision.loaded.diagnostics.0;

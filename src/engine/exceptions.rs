@@ -116,12 +116,7 @@ pub fn judge(
         }
     }
     for (i, e) in exc.entitlements.iter().enumerate() {
-        if let Some((suffix, msg)) = ns.entitlement_problem(e) {
-            let kind = if suffix == "target" {
-                ViolationKind::UnknownReference
-            } else {
-                ViolationKind::InvalidValue
-            };
+        if let Some((kind, suffix, msg)) = ns.entitlement_problem(e) {
             flag(kind, &format!("spec.entitlements[{i}].{suffix}"), msg);
         }
     }

@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
 use super::lifecycle::{parse_date, parse_duration, parse_timestamp};
-use super::model::{Provenance, Source, SourceKind, TargetInfo};
+use super::model::{Provenance, Source, SourceKind, TargetInfo, ViolationKind};
 use crate::api::{
     AccessPolicy, EmploymentStatus, EmploymentType, EntitlementRef, Exception, Identity,
     IdentityType, Mode, ProofingLevel, SelectorOperator, TargetSystem, TargetType,
@@ -554,10 +554,15 @@ impl Namespace {
         self.targets.contains_key(target)
     }
 
-    /// Problems with an entitlement's shape on its target type: (field suffix, message).
-    pub fn entitlement_problem(&self, e: &EntitlementRef) -> Option<(&'static str, String)> {
+    /// What is wrong with an entitlement on its target: (finding kind, field under the
+    /// entitlement, message).
+    pub fn entitlement_problem(
+        &self,
+        e: &EntitlementRef,
+    ) -> Option<(ViolationKind, &'static str, String)> {
         let Some(info) = self.targets.get(&e.target) else {
             return Some((
+                ViolationKind::UnknownReference,
                 "target",
                 format!(
                     "target {:?} is not a TargetSystem in namespace {}",
@@ -569,10 +574,15 @@ impl Namespace {
             match (e.kind.as_deref(), e.namespace.is_some()) {
                 (Some("ClusterRole"), _) | (Some("Role"), true) => {}
                 (Some("Role"), false) => {
-                    return Some(("namespace", format!("Role {:?} needs a namespace", e.name)));
+                    return Some((
+                        ViolationKind::InvalidValue,
+                        "namespace",
+                        format!("Role {:?} needs a namespace", e.name),
+                    ));
                 }
                 _ => {
                     return Some((
+                        ViolationKind::InvalidValue,
                         "kind",
                         format!("{e} needs kind ClusterRole or Role on a Kubernetes target"),
                     ));

@@ -64,41 +64,30 @@ impl Engine {
     /// Indexes a snapshot.
     pub fn new(snapshot: &Snapshot, settings: Settings) -> Self {
         let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
-        let namespaces_ref =
-            |meta: &kube::api::ObjectMeta| -> String { meta.namespace.clone().unwrap_or_default() };
+        let namespace_of =
+            |meta: &kube::api::ObjectMeta| meta.namespace.clone().unwrap_or_default();
+        fn tenant<'a>(all: &'a mut BTreeMap<String, Namespace>, name: String) -> &'a mut Namespace {
+            all.entry(name.clone())
+                .or_insert_with(|| Namespace::new(&name))
+        }
         for t in &snapshot.targets {
-            let n = namespaces_ref(&t.metadata);
-            namespaces
-                .entry(n.clone())
-                .or_insert_with(|| Namespace::new(&n))
-                .add_target(t);
+            tenant(&mut namespaces, namespace_of(&t.metadata)).add_target(t);
         }
         for p in &snapshot.policies {
-            let n = namespaces_ref(&p.metadata);
-            namespaces
-                .entry(n.clone())
-                .or_insert_with(|| Namespace::new(&n))
-                .add_policy(p);
+            tenant(&mut namespaces, namespace_of(&p.metadata)).add_policy(p);
         }
         for e in &snapshot.exceptions {
-            let n = namespaces_ref(&e.metadata);
-            namespaces
-                .entry(n.clone())
-                .or_insert_with(|| Namespace::new(&n))
-                .add_exception(e);
+            tenant(&mut namespaces, namespace_of(&e.metadata)).add_exception(e);
         }
         let mut records: BTreeMap<String, Vec<IdentityRecord>> = BTreeMap::new();
         for i in &snapshot.identities {
             records
-                .entry(namespaces_ref(&i.metadata))
+                .entry(namespace_of(&i.metadata))
                 .or_default()
                 .push(IdentityRecord::new(i));
         }
-        for (n, list) in records {
-            namespaces
-                .entry(n.clone())
-                .or_insert_with(|| Namespace::new(&n))
-                .set_identities(list);
+        for (name, list) in records {
+            tenant(&mut namespaces, name).set_identities(list);
         }
         for ns in namespaces.values_mut() {
             ns.index_policies();
@@ -310,12 +299,7 @@ fn policy_findings(ns: &Namespace) -> Vec<Violation> {
             ));
         }
         for (i, e) in policy.entitlements.iter().enumerate() {
-            if let Some((suffix, msg)) = ns.entitlement_problem(e) {
-                let kind = if suffix == "target" {
-                    ViolationKind::UnknownReference
-                } else {
-                    ViolationKind::InvalidValue
-                };
+            if let Some((kind, suffix, msg)) = ns.entitlement_problem(e) {
                 out.push(Engine::violation(
                     kind,
                     &ns.name,

@@ -345,22 +345,19 @@ fn diff_entitlements(
     let mut held = have.entitlements.iter().peekable();
     let mut wanted = want.iter().peekable();
     loop {
-        match (held.peek(), wanted.peek()) {
-            (Some((h, _)), Some(w)) if **h == w.entitlement => {
+        // Which side is behind: the held entitlement (revoke), the wanted one (grant), or neither.
+        let order = match (held.peek(), wanted.peek()) {
+            (Some((h, _)), Some(w)) => (***h).cmp(&*w.entitlement),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            std::cmp::Ordering::Equal => {
                 held.next();
                 wanted.next();
             }
-            (Some((h, _)), Some(w)) if **h > w.entitlement => {
-                let w = wanted.next().expect("peeked");
-                push(
-                    &w.entitlement.target,
-                    Action::Grant {
-                        entitlement: w.entitlement.clone(),
-                    },
-                    w.sources.clone(),
-                );
-            }
-            (Some(_), _) => {
+            std::cmp::Ordering::Less => {
                 let (h, sources) = held.next().expect("peeked");
                 push(
                     &h.target,
@@ -370,7 +367,7 @@ fn diff_entitlements(
                     sources.clone(),
                 );
             }
-            (None, Some(_)) => {
+            std::cmp::Ordering::Greater => {
                 let w = wanted.next().expect("peeked");
                 push(
                     &w.entitlement.target,
@@ -380,7 +377,6 @@ fn diff_entitlements(
                     w.sources.clone(),
                 );
             }
-            (None, None) => break,
         }
     }
 }
