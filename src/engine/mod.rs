@@ -66,7 +66,7 @@ impl Engine {
         let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
         let namespace_of =
             |meta: &kube::api::ObjectMeta| meta.namespace.clone().unwrap_or_default();
-        fn tenant<'a>(all: &'a mut BTreeMap<String, Namespace>, name: String) -> &'a mut Namespace {
+        fn tenant(all: &mut BTreeMap<String, Namespace>, name: String) -> &mut Namespace {
             all.entry(name.clone())
                 .or_insert_with(|| Namespace::new(&name))
         }
