@@ -223,3 +223,97 @@ async fn the_server_and_validate_agree_on_every_cel_rule() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// Constraints of the OpenAPI schema itself (lengths, patterns, item counts): whatever the
+/// server refuses, `gatehouse validate` refuses too, naming the same field.
+#[tokio::test]
+async fn the_server_and_validate_agree_on_schema_constraints() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "schema").await;
+    let exception = |over: &str| {
+        let base = "identity: alice, entitlements: [{target: db, name: x}], justification: j, requestedBy: bob, approvedBy: [carol], validFrom: '2026-12-01T00:00:00Z', expiresAt: '2026-12-02T00:00:00Z'";
+        let fields: Vec<String> = base
+            .split(", ")
+            .map(|f| {
+                let key = f.split(':').next().unwrap();
+                over.split(", ")
+                    .find(|o| o.starts_with(&format!("{key}:")))
+                    .unwrap_or(f)
+                    .to_string()
+            })
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "Exception",
+            exception("justification: ''"),
+            "spec.justification",
+        ),
+        (
+            "Exception",
+            exception("validFrom: 'tomorrow'"),
+            "spec.validFrom",
+        ),
+        ("Exception", exception("identity: ''"), "spec.identity"),
+        (
+            "Identity",
+            "{type: Human, employment: {status: Active, startDate: '2026-1-2'}}".into(),
+            "spec.employment.startDate",
+        ),
+        (
+            "AccessPolicy",
+            "{entitlements: [{target: '', name: x}]}".into(),
+            "spec.entitlements[0].target",
+        ),
+        (
+            "AccessPolicy",
+            "{exceptionPolicy: {maxDuration: '30d'}}".into(),
+            "spec.exceptionPolicy.maxDuration",
+        ),
+        (
+            "AccessPolicy",
+            "{separationOfDuties: [{name: s, entitlements: [{target: a, name: b}]}]}".into(),
+            "spec.separationOfDuties[0].entitlements",
+        ),
+        (
+            "TargetSystem",
+            "{type: Kubernetes, limits: {maxRevocationsPerSync: -1}}".into(),
+            "spec.limits.maxRevocationsPerSync",
+        ),
+    ];
+    let mut disagreements = Vec::new();
+    for (i, (kind, spec, field)) in cases.iter().enumerate() {
+        let name = format!("schema{i}");
+        let yaml = format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("object.yaml"), &yaml).unwrap();
+        let loaded = gatehouse::source::load_dir(dir.path(), &ns);
+        let local: Vec<String> = loaded
+            .diagnostics
+            .0
+            .iter()
+            .filter_map(|d| d.field.clone())
+            .collect();
+        let server = match *kind {
+            "Exception" => create(&client, &ns, parse::<Exception>(kind, &name, spec)).await,
+            "Identity" => create(&client, &ns, parse::<Identity>(kind, &name, spec)).await,
+            "AccessPolicy" => create(&client, &ns, parse::<AccessPolicy>(kind, &name, spec)).await,
+            _ => create(&client, &ns, parse::<TargetSystem>(kind, &name, spec)).await,
+        };
+        let server_names_it = server
+            .as_ref()
+            .err()
+            .is_some_and(|m| m.starts_with("422 ") && m.contains(field));
+        let local_names_it = local.iter().any(|f| f == field);
+        if !server_names_it || !local_names_it {
+            disagreements.push(format!(
+                "[{kind} {spec}] want {field}; server: {server:?}; validate: {:?}",
+                loaded.diagnostics.0
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}

@@ -38,16 +38,26 @@ pub struct Loader {
     seen: Vec<(String, String)>,
 }
 
-fn compiled<K: CustomResourceExt>(
-    slot: &'static OnceLock<CompiledSchema>,
-) -> &'static CompiledSchema {
+/// The checks the API server applies to one kind: its OpenAPI schema (types, patterns,
+/// lengths, enums) and its CEL rules, both compiled once from the generated CRD.
+struct KindSchema {
+    structure: jsonschema::Validator,
+    cel: CompiledSchema,
+}
+
+fn schema_of<K: CustomResourceExt>(slot: &'static OnceLock<KindSchema>) -> &'static KindSchema {
     slot.get_or_init(|| {
         let crd = K::crd();
         let schema = crd.spec.versions[0]
             .schema
             .as_ref()
             .and_then(|s| s.open_api_v3_schema.as_ref());
-        compile_schema(&serde_json::to_value(schema).expect("CRD schema serializes"))
+        let schema = serde_json::to_value(schema).expect("CRD schema serializes");
+        KindSchema {
+            structure: jsonschema::validator_for(&schema)
+                .expect("the generated CRD schema is a valid JSON schema"),
+            cel: compile_schema(&schema),
+        }
     })
 }
 
@@ -163,7 +173,7 @@ impl Loader {
         value: serde_yaml::Value,
         provenance: &Provenance,
         label: &str,
-        schema: &'static OnceLock<CompiledSchema>,
+        schema: &'static OnceLock<KindSchema>,
         push: fn(&mut Snapshot, K),
     ) where
         K: Resource<DynamicType = ()> + CustomResourceExt + DeserializeOwned + serde::Serialize,
@@ -246,10 +256,14 @@ impl Loader {
             }
         }
         let json = serde_json::to_value(&object).unwrap_or_default();
-        if let Err(errors) = self
-            .validator
-            .validate_compiled(compiled::<K>(schema), &json, None)
-        {
+        let schema = schema_of::<K>(schema);
+        for e in schema.structure.iter_errors(&json) {
+            ok = false;
+            let field = field_path(&e.instance_path().to_string());
+            self.diagnostics
+                .error(file, Some(label.clone()), Some(field), e.to_string());
+        }
+        if let Err(errors) = self.validator.validate_compiled(&schema.cel, &json, None) {
             ok = false;
             for e in errors.into_vec() {
                 self.diagnostics.error(
@@ -341,10 +355,27 @@ impl Loader {
     }
 }
 
-static IDENTITY: OnceLock<CompiledSchema> = OnceLock::new();
-static POLICY: OnceLock<CompiledSchema> = OnceLock::new();
-static EXCEPTION: OnceLock<CompiledSchema> = OnceLock::new();
-static TARGET: OnceLock<CompiledSchema> = OnceLock::new();
+static IDENTITY: OnceLock<KindSchema> = OnceLock::new();
+static POLICY: OnceLock<KindSchema> = OnceLock::new();
+static EXCEPTION: OnceLock<KindSchema> = OnceLock::new();
+static TARGET: OnceLock<KindSchema> = OnceLock::new();
+
+/// A JSON pointer (`/spec/entitlements/0/target`) as a field path (`spec.entitlements[0].target`).
+fn field_path(pointer: &str) -> String {
+    let mut path = String::new();
+    for segment in pointer.split('/').filter(|s| !s.is_empty()) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{segment}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment);
+        }
+    }
+    path
+}
 
 /// Why a name is not a valid Kubernetes object name (RFC 1123 subdomain), if it is not.
 fn name_problem(name: &str) -> Option<String> {
