@@ -251,10 +251,10 @@ fn bad_input_is_reported_with_file_object_and_field() {
     let t = text(&out);
     for expected in [
         "error: broken.yaml: invalid YAML in document 1",
-        "error: unknown-kind.yaml: ConfigMap/x: apiVersion: apiVersion is \"v1\"",
-        "error: other-kind.yaml: Gadget/x: kind: kind \"Gadget\" is not a gatehouse kind",
+        "error: unknown-kind.yaml: ConfigMap/default/x: apiVersion: apiVersion is \"v1\"",
+        "error: other-kind.yaml: Gadget/default/x: kind: kind \"Gadget\" is not a gatehouse kind",
         "error: typo.yaml: Identity/default/ann: spec.employment.departmnet: unknown field",
-        "error: bad-enum.yaml: Identity/cid: spec.employment.status: unknown variant `Actv`",
+        "error: bad-enum.yaml: Identity/default/cid: spec.employment.status: unknown variant `Actv`",
         "InvalidValue Identity/dan in default: spec.employment.startDate: \"2026-02-30\" is not a valid YYYY-MM-DD date",
         "error: nested/dup2.yaml: Identity/default/eve: metadata.name: duplicate: Identity/default/eve is also defined in dup1.yaml",
         "error: nohuman.yaml: Identity/default/bot: spec: a NonHuman identity needs spec.owner",
@@ -339,6 +339,27 @@ fn explain_says_why_and_why_not() {
     let missing = gatehouse(&["explain", "nobody", &examples("acme"), "--now", NOW]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing).contains("no Identity named \"nobody\""));
+    let dir = tree(&[
+        ("t.yaml", TARGET),
+        (
+            "x.yaml",
+            &person("xena", "finance", "xena").replace("status: Active", "status: Retired"),
+        ),
+    ]);
+    let invalid = gatehouse(&[
+        "explain",
+        "xena",
+        dir.path().to_str().unwrap(),
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(invalid.status.code(), Some(2));
+    assert!(
+        text(&invalid)
+            .contains("Identity/default/xena in x.yaml is invalid (see the errors above)"),
+        "{}",
+        text(&invalid)
+    );
 }
 
 #[test]

@@ -38,10 +38,16 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
         .collect();
     let key = match candidates.as_slice() {
         [] => {
-            return Err(format!(
-                "no Identity named {:?} in {}",
-                args.name, revision.label
-            ));
+            let rejected = revision.loaded.files.iter().find(|(label, _)| {
+                label.starts_with("Identity/")
+                    && label.rsplit('/').next() == Some(args.name.as_str())
+            });
+            return Err(match rejected {
+                Some((label, file)) => {
+                    format!("{label} in {file} is invalid (see the errors above): fix it first")
+                }
+                None => format!("no Identity named {:?} in {}", args.name, revision.label),
+            });
         }
         [one] => (*one).clone(),
         many => match many.iter().find(|k| &k.namespace == ns) {

@@ -136,8 +136,13 @@ impl Loader {
             .and_then(|m| m.get("name"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
+        let namespace = map
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|v| v.as_str())
+            .unwrap_or(&self.default_namespace);
         let label = format!(
-            "{}/{}",
+            "{}/{namespace}/{}",
             kind.as_deref().unwrap_or("?"),
             name.as_deref().unwrap_or("?")
         );
@@ -202,6 +207,8 @@ impl Loader {
                     field,
                     format!("{message}: see `gatehouse crds` for the schema"),
                 );
+                // Still defined here: a second definition elsewhere is a duplicate.
+                self.seen.push((label.to_string(), file.to_string()));
                 return;
             }
         };
