@@ -169,10 +169,7 @@ impl Engine {
     ) -> Option<(IdentityAccess, Vec<Violation>)> {
         let ns = self.namespaces.get(&key.namespace)?;
         let rec = ns.identities.get(&key.name)?;
-        let verdict = |i: usize| {
-            let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
-            exceptions::judge(ns, &ns.exceptions[i], now, &self.settings, &phase).0
-        };
+        let verdict = |i: usize| self.judge(ns, i, now).0;
         let matched = ns.matching_policies(rec);
         Some(access::evaluate_identity(
             ns,
@@ -251,15 +248,24 @@ impl Engine {
         now: Timestamp,
         violations: &mut Vec<Violation>,
     ) -> Vec<ExceptionVerdict> {
-        let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
-        ns.exceptions
-            .iter()
-            .map(|exc| {
-                let (verdict, found) = exceptions::judge(ns, exc, now, &self.settings, &phase);
+        (0..ns.exceptions.len())
+            .map(|i| {
+                let (verdict, found) = self.judge(ns, i, now);
                 violations.extend(found);
                 verdict
             })
             .collect()
+    }
+
+    /// Judges exception `i` of a namespace at `now`.
+    fn judge(
+        &self,
+        ns: &Namespace,
+        i: usize,
+        now: Timestamp,
+    ) -> (ExceptionVerdict, Vec<Violation>) {
+        let phase = |name: &str| access::phase_of(ns, name, now, &self.settings).map(|p| p.0);
+        exceptions::judge(ns, &ns.exceptions[i], now, &self.settings, &phase)
     }
 
     /// Builds a finding with the kind's default severity.
