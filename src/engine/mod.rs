@@ -99,11 +99,6 @@ impl Engine {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Evaluates every identity at `now`.
     pub fn evaluate(&self, now: Timestamp, held: &dyn Held) -> DesiredState {
         let mut state = DesiredState {

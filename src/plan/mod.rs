@@ -199,21 +199,6 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.operations.is_empty()
     }
-
-    /// Revocations per (namespace, target), for the blast-radius guard.
-    pub fn revocations_per_target(&self) -> BTreeMap<(String, String), usize> {
-        let mut counts = BTreeMap::new();
-        for op in self
-            .operations
-            .iter()
-            .filter(|op| matches!(op.action, Action::Revoke { .. }))
-        {
-            *counts
-                .entry((op.identity.namespace.clone(), op.target.clone()))
-                .or_default() += 1;
-        }
-        counts
-    }
 }
 
 /// Plans the operations that take `base` to `desired`. Identities absent from `desired`
