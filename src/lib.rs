@@ -11,3 +11,4 @@ pub mod engine;
 pub mod plan;
 pub mod source;
 pub mod synthetic;
+pub mod targets;

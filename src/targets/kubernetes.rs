@@ -1,0 +1,479 @@
+//! Kubernetes RBAC: an entitlement `{kind: ClusterRole|Role, name, namespace}` becomes a
+//! ClusterRoleBinding or a RoleBinding for one subject, a `User` for humans and a
+//! `ServiceAccount` (created here, in the tenant's namespace) for machines.
+//!
+//! Every managed object carries deterministic names and labels, so observation lists by
+//! label and never touches anything else. A disabled account keeps its bindings with no
+//! subjects (access gone, entitlements kept for the return); a machine's disable also
+//! deletes its token Secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, RoleBinding, RoleRef, Subject as RbacSubject,
+};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::{Client, Resource};
+
+use super::{Applied, Capabilities, Connector, Subject, TargetError};
+use crate::api::{EntitlementRef, IdentityType};
+use crate::engine::IdentityKey;
+use crate::plan::{AccessState, AccountState, Action, Holding, Operation};
+
+/// Field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "gatehouse";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const IDENTITY: &str = "gatehouse.dev/identity";
+const TENANT: &str = "gatehouse.dev/tenant";
+const TARGET: &str = "gatehouse.dev/target";
+const DISABLED: &str = "gatehouse.dev/disabled";
+
+/// The RBAC connector for one TargetSystem of one tenant namespace.
+pub struct KubernetesRbac {
+    client: Client,
+    tenant: String,
+    target: String,
+}
+
+impl KubernetesRbac {
+    /// A connector writing through `client` for the identities of `tenant`.
+    pub fn new(client: Client, tenant: &str, target: &str) -> Self {
+        Self {
+            client,
+            tenant: tenant.to_string(),
+            target: target.to_string(),
+        }
+    }
+
+    /// Everything this connector manages, or only one identity's objects.
+    fn selector(&self, identity: Option<&str>) -> ListParams {
+        let mut selector = format!(
+            "{MANAGED_BY}=gatehouse,{TENANT}={},{TARGET}={}",
+            self.tenant, self.target
+        );
+        if let Some(identity) = identity {
+            selector.push_str(&format!(",{IDENTITY}={identity}"));
+        }
+        ListParams::default().labels(&selector)
+    }
+
+    fn labels(&self, identity: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY.to_string(), "gatehouse".to_string()),
+            (IDENTITY.to_string(), identity.to_string()),
+            (TENANT.to_string(), self.tenant.clone()),
+            (TARGET.to_string(), self.target.clone()),
+        ])
+    }
+
+    /// The binding's name: readable, unique per (tenant, target, identity, entitlement).
+    pub fn binding_name(&self, identity: &str, entitlement: &EntitlementRef) -> String {
+        let key = format!(
+            "{}\0{}\0{identity}\0{entitlement}",
+            self.tenant, self.target
+        );
+        let prefix: String = identity.chars().take(200).collect();
+        format!("gatehouse-{prefix}-{:016x}", fnv1a(key.as_bytes()))
+    }
+
+    fn rbac_subject(&self, subject: &Subject) -> RbacSubject {
+        match subject.identity_type {
+            IdentityType::Human => RbacSubject {
+                kind: "User".into(),
+                name: subject.account.clone(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                namespace: None,
+            },
+            IdentityType::NonHuman => RbacSubject {
+                kind: "ServiceAccount".into(),
+                name: subject.account.clone(),
+                api_group: None,
+                namespace: Some(self.tenant.clone()),
+            },
+        }
+    }
+
+    fn binding_meta(
+        &self,
+        subject: &Subject,
+        entitlement: &EntitlementRef,
+        enabled: bool,
+    ) -> ObjectMeta {
+        let mut annotations = BTreeMap::from([(
+            "gatehouse.dev/entitlement".to_string(),
+            entitlement.to_string(),
+        )]);
+        if !enabled {
+            annotations.insert(DISABLED.to_string(), "true".to_string());
+        }
+        ObjectMeta {
+            name: Some(self.binding_name(&subject.identity.name, entitlement)),
+            namespace: entitlement
+                .namespace
+                .clone()
+                .filter(|_| entitlement.kind.as_deref() == Some("Role")),
+            labels: Some(self.labels(&subject.identity.name)),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }
+    }
+
+    async fn put_binding(
+        &self,
+        subject: &Subject,
+        entitlement: &EntitlementRef,
+        enabled: bool,
+    ) -> Result<(), TargetError> {
+        let kind = entitlement.kind.as_deref().unwrap_or_default();
+        let role_ref = RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: kind.to_string(),
+            name: entitlement.name.clone(),
+        };
+        let subjects = enabled
+            .then(|| vec![self.rbac_subject(subject)])
+            .or(Some(vec![]));
+        let metadata = self.binding_meta(subject, entitlement, enabled);
+        let name = metadata.name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match (kind, &entitlement.namespace) {
+            ("ClusterRole", _) => {
+                let binding = ClusterRoleBinding {
+                    metadata,
+                    role_ref,
+                    subjects,
+                };
+                let api: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+                api.patch(&name, &params, &Patch::Apply(typed(binding)))
+                    .await
+                    .map(drop)
+                    .map_err(classify)
+            }
+            ("Role", Some(namespace)) => {
+                let binding = RoleBinding {
+                    metadata,
+                    role_ref,
+                    subjects,
+                };
+                let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace);
+                api.patch(&name, &params, &Patch::Apply(typed(binding)))
+                    .await
+                    .map(drop)
+                    .map_err(classify)
+            }
+            _ => Err(TargetError::Permanent(format!(
+                "{entitlement} is neither a ClusterRole nor a namespaced Role"
+            ))),
+        }
+    }
+
+    async fn delete_binding(
+        &self,
+        identity: &str,
+        entitlement: &EntitlementRef,
+    ) -> Result<(), TargetError> {
+        let name = self.binding_name(identity, entitlement);
+        let result = match (entitlement.kind.as_deref(), &entitlement.namespace) {
+            (Some("Role"), Some(ns)) => Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map(drop),
+            _ => Api::<ClusterRoleBinding>::all(self.client.clone())
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map(drop),
+        };
+        ignore_not_found(result)
+    }
+
+    /// Every managed binding of one identity.
+    async fn bindings_of(&self, identity: &str) -> Result<Vec<EntitlementRef>, TargetError> {
+        let params = self.selector(Some(identity));
+        let mut out = Vec::new();
+        for b in Api::<ClusterRoleBinding>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(classify)?
+        {
+            out.push(entitlement_of(&self.target, &b.role_ref, None));
+        }
+        for b in Api::<RoleBinding>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(classify)?
+        {
+            out.push(entitlement_of(
+                &self.target,
+                &b.role_ref,
+                b.metadata.namespace.clone(),
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn set_enabled(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
+        for entitlement in self.bindings_of(&subject.identity.name).await? {
+            self.put_binding(subject, &entitlement, enabled).await?;
+        }
+        if subject.identity_type == IdentityType::NonHuman {
+            if !enabled {
+                self.delete_tokens(&subject.account).await?;
+            }
+            self.put_service_account(subject, enabled).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_service_account(
+        &self,
+        subject: &Subject,
+        enabled: bool,
+    ) -> Result<(), TargetError> {
+        let mut annotations = BTreeMap::new();
+        if !enabled {
+            annotations.insert(DISABLED.to_string(), "true".to_string());
+        }
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(subject.account.clone()),
+                namespace: Some(self.tenant.clone()),
+                labels: Some(self.labels(&subject.identity.name)),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.tenant);
+        api.patch(
+            &subject.account,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(typed(sa)),
+        )
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    /// Deletes the long-lived token Secrets of a ServiceAccount.
+    async fn delete_tokens(&self, account: &str) -> Result<(), TargetError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.tenant);
+        let secrets = api
+            .list(&ListParams::default().fields("type=kubernetes.io/service-account-token"))
+            .await
+            .map_err(classify)?;
+        for secret in secrets {
+            let owner = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"));
+            if owner.map(String::as_str) == Some(account) {
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                ignore_not_found(api.delete(&name, &DeleteParams::default()).await.map(drop))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Connector for KubernetesRbac {
+    fn capabilities(&self) -> Capabilities {
+        // Humans are external users: their "sessions" are credentials Kubernetes cannot see.
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<AccessState, TargetError> {
+        let params = self.selector(None);
+        let mut seen: Vec<(String, EntitlementRef, ObjectMeta, Option<Vec<RbacSubject>>)> =
+            Vec::new();
+        for b in Api::<ClusterRoleBinding>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(classify)?
+        {
+            let e = entitlement_of(&self.target, &b.role_ref, None);
+            seen.push((label(&b.metadata, IDENTITY), e, b.metadata, b.subjects));
+        }
+        for b in Api::<RoleBinding>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(classify)?
+        {
+            let e = entitlement_of(&self.target, &b.role_ref, b.metadata.namespace.clone());
+            seen.push((label(&b.metadata, IDENTITY), e, b.metadata, b.subjects));
+        }
+        let mut state = AccessState::default();
+        for (identity, entitlement, meta, subjects) in seen {
+            let key = IdentityKey::new(&self.tenant, &identity);
+            let Some(subject) = expected.get(&key) else {
+                // No longer in the desired state: held as it stands, so the plan revokes it.
+                let holding = state.identities.entry(key).or_default();
+                holding
+                    .accounts
+                    .entry(self.target.clone())
+                    .or_insert(AccountState::Enabled);
+                holding
+                    .entitlements
+                    .insert(Arc::new(entitlement), Default::default());
+                continue;
+            };
+            let disabled = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DISABLED))
+                .is_some();
+            let subjects = subjects.unwrap_or_default();
+            let intact = meta.name.as_deref()
+                == Some(self.binding_name(&identity, &entitlement).as_str())
+                && if disabled {
+                    subjects.is_empty()
+                } else {
+                    subjects == vec![self.rbac_subject(subject)]
+                };
+            if !intact {
+                continue; // edited by hand: not held, so the plan grants it again
+            }
+            let holding = state.identities.entry(key).or_default();
+            if subject.identity_type == IdentityType::Human {
+                let account = if disabled {
+                    AccountState::Disabled
+                } else {
+                    AccountState::Enabled
+                };
+                holding.accounts.insert(self.target.clone(), account);
+            }
+            holding
+                .entitlements
+                .insert(Arc::new(entitlement), Default::default());
+        }
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.tenant);
+        for sa in accounts.list(&params).await.map_err(classify)? {
+            let key = IdentityKey::new(&self.tenant, label(&sa.metadata, IDENTITY));
+            let disabled = sa
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DISABLED))
+                .is_some();
+            let account = if disabled {
+                AccountState::Disabled
+            } else {
+                AccountState::Enabled
+            };
+            state
+                .identities
+                .entry(key)
+                .or_insert_with(Holding::default)
+                .accounts
+                .insert(self.target.clone(), account);
+        }
+        Ok(state)
+    }
+
+    async fn apply(
+        &self,
+        operation: &Operation,
+        subject: &Subject,
+    ) -> Result<Applied, TargetError> {
+        let machine = subject.identity_type == IdentityType::NonHuman;
+        match &operation.action {
+            Action::Grant { entitlement } => {
+                self.put_binding(subject, entitlement, subject.enabled)
+                    .await?;
+            }
+            Action::Revoke { entitlement } => {
+                self.delete_binding(&subject.identity.name, entitlement)
+                    .await?;
+            }
+            Action::CreateAccount { enabled } if machine => {
+                self.put_service_account(subject, *enabled).await?
+            }
+            Action::CreateAccount { .. } => return Ok(Applied::Unsupported),
+            Action::DisableAccount => self.set_enabled(subject, false).await?,
+            Action::EnableAccount => self.set_enabled(subject, true).await?,
+            Action::RevokeSessions if machine => self.delete_tokens(&subject.account).await?,
+            Action::RevokeSessions => return Ok(Applied::Unsupported),
+            Action::DeleteAccount => {
+                let remaining: BTreeSet<EntitlementRef> = self
+                    .bindings_of(&subject.identity.name)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for entitlement in remaining {
+                    self.delete_binding(&subject.identity.name, &entitlement)
+                        .await?;
+                }
+                if machine {
+                    self.delete_tokens(&subject.account).await?;
+                    let api: Api<ServiceAccount> =
+                        Api::namespaced(self.client.clone(), &self.tenant);
+                    ignore_not_found(
+                        api.delete(&subject.account, &DeleteParams::default())
+                            .await
+                            .map(drop),
+                    )?;
+                }
+            }
+        }
+        Ok(Applied::Done)
+    }
+}
+
+/// Serializes a typed object with its apiVersion and kind, as server-side apply needs.
+fn typed<K: Resource<DynamicType = ()> + serde::Serialize>(object: K) -> serde_json::Value {
+    let mut value = serde_json::to_value(&object).unwrap_or_default();
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}
+
+fn entitlement_of(target: &str, role: &RoleRef, namespace: Option<String>) -> EntitlementRef {
+    EntitlementRef {
+        target: target.to_string(),
+        kind: Some(role.kind.clone()),
+        namespace,
+        name: role.name.clone(),
+    }
+}
+
+fn label(meta: &ObjectMeta, key: &str) -> String {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Conflicts, throttling and server errors are worth retrying; the rest needs a person.
+fn classify(error: kube::Error) -> TargetError {
+    match &error {
+        kube::Error::Api(status) if matches!(status.code, 409 | 429) || status.code >= 500 => {
+            TargetError::Transient(error.to_string())
+        }
+        kube::Error::Api(_) => TargetError::Permanent(error.to_string()),
+        _ => TargetError::Transient(error.to_string()),
+    }
+}
+
+fn ignore_not_found(result: Result<(), kube::Error>) -> Result<(), TargetError> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other.map_err(classify),
+    }
+}
+
+/// FNV-1a: a stable, dependency-free hash for deterministic object names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -1,0 +1,76 @@
+//! Connectors: the only code that talks to target systems. A connector observes what the
+//! identities of one tenant hold on its target and carries out planned operations; it never
+//! decides policy (that is the engine's job) nor the order of work (the planner's).
+
+pub mod kubernetes;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::api::IdentityType;
+use crate::engine::IdentityKey;
+use crate::plan::{AccessState, Operation};
+
+/// What a target can do besides granting and revoking.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Accounts can be disabled and enabled again.
+    pub disable: bool,
+    /// Accounts can be deleted.
+    pub delete: bool,
+    /// Live sessions can be ended.
+    pub revoke_sessions: bool,
+}
+
+/// How an identity appears on a target, as the desired state says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    /// Namespace and name of the Identity.
+    pub identity: IdentityKey,
+    /// Human or machine.
+    pub identity_type: IdentityType,
+    /// Account name on the target (`spec.accounts[target]`, else the identity's name).
+    pub account: String,
+    /// Whether the account should be able to log in (false while on leave).
+    pub enabled: bool,
+}
+
+/// The outcome of one operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The target now reflects the operation.
+    Done,
+    /// The target has no such notion (for example the sessions of a Kubernetes user).
+    Unsupported,
+}
+
+/// A failure talking to a target, classified for the retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Worth retrying with backoff: timeouts, unavailability, conflicts.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying will not help until someone changes something: permissions, bad input.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// One target system, seen through one tenant.
+pub trait Connector {
+    /// What the target supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// What the tenant's identities hold on the target. `expected` gives each identity's
+    /// subject: anything that no longer matches it (a hand edit) does not count as held.
+    fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> impl Future<Output = Result<AccessState, TargetError>> + Send;
+
+    /// Carries out one planned operation for `subject`.
+    fn apply(
+        &self,
+        operation: &Operation,
+        subject: &Subject,
+    ) -> impl Future<Output = Result<Applied, TargetError>> + Send;
+}
