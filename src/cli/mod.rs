@@ -29,6 +29,24 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(CrdsArgs),
+    /// Run the controller against the cluster in KUBECONFIG or in-cluster config.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Full re-sync interval, to repair drift on targets (Go duration).
+    #[arg(long, default_value = "5m")]
+    resync: String,
+    /// Longest a non-human identity keeps access after its owner's end date (Go duration).
+    #[arg(long, default_value = "168h")]
+    owner_grace: String,
+    /// Longest exception window when no policy granting the entitlement sets maxDuration.
+    #[arg(long, default_value = "2160h")]
+    max_exception_duration: String,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Crds(args) => crds(args),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(code) => code,
@@ -89,5 +108,41 @@ fn crds(args: CrdsArgs) -> Result<ExitCode, String> {
         }
         None => print!("{}", crate::crds::bundle_yaml()),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    use crate::engine::lifecycle::parse_duration;
+    let duration = |flag: &str, value: &str| {
+        parse_duration(value)
+            .ok()
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .ok_or_else(|| format!("--{flag} {value:?} is not a duration like 5m or 168h"))
+    };
+    let options = crate::controller::Options {
+        namespace: args.namespace,
+        resync: duration("resync", &args.resync)?,
+        settings: crate::engine::Settings {
+            owner_grace: parse_duration(&args.owner_grace)
+                .map_err(|e| format!("--owner-grace: {e}"))?,
+            default_max_exception: parse_duration(&args.max_exception_duration)
+                .map_err(|e| format!("--max-exception-duration: {e}"))?,
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        crate::controller::run(client, options, shutdown).await.map_err(|e| e.to_string())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,326 @@
+//! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches, and on
+//! every change (or when a date boundary comes due) evaluates with the engine, plans per
+//! target, applies through connectors and writes Identity status.
+//!
+//! Built so far: the Kubernetes RBAC target and Identity status. Not yet: the other
+//! connectors, finalizers, leader election, metrics, events, status of the other kinds.
+
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::Notify;
+
+use crate::api::{
+    AccessPolicy, EntitlementRef, Exception, Identity, Mode, TargetSystem, TargetType,
+};
+use crate::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
+use crate::plan::{Plan, plan};
+use crate::targets::kubernetes::{FIELD_MANAGER, KubernetesRbac};
+use crate::targets::{Connector, Subject};
+use status::{ApplyState, identity_status};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch one namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Re-sync at least this often, to repair drift on the targets.
+    pub resync: Duration,
+    /// Engine settings.
+    pub settings: Settings,
+}
+
+struct Caches {
+    identities: Store<Identity>,
+    policies: Store<AccessPolicy>,
+    exceptions: Store<Exception>,
+    targets: Store<TargetSystem>,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts a watch feeding a cache; every event wakes the reconciler.
+fn watch<K>(client: &Client, namespace: &Option<String>, wake: Arc<Notify>) -> Store<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = watcher(api::<K>(client, namespace), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(error) = event {
+                tracing::warn!(%error, kind = K::kind(&()).as_ref(), "watch error; retrying with backoff");
+            }
+            wake.notify_one();
+        }
+    });
+    reader
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let caches = Caches {
+        identities: watch(&client, &options.namespace, wake.clone()),
+        policies: watch(&client, &options.namespace, wake.clone()),
+        exceptions: watch(&client, &options.namespace, wake.clone()),
+        targets: watch(&client, &options.namespace, wake.clone()),
+    };
+    for ready in [
+        caches.identities.wait_until_ready().await,
+        caches.policies.wait_until_ready().await,
+        caches.exceptions.wait_until_ready().await,
+        caches.targets.wait_until_ready().await,
+    ] {
+        ready.map_err(|e| anyhow::anyhow!("cache never filled: {e}"))?;
+    }
+    tracing::info!(namespace = ?options.namespace, "caches ready; reconciling");
+    futures::pin_mut!(shutdown);
+    loop {
+        let next = reconcile(&client, &caches, &options).await;
+        let wait = next
+            .map(|at| Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default())
+            .unwrap_or(options.resync)
+            .min(options.resync);
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+            _ = wake.notified() => {
+                // Let a burst of events (a `kubectl apply -f dir/`) settle into one pass.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn snapshot(caches: &Caches) -> Snapshot {
+    fn cloned<K: Clone>(objects: Vec<Arc<K>>) -> Vec<K> {
+        objects.into_iter().map(|o| (*o).clone()).collect()
+    }
+    Snapshot {
+        identities: cloned(caches.identities.state()),
+        policies: cloned(caches.policies.state()),
+        exceptions: cloned(caches.exceptions.state()),
+        targets: cloned(caches.targets.state()),
+    }
+}
+
+/// One pass over everything; returns when the next date boundary falls due.
+async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
+    let now = Timestamp::now();
+    let snapshot = snapshot(caches);
+    let engine = Engine::new(&snapshot, options.settings.clone());
+    let desired = engine.evaluate(now, &NothingHeld);
+    let subjects: BTreeMap<IdentityKey, Subject> = desired
+        .identities
+        .iter()
+        .map(|(key, access)| {
+            let subject = Subject {
+                identity: key.clone(),
+                identity_type: access.identity_type,
+                account: key.name.clone(),
+                enabled: access.account == AccountIntent::Enabled,
+            };
+            (key.clone(), subject)
+        })
+        .collect();
+    let accounts: HashMap<IdentityKey, BTreeMap<String, String>> = snapshot
+        .identities
+        .iter()
+        .filter_map(|i| {
+            Some((
+                IdentityKey::new(i.metadata.namespace.clone()?, i.metadata.name.clone()?),
+                i.spec.accounts.clone(),
+            ))
+        })
+        .collect();
+
+    let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> = HashMap::new();
+    for target in &snapshot.targets {
+        let (Some(ns), Some(name)) = (
+            target.metadata.namespace.clone(),
+            target.metadata.name.clone(),
+        ) else {
+            continue;
+        };
+        let in_tenant: BTreeMap<IdentityKey, Subject> = subjects
+            .iter()
+            .filter(|(k, _)| k.namespace == ns)
+            .map(|(k, s)| {
+                let mut s = s.clone();
+                if let Some(account) = accounts.get(k).and_then(|a| a.get(&name)) {
+                    s.account = account.clone();
+                }
+                (k.clone(), s)
+            })
+            .collect();
+        let pending = |why: String| ApplyState::Pending(why);
+        let outcome = match (target.spec.type_, target.spec.mode) {
+            (TargetType::Kubernetes, Mode::Enforce) => {
+                sync_target(
+                    &KubernetesRbac::new(client.clone(), &ns, &name),
+                    &engine,
+                    now,
+                    &name,
+                    &in_tenant,
+                )
+                .await
+            }
+            (TargetType::Kubernetes, Mode::Observe) => {
+                Err(pending("target is in Observe mode".into()))
+            }
+            (other, _) => Err(pending(format!("no {other:?} connector in this build yet"))),
+        };
+        for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
+            let slot = applied.entry(key.clone()).or_default();
+            for grant in access.enforced().filter(|g| g.entitlement.target == name) {
+                let state = match &outcome {
+                    Ok(failures) => failures
+                        .get(&(key.clone(), (*grant.entitlement).clone()))
+                        .cloned()
+                        .unwrap_or(ApplyState::Applied),
+                    Err(state) => state.clone(),
+                };
+                slot.insert((*grant.entitlement).clone(), state);
+            }
+        }
+    }
+    write_statuses(client, caches, &desired, &applied, now).await;
+    desired.next_change
+}
+
+type Failures = BTreeMap<(IdentityKey, EntitlementRef), ApplyState>;
+
+/// Observe, plan and apply one target. Returns the entitlements that failed; a failure to
+/// observe marks the whole target.
+async fn sync_target(
+    connector: &impl Connector,
+    engine: &Engine,
+    now: Timestamp,
+    target: &str,
+    subjects: &BTreeMap<IdentityKey, Subject>,
+) -> Result<Failures, ApplyState> {
+    let observed = connector
+        .observe(subjects)
+        .await
+        .map_err(|e| ApplyState::Failed(e.to_string()))?;
+    let desired = engine.evaluate(now, &observed);
+    let Plan { operations } = plan(&observed, &desired);
+    let mut failures = Failures::new();
+    for op in operations.iter().filter(|op| op.target == target) {
+        let Some(subject) = subjects
+            .get(&op.identity)
+            .cloned()
+            .or_else(|| gone(&op.identity))
+        else {
+            continue;
+        };
+        if let Err(error) = connector.apply(op, &subject).await {
+            tracing::warn!(identity = %op.identity, ?op.action, %error, "apply failed");
+            if let crate::plan::Action::Grant { entitlement }
+            | crate::plan::Action::Revoke { entitlement } = &op.action
+            {
+                failures.insert(
+                    ((*op.identity).clone(), (**entitlement).clone()),
+                    ApplyState::Failed(error.to_string()),
+                );
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// The subject of an identity deleted from the cluster: its access is revoked by name.
+fn gone(identity: &IdentityKey) -> Option<Subject> {
+    Some(Subject {
+        identity: identity.clone(),
+        identity_type: crate::api::IdentityType::Human,
+        account: identity.name.clone(),
+        enabled: false,
+    })
+}
+
+async fn write_statuses(
+    client: &Client,
+    caches: &Caches,
+    desired: &crate::engine::DesiredState,
+    applied: &HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>>,
+    now: Timestamp,
+) {
+    let empty = BTreeMap::new();
+    for identity in caches.identities.state() {
+        let (Some(ns), Some(name)) = (
+            identity.metadata.namespace.clone(),
+            identity.metadata.name.clone(),
+        ) else {
+            continue;
+        };
+        let key = IdentityKey::new(&ns, &name);
+        let Some(access) = desired.identities.get(&key) else {
+            continue;
+        };
+        let findings: Vec<_> = desired
+            .violations
+            .iter()
+            .filter(|v| v.namespace == ns && v.identity.as_deref() == Some(name.as_str()))
+            .collect();
+        let status = identity_status(
+            access,
+            &findings,
+            applied.get(&key).unwrap_or(&empty),
+            identity.status.as_ref(),
+            identity.metadata.generation,
+            now,
+        );
+        if identity.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let patch = serde_json::json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "Identity", "status": status});
+        let api: Api<Identity> = Api::namespaced(client.clone(), &ns);
+        if let Err(error) = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            tracing::warn!(%key, %error, "status write failed");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Identity status from the engine's verdict and the apply results: what is written back
+//! to the API server. Pure; the writer compares and only patches on change.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    Condition, EntitlementRef, EntitlementStatus, IdentityStatus, SourceStatus, condition_types,
+};
+use crate::engine::{IdentityAccess, Phase, Severity, Violation, ViolationKind};
+
+/// Where one entitlement stands on its target after a sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyState {
+    /// Present on the target as desired.
+    Applied,
+    /// Not applied yet, with the reason (no connector, target in Observe mode, ...).
+    Pending(String),
+    /// The target refused or failed, with the error.
+    Failed(String),
+}
+
+/// Builds an Identity's status. `previous` keeps `lastTransitionTime` of conditions whose
+/// status did not change.
+pub fn identity_status(
+    access: &IdentityAccess,
+    findings: &[&Violation],
+    applied: &BTreeMap<EntitlementRef, ApplyState>,
+    previous: Option<&IdentityStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> IdentityStatus {
+    let state_of = |e: &EntitlementRef| {
+        applied
+            .get(e)
+            .cloned()
+            .unwrap_or(ApplyState::Pending("not synced yet".into()))
+    };
+    let entitlements: Vec<EntitlementStatus> = access
+        .entitlements
+        .iter()
+        .map(|g| {
+            let source = &g.sources[0];
+            let state = if !g.enforced {
+                "Observe".to_string()
+            } else {
+                match state_of(&g.entitlement) {
+                    ApplyState::Applied => "Applied".into(),
+                    ApplyState::Pending(_) => "Pending".into(),
+                    ApplyState::Failed(_) => "Failed".into(),
+                }
+            };
+            EntitlementStatus {
+                entitlement: (*g.entitlement).clone(),
+                source: SourceStatus {
+                    kind: format!("{:?}", source.kind),
+                    name: source.name.clone(),
+                    commit: source.provenance.commit.clone(),
+                    path: source.provenance.path.clone(),
+                    author: source.provenance.author.clone(),
+                },
+                state: Some(state),
+            }
+        })
+        .collect();
+    let problems: Vec<String> = access
+        .enforced()
+        .filter_map(|g| match state_of(&g.entitlement) {
+            ApplyState::Applied => None,
+            ApplyState::Pending(why) => Some(format!("{} pending: {why}", g.entitlement)),
+            ApplyState::Failed(why) => Some(format!("{} failed: {why}", g.entitlement)),
+        })
+        .collect();
+    let attribute_problems: Vec<&str> = findings
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.kind,
+                ViolationKind::MissingAttributes
+                    | ViolationKind::InvalidValue
+                    | ViolationKind::UnknownReference
+                    | ViolationKind::ManagerCycle
+            )
+        })
+        .map(|v| v.message.as_str())
+        .collect();
+    let errors: Vec<&str> = findings
+        .iter()
+        .filter(|v| v.severity == Severity::Error)
+        .map(|v| v.message.as_str())
+        .collect();
+    let leaver = matches!(access.phase, Phase::Terminated | Phase::Unowned)
+        || (access.phase == Phase::OwnerTerminated && access.entitlements.is_empty());
+
+    let mut conditions = Vec::new();
+    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let last = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            last_transition_time: last,
+            observed_generation: generation,
+        });
+    };
+    let ready = problems.is_empty() && errors.is_empty();
+    set(
+        condition_types::READY,
+        ready,
+        if !errors.is_empty() {
+            "Invalid"
+        } else if problems.is_empty() {
+            "Reconciled"
+        } else {
+            "Pending"
+        },
+        if ready {
+            format!(
+                "{} with {} entitlements in force",
+                access.phase,
+                access.enforced().count()
+            )
+        } else {
+            errors
+                .iter()
+                .copied()
+                .map(str::to_string)
+                .chain(problems.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    );
+    set(
+        condition_types::ATTRIBUTES_VALID,
+        attribute_problems.is_empty(),
+        if attribute_problems.is_empty() {
+            "Complete"
+        } else {
+            "Incomplete"
+        },
+        attribute_problems.join("; "),
+    );
+    if leaver {
+        set(
+            condition_types::REVOKED,
+            problems.is_empty(),
+            "Leaver",
+            format!("phase {}", access.phase),
+        );
+    } else {
+        set(
+            condition_types::PROVISIONED,
+            problems.is_empty()
+                && matches!(
+                    access.phase,
+                    Phase::Active | Phase::OnLeave | Phase::OwnerTerminated
+                ),
+            &access.phase.to_string(),
+            problems.join("; "),
+        );
+    }
+    IdentityStatus {
+        observed_generation: generation,
+        phase: Some(access.phase.to_string()),
+        entitlement_count: Some(entitlements.len() as i64),
+        entitlements,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{NothingHeld, Settings, Snapshot, evaluate};
+
+    fn alice(status: &str) -> IdentityAccess {
+        let snapshot = Snapshot {
+            identities: vec![serde_yaml::from_str(&format!("apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: alice, namespace: t}}\nspec: {{type: Human, employment: {{status: {status}, department: d, manager: alice}}}}")).unwrap()],
+            policies: vec![serde_yaml::from_str("apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p, namespace: t}\nspec: {entitlements: [{target: k8s, kind: ClusterRole, name: view}]}").unwrap()],
+            targets: vec![serde_yaml::from_str("apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: k8s, namespace: t}\nspec: {type: Kubernetes}").unwrap()],
+            exceptions: vec![],
+        };
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        evaluate(&snapshot, now, &Settings::default(), &NothingHeld)
+            .identities
+            .into_values()
+            .next()
+            .unwrap()
+    }
+
+    fn condition<'a>(s: &'a IdentityStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_follows_apply_state_and_keeps_transition_times() {
+        let a = alice("Active");
+        let view = (*a.entitlements[0].entitlement).clone();
+        let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-12-01T00:05:00Z".parse().unwrap();
+        let pending = identity_status(&a, &[], &BTreeMap::new(), None, Some(1), t0);
+        assert_eq!(condition(&pending, "Ready").status, "False");
+        assert_eq!(pending.entitlements[0].state.as_deref(), Some("Pending"));
+        let applied = BTreeMap::from([(view.clone(), ApplyState::Applied)]);
+        let ready = identity_status(&a, &[], &applied, Some(&pending), Some(1), t1);
+        assert_eq!(condition(&ready, "Ready").status, "True");
+        assert_eq!(
+            condition(&ready, "Ready").last_transition_time,
+            Time(t1),
+            "status changed: new time"
+        );
+        assert_eq!(
+            condition(&ready, "AttributesValid").last_transition_time,
+            Time(t0),
+            "unchanged: time kept"
+        );
+        assert_eq!(ready.entitlements[0].source.name, "p");
+        assert_eq!(ready.phase.as_deref(), Some("Active"));
+        let again = identity_status(
+            &a,
+            &[],
+            &applied,
+            Some(&ready),
+            Some(1),
+            "2026-12-01T01:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(
+            again, ready,
+            "nothing changed: the same status, so nothing is written"
+        );
+    }
+
+    #[test]
+    fn a_leaver_reports_revoked() {
+        let gone = identity_status(
+            &alice("Terminated"),
+            &[],
+            &BTreeMap::new(),
+            None,
+            Some(2),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(condition(&gone, "Revoked").status, "True");
+        assert_eq!(condition(&gone, "Ready").status, "True");
+        assert!(gone.conditions.iter().all(|c| c.type_ != "Provisioned"));
+        assert_eq!(gone.entitlement_count, Some(0));
+    }
+}

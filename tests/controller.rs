@@ -1,0 +1,170 @@
+//! `gatehouse run` against a real API server: objects applied with the Kubernetes API
+//! become ClusterRoleBindings, and Identity status says so.
+
+mod harness;
+
+use std::time::Duration;
+
+use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use gatehouse::controller::{Options, run};
+use gatehouse::engine::Settings;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Roles bound (with a subject) for the tenant's identities, sorted.
+async fn bound_roles(client: &Client, ns: &str) -> Vec<String> {
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let list = crbs
+        .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap();
+    let mut roles: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|b| !b.subjects.clone().unwrap_or_default().is_empty())
+        .map(|b| b.role_ref.name)
+        .collect();
+    roles.sort();
+    roles
+}
+
+/// `status.phase` and the `Ready` condition's status, when written.
+async fn phase_and_ready(client: &Client, ns: &str) -> (Option<String>, Option<String>) {
+    let identity = Api::<Identity>::namespaced(client.clone(), ns)
+        .get("alice")
+        .await
+        .unwrap();
+    let status = identity.status.unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone());
+    (status.phase, ready)
+}
+
+async fn wait_until(what: &str, client: &Client, ns: &str, roles: &[&str], phase: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bound = bound_roles(client, ns).await;
+        let (seen_phase, ready) = phase_and_ready(client, ns).await;
+        if bound == roles
+            && seen_phase.as_deref() == Some(phase)
+            && ready.as_deref() == Some("True")
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: bound {bound:?}, phase {seen_phase:?}, ready {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_mover_leaver_through_the_controller() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "ctl").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(60),
+        settings: Settings::default(),
+    };
+    let controller = tokio::spawn(run(client.clone(), options, async {
+        let _ = stopped.await;
+    }));
+
+    let post = PostParams::default();
+    let targets: Api<TargetSystem> = Api::namespaced(client.clone(), &ns);
+    targets
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+    for (name, dept, role) in [
+        ("finance", "finance", "view"),
+        ("engineering", "engineering", "edit"),
+    ] {
+        let policy: AccessPolicy = yaml(&format!(
+            "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: {dept}}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: {role}}}]}}"
+        ));
+        policies.create(&post, &policy).await.unwrap();
+    }
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let alice = |dept: &str, status: &str| -> Identity {
+        yaml(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: alice, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: {dept}, manager: alice}}}}"
+        ))
+    };
+    let apply = PatchParams::apply("hr-sync").force();
+
+    identities
+        .patch("alice", &apply, &Patch::Apply(&alice("finance", "Active")))
+        .await
+        .unwrap();
+    wait_until("the joiner's binding", &client, &ns, &["view"], "Active").await;
+    let status = identities.get("alice").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.entitlements[0].source.name, "finance",
+        "provenance names the policy"
+    );
+    assert_eq!(status.entitlements[0].state.as_deref(), Some("Applied"));
+
+    identities
+        .patch(
+            "alice",
+            &apply,
+            &Patch::Apply(&alice("engineering", "Active")),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the mover's new binding, and the old one gone",
+        &client,
+        &ns,
+        &["edit"],
+        "Active",
+    )
+    .await;
+
+    identities
+        .patch(
+            "alice",
+            &apply,
+            &Patch::Apply(&alice("engineering", "Terminated")),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the leaver's bindings gone",
+        &client,
+        &ns,
+        &[],
+        "Terminated",
+    )
+    .await;
+    let status = identities.get("alice").await.unwrap().status.unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Revoked" && c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}
