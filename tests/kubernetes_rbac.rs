@@ -91,6 +91,23 @@ async fn sync(client: &Client, ns: &str, snapshot: &Snapshot) -> Plan {
     plan
 }
 
+/// A fresh tenant namespace and a namespace for its Roles.
+async fn tenant(prefix: &str) -> (Client, String, String) {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, prefix).await;
+    let apps = harness::namespace(&client, "apps").await;
+    (client, ns, apps)
+}
+
+fn entitlement(kind: &str, namespace: Option<&str>, name: &str) -> gatehouse::api::EntitlementRef {
+    gatehouse::api::EntitlementRef {
+        target: "k8s".into(),
+        kind: Some(kind.into()),
+        namespace: namespace.map(str::to_string),
+        name: name.into(),
+    }
+}
+
 fn steps(plan: &Plan) -> Vec<String> {
     plan.operations
         .iter()
@@ -124,19 +141,11 @@ fn alice(dept: &str, status: &str) -> String {
 
 #[tokio::test]
 async fn joiner_mover_on_leave_and_leaver() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "rbac").await;
-    let apps = harness::namespace(&client, "apps").await;
+    let (client, ns, apps) = tenant("rbac").await;
     let connector = KubernetesRbac::new(client.clone(), &ns, "k8s");
-    let ent = |kind: &str, namespace: Option<&str>, name: &str| gatehouse::api::EntitlementRef {
-        target: "k8s".into(),
-        kind: Some(kind.into()),
-        namespace: namespace.map(str::to_string),
-        name: name.into(),
-    };
-    let view = connector.binding_name("alice", &ent("ClusterRole", None, "view"));
-    let edit = connector.binding_name("alice", &ent("ClusterRole", None, "edit"));
-    let deployer = connector.binding_name("alice", &ent("Role", Some(&apps), "deployer"));
+    let view = connector.binding_name("alice", &entitlement("ClusterRole", None, "view"));
+    let edit = connector.binding_name("alice", &entitlement("ClusterRole", None, "edit"));
+    let deployer = connector.binding_name("alice", &entitlement("Role", Some(&apps), "deployer"));
     let role_bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &apps);
 
     // Joiner: both bindings appear for the User; the second pass has nothing to do.
@@ -192,21 +201,11 @@ async fn joiner_mover_on_leave_and_leaver() {
 
 #[tokio::test]
 async fn hand_edits_are_repaired_and_unmanaged_bindings_left_alone() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "drift").await;
-    let apps = harness::namespace(&client, "apps").await;
+    let (client, ns, apps) = tenant("drift").await;
     let connector = KubernetesRbac::new(client.clone(), &ns, "k8s");
     let snapshot = org(&ns, &apps, &[&alice("finance", "Active")]);
     sync(&client, &ns, &snapshot).await;
-    let view = connector.binding_name(
-        "alice",
-        &gatehouse::api::EntitlementRef {
-            target: "k8s".into(),
-            kind: Some("ClusterRole".into()),
-            namespace: None,
-            name: "view".into(),
-        },
-    );
+    let view = connector.binding_name("alice", &entitlement("ClusterRole", None, "view"));
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
     // Someone adds mallory to alice's binding, and deletes the apps RoleBinding.
     crbs.patch(
@@ -259,9 +258,7 @@ async fn hand_edits_are_repaired_and_unmanaged_bindings_left_alone() {
 
 #[tokio::test]
 async fn a_machine_gets_a_service_account_and_loses_it_with_its_tokens() {
-    let client = harness::client().await;
-    let ns = harness::namespace(&client, "machine").await;
-    let apps = harness::namespace(&client, "apps").await;
+    let (client, ns, apps) = tenant("machine").await;
     let bot = "name: bot}\nspec: {type: NonHuman, owner: alice, attributes: {department: finance}}";
     // The owner keeps department finance too; the bot matches the finance policy through its attribute.
     let owned = org(&ns, &apps, &[&alice("finance", "Active"), bot]);
@@ -272,15 +269,7 @@ async fn a_machine_gets_a_service_account_and_loses_it_with_its_tokens() {
         "the ServiceAccount is created"
     );
     let connector = KubernetesRbac::new(client.clone(), &ns, "k8s");
-    let view = connector.binding_name(
-        "bot",
-        &gatehouse::api::EntitlementRef {
-            target: "k8s".into(),
-            kind: Some("ClusterRole".into()),
-            namespace: None,
-            name: "view".into(),
-        },
-    );
+    let view = connector.binding_name("bot", &entitlement("ClusterRole", None, "view"));
     assert_eq!(
         crb_subjects(&client, &view).await,
         Some(vec!["ServiceAccount:bot".to_string()])
