@@ -168,3 +168,73 @@ async fn joiner_mover_leaver_through_the_controller() {
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_identity_revokes_its_access_before_it_goes() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "del").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(60),
+        settings: Settings::default(),
+    };
+    let controller = tokio::spawn(run(client.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!("metadata: {{name: all, namespace: {ns}}}\nspec: {{entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}")),
+        )
+        .await
+        .unwrap();
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let alice: Identity = yaml(&format!(
+        "metadata: {{name: alice, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: Active, department: d, manager: alice}}}}"
+    ));
+    identities.create(&post, &alice).await.unwrap();
+    wait_until("the binding", &client, &ns, &["view"], "Active").await;
+    let held = identities.get("alice").await.unwrap();
+    assert!(
+        held.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&gatehouse::controller::FINALIZER.to_string())
+    );
+
+    identities
+        .delete("alice", &Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while identities.get_opt("alice").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let left = crbs
+        .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap();
+    assert!(
+        left.items.is_empty(),
+        "no binding outlives the Identity: {:?}",
+        left.items
+    );
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}

@@ -2,12 +2,13 @@
 //! every change (or when a date boundary comes due) evaluates with the engine, plans per
 //! target, applies through connectors and writes Identity status.
 //!
-//! Built so far: the Kubernetes RBAC target and Identity status. Not yet: the other
-//! connectors, finalizers, leader election, metrics, events, status of the other kinds.
+//! Built so far: the Kubernetes RBAC target, Identity status, and a finalizer so that a
+//! deleted Identity's access is revoked before it goes. Not yet: the other connectors,
+//! leader election, metrics, events, status of the other kinds.
 
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,9 @@ use crate::plan::{Plan, plan};
 use crate::targets::kubernetes::{FIELD_MANAGER, KubernetesRbac};
 use crate::targets::{Connector, Subject};
 use status::{ApplyState, identity_status};
+
+/// Holds an Identity until its access is revoked everywhere.
+pub const FINALIZER: &str = "gatehouse.dev/revoke-access";
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -143,34 +147,44 @@ fn snapshot(caches: &Caches) -> Snapshot {
 /// One pass over everything; returns when the next date boundary falls due.
 async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
     let now = Timestamp::now();
-    let snapshot = snapshot(caches);
+    let mut snapshot = snapshot(caches);
+    // An Identity being deleted is planned as a leaver: it is left out of the engine's input
+    // (absent means revoke everything), but its subject is kept so its access can be found.
+    let (deleting, present): (Vec<Identity>, Vec<Identity>) =
+        std::mem::take(&mut snapshot.identities)
+            .into_iter()
+            .partition(|i| i.metadata.deletion_timestamp.is_some());
+    snapshot.identities = present;
     let engine = Engine::new(&snapshot, options.settings.clone());
     let desired = engine.evaluate(now, &NothingHeld);
-    let subjects: BTreeMap<IdentityKey, Subject> = desired
-        .identities
-        .iter()
-        .map(|(key, access)| {
-            let subject = Subject {
-                identity: key.clone(),
-                identity_type: access.identity_type,
-                account: key.name.clone(),
-                enabled: access.account == AccountIntent::Enabled,
-            };
-            (key.clone(), subject)
-        })
-        .collect();
-    let accounts: HashMap<IdentityKey, BTreeMap<String, String>> = snapshot
-        .identities
-        .iter()
-        .filter_map(|i| {
-            Some((
-                IdentityKey::new(i.metadata.namespace.clone()?, i.metadata.name.clone()?),
-                i.spec.accounts.clone(),
-            ))
-        })
-        .collect();
+    let subject = |identity: &Identity, target: &str| -> Option<(IdentityKey, Subject)> {
+        let key = IdentityKey::new(
+            identity.metadata.namespace.clone()?,
+            identity.metadata.name.clone()?,
+        );
+        let enabled = desired
+            .identities
+            .get(&key)
+            .is_some_and(|a| a.account == AccountIntent::Enabled);
+        let account = identity
+            .spec
+            .accounts
+            .get(target)
+            .cloned()
+            .unwrap_or_else(|| key.name.clone());
+        Some((
+            key.clone(),
+            Subject {
+                identity: key,
+                identity_type: identity.spec.type_,
+                account,
+                enabled,
+            },
+        ))
+    };
 
     let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> = HashMap::new();
+    let mut unfinished: BTreeSet<IdentityKey> = BTreeSet::new();
     for target in &snapshot.targets {
         let (Some(ns), Some(name)) = (
             target.metadata.namespace.clone(),
@@ -178,16 +192,12 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
         ) else {
             continue;
         };
-        let in_tenant: BTreeMap<IdentityKey, Subject> = subjects
+        let in_tenant: BTreeMap<IdentityKey, Subject> = snapshot
+            .identities
             .iter()
-            .filter(|(k, _)| k.namespace == ns)
-            .map(|(k, s)| {
-                let mut s = s.clone();
-                if let Some(account) = accounts.get(k).and_then(|a| a.get(&name)) {
-                    s.account = account.clone();
-                }
-                (k.clone(), s)
-            })
+            .chain(&deleting)
+            .filter(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .filter_map(|i| subject(i, &name))
             .collect();
         let pending = |why: String| ApplyState::Pending(why);
         let outcome = match (target.spec.type_, target.spec.mode) {
@@ -206,6 +216,10 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
             }
             (other, _) => Err(pending(format!("no {other:?} connector in this build yet"))),
         };
+        match &outcome {
+            Ok(failures) => unfinished.extend(failures.keys().map(|(k, _)| k.clone())),
+            Err(_) => unfinished.extend(in_tenant.keys().cloned()),
+        }
         for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
             let slot = applied.entry(key.clone()).or_default();
             for grant in access.enforced().filter(|g| g.entitlement.target == name) {
@@ -220,8 +234,62 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
             }
         }
     }
+    manage_finalizers(client, &snapshot.identities, &deleting, &unfinished).await;
     write_statuses(client, caches, &desired, &applied, now).await;
     desired.next_change
+}
+
+/// Holds every Identity with a finalizer so that deleting it revokes its access first;
+/// releases a deleted one once every target revoked it.
+async fn manage_finalizers(
+    client: &Client,
+    present: &[Identity],
+    deleting: &[Identity],
+    unfinished: &BTreeSet<IdentityKey>,
+) {
+    let has = |i: &Identity| {
+        i.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
+    };
+    let key = |i: &Identity| {
+        IdentityKey::new(
+            i.metadata.namespace.clone().unwrap_or_default(),
+            i.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let changes = present.iter().filter(|i| !has(i)).map(|i| (i, true)).chain(
+        deleting
+            .iter()
+            .filter(|i| has(i) && !unfinished.contains(&key(i)))
+            .map(|i| (i, false)),
+    );
+    for (identity, hold) in changes {
+        let mut finalizers: Vec<String> = identity
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        if hold {
+            finalizers.push(FINALIZER.to_string());
+        }
+        // The resourceVersion makes this a compare-and-swap: a stale cache loses, and the
+        // next pass retries with fresh data.
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": identity.metadata.resource_version}});
+        let k = key(identity);
+        let api: Api<Identity> = Api::namespaced(client.clone(), &k.namespace);
+        if let Err(error) = api
+            .patch(&k.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(identity = %k, %error, "finalizer update deferred");
+        }
+    }
 }
 
 type Failures = BTreeMap<(IdentityKey, EntitlementRef), ApplyState>;
