@@ -16,6 +16,21 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A plain HTTP/1.1 GET; returns the whole response.
+async fn get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 /// Roles bound (with a subject) for the tenant's identities, sorted.
 async fn bound_roles(client: &Client, ns: &str) -> Vec<String> {
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
@@ -76,7 +91,22 @@ async fn joiner_mover_leaver_through_the_controller() {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(60),
         settings: Settings::default(),
+        metrics: Default::default(),
+        health: Default::default(),
     };
+    let (metrics, health) = (options.metrics.clone(), options.health.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, gatehouse::http::router(health, metrics))
+            .await
+            .unwrap()
+    });
+    assert!(
+        get(address, "/readyz").await.starts_with("HTTP/1.1 503"),
+        "not ready before the caches fill"
+    );
+    let metrics = options.metrics.clone();
     let controller = tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;
     }));
@@ -165,6 +195,28 @@ async fn joiner_mover_leaver_through_the_controller() {
         status.conditions
     );
 
+    assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(get(address, "/livez").await.starts_with("HTTP/1.1 200"));
+    let exposed = get(address, "/metrics").await;
+    for series in [
+        "gatehouse_reconciles_total".to_string(),
+        "gatehouse_reconcile_duration_seconds_bucket".to_string(),
+        format!(
+            "gatehouse_target_operations_total{{namespace=\"{ns}\",target=\"k8s\",action=\"grant\",result=\"ok\"}} 2"
+        ),
+        format!(
+            "gatehouse_target_operations_total{{namespace=\"{ns}\",target=\"k8s\",action=\"revoke\",result=\"ok\"}} 2"
+        ),
+        "gatehouse_leaver_revocation_seconds_count 1".to_string(),
+    ] {
+        assert!(exposed.contains(&series), "missing {series} in:\n{exposed}");
+    }
+    assert!(
+        metrics
+            .render()
+            .contains("gatehouse_reconcile_errors_total 0")
+    );
+
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
@@ -178,6 +230,8 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(60),
         settings: Settings::default(),
+        metrics: Default::default(),
+        health: Default::default(),
     };
     let controller = tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

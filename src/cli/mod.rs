@@ -47,6 +47,9 @@ struct RunArgs {
     /// Longest exception window when no policy granting the entitlement sets maxDuration.
     #[arg(long, default_value = "2160h")]
     max_exception_duration: String,
+    /// Address for /livez, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -128,7 +131,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             default_max_exception: parse_duration(&args.max_exception_duration)
                 .map_err(|e| format!("--max-exception-duration: {e}"))?,
         },
+        metrics: Default::default(),
+        health: Default::default(),
     };
+    let listen = args.listen;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
@@ -142,6 +148,15 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} (--listen): {e}"))?;
+        let routes = crate::http::router(options.health.clone(), options.metrics.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, routes).await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
         crate::controller::run(client, options, shutdown).await.map_err(|e| e.to_string())
     })?;
     Ok(ExitCode::SUCCESS)

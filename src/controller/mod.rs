@@ -25,7 +25,8 @@ use crate::api::{
     AccessPolicy, EntitlementRef, Exception, Identity, Mode, TargetSystem, TargetType,
 };
 use crate::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
-use crate::plan::{Plan, plan};
+use crate::http::{Health, Metrics, OperationLabels};
+use crate::plan::{Action, Plan, plan};
 use crate::targets::kubernetes::{FIELD_MANAGER, KubernetesRbac};
 use crate::targets::{Connector, Subject};
 use status::{ApplyState, identity_status};
@@ -34,7 +35,7 @@ use status::{ApplyState, identity_status};
 pub const FINALIZER: &str = "gatehouse.dev/revoke-access";
 
 /// How the controller runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// Watch one namespace only; all namespaces when `None`.
     pub namespace: Option<String>,
@@ -42,6 +43,10 @@ pub struct Options {
     pub resync: Duration,
     /// Engine settings.
     pub settings: Settings,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Readiness to report.
+    pub health: Arc<Health>,
 }
 
 struct Caches {
@@ -110,6 +115,7 @@ pub async fn run(
     ] {
         ready.map_err(|e| anyhow::anyhow!("cache never filled: {e}"))?;
     }
+    options.health.set_ready();
     tracing::info!(namespace = ?options.namespace, "caches ready; reconciling");
     futures::pin_mut!(shutdown);
     loop {
@@ -146,6 +152,17 @@ fn snapshot(caches: &Caches) -> Snapshot {
 
 /// One pass over everything; returns when the next date boundary falls due.
 async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
+    let started = std::time::Instant::now();
+    let next = reconcile_once(client, caches, options).await;
+    options.metrics.reconciles.inc();
+    options
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    next
+}
+
+async fn reconcile_once(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
     let now = Timestamp::now();
     let mut snapshot = snapshot(caches);
     // An Identity being deleted is planned as a leaver: it is left out of the engine's input
@@ -185,6 +202,7 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
 
     let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> = HashMap::new();
     let mut unfinished: BTreeSet<IdentityKey> = BTreeSet::new();
+    let mut revoked_leavers: BTreeSet<IdentityKey> = BTreeSet::new();
     for target in &snapshot.targets {
         let (Some(ns), Some(name)) = (
             target.metadata.namespace.clone(),
@@ -202,12 +220,14 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
         let pending = |why: String| ApplyState::Pending(why);
         let outcome = match (target.spec.type_, target.spec.mode) {
             (TargetType::Kubernetes, Mode::Enforce) => {
+                let connector = KubernetesRbac::new(client.clone(), &ns, &name);
                 sync_target(
-                    &KubernetesRbac::new(client.clone(), &ns, &name),
+                    &connector,
                     &engine,
                     now,
-                    &name,
+                    (&ns, &name),
                     &in_tenant,
+                    &options.metrics,
                 )
                 .await
             }
@@ -217,20 +237,57 @@ async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Optio
             (other, _) => Err(pending(format!("no {other:?} connector in this build yet"))),
         };
         match &outcome {
-            Ok(failures) => unfinished.extend(failures.keys().map(|(k, _)| k.clone())),
-            Err(_) => unfinished.extend(in_tenant.keys().cloned()),
+            Ok(synced) => {
+                unfinished.extend(synced.failed.iter().cloned());
+                revoked_leavers.extend(synced.leavers.iter().cloned());
+            }
+            Err(_) => {
+                options.metrics.errors.inc();
+                unfinished.extend(in_tenant.keys().cloned());
+            }
         }
         for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
             let slot = applied.entry(key.clone()).or_default();
             for grant in access.enforced().filter(|g| g.entitlement.target == name) {
                 let state = match &outcome {
-                    Ok(failures) => failures
+                    Ok(synced) => synced
+                        .failures
                         .get(&(key.clone(), (*grant.entitlement).clone()))
                         .cloned()
                         .unwrap_or(ApplyState::Applied),
                     Err(state) => state.clone(),
                 };
                 slot.insert((*grant.entitlement).clone(), state);
+            }
+        }
+    }
+    for identity in snapshot.identities.iter().chain(&deleting) {
+        let key = IdentityKey::new(
+            identity.metadata.namespace.clone().unwrap_or_default(),
+            identity.metadata.name.clone().unwrap_or_default(),
+        );
+        if revoked_leavers.contains(&key) && !unfinished.contains(&key) {
+            // The latest write to the Identity (an HR update or a delete) is what made them a leaver.
+            let changed = identity
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|f| f.time.as_ref())
+                .map(|t| t.0)
+                .max();
+            let since = identity
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(changed);
+            if let Some(since) = since {
+                let seconds = since
+                    .duration_until(Timestamp::now())
+                    .as_secs_f64()
+                    .max(0.0);
+                options.metrics.leaver_revocation_seconds.observe(seconds);
             }
         }
     }
@@ -294,22 +351,33 @@ async fn manage_finalizers(
 
 type Failures = BTreeMap<(IdentityKey, EntitlementRef), ApplyState>;
 
-/// Observe, plan and apply one target. Returns the entitlements that failed; a failure to
-/// observe marks the whole target.
+/// What one target's sync did.
+#[derive(Default)]
+struct Synced {
+    /// Entitlements whose grant or revocation failed.
+    failures: Failures,
+    /// Identities any of whose operations failed.
+    failed: BTreeSet<IdentityKey>,
+    /// Leavers whose access this pass revoked.
+    leavers: BTreeSet<IdentityKey>,
+}
+
+/// Observe, plan and apply one target. A failure to observe marks the whole target.
 async fn sync_target(
     connector: &impl Connector,
     engine: &Engine,
     now: Timestamp,
-    target: &str,
+    (namespace, target): (&str, &str),
     subjects: &BTreeMap<IdentityKey, Subject>,
-) -> Result<Failures, ApplyState> {
+    metrics: &Metrics,
+) -> Result<Synced, ApplyState> {
     let observed = connector
         .observe(subjects)
         .await
         .map_err(|e| ApplyState::Failed(e.to_string()))?;
     let desired = engine.evaluate(now, &observed);
     let Plan { operations } = plan(&observed, &desired);
-    let mut failures = Failures::new();
+    let mut synced = Synced::default();
     for op in operations.iter().filter(|op| op.target == target) {
         let Some(subject) = subjects
             .get(&op.identity)
@@ -318,19 +386,43 @@ async fn sync_target(
         else {
             continue;
         };
-        if let Err(error) = connector.apply(op, &subject).await {
-            tracing::warn!(identity = %op.identity, ?op.action, %error, "apply failed");
-            if let crate::plan::Action::Grant { entitlement }
-            | crate::plan::Action::Revoke { entitlement } = &op.action
-            {
-                failures.insert(
-                    ((*op.identity).clone(), (**entitlement).clone()),
-                    ApplyState::Failed(error.to_string()),
-                );
+        let result = connector.apply(op, &subject).await;
+        let label = match &result {
+            Ok(crate::targets::Applied::Done) => "ok",
+            Ok(crate::targets::Applied::Unsupported) => "unsupported",
+            Err(_) => "error",
+        };
+        let action = serde_json::to_value(&op.action)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        metrics
+            .operations
+            .get_or_create(&OperationLabels {
+                namespace: namespace.into(),
+                target: target.into(),
+                action,
+                result: label.into(),
+            })
+            .inc();
+        match result {
+            Ok(_) if op.leaver && matches!(op.action, Action::Revoke { .. }) => {
+                synced.leavers.insert((*op.identity).clone());
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(identity = %op.identity, ?op.action, %error, "apply failed");
+                synced.failed.insert((*op.identity).clone());
+                if let Action::Grant { entitlement } | Action::Revoke { entitlement } = &op.action {
+                    synced.failures.insert(
+                        ((*op.identity).clone(), (**entitlement).clone()),
+                        ApplyState::Failed(error.to_string()),
+                    );
+                }
             }
         }
     }
-    Ok(failures)
+    Ok(synced)
 }
 
 /// The subject of an identity deleted from the cluster: its access is revoked by name.
