@@ -241,8 +241,12 @@ async fn reconcile_once(client: &Client, caches: &Caches, options: &Options) -> 
                 unfinished.extend(synced.failed.iter().cloned());
                 revoked_leavers.extend(synced.leavers.iter().cloned());
             }
-            Err(_) => {
-                options.metrics.errors.inc();
+            Err(state) => {
+                // Pending (no connector yet, Observe mode) is not an error, but nothing on
+                // this target is confirmed revoked either.
+                if matches!(state, ApplyState::Failed(_)) {
+                    options.metrics.errors.inc();
+                }
                 unfinished.extend(in_tenant.keys().cloned());
             }
         }
