@@ -82,18 +82,23 @@ async fn wait_until(what: &str, client: &Client, ns: &str, roles: &[&str], phase
     }
 }
 
+/// Controller options for one test namespace, with fresh metrics and health.
+fn options(ns: &str) -> Options {
+    Options {
+        namespace: Some(ns.to_string()),
+        resync: Duration::from_secs(60),
+        settings: Settings::default(),
+        metrics: Default::default(),
+        health: Default::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joiner_mover_leaver_through_the_controller() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "ctl").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = Options {
-        namespace: Some(ns.clone()),
-        resync: Duration::from_secs(60),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-    };
+    let options = options(&ns);
     let (metrics, health) = (options.metrics.clone(), options.health.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -226,13 +231,7 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "del").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = Options {
-        namespace: Some(ns.clone()),
-        resync: Duration::from_secs(60),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-    };
+    let options = options(&ns);
     let controller = tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;
     }));
