@@ -90,6 +90,8 @@ fn options(ns: &str) -> Options {
         settings: Settings::default(),
         metrics: Default::default(),
         health: Default::default(),
+        leader: None,
+        instance: None,
     }
 }
 

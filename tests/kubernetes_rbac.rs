@@ -66,7 +66,7 @@ async fn sync(client: &Client, ns: &str, snapshot: &Snapshot) -> Plan {
         })
         .collect();
     let connector = KubernetesRbac::new(client.clone(), ns, "k8s");
-    let observed = connector.observe(&subjects).await.expect("observe");
+    let observed = connector.observe(&subjects).await.expect("observe").held;
     let desired = engine.evaluate(now, &observed);
     let plan = plan(&observed, &desired);
     for op in &plan.operations {

@@ -174,6 +174,16 @@ pub struct TargetSystemStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Operations the last sync planned but did not carry out (Observe mode, the
+    /// blast-radius guard, failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operations: Option<i64>,
+    /// Accounts in the managed scope that belong to no Identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphan_count: Option<i64>,
+    /// The first orphan account names, sorted. They are reported, never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<String>,
     /// Conditions: `Ready`, `Connected`, `InSync`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

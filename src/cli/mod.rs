@@ -15,8 +15,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "gatehouse", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How logs are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +62,21 @@ struct RunArgs {
     /// Address for /livez, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: std::net::SocketAddr,
+    /// Take part in leader election, so that of several replicas only one writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "gatehouse-controller")]
+    leader_election_id: String,
+    /// How long a leader's Lease lasts without renewal (Go duration, at least 2s).
+    #[arg(long, default_value = "15s")]
+    lease_duration: String,
+    /// This replica's name in the Lease and in Events (default: $POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -75,12 +102,22 @@ pub enum Output {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr so that stdout stays a clean plan; `RUST_LOG=gatehouse=debug` shows timings.
-    tracing_subscriber::fmt()
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // The controller reports what it does; the offline commands stay quiet.
+            match cli.command {
+                Command::Run(_) => "info".into(),
+                _ => "warn".into(),
+            }
+        })
+    };
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        .with_env_filter(filter());
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Validate(args) => validate::run(args),
@@ -133,7 +170,32 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         },
         metrics: Default::default(),
         health: Default::default(),
+        leader: None,
+        instance: args.instance.clone().or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        }),
     };
+    let mut options = options;
+    if args.leader_elect {
+        let lease_duration = duration("lease-duration", &args.lease_duration)?;
+        if lease_duration < std::time::Duration::from_secs(2) {
+            return Err(format!(
+                "--lease-duration {:?} is too short; use at least 2s",
+                args.lease_duration
+            ));
+        }
+        options.leader = Some(crate::controller::LeaderOptions {
+            lease: args.leader_election_id.clone(),
+            namespace: args.leader_election_namespace.clone(),
+            identity: options
+                .instance
+                .clone()
+                .unwrap_or_else(|| format!("gatehouse-{}", std::process::id())),
+            duration: lease_duration,
+        });
+    }
     let listen = args.listen;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;

@@ -1,35 +1,36 @@
 //! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches, and on
-//! every change (or when a date boundary comes due) evaluates with the engine, plans per
-//! target, applies through connectors and writes Identity status.
+//! every change (or when a date boundary or a target's retry comes due) evaluates with the
+//! engine, plans and applies per target through connectors, and writes status and Events.
 //!
-//! Built so far: the Kubernetes RBAC target, Identity status, and a finalizer so that a
-//! deleted Identity's access is revoked before it goes. Not yet: the other connectors,
-//! leader election, metrics, events, status of the other kinds.
+//! Every replica keeps its caches warm; with leader election only the leader reconciles.
 
+pub mod leader;
 pub mod status;
+pub mod targets;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 
-use crate::api::{
-    AccessPolicy, EntitlementRef, Exception, Identity, Mode, TargetSystem, TargetType,
-};
+use crate::api::{AccessPolicy, EntitlementRef, Exception, Identity, TargetSystem};
 use crate::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
-use crate::http::{Health, Metrics, OperationLabels};
-use crate::plan::{Action, Plan, plan};
-use crate::targets::kubernetes::{FIELD_MANAGER, KubernetesRbac};
-use crate::targets::{Connector, Subject};
+use crate::http::{Health, Metrics};
+use crate::targets::Subject;
+pub use leader::LeaderOptions;
 use status::{ApplyState, identity_status};
+use targets::Targets;
+use writer::Writer;
 
 /// Holds an Identity until its access is revoked everywhere.
 pub const FINALIZER: &str = "gatehouse.dev/revoke-access";
@@ -47,13 +48,19 @@ pub struct Options {
     pub metrics: Arc<Metrics>,
     /// Readiness to report.
     pub health: Arc<Health>,
+    /// Leader election; `None` runs as the only writer.
+    pub leader: Option<LeaderOptions>,
+    /// This replica's name, for Events (the pod name).
+    pub instance: Option<String>,
 }
 
+/// Reflector caches. Objects that fail to deserialize stay in them as errors, so one bad
+/// object never breaks a watch.
 struct Caches {
-    identities: Store<Identity>,
-    policies: Store<AccessPolicy>,
-    exceptions: Store<Exception>,
-    targets: Store<TargetSystem>,
+    identities: Store<DeserializeGuard<Identity>>,
+    policies: Store<DeserializeGuard<AccessPolicy>>,
+    exceptions: Store<DeserializeGuard<Exception>>,
+    targets: Store<DeserializeGuard<TargetSystem>>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -67,7 +74,11 @@ where
 }
 
 /// Starts a watch feeding a cache; every event wakes the reconciler.
-fn watch<K>(client: &Client, namespace: &Option<String>, wake: Arc<Notify>) -> Store<K>
+fn watch<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    wake: Arc<Notify>,
+) -> Store<DeserializeGuard<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -77,11 +88,14 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(api::<K>(client, namespace), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let (reader, writer) = reflector::store::<DeserializeGuard<K>>();
+    let stream = watcher(
+        api::<DeserializeGuard<K>>(client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -116,162 +130,274 @@ pub async fn run(
         ready.map_err(|e| anyhow::anyhow!("cache never filled: {e}"))?;
     }
     options.health.set_ready();
-    tracing::info!(namespace = ?options.namespace, "caches ready; reconciling");
+    let mut leading = match &options.leader {
+        Some(leader) => Some(leader::elect(client.clone(), leader).await?),
+        None => None,
+    };
+    tracing::info!(namespace = ?options.namespace, "caches ready");
+    let mut reconciler = Reconciler {
+        writer: Writer::new(client.clone(), options.instance.clone()),
+        client,
+        targets: Targets::default(),
+    };
     futures::pin_mut!(shutdown);
+    let mut was_leading = false;
     loop {
-        let next = reconcile(&client, &caches, &options).await;
-        let wait = next
-            .map(|at| Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default())
-            .unwrap_or(options.resync)
-            .min(options.resync);
+        let leads = leading.as_ref().is_none_or(|l| *l.borrow());
+        if leads != was_leading {
+            tracing::info!(leading = leads, "leadership changed");
+            was_leading = leads;
+        }
+        let wait = if leads {
+            let next = reconciler.pass(&caches, &options).await;
+            let until_boundary = next.map(|at| {
+                Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default()
+            });
+            let until_retry = reconciler
+                .targets
+                .next_retry()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            [until_boundary, until_retry]
+                .into_iter()
+                .flatten()
+                .fold(options.resync, Duration::min)
+        } else {
+            options.resync
+        };
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
+                // Dropping the receiver releases the Lease, so a standby takes over at once.
+                drop(leading.take());
                 return Ok(());
             }
             _ = wake.notified() => {
                 // Let a burst of events (a `kubectl apply -f dir/`) settle into one pass.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            _ = async {
+                match leading.as_mut() {
+                    Some(l) => { let _ = l.changed().await; }
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-fn snapshot(caches: &Caches) -> Snapshot {
-    fn cloned<K: Clone>(objects: Vec<Arc<K>>) -> Vec<K> {
-        objects.into_iter().map(|o| (*o).clone()).collect()
+/// The objects that deserialized, and the metadata and error of those that did not.
+fn split<K: Clone>(
+    objects: Vec<Arc<DeserializeGuard<K>>>,
+) -> (Vec<K>, Vec<(kube::api::ObjectMeta, String)>) {
+    let mut valid = Vec::with_capacity(objects.len());
+    let mut invalid = Vec::new();
+    for object in objects {
+        match &object.0 {
+            Ok(k) => valid.push(k.clone()),
+            Err(e) => invalid.push((e.metadata.clone(), e.error.clone())),
+        }
     }
-    Snapshot {
-        identities: cloned(caches.identities.state()),
-        policies: cloned(caches.policies.state()),
-        exceptions: cloned(caches.exceptions.state()),
-        targets: cloned(caches.targets.state()),
-    }
+    (valid, invalid)
 }
 
-/// One pass over everything; returns when the next date boundary falls due.
-async fn reconcile(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
-    let started = std::time::Instant::now();
-    let next = reconcile_once(client, caches, options).await;
-    options.metrics.reconciles.inc();
-    options
-        .metrics
-        .reconcile_seconds
-        .observe(started.elapsed().as_secs_f64());
-    next
+/// Objects of each kind that failed to deserialize.
+#[derive(Default)]
+struct Invalid {
+    identities: Vec<(kube::api::ObjectMeta, String)>,
+    policies: Vec<(kube::api::ObjectMeta, String)>,
+    exceptions: Vec<(kube::api::ObjectMeta, String)>,
+    targets: Vec<(kube::api::ObjectMeta, String)>,
 }
 
-async fn reconcile_once(client: &Client, caches: &Caches, options: &Options) -> Option<Timestamp> {
-    let now = Timestamp::now();
-    let mut snapshot = snapshot(caches);
-    // An Identity being deleted is planned as a leaver: it is left out of the engine's input
-    // (absent means revoke everything), but its subject is kept so its access can be found.
-    let (deleting, present): (Vec<Identity>, Vec<Identity>) =
-        std::mem::take(&mut snapshot.identities)
-            .into_iter()
-            .partition(|i| i.metadata.deletion_timestamp.is_some());
-    snapshot.identities = present;
-    let engine = Engine::new(&snapshot, options.settings.clone());
-    let desired = engine.evaluate(now, &NothingHeld);
-    let subject = |identity: &Identity, target: &str| -> Option<(IdentityKey, Subject)> {
-        let key = IdentityKey::new(
-            identity.metadata.namespace.clone()?,
-            identity.metadata.name.clone()?,
-        );
-        let enabled = desired
-            .identities
-            .get(&key)
-            .is_some_and(|a| a.account == AccountIntent::Enabled);
-        let account = identity
-            .spec
-            .accounts
-            .get(target)
-            .cloned()
-            .unwrap_or_else(|| key.name.clone());
-        Some((
-            key.clone(),
-            Subject {
-                identity: key,
-                identity_type: identity.spec.type_,
-                account,
-                enabled,
-            },
-        ))
-    };
+fn snapshot(caches: &Caches) -> (Snapshot, Invalid) {
+    let (identities, bad_identities) = split(caches.identities.state());
+    let (policies, bad_policies) = split(caches.policies.state());
+    let (exceptions, bad_exceptions) = split(caches.exceptions.state());
+    let (targets, bad_targets) = split(caches.targets.state());
+    (
+        Snapshot {
+            identities,
+            policies,
+            exceptions,
+            targets,
+        },
+        Invalid {
+            identities: bad_identities,
+            policies: bad_policies,
+            exceptions: bad_exceptions,
+            targets: bad_targets,
+        },
+    )
+}
 
-    let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> = HashMap::new();
-    let mut unfinished: BTreeSet<IdentityKey> = BTreeSet::new();
-    let mut revoked_leavers: BTreeSet<IdentityKey> = BTreeSet::new();
-    for target in &snapshot.targets {
-        let (Some(ns), Some(name)) = (
-            target.metadata.namespace.clone(),
-            target.metadata.name.clone(),
-        ) else {
-            continue;
+fn key_of(meta: &kube::api::ObjectMeta) -> IdentityKey {
+    IdentityKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// State kept between passes.
+struct Reconciler {
+    client: Client,
+    writer: Writer,
+    targets: Targets,
+}
+
+impl Reconciler {
+    /// One pass over everything; returns when the next date boundary falls due.
+    async fn pass(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
+        let started = std::time::Instant::now();
+        let next = self.pass_once(caches, options).await;
+        options.metrics.reconciles.inc();
+        options
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        next
+    }
+
+    async fn pass_once(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
+        let now = Timestamp::now();
+        let (mut snapshot, invalid) = snapshot(caches);
+        // An Identity being deleted is planned as a leaver: it is left out of the engine's
+        // input (absent means revoke everything), but its subject is kept so its access can
+        // be found.
+        let (deleting, present): (Vec<Identity>, Vec<Identity>) =
+            std::mem::take(&mut snapshot.identities)
+                .into_iter()
+                .partition(|i| i.metadata.deletion_timestamp.is_some());
+        snapshot.identities = present;
+        let engine = Engine::new(&snapshot, options.settings.clone());
+        let desired = engine.evaluate(now, &NothingHeld);
+        let subject = |identity: &Identity, target: &str| -> (IdentityKey, Subject) {
+            let key = key_of(&identity.metadata);
+            let enabled = desired
+                .identities
+                .get(&key)
+                .is_some_and(|a| a.account == AccountIntent::Enabled);
+            let account = identity
+                .spec
+                .accounts
+                .get(target)
+                .cloned()
+                .unwrap_or_else(|| key.name.clone());
+            (
+                key.clone(),
+                Subject {
+                    identity: key,
+                    identity_type: identity.spec.type_,
+                    account,
+                    enabled,
+                },
+            )
         };
-        let in_tenant: BTreeMap<IdentityKey, Subject> = snapshot
-            .identities
+
+        let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> =
+            HashMap::new();
+        let mut unfinished: BTreeSet<IdentityKey> = BTreeSet::new();
+        let mut revoked_leavers: BTreeSet<IdentityKey> = BTreeSet::new();
+        let live: BTreeSet<(String, String)> = snapshot
+            .targets
             .iter()
-            .chain(&deleting)
-            .filter(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .filter_map(|i| subject(i, &name))
+            .map(|t| {
+                let k = key_of(&t.metadata);
+                (k.namespace, k.name)
+            })
             .collect();
-        let pending = |why: String| ApplyState::Pending(why);
-        let outcome = match (target.spec.type_, target.spec.mode) {
-            (TargetType::Kubernetes, Mode::Enforce) => {
-                let connector = KubernetesRbac::new(client.clone(), &ns, &name);
-                sync_target(
-                    &connector,
+        self.targets.retain(&live);
+        for target in &snapshot.targets {
+            let IdentityKey {
+                namespace: ns,
+                name,
+            } = key_of(&target.metadata);
+            let in_tenant: BTreeMap<IdentityKey, Subject> = snapshot
+                .identities
+                .iter()
+                .chain(&deleting)
+                .filter(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
+                .map(|i| subject(i, &name))
+                .collect();
+            let synced = self
+                .targets
+                .sync(
+                    &self.client,
+                    target,
                     &engine,
                     now,
-                    (&ns, &name),
                     &in_tenant,
                     &options.metrics,
                 )
-                .await
+                .await;
+            if synced.report.unreachable.is_some() || synced.report.failed > 0 {
+                options.metrics.errors.inc();
             }
-            (TargetType::Kubernetes, Mode::Observe) => {
-                Err(pending("target is in Observe mode".into()))
-            }
-            (other, _) => Err(pending(format!("no {other:?} connector in this build yet"))),
-        };
-        match &outcome {
-            Ok(synced) => {
-                unfinished.extend(synced.failed.iter().cloned());
-                revoked_leavers.extend(synced.leavers.iter().cloned());
-            }
-            Err(state) => {
-                // Pending (no connector yet, Observe mode) is not an error, but nothing on
-                // this target is confirmed revoked either.
-                if matches!(state, ApplyState::Failed(_)) {
-                    options.metrics.errors.inc();
+            unfinished.extend(synced.unfinished.iter().cloned());
+            revoked_leavers.extend(synced.leavers.iter().cloned());
+            for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
+                let slot = applied.entry(key.clone()).or_default();
+                for grant in access.enforced().filter(|g| g.entitlement.target == name) {
+                    let state = synced.blanket.clone().unwrap_or_else(|| {
+                        synced
+                            .failures
+                            .get(&(key.clone(), (*grant.entitlement).clone()))
+                            .cloned()
+                            .unwrap_or(ApplyState::Applied)
+                    });
+                    slot.insert((*grant.entitlement).clone(), state);
                 }
-                unfinished.extend(in_tenant.keys().cloned());
             }
+            let status = status::target_status(
+                &synced.report,
+                target.status.as_ref(),
+                target.metadata.generation,
+                now,
+            );
+            self.writer
+                .status(target, target.status.as_ref(), &status, |s| &s.conditions)
+                .await;
         }
-        for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
-            let slot = applied.entry(key.clone()).or_default();
-            for grant in access.enforced().filter(|g| g.entitlement.target == name) {
-                let state = match &outcome {
-                    Ok(synced) => synced
-                        .failures
-                        .get(&(key.clone(), (*grant.entitlement).clone()))
-                        .cloned()
-                        .unwrap_or(ApplyState::Applied),
-                    Err(state) => state.clone(),
-                };
-                slot.insert((*grant.entitlement).clone(), state);
-            }
-        }
-    }
-    for identity in snapshot.identities.iter().chain(&deleting) {
-        let key = IdentityKey::new(
-            identity.metadata.namespace.clone().unwrap_or_default(),
-            identity.metadata.name.clone().unwrap_or_default(),
+        self.observe_leaver_latency(
+            &snapshot.identities,
+            &deleting,
+            &revoked_leavers,
+            &unfinished,
+            options,
         );
-        if revoked_leavers.contains(&key) && !unfinished.contains(&key) {
-            // The latest write to the Identity (an HR update or a delete) is what made them a leaver.
+        manage_finalizers(&self.client, &snapshot.identities, &deleting, &unfinished).await;
+        self.write_statuses(&snapshot, &desired, &applied, now)
+            .await;
+        for (meta, error) in &invalid.identities {
+            self.writer.invalid::<Identity>(meta, error, now).await;
+        }
+        for (meta, error) in &invalid.policies {
+            self.writer.invalid::<AccessPolicy>(meta, error, now).await;
+        }
+        for (meta, error) in &invalid.exceptions {
+            self.writer.invalid::<Exception>(meta, error, now).await;
+        }
+        for (meta, error) in &invalid.targets {
+            self.writer.invalid::<TargetSystem>(meta, error, now).await;
+        }
+        desired.next_change
+    }
+
+    /// Leaver revocation latency: from the latest write to the Identity (an HR update or a
+    /// delete, which is what made them a leaver) to the pass that revoked them everywhere.
+    fn observe_leaver_latency(
+        &self,
+        present: &[Identity],
+        deleting: &[Identity],
+        revoked: &BTreeSet<IdentityKey>,
+        unfinished: &BTreeSet<IdentityKey>,
+        options: &Options,
+    ) {
+        for identity in present.iter().chain(deleting) {
+            let key = key_of(&identity.metadata);
+            if !revoked.contains(&key) || unfinished.contains(&key) {
+                continue;
+            }
             let changed = identity
                 .metadata
                 .managed_fields
@@ -295,9 +421,96 @@ async fn reconcile_once(client: &Client, caches: &Caches, options: &Options) -> 
             }
         }
     }
-    manage_finalizers(client, &snapshot.identities, &deleting, &unfinished).await;
-    write_statuses(client, caches, &desired, &applied, now).await;
-    desired.next_change
+
+    async fn write_statuses(
+        &self,
+        snapshot: &Snapshot,
+        desired: &crate::engine::DesiredState,
+        applied: &HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>>,
+        now: Timestamp,
+    ) {
+        let empty = BTreeMap::new();
+        for identity in &snapshot.identities {
+            let key = key_of(&identity.metadata);
+            let Some(access) = desired.identities.get(&key) else {
+                continue;
+            };
+            let findings: Vec<_> = desired
+                .violations
+                .iter()
+                .filter(|v| {
+                    v.namespace == key.namespace && v.identity.as_deref() == Some(key.name.as_str())
+                })
+                .collect();
+            let status = identity_status(
+                access,
+                &findings,
+                applied.get(&key).unwrap_or(&empty),
+                identity.status.as_ref(),
+                identity.metadata.generation,
+                now,
+            );
+            let previous_phase = identity.status.as_ref().and_then(|s| s.phase.clone());
+            self.writer
+                .status(identity, identity.status.as_ref(), &status, |s| {
+                    &s.conditions
+                })
+                .await;
+            if let (Some(before), Some(after)) = (previous_phase, &status.phase)
+                && &before != after
+            {
+                self.writer
+                    .event(
+                        writer::object_ref::<Identity>(&identity.metadata),
+                        true,
+                        "PhaseChanged",
+                        &format!("{before} -> {after}"),
+                    )
+                    .await;
+            }
+        }
+        for policy in &snapshot.policies {
+            let key = key_of(&policy.metadata);
+            let object = format!("AccessPolicy/{}", key.name);
+            let findings: Vec<_> = desired
+                .violations
+                .iter()
+                .filter(|v| v.namespace == key.namespace && v.object == object)
+                .collect();
+            let matched = desired
+                .policy_matches
+                .get(&(key.namespace.clone(), key.name.clone()))
+                .copied()
+                .unwrap_or(0);
+            let status = status::policy_status(
+                matched,
+                &findings,
+                policy.status.as_ref(),
+                policy.metadata.generation,
+                now,
+            );
+            self.writer
+                .status(policy, policy.status.as_ref(), &status, |s| &s.conditions)
+                .await;
+        }
+        for exception in &snapshot.exceptions {
+            let key = key_of(&exception.metadata);
+            let Some(verdict) = desired.exceptions.get(&(key.namespace, key.name)) else {
+                continue;
+            };
+            let status = status::exception_status(
+                verdict,
+                exception.status.as_ref(),
+                exception.metadata.generation,
+                now,
+            );
+            self.writer
+                .status(exception, exception.status.as_ref(), &status, |s| {
+                    &s.conditions
+                })
+                .await;
+        }
+    }
 }
 
 /// Holds every Identity with a finalizer so that deleting it revokes its access first;
@@ -349,142 +562,6 @@ async fn manage_finalizers(
             .await
         {
             tracing::debug!(identity = %k, %error, "finalizer update deferred");
-        }
-    }
-}
-
-type Failures = BTreeMap<(IdentityKey, EntitlementRef), ApplyState>;
-
-/// What one target's sync did.
-#[derive(Default)]
-struct Synced {
-    /// Entitlements whose grant or revocation failed.
-    failures: Failures,
-    /// Identities any of whose operations failed.
-    failed: BTreeSet<IdentityKey>,
-    /// Leavers whose access this pass revoked.
-    leavers: BTreeSet<IdentityKey>,
-}
-
-/// Observe, plan and apply one target. A failure to observe marks the whole target.
-async fn sync_target(
-    connector: &impl Connector,
-    engine: &Engine,
-    now: Timestamp,
-    (namespace, target): (&str, &str),
-    subjects: &BTreeMap<IdentityKey, Subject>,
-    metrics: &Metrics,
-) -> Result<Synced, ApplyState> {
-    let observed = connector
-        .observe(subjects)
-        .await
-        .map_err(|e| ApplyState::Failed(e.to_string()))?;
-    let desired = engine.evaluate(now, &observed);
-    let Plan { operations } = plan(&observed, &desired);
-    let mut synced = Synced::default();
-    for op in operations.iter().filter(|op| op.target == target) {
-        let Some(subject) = subjects
-            .get(&op.identity)
-            .cloned()
-            .or_else(|| gone(&op.identity))
-        else {
-            continue;
-        };
-        let result = connector.apply(op, &subject).await;
-        let label = match &result {
-            Ok(crate::targets::Applied::Done) => "ok",
-            Ok(crate::targets::Applied::Unsupported) => "unsupported",
-            Err(_) => "error",
-        };
-        let action = serde_json::to_value(&op.action)
-            .ok()
-            .and_then(|v| v["action"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        metrics
-            .operations
-            .get_or_create(&OperationLabels {
-                namespace: namespace.into(),
-                target: target.into(),
-                action,
-                result: label.into(),
-            })
-            .inc();
-        match result {
-            Ok(_) if op.leaver && matches!(op.action, Action::Revoke { .. }) => {
-                synced.leavers.insert((*op.identity).clone());
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(identity = %op.identity, ?op.action, %error, "apply failed");
-                synced.failed.insert((*op.identity).clone());
-                if let Action::Grant { entitlement } | Action::Revoke { entitlement } = &op.action {
-                    synced.failures.insert(
-                        ((*op.identity).clone(), (**entitlement).clone()),
-                        ApplyState::Failed(error.to_string()),
-                    );
-                }
-            }
-        }
-    }
-    Ok(synced)
-}
-
-/// The subject of an identity deleted from the cluster: its access is revoked by name.
-fn gone(identity: &IdentityKey) -> Option<Subject> {
-    Some(Subject {
-        identity: identity.clone(),
-        identity_type: crate::api::IdentityType::Human,
-        account: identity.name.clone(),
-        enabled: false,
-    })
-}
-
-async fn write_statuses(
-    client: &Client,
-    caches: &Caches,
-    desired: &crate::engine::DesiredState,
-    applied: &HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>>,
-    now: Timestamp,
-) {
-    let empty = BTreeMap::new();
-    for identity in caches.identities.state() {
-        let (Some(ns), Some(name)) = (
-            identity.metadata.namespace.clone(),
-            identity.metadata.name.clone(),
-        ) else {
-            continue;
-        };
-        let key = IdentityKey::new(&ns, &name);
-        let Some(access) = desired.identities.get(&key) else {
-            continue;
-        };
-        let findings: Vec<_> = desired
-            .violations
-            .iter()
-            .filter(|v| v.namespace == ns && v.identity.as_deref() == Some(name.as_str()))
-            .collect();
-        let status = identity_status(
-            access,
-            &findings,
-            applied.get(&key).unwrap_or(&empty),
-            identity.status.as_ref(),
-            identity.metadata.generation,
-            now,
-        );
-        if identity.status.as_ref() == Some(&status) {
-            continue;
-        }
-        let patch = serde_json::json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "Identity", "status": status});
-        let api: Api<Identity> = Api::namespaced(client.clone(), &ns);
-        if let Err(error) = api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            tracing::warn!(%key, %error, "status write failed");
         }
     }
 }

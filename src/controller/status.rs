@@ -7,9 +7,12 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    Condition, EntitlementRef, EntitlementStatus, IdentityStatus, SourceStatus, condition_types,
+    AccessPolicyStatus, Condition, EntitlementRef, EntitlementStatus, ExceptionStatus,
+    IdentityStatus, SourceStatus, TargetSystemStatus, condition_types,
 };
-use crate::engine::{IdentityAccess, Phase, Severity, Violation, ViolationKind};
+use crate::engine::{
+    ExceptionPhase, ExceptionVerdict, IdentityAccess, Phase, Severity, Violation, ViolationKind,
+};
 
 /// Where one entitlement stands on its target after a sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +23,59 @@ pub enum ApplyState {
     Pending(String),
     /// The target refused or failed, with the error.
     Failed(String),
+}
+
+/// Builds a list of conditions with metav1.Condition semantics: `lastTransitionTime`
+/// moves only when a condition's status does.
+pub struct Conditions<'a> {
+    previous: &'a [Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+    out: Vec<Condition>,
+}
+
+impl<'a> Conditions<'a> {
+    /// Starts from the conditions last written.
+    pub fn new(previous: Option<&'a [Condition]>, generation: Option<i64>, now: Timestamp) -> Self {
+        Self {
+            previous: previous.unwrap_or_default(),
+            generation,
+            now,
+            out: Vec::new(),
+        }
+    }
+
+    /// Sets `type_` to True or False.
+    pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let status = if ok { "True" } else { "False" };
+        let last = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == type_)
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(self.now));
+        self.out.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.into(),
+            last_transition_time: last,
+            observed_generation: self.generation,
+        });
+    }
+
+    /// Sets an abnormal-true condition (`Stalled`, `Reconciling`): present only while true.
+    pub fn set_if(&mut self, type_: &str, when: Option<(&str, String)>) {
+        if let Some((reason, message)) = when {
+            self.set(type_, true, reason, message);
+        }
+    }
+
+    /// The conditions, in the order set.
+    pub fn finish(self) -> Vec<Condition> {
+        self.out
+    }
 }
 
 /// Builds an Identity's status. `previous` keeps `lastTransitionTime` of conditions whose
@@ -94,22 +150,10 @@ pub fn identity_status(
     let leaver = matches!(access.phase, Phase::Terminated | Phase::Unowned)
         || (access.phase == Phase::OwnerTerminated && access.entitlements.is_empty());
 
-    let mut conditions = Vec::new();
+    let mut conditions =
+        Conditions::new(previous.map(|p| p.conditions.as_slice()), generation, now);
     let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" };
-        let last = previous
-            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        conditions.push(Condition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message,
-            last_transition_time: last,
-            observed_generation: generation,
-        });
+        conditions.set(type_, ok, reason, message)
     };
     let ready = problems.is_empty() && errors.is_empty();
     set(
@@ -172,8 +216,213 @@ pub fn identity_status(
         phase: Some(access.phase.to_string()),
         entitlement_count: Some(entitlements.len() as i64),
         entitlements,
-        conditions,
+        conditions: conditions.finish(),
     }
+}
+
+/// What one target's sync found, for its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetReport {
+    /// Why the target could not be reached or configured (`Connected=False`).
+    pub unreachable: Option<String>,
+    /// Why progress needs a person (`Stalled=True`): bad configuration, permission denied,
+    /// the blast-radius guard.
+    pub stalled: Option<(String, String)>,
+    /// Whether the target is in Observe mode (nothing is applied).
+    pub observe_only: bool,
+    /// Operations planned this pass.
+    pub planned: usize,
+    /// Of those, how many failed.
+    pub failed: usize,
+    /// The first failure, for the message.
+    pub first_failure: Option<String>,
+    /// Accounts in the managed scope with no Identity.
+    pub orphans: Vec<String>,
+}
+
+/// How many orphan account names the status lists (the count is always complete).
+pub const ORPHANS_LISTED: usize = 50;
+
+/// Builds a TargetSystem's status from its last sync.
+pub fn target_status(
+    report: &TargetReport,
+    previous: Option<&TargetSystemStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> TargetSystemStatus {
+    let mut c = Conditions::new(previous.map(|p| p.conditions.as_slice()), generation, now);
+    let connected = report.unreachable.is_none();
+    c.set(
+        condition_types::READY,
+        connected && report.stalled.is_none() && report.failed == 0,
+        if !connected {
+            "Unreachable"
+        } else if let Some((reason, _)) = &report.stalled {
+            reason
+        } else if report.failed > 0 {
+            "ApplyFailed"
+        } else if report.observe_only {
+            "Observing"
+        } else {
+            "Reconciled"
+        },
+        match (&report.unreachable, &report.stalled, &report.first_failure) {
+            (Some(why), _, _) => why.clone(),
+            (None, Some((_, why)), _) => why.clone(),
+            (None, None, Some(why)) => {
+                format!(
+                    "{} of {} operations failed; first: {why}",
+                    report.failed, report.planned
+                )
+            }
+            (None, None, None) if report.observe_only => format!(
+                "Observe mode: {} operations would be applied",
+                report.planned
+            ),
+            (None, None, None) => String::new(),
+        },
+    );
+    c.set(
+        condition_types::CONNECTED,
+        connected,
+        if connected {
+            "Connected"
+        } else {
+            "Unreachable"
+        },
+        report.unreachable.clone().unwrap_or_default(),
+    );
+    let in_sync = connected
+        && report.failed == 0
+        && report.stalled.is_none()
+        && !(report.observe_only && report.planned > 0);
+    c.set(
+        condition_types::IN_SYNC,
+        in_sync,
+        if in_sync {
+            "InSync"
+        } else if !connected {
+            "Unknown"
+        } else if report.observe_only || report.stalled.is_some() {
+            "DriftDetected"
+        } else {
+            "ApplyFailed"
+        },
+        if in_sync || !connected {
+            String::new()
+        } else {
+            format!("{} operations outstanding", report.planned)
+        },
+    );
+    c.set_if(
+        condition_types::STALLED,
+        report
+            .stalled
+            .as_ref()
+            .map(|(r, m)| (r.as_str(), m.clone())),
+    );
+    TargetSystemStatus {
+        observed_generation: generation,
+        conditions: c.finish(),
+        orphan_count: Some(report.orphans.len() as i64),
+        orphans: report
+            .orphans
+            .iter()
+            .take(ORPHANS_LISTED)
+            .cloned()
+            .collect(),
+        pending_operations: Some(if in_sync { 0 } else { report.planned as i64 }),
+    }
+}
+
+/// Builds an AccessPolicy's status from the engine's findings about it.
+pub fn policy_status(
+    matched: usize,
+    findings: &[&Violation],
+    previous: Option<&AccessPolicyStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> AccessPolicyStatus {
+    let mut c = Conditions::new(previous.map(|p| p.conditions.as_slice()), generation, now);
+    let errors: Vec<&&Violation> = findings
+        .iter()
+        .filter(|v| v.severity == Severity::Error)
+        .collect();
+    let reason = match errors.first().map(|v| v.kind) {
+        None => "Valid",
+        Some(ViolationKind::UnknownReference) => "UnknownReference",
+        Some(ViolationKind::SeparationOfDuties) => "SeparationOfDuties",
+        Some(_) => "Invalid",
+    };
+    c.set(
+        condition_types::READY,
+        errors.is_empty(),
+        reason,
+        if errors.is_empty() {
+            format!("matches {matched} identities")
+        } else {
+            messages(&errors)
+        },
+    );
+    AccessPolicyStatus {
+        observed_generation: generation,
+        matched_identities: Some(matched as i64),
+        conditions: c.finish(),
+    }
+}
+
+/// Builds an Exception's status from the engine's verdict.
+pub fn exception_status(
+    verdict: &ExceptionVerdict,
+    previous: Option<&ExceptionStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> ExceptionStatus {
+    let mut c = Conditions::new(previous.map(|p| p.conditions.as_slice()), generation, now);
+    let phase = format!("{:?}", verdict.phase);
+    let approved = verdict.phase != ExceptionPhase::Invalid;
+    let problems = verdict.problems.join("; ");
+    c.set(
+        condition_types::READY,
+        approved,
+        &phase,
+        match verdict.phase {
+            ExceptionPhase::Invalid => problems.clone(),
+            ExceptionPhase::Pending => "approved; its window has not opened yet".into(),
+            ExceptionPhase::Active => "approved and in force".into(),
+            ExceptionPhase::Expired => {
+                "expired: its access is revoked; the object can be deleted".into()
+            }
+        },
+    );
+    c.set(
+        condition_types::APPROVED,
+        approved,
+        if approved { "Approved" } else { "RulesBroken" },
+        problems,
+    );
+    c.set(
+        condition_types::ACTIVE,
+        verdict.phase == ExceptionPhase::Active,
+        &phase,
+        String::new(),
+    );
+    ExceptionStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions: c.finish(),
+    }
+}
+
+fn messages(findings: &[&&Violation]) -> String {
+    findings
+        .iter()
+        .map(|v| match &v.field {
+            Some(field) => format!("{field}: {}", v.message),
+            None => v.message.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

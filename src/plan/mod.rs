@@ -5,6 +5,8 @@
 //! entitlement revocation and account deletion comes before any account creation or
 //! grant, and leavers come first within each step.
 
+pub mod guard;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -152,6 +154,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action's name as it appears in JSON reports and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::DisableAccount => "disableAccount",
+            Self::RevokeSessions => "revokeSessions",
+            Self::Revoke { .. } => "revoke",
+            Self::DeleteAccount => "deleteAccount",
+            Self::CreateAccount { .. } => "createAccount",
+            Self::EnableAccount => "enableAccount",
+            Self::Grant { .. } => "grant",
+        }
+    }
+
     /// Position in the plan: everything that takes access away (0..=3) precedes
     /// everything that gives it (4..=6).
     pub fn rank(&self) -> u8 {
@@ -362,6 +377,35 @@ fn diff_entitlements(
                     w.sources.clone(),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_names_match_their_json_tags() {
+        let e = Arc::new(EntitlementRef {
+            target: "t".into(),
+            kind: None,
+            namespace: None,
+            name: "n".into(),
+        });
+        for action in [
+            Action::DisableAccount,
+            Action::RevokeSessions,
+            Action::Revoke {
+                entitlement: e.clone(),
+            },
+            Action::DeleteAccount,
+            Action::CreateAccount { enabled: true },
+            Action::EnableAccount,
+            Action::Grant { entitlement: e },
+        ] {
+            let json = serde_json::to_value(&action).unwrap();
+            assert_eq!(json["action"], action.name());
         }
     }
 }

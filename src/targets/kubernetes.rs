@@ -17,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Client, Resource};
 
-use super::{Applied, Capabilities, Connector, Subject, TargetError};
+use super::{Applied, Capabilities, Connector, Observed, Subject, TargetError};
 use crate::api::{EntitlementRef, IdentityType};
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, AccountState, Action, Holding, Operation};
@@ -29,6 +29,8 @@ const IDENTITY: &str = "gatehouse.dev/identity";
 const TENANT: &str = "gatehouse.dev/tenant";
 const TARGET: &str = "gatehouse.dev/target";
 const DISABLED: &str = "gatehouse.dev/disabled";
+/// Key of the kubeconfig in a remote cluster's Secret.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
 
 /// The RBAC connector for one TargetSystem of one tenant namespace.
 pub struct KubernetesRbac {
@@ -39,6 +41,40 @@ pub struct KubernetesRbac {
 
 impl KubernetesRbac {
     /// A connector writing through `client` for the identities of `tenant`.
+    /// Connects to the cluster a TargetSystem names: `local` unless
+    /// `spec.kubernetes.kubeconfigSecretRef` names a Secret whose `kubeconfig` key points
+    /// elsewhere.
+    pub async fn connect(
+        local: &Client,
+        config: &super::TargetConfig,
+    ) -> Result<Self, TargetError> {
+        let remote = config
+            .spec
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.kubeconfig_secret_ref.as_ref());
+        let client = match remote {
+            None => local.clone(),
+            Some(_) => {
+                let yaml = config.credentials.required(KUBECONFIG_KEY)?;
+                let bad = |e: &dyn std::fmt::Display| {
+                    TargetError::Config(format!(
+                        "Secret {}: key {KUBECONFIG_KEY:?} is not a usable kubeconfig: {e}",
+                        config.credentials.secret
+                    ))
+                };
+                let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| bad(&e))?;
+                let options = kube::config::KubeConfigOptions::default();
+                let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| bad(&e))?;
+                Client::try_from(cfg).map_err(|e| bad(&e))?
+            }
+        };
+        Ok(Self::new(client, &config.namespace, &config.name))
+    }
+
+    /// The connector for `target` of tenant `tenant`, on the cluster `client` reaches.
     pub fn new(client: Client, tenant: &str, target: &str) -> Self {
         Self {
             client,
@@ -291,7 +327,7 @@ impl Connector for KubernetesRbac {
     async fn observe(
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
-    ) -> Result<AccessState, TargetError> {
+    ) -> Result<Observed, TargetError> {
         let params = self.selector(None);
         let mut seen: Vec<(String, EntitlementRef, ObjectMeta, Option<Vec<RbacSubject>>)> =
             Vec::new();
@@ -376,7 +412,12 @@ impl Connector for KubernetesRbac {
                 .accounts
                 .insert(self.target.clone(), account);
         }
-        Ok(state)
+        // Every object here is gatehouse's own: one whose Identity is gone is revoked by the
+        // plan, so nothing is left over as an orphan.
+        Ok(Observed {
+            held: state,
+            orphans: Vec::new(),
+        })
     }
 
     async fn apply(

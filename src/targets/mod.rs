@@ -2,6 +2,7 @@
 //! identities of one tenant hold on its target and carries out planned operations; it never
 //! decides policy (that is the engine's job) nor the order of work (the planner's).
 
+pub mod config;
 pub mod kubernetes;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,8 @@ use std::future::Future;
 use crate::api::IdentityType;
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, Operation};
+
+pub use config::{Credentials, TargetConfig};
 
 /// What a target can do besides granting and revoking.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +47,16 @@ pub enum Applied {
     Unsupported,
 }
 
+/// What a connector found on its target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// What the tenant's identities hold there.
+    pub held: AccessState,
+    /// Accounts in the managed scope that belong to no Identity, sorted. They are reported
+    /// in the TargetSystem status and never removed by the controller.
+    pub orphans: Vec<String>,
+}
+
 /// A failure talking to a target, classified for the retry policy.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -53,6 +66,17 @@ pub enum TargetError {
     /// Retrying will not help until someone changes something: permissions, bad input.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The target's configuration (its spec or Secret) is unusable; the message names the
+    /// field or key and the fix.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl TargetError {
+    /// Whether a retry with backoff can succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
 }
 
 /// One target system, seen through one tenant.
@@ -65,7 +89,7 @@ pub trait Connector {
     fn observe(
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
-    ) -> impl Future<Output = Result<AccessState, TargetError>> + Send;
+    ) -> impl Future<Output = Result<Observed, TargetError>> + Send;
 
     /// Carries out one planned operation for `subject`.
     fn apply(
@@ -73,4 +97,53 @@ pub trait Connector {
         operation: &Operation,
         subject: &Subject,
     ) -> impl Future<Output = Result<Applied, TargetError>> + Send;
+}
+
+/// Every connector this build has, behind one type so the controller can hold any of them.
+pub enum AnyConnector {
+    /// Kubernetes RBAC.
+    Kubernetes(kubernetes::KubernetesRbac),
+}
+
+impl AnyConnector {
+    /// Builds the connector a TargetSystem asks for. `local` is the controller's own cluster,
+    /// used by Kubernetes targets without a kubeconfig Secret.
+    pub async fn connect(local: &kube::Client, config: &TargetConfig) -> Result<Self, TargetError> {
+        use crate::api::TargetType;
+        match config.spec.type_ {
+            TargetType::Kubernetes => Ok(Self::Kubernetes(
+                kubernetes::KubernetesRbac::connect(local, config).await?,
+            )),
+            other => Err(TargetError::Config(format!(
+                "spec.type: this build has no {other:?} connector yet"
+            ))),
+        }
+    }
+}
+
+impl Connector for AnyConnector {
+    fn capabilities(&self) -> Capabilities {
+        match self {
+            Self::Kubernetes(c) => c.capabilities(),
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        match self {
+            Self::Kubernetes(c) => c.observe(expected).await,
+        }
+    }
+
+    async fn apply(
+        &self,
+        operation: &Operation,
+        subject: &Subject,
+    ) -> Result<Applied, TargetError> {
+        match self {
+            Self::Kubernetes(c) => c.apply(operation, subject).await,
+        }
+    }
 }
