@@ -74,6 +74,11 @@ pub fn control_plane() -> &'static ControlPlane {
 
 /// An admin client for the test control plane, with the gatehouse CRDs installed.
 pub async fn client() -> Client {
+    // `RUST_LOG=gatehouse=debug cargo test ...` shows the controller's logs.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let plane = control_plane();
     let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig is readable");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -127,4 +132,93 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
     name
+}
+
+/// Server-side applies one object from YAML into `ns` (as field manager `gatehouse-tests`)
+/// and returns what the server stored.
+pub async fn apply<K>(client: &Client, ns: &str, yaml: &str) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let mut value: serde_json::Value =
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value["metadata"]["namespace"] = ns.into();
+    let name = value["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply("gatehouse-tests").force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {ns}/{name}: {e}", K::kind(&())))
+}
+
+/// Polls `probe` every 200 ms until it returns `Ok`, failing the test with the last
+/// `Err` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The condition of `type_` in a status's conditions, as (status, reason, message).
+pub fn condition(
+    conditions: &[gatehouse::api::Condition],
+    type_: &str,
+) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the object's `type_` condition has `status`; returns (reason, message).
+pub async fn wait_for_condition<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    conditions: fn(&K) -> Vec<gatehouse::api::Condition>,
+) -> (String, String)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{} {ns}/{name} {type_}={status}", K::kind(&())),
+        Duration::from_secs(30),
+        || async {
+            let object = api.get(name).await.map_err(|e| e.to_string())?;
+            match condition(&conditions(&object), type_) {
+                Some((s, reason, message)) if s == status => Ok((reason, message)),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
 }

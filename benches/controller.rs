@@ -1,0 +1,205 @@
+//! The running controller against a real API server (the test harness's control plane):
+//! time to provision N identities, leaver latency (Identity update → its binding deleted)
+//! p50/p99 over 100 leavers, API writes while idle, and resident memory.
+//!
+//! `cargo bench --bench controller` (N = 5,000; `GATEHOUSE_BENCH_IDENTITIES=10000` for the
+//! memory figure at 10k). `cargo test --benches` runs it once on a small organisation.
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use gatehouse::controller::{Options, run};
+use gatehouse::engine::Settings;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Mutating requests the API server has served, leases (leader election) excepted.
+async fn writes(client: &Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            [
+                "verb=\"POST\"",
+                "verb=\"PUT\"",
+                "verb=\"PATCH\"",
+                "verb=\"DELETE\"",
+                "verb=\"APPLY\"",
+            ]
+            .iter()
+            .any(|v| l.contains(v))
+        })
+        .filter(|l| !l.contains("resource=\"leases\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn identity(name: &str, status: &str) -> Identity {
+    serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}}}\nspec: {{type: Human, employment: {{status: {status}, type: Employee, department: finance, manager: {name}, startDate: '2026-01-01'}}}}"
+    ))
+    .unwrap()
+}
+
+async fn bindings_by_identity(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|b| {
+            let who =
+                b.metadata.labels.clone().unwrap_or_default()["gatehouse.dev/identity"].clone();
+            (who, b.metadata.name.unwrap_or_default())
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let smoke = std::env::args().any(|a| a == "--test");
+    let n: usize = if smoke {
+        50
+    } else {
+        std::env::var("GATEHOUSE_BENCH_IDENTITIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000)
+    };
+    let leavers = if smoke { 5 } else { 100.min(n) };
+    let idle = Duration::from_secs(if smoke { 3 } else { 60 });
+
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "bench").await;
+    let post = PostParams::default();
+    let target: TargetSystem =
+        serde_yaml::from_str("metadata: {name: k8s}\nspec: {type: Kubernetes}").unwrap();
+    Api::<TargetSystem>::namespaced(client.clone(), &ns)
+        .create(&post, &target)
+        .await
+        .unwrap();
+    let policy: AccessPolicy = serde_yaml::from_str(
+        "metadata: {name: base}\nspec: {selector: {matchAttributes: {department: finance}}, entitlements: [{target: k8s, kind: ClusterRole, name: view}]}",
+    )
+    .unwrap();
+    Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+        .create(&post, &policy)
+        .await
+        .unwrap();
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let names: Vec<String> = (0..n).map(|i| format!("user-{i:05}")).collect();
+    let created = Instant::now();
+    for chunk in names.chunks(50) {
+        let creates = chunk.iter().map(|name| async {
+            identities
+                .create(&post, &identity(name, "Active"))
+                .await
+                .unwrap()
+        });
+        futures::future::join_all(creates).await;
+    }
+    eprintln!("created {n} identities in {:.1?}", created.elapsed());
+
+    let options = Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(600),
+        settings: Settings::default(),
+        metrics: Default::default(),
+        health: Default::default(),
+        leader: None,
+        instance: Some("bench".into()),
+    };
+    let metrics = options.metrics.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let controller = tokio::spawn(run(client.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let bindings = loop {
+        let b = bindings_by_identity(&client, &ns).await;
+        if b.len() == n {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "controller: {n} identities provisioned (one ClusterRoleBinding each) in {:.1?}",
+        started.elapsed()
+    );
+    // Let the status writes of the first passes settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let bindings_api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let mut latencies = Vec::with_capacity(leavers);
+    for name in names.iter().take(leavers) {
+        let binding = &bindings[name];
+        let patch = serde_json::json!({"spec": {"employment": {"status": "Terminated"}}});
+        let t0 = Instant::now();
+        identities
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        loop {
+            let gone = bindings_api.get_opt(binding).await.unwrap().is_none();
+            if gone {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{name} never revoked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "controller: leaver latency over {leavers} leavers with {n} identities: p50 {:.0?}, p99 {:.0?}, max {:.0?}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = writes(&client).await;
+    let passes_before = metrics.reconciles.get();
+    tokio::time::sleep(idle).await;
+    let after = writes(&client).await;
+    println!(
+        "controller: idle {idle:?}: {} API writes (leases excluded), {} reconcile passes",
+        after - before,
+        metrics.reconciles.get() - passes_before
+    );
+    println!(
+        "controller: resident memory with {n} identities: {:.0} MiB (whole process: controller, client and bench)",
+        rss_mib()
+    );
+    assert_eq!(after - before, 0, "an idle controller writes nothing");
+    drop(stop);
+    let _ = controller.await;
+}
