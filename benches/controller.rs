@@ -82,7 +82,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let smoke = std::env::args().any(|a| a == "--test");
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it as a smoke test.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let n: usize = if smoke {
         50
     } else {
@@ -151,8 +152,31 @@ async fn main() {
         "controller: {n} identities provisioned (one ClusterRoleBinding each) in {:.1?}",
         started.elapsed()
     );
-    // Let the status writes of the first passes settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the first passes settle: every identity's status written.
+    loop {
+        let ready = identities
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|i| {
+                i.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "controller: settled (all statuses written) after {:.1?}",
+        started.elapsed()
+    );
 
     let bindings_api: Api<ClusterRoleBinding> = Api::all(client.clone());
     let mut latencies = Vec::with_capacity(leavers);

@@ -32,6 +32,9 @@ use status::{ApplyState, identity_status};
 use targets::Targets;
 use writer::Writer;
 
+/// Status writes in flight at once.
+const STATUS_WRITERS: usize = 16;
+
 /// Holds an Identity until its access is revoked everywhere.
 pub const FINALIZER: &str = "gatehouse.dev/revoke-access";
 
@@ -250,6 +253,7 @@ impl Reconciler {
     async fn pass(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
         let started = std::time::Instant::now();
         let next = self.pass_once(caches, options).await;
+        tracing::debug!(took = ?started.elapsed(), "reconcile pass");
         options.metrics.reconciles.inc();
         options
             .metrics
@@ -430,45 +434,41 @@ impl Reconciler {
         now: Timestamp,
     ) {
         let empty = BTreeMap::new();
-        for identity in &snapshot.identities {
-            let key = key_of(&identity.metadata);
-            let Some(access) = desired.identities.get(&key) else {
-                continue;
-            };
-            let findings: Vec<_> = desired
-                .violations
-                .iter()
-                .filter(|v| {
-                    v.namespace == key.namespace && v.identity.as_deref() == Some(key.name.as_str())
-                })
-                .collect();
-            let status = identity_status(
-                access,
-                &findings,
-                applied.get(&key).unwrap_or(&empty),
-                identity.status.as_ref(),
-                identity.metadata.generation,
-                now,
-            );
-            let previous_phase = identity.status.as_ref().and_then(|s| s.phase.clone());
-            self.writer
-                .status(identity, identity.status.as_ref(), &status, |s| {
-                    &s.conditions
-                })
-                .await;
-            if let (Some(before), Some(after)) = (previous_phase, &status.phase)
-                && &before != after
-            {
-                self.writer
-                    .event(
-                        writer::object_ref::<Identity>(&identity.metadata),
-                        true,
-                        "PhaseChanged",
-                        &format!("{before} -> {after}"),
-                    )
-                    .await;
-            }
-        }
+        // Statuses are computed here and only the changed ones written, several at a time:
+        // after a mass change (a re-org, the first start) thousands may be due.
+        let changed: Vec<_> = snapshot
+            .identities
+            .iter()
+            .filter_map(|identity| {
+                let key = key_of(&identity.metadata);
+                let access = desired.identities.get(&key)?;
+                let findings: Vec<_> = desired
+                    .violations
+                    .iter()
+                    .filter(|v| {
+                        v.namespace == key.namespace
+                            && v.identity.as_deref() == Some(key.name.as_str())
+                    })
+                    .collect();
+                let status = identity_status(
+                    access,
+                    &findings,
+                    applied.get(&key).unwrap_or(&empty),
+                    identity.status.as_ref(),
+                    identity.metadata.generation,
+                    now,
+                );
+                (identity.status.as_ref() != Some(&status)).then_some((identity, status))
+            })
+            .collect();
+        let writes: Vec<_> = changed
+            .into_iter()
+            .map(|(identity, status)| write_identity_status(&self.writer, identity, status))
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(STATUS_WRITERS)
+            .collect::<Vec<()>>()
+            .await;
         for policy in &snapshot.policies {
             let key = key_of(&policy.metadata);
             let object = format!("AccessPolicy/{}", key.name);
@@ -510,6 +510,32 @@ impl Reconciler {
                 })
                 .await;
         }
+    }
+}
+
+/// Writes one Identity's status, and an Event when its phase changed.
+async fn write_identity_status(
+    writer: &Writer,
+    identity: &Identity,
+    status: crate::api::IdentityStatus,
+) {
+    let previous_phase = identity.status.as_ref().and_then(|s| s.phase.clone());
+    writer
+        .status(identity, identity.status.as_ref(), &status, |s| {
+            &s.conditions
+        })
+        .await;
+    if let (Some(before), Some(after)) = (previous_phase, &status.phase)
+        && before != *after
+    {
+        writer
+            .event(
+                writer::object_ref::<Identity>(&identity.metadata),
+                true,
+                "PhaseChanged",
+                &format!("{before} -> {after}"),
+            )
+            .await;
     }
 }
 

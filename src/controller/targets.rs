@@ -241,6 +241,7 @@ async fn attempt(
             }
         }
     };
+    let clock = Instant::now();
     let observed = match connector.observe(subjects).await {
         Ok(o) => o,
         Err(error) => {
@@ -250,6 +251,7 @@ async fn attempt(
         }
     };
     let desired = engine.evaluate(now, &observed.held);
+    let observed_in = clock.elapsed();
     let Plan { operations } = plan(&observed.held, &desired);
     let operations: Vec<_> = operations
         .into_iter()
@@ -293,6 +295,7 @@ async fn attempt(
         held_back(&mut synced, ApplyState::Pending(exceeded.to_string()));
         return synced;
     }
+    let planned_in = clock.elapsed() - observed_in;
     for op in &operations {
         let Some(subject) = subjects
             .get(&op.identity)
@@ -341,6 +344,15 @@ async fn attempt(
             }
         }
     }
+    tracing::debug!(
+        %namespace,
+        target = %name,
+        operations = operations.len(),
+        observe = ?observed_in,
+        plan = ?planned_in,
+        apply = ?(clock.elapsed() - observed_in - planned_in),
+        "target synced"
+    );
     synced
 }
 

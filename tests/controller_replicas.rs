@@ -1,0 +1,301 @@
+//! The `gatehouse run` binary as operators run it, against a real API server: two replicas
+//! with one leader, and `kill -9` in the middle of a large apply.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use harness::{apply, eventually};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+
+/// One `gatehouse run` process.
+struct Replica {
+    name: String,
+    child: Child,
+    metrics: std::net::SocketAddr,
+}
+
+impl Replica {
+    fn start(ns: &str, name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--listen",
+                &port.to_string(),
+                "--leader-election-namespace",
+                ns,
+                "--lease-duration",
+                "4s",
+                "--instance",
+                name,
+                "--log-format",
+                "json",
+            ])
+            .env("KUBECONFIG", &harness::control_plane().kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gatehouse starts");
+        Self {
+            name: name.to_string(),
+            child,
+            metrics: port,
+        }
+    }
+
+    /// Reconcile passes so far, from /metrics (None while it is not serving).
+    async fn passes(&self) -> Option<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with("gatehouse_reconciles_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown hook runs
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn holder(client: &Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt("gatehouse-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+/// Every managed ClusterRoleBinding of the tenant: name → (identity, role, subjects).
+async fn bindings(client: &Client, ns: &str) -> BTreeMap<String, (String, String, usize)> {
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|b| {
+            let who =
+                b.metadata.labels.clone().unwrap_or_default()["gatehouse.dev/identity"].clone();
+            let subjects = b.subjects.map(|s| s.len()).unwrap_or(0);
+            (
+                b.metadata.name.unwrap_or_default(),
+                (who, b.role_ref.name, subjects),
+            )
+        })
+        .collect()
+}
+
+fn person(name: &str, department: &str) -> String {
+    format!(
+        "metadata: {{name: {name}}}\nspec: {{type: Human, employment: {{status: Active, type: Employee, department: {department}, manager: {name}, startDate: '2026-01-01'}}}}"
+    )
+}
+
+async fn setup(client: &Client, ns: &str) {
+    apply::<TargetSystem>(
+        client,
+        ns,
+        "metadata: {name: k8s}\nspec: {type: Kubernetes}",
+    )
+    .await;
+    for (policy, department, roles) in [
+        ("finance", "finance", "[view, finance-reader]"),
+        ("engineering", "engineering", "[edit, deployer]"),
+    ] {
+        let entitlements: Vec<String> = roles
+            .trim_matches(['[', ']'])
+            .split(", ")
+            .map(|r| format!("{{target: k8s, kind: ClusterRole, name: {r}}}"))
+            .collect();
+        apply::<AccessPolicy>(
+            client,
+            ns,
+            &format!(
+                "metadata: {{name: {policy}}}\nspec: {{selector: {{matchAttributes: {{department: {department}}}}}, entitlements: [{}]}}",
+                entitlements.join(", ")
+            ),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "replicas").await;
+    setup(&client, &ns).await;
+    let mut replicas = [Replica::start(&ns, "a"), Replica::start(&ns, "b")];
+    apply::<Identity>(&client, &ns, &person("alice", "finance")).await;
+    eventually("alice's bindings", Duration::from_secs(30), || async {
+        let roles: Vec<String> = bindings(&client, &ns)
+            .await
+            .into_values()
+            .map(|b| b.1)
+            .collect();
+        if roles == ["finance-reader", "view"] || roles == ["view", "finance-reader"] {
+            Ok(())
+        } else {
+            Err(format!("{roles:?}"))
+        }
+    })
+    .await;
+    let leader = holder(&client, &ns)
+        .await
+        .expect("a replica holds the Lease");
+    let (lead, follow) = if leader == "a" { (0, 1) } else { (1, 0) };
+    assert_eq!(replicas[lead].name, leader);
+    assert!(
+        replicas[lead].passes().await.unwrap_or(0) > 0,
+        "the leader reconciles"
+    );
+    assert_eq!(
+        replicas[follow].passes().await,
+        Some(0),
+        "the standby serves metrics but never reconciles"
+    );
+
+    // The leader dies without releasing its Lease; the standby takes over once it expires
+    // and carries out the next change (a move to engineering).
+    replicas[lead].kill_9();
+    apply::<Identity>(&client, &ns, &person("alice", "engineering")).await;
+    eventually(
+        "the move, by the new leader",
+        Duration::from_secs(40),
+        || async {
+            let mut roles: Vec<String> = bindings(&client, &ns)
+                .await
+                .into_values()
+                .filter(|b| b.2 > 0)
+                .map(|b| b.1)
+                .collect();
+            roles.sort();
+            if roles == ["deployer", "edit"] {
+                Ok(())
+            } else {
+                Err(format!("{roles:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        holder(&client, &ns).await.as_deref(),
+        Some(replicas[follow].name.as_str())
+    );
+    assert!(replicas[follow].passes().await.unwrap_or(0) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "kill").await;
+    setup(&client, &ns).await;
+    let people = 300;
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    for i in 0..people {
+        let department = if i % 2 == 0 { "finance" } else { "engineering" };
+        let identity: Identity =
+            serde_yaml::from_str(&person(&format!("p{i:03}"), department)).unwrap();
+        identities
+            .create(&PostParams::default(), &identity)
+            .await
+            .unwrap();
+    }
+    let expected = people * 2;
+
+    let mut first = Replica::start(&ns, "first");
+    let partial = eventually("the apply under way", Duration::from_secs(60), || async {
+        let n = bindings(&client, &ns).await.len();
+        if n >= 20 {
+            Ok(n)
+        } else {
+            Err(format!("{n} bindings"))
+        }
+    })
+    .await;
+    first.kill_9();
+    let after_kill = bindings(&client, &ns).await.len();
+    assert!(
+        after_kill < expected,
+        "killed mid-apply ({partial} then {after_kill} of {expected} bindings)"
+    );
+
+    let _second = Replica::start(&ns, "second");
+    let done = eventually("every binding, once", Duration::from_secs(90), || async {
+        let all = bindings(&client, &ns).await;
+        if all.len() == expected {
+            Ok(all)
+        } else {
+            Err(format!("{} of {expected}", all.len()))
+        }
+    })
+    .await;
+    // Exactly right: one binding per (identity, role), each with its one subject, and the
+    // roles the identity's department grants.
+    let mut per_identity: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (identity, role, subjects) in done.into_values() {
+        assert_eq!(subjects, 1, "{identity} {role}");
+        per_identity.entry(identity).or_default().push(role);
+    }
+    assert_eq!(per_identity.len(), people);
+    for (identity, mut roles) in per_identity {
+        roles.sort();
+        let index: usize = identity[1..].parse().unwrap();
+        let want = if index % 2 == 0 {
+            ["finance-reader", "view"]
+        } else {
+            ["deployer", "edit"]
+        };
+        assert_eq!(roles, want, "{identity}");
+    }
+    // And every identity says so.
+    eventually("every identity Ready", Duration::from_secs(60), || async {
+        let list = identities
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|i| {
+                i.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == people {
+            Ok(())
+        } else {
+            Err(format!("{ready} of {people} Ready"))
+        }
+    })
+    .await;
+}
