@@ -219,7 +219,7 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
     let people = 300;
     let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
     for i in 0..people {
-        let department = if i % 2 == 0 { "finance" } else { "engineering" };
+        let department = if i.is_multiple_of(2) { "finance" } else { "engineering" };
         let identity: Identity =
             serde_yaml::from_str(&person(&format!("p{i:03}"), department)).unwrap();
         identities
@@ -267,7 +267,7 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
     for (identity, mut roles) in per_identity {
         roles.sort();
         let index: usize = identity[1..].parse().unwrap();
-        let want = if index % 2 == 0 {
+        let want = if index.is_multiple_of(2) {
             ["finance-reader", "view"]
         } else {
             ["deployer", "edit"]
