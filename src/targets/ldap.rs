@@ -404,6 +404,15 @@ impl LdapDirectory {
         Ok(&subject.account)
     }
 
+    /// The account's DN for a grant: never one of an entry gatehouse does not manage.
+    fn managed_account_dn(&self, account: &str) -> Result<String, TargetError> {
+        match lock(&self.accounts).get(&account.to_lowercase()) {
+            Some(found) if !found.managed => Err(self.not_managed(account, found)),
+            Some(found) => Ok(found.dn.clone()),
+            None => Ok(self.new_account_dn(account)),
+        }
+    }
+
     async fn create(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
         let s = &self.settings;
         let account = self.checked_account(subject)?;
@@ -566,7 +575,7 @@ impl LdapDirectory {
     ) -> Result<(), TargetError> {
         let account = self.checked_account(subject)?;
         let group = self.group_of(entitlement)?;
-        let member = self.account_dn(account);
+        let member = self.managed_account_dn(account)?;
         let s = &self.settings;
         let group_key = normalize_dn(&group);
         let has_placeholder = !s.ad && lock(&self.placeholders).contains(&group_key);
