@@ -97,7 +97,8 @@ struct Found {
 /// The LDAP / Active Directory connector for one TargetSystem of one tenant.
 pub struct LdapDirectory {
     target: String,
-    settings: Settings,
+    /// Boxed: keeps `AnyConnector` small.
+    settings: Box<Settings>,
     conn: tokio::sync::Mutex<Option<ldap3::Ldap>>,
     /// Account entries seen by the last observe (and created since), by lowercase name.
     accounts: Mutex<HashMap<String, Found>>,
@@ -123,7 +124,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LdapDirectory {
     /// Checks the TargetSystem's `spec.ldap` and its Secret, connects and binds.
     pub async fn connect(config: &TargetConfig) -> Result<Self, TargetError> {
-        let settings = settings(config)?;
+        let settings = Box::new(settings(config)?);
         let directory = Self {
             target: config.name.clone(),
             settings,
