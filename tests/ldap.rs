@@ -797,3 +797,44 @@ async fn server_restart_mid_sync_then_the_next_sync_completes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_configured_placeholder_member_keeps_emptied_groups_valid() {
+    let server = Slapd::shared();
+    let nobody = format!("cn=nobody,{}", server.base_dn);
+    let extra = format!("placeholderMember: '{nobody}'");
+    let (server, scope, connector, spec) = setup(&["finance", "staff"], &extra, "Disable").await;
+    let mut admin = server.admin().await;
+    // The administrators' groups hold the configured placeholder, not the empty DN.
+    for group in ["finance", "staff"] {
+        slapd::modify(
+            &mut admin,
+            &scope.group(group),
+            vec![
+                Mod::Add("member", [nobody.as_str()].into()),
+                Mod::Delete("member", [""].into()),
+            ],
+        )
+        .await;
+    }
+    let kim = scope.user("kim");
+    sync_ok(
+        &connector,
+        &org(&spec, &[person("kim", "finance", "Active")]),
+    )
+    .await;
+    assert_eq!(
+        scope.members(&mut admin, "finance").await.unwrap(),
+        vec![kim.to_lowercase()],
+        "the placeholder made way"
+    );
+    let left = org(&spec, &[person("kim", "finance", "Terminated")]);
+    sync_ok(&connector, &left).await;
+    for group in ["finance", "staff"] {
+        assert_eq!(
+            scope.members(&mut admin, group).await.unwrap(),
+            vec![nobody.to_lowercase()]
+        );
+    }
+    assert!(sync_ok(&connector, &left).await.is_empty(), "converged");
+}

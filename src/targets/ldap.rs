@@ -96,6 +96,7 @@ struct Found {
 
 /// The LDAP / Active Directory connector for one TargetSystem of one tenant.
 pub struct LdapDirectory {
+    tenant: String,
     target: String,
     /// Boxed: keeps `AnyConnector` small.
     settings: Box<Settings>,
@@ -126,6 +127,7 @@ impl LdapDirectory {
     pub async fn connect(config: &TargetConfig) -> Result<Self, TargetError> {
         let settings = Box::new(settings(config)?);
         let directory = Self {
+            tenant: config.namespace.clone(),
             target: config.name.clone(),
             settings,
             conn: tokio::sync::Mutex::new(None),
@@ -346,8 +348,8 @@ impl LdapDirectory {
             .await?
             .ok_or_else(|| {
                 TargetError::Config(format!(
-                    "TargetSystem {}: spec.ldap.{field}: {ou} does not exist on {}; create it or correct the field",
-                    self.target, self.settings.url
+                    "TargetSystem {}/{}: spec.ldap.{field}: {ou} does not exist on {}; create it or correct the field",
+                    self.tenant, self.target, self.settings.url
                 ))
             })
     }
@@ -781,6 +783,20 @@ impl LdapDirectory {
                         "{what}: TLS with {} failed: {tls}; {}",
                         s.url,
                         tls_hint()
+                    ));
+                }
+                if what == "connect"
+                    && s.tls.is_some()
+                    && source.kind() == std::io::ErrorKind::UnexpectedEof
+                {
+                    return TargetError::Transient(format!(
+                        "{what}: {}: the server closed the connection during the TLS handshake ({source}); if it persists, check that this port serves {}",
+                        s.url,
+                        if s.start_tls {
+                            "StartTLS"
+                        } else {
+                            "TLS (ldaps://)"
+                        }
                     ));
                 }
                 TargetError::Transient(format!("{what}: {}: {source}", s.url))
