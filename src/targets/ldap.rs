@@ -1420,7 +1420,8 @@ fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
 
     let credentials = &config.credentials;
     let bind_dn = credentials.required(BIND_DN_KEY)?.trim().to_string();
-    if parse_dn(&bind_dn).is_none_or(|r| r.is_empty()) {
+    // Active Directory also takes `user@domain` or `DOMAIN\user` for a simple bind.
+    if bind_dn.is_empty() || (!ad && parse_dn(&bind_dn).is_none_or(|r| r.is_empty())) {
         return Err(TargetError::Config(format!(
             "Secret {}: key {BIND_DN_KEY:?} is not a DN",
             credentials.secret
@@ -1647,5 +1648,11 @@ mod tests {
             "the RDN is set from the account"
         );
         assert_eq!(s.object_classes.last().unwrap(), "user");
+        // A domain controller also takes a user principal name as the bind name.
+        let upn = settings(&config(
+            ad,
+            &[("bindDN", "svc-gatehouse@acme.example"), ("password", "pw")],
+        ));
+        assert!(upn.is_ok());
     }
 }
