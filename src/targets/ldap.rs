@@ -1534,6 +1534,16 @@ mod tests {
         assert_eq!(parse_dn(&dn).unwrap()[0][0].1, "a,b+c \"d\"");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_string_parses_or_is_refused_without_panicking(dn in "\\PC{0,40}") {
+            let _ = normalize_dn(&dn);
+            if let Some(rdns) = parse_dn(&dn) {
+                proptest::prop_assert!(rdns.iter().all(|rdn| !rdn.is_empty()));
+            }
+        }
+    }
+
     fn config(ldap: &str, secret: &[(&str, &str)]) -> TargetConfig {
         let spec = serde_yaml::from_str(&format!("{{type: LDAP, ldap: {ldap}}}")).unwrap();
         TargetConfig {
