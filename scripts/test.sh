@@ -17,6 +17,9 @@ done
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
 
+# OpenLDAP slapd and ldap-utils (Debian packages) for the LDAP connector's tests.
+bash scripts/install-ldap.sh
+
 # Each benchmark once, on a small organisation, so a broken benchmark fails here.
 cargo test --locked --benches
 # Every test.

@@ -127,6 +127,41 @@ pub struct LdapTarget {
     /// OU of managed groups, relative to baseDN.
     #[serde(default, rename = "groupsOU", skip_serializing_if = "Option::is_none")]
     pub groups_ou: Option<String>,
+    /// For an `ldap://` URL: upgrade the connection with StartTLS before binding (default
+    /// `true`). `false` sends the bind password in clear text; use it only on loopback.
+    /// Ignored for `ldaps://`.
+    #[serde(default, rename = "startTLS", skip_serializing_if = "Option::is_none")]
+    pub start_tls: Option<bool>,
+    /// Object classes of the accounts gatehouse creates, most specific last; existing
+    /// accounts must carry the last one. Default: `[inetOrgPerson]` (OpenLDAP) or
+    /// `[top, person, organizationalPerson, user]` (Active Directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub user_object_classes: Vec<String>,
+    /// Attribute holding the account name: `uid` (OpenLDAP, also the RDN) or
+    /// `sAMAccountName` (Active Directory, whose RDN is `CN`) by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_attribute: Option<String>,
+    /// Attributes set on accounts gatehouse creates: attribute name to a template in which
+    /// `{account}`, `{identity}` and `{namespace}` are replaced. Added to the defaults
+    /// `cn` and `sn` (OpenLDAP) or `cn` and `userPrincipalName: {account}@<domain of
+    /// baseDN>` (Active Directory); an entry here replaces the default of the same name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// OpenLDAP only: the `member` a `groupOfNames` keeps when its last real member is
+    /// revoked (the schema requires one, the server answers objectClassViolation
+    /// otherwise); removed again when a real member is granted. Default: the empty DN,
+    /// which names no entry. Use the same value as slapd's `olcRefintNothing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder_member: Option<String>,
+    /// Entries per page of the paged searches (simple paged results control). Default 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub page_size: Option<i32>,
+    /// Seconds one connection attempt or operation may take. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// Directory flavor.

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod kubernetes;
+pub mod ldap;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -103,6 +104,8 @@ pub trait Connector {
 pub enum AnyConnector {
     /// Kubernetes RBAC.
     Kubernetes(kubernetes::KubernetesRbac),
+    /// LDAP / Active Directory.
+    Ldap(ldap::LdapDirectory),
 }
 
 impl AnyConnector {
@@ -114,6 +117,7 @@ impl AnyConnector {
             TargetType::Kubernetes => Ok(Self::Kubernetes(
                 kubernetes::KubernetesRbac::connect(local, config).await?,
             )),
+            TargetType::LDAP => Ok(Self::Ldap(ldap::LdapDirectory::connect(config).await?)),
             other => Err(TargetError::Config(format!(
                 "spec.type: this build has no {other:?} connector yet"
             ))),
@@ -125,6 +129,7 @@ impl Connector for AnyConnector {
     fn capabilities(&self) -> Capabilities {
         match self {
             Self::Kubernetes(c) => c.capabilities(),
+            Self::Ldap(c) => c.capabilities(),
         }
     }
 
@@ -134,6 +139,7 @@ impl Connector for AnyConnector {
     ) -> Result<Observed, TargetError> {
         match self {
             Self::Kubernetes(c) => c.observe(expected).await,
+            Self::Ldap(c) => c.observe(expected).await,
         }
     }
 
@@ -144,6 +150,7 @@ impl Connector for AnyConnector {
     ) -> Result<Applied, TargetError> {
         match self {
             Self::Kubernetes(c) => c.apply(operation, subject).await,
+            Self::Ldap(c) => c.apply(operation, subject).await,
         }
     }
 }

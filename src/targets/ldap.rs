@@ -1,0 +1,1668 @@
+//! LDAP and Active Directory: an account is an entry under the managed users OU, an
+//! entitlement `{target: <this>, name: G}` is membership of the group `cn=G` under the
+//! managed groups OU. Nothing outside those two OUs is ever written.
+//!
+//! - **OpenLDAP** (`flavor: OpenLDAP`): accounts are `inetOrgPerson` entries named
+//!   `uid=<account>`, groups are `groupOfNames` (`member` holds account DNs). Disable sets the
+//!   ppolicy attribute `pwdAccountLockedTime` to `000001010000Z` (locked until an
+//!   administrator unlocks: a bind fails at once with invalidCredentials); enable removes it.
+//!   The password policy that applies must have `pwdLockout: TRUE`, or slapd ignores the
+//!   lock. A temporary lockout that slapd set itself after failed binds (a timestamp) is
+//!   the server's business: the account still counts as enabled and is not unlocked.
+//!   A `groupOfNames` must keep a member: revoking the last one (which the server refuses
+//!   with objectClassViolation) puts `placeholderMember` in its place (default: the empty
+//!   DN), and the next grant removes it again.
+//! - **Active Directory** (`flavor: ActiveDirectory`, `ldaps://` only): accounts are `user`
+//!   objects named `CN=<account>` with `sAMAccountName` and `userPrincipalName`; disable sets
+//!   the ACCOUNTDISABLE bit of `userAccountControl`, enable clears it; groups are read
+//!   through the users' `memberOf` (so large groups need no ranged retrieval) and written
+//!   through the group's `member`. Not tested against a real domain controller.
+//!
+//! Existing accounts are found by the account attribute (`uid` / `sAMAccountName`) among
+//! the direct children of the users OU, whatever their RDN; an entry whose account name
+//! matches but which lacks the expected object class is never touched (the identity gets a
+//! per-entry error naming the entry). Accounts there that match no identity are orphans:
+//! reported, never changed. One connection is kept and reused; a connection that broke (a
+//! server restart) is rebuilt once per operation, which is safe because every operation is
+//! idempotent.
+//!
+//! Secret keys: `bindDN`, `password`, and optionally `ca.crt` (PEM bundle that replaces the
+//! system roots for `ldaps://` and StartTLS).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ldap3::asn1::{StructureTag, parse_tag};
+use ldap3::controls::{Control, PagedResults, RawControl};
+use ldap3::{
+    LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, ResultEntry, Scope, SearchResult,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::TargetError;
+use super::{Applied, Capabilities, Connector, Credentials, Observed, Subject, TargetConfig};
+use crate::api::{EntitlementRef, LdapFlavor};
+use crate::engine::IdentityKey;
+use crate::plan::{AccessState, AccountState, Action, Operation};
+
+/// Secret key of the DN the connector binds as.
+pub const BIND_DN_KEY: &str = "bindDN";
+/// Secret key of the bind password.
+pub const PASSWORD_KEY: &str = "password";
+/// Secret key of the PEM CA bundle (optional; the system roots otherwise).
+pub const CA_KEY: &str = "ca.crt";
+/// The `pwdAccountLockedTime` value ppolicy reads as "locked until an administrator
+/// unlocks".
+pub const LOCKED: &str = "000001010000Z";
+const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+const ACCOUNTDISABLE: u32 = 0x2;
+const NORMAL_ACCOUNT: u32 = 0x200;
+
+/// Everything a TargetSystem and its Secret say, checked.
+struct Settings {
+    url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    start_tls: bool,
+    /// The Secret has a `ca.crt`.
+    custom_ca: bool,
+    secret: String,
+    bind_dn: String,
+    password: String,
+    ad: bool,
+    users_dn: String,
+    groups_dn: String,
+    groups_norm: String,
+    rdn_attribute: String,
+    account_attribute: String,
+    object_classes: Vec<String>,
+    attributes: BTreeMap<String, String>,
+    placeholder: String,
+    placeholder_norm: String,
+    page_size: i32,
+    timeout: Duration,
+}
+
+/// An account entry found in the users OU.
+#[derive(Clone, Debug)]
+struct Found {
+    dn: String,
+    /// It has the expected object class.
+    managed: bool,
+    classes: Vec<String>,
+}
+
+/// The LDAP / Active Directory connector for one TargetSystem of one tenant.
+pub struct LdapDirectory {
+    tenant: String,
+    target: String,
+    /// Boxed: keeps `AnyConnector` small.
+    settings: Box<Settings>,
+    conn: tokio::sync::Mutex<Option<ldap3::Ldap>>,
+    /// Account entries seen by the last observe (and created since), by lowercase name.
+    accounts: Mutex<HashMap<String, Found>>,
+    /// Managed groups (normalized DN) known to hold the placeholder member.
+    placeholders: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for LdapDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapDirectory")
+            .field("target", &self.target)
+            .field("url", &self.settings.url)
+            .field("users", &self.settings.users_dn)
+            .field("groups", &self.settings.groups_dn)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LdapDirectory {
+    /// Checks the TargetSystem's `spec.ldap` and its Secret, connects and binds.
+    pub async fn connect(config: &TargetConfig) -> Result<Self, TargetError> {
+        let settings = Box::new(settings(config)?);
+        let directory = Self {
+            tenant: config.namespace.clone(),
+            target: config.name.clone(),
+            settings,
+            conn: tokio::sync::Mutex::new(None),
+            accounts: Mutex::new(HashMap::new()),
+            placeholders: Mutex::new(HashSet::new()),
+        };
+        directory.handle().await?;
+        Ok(directory)
+    }
+
+    /// The DN of the managed users OU.
+    pub fn users_dn(&self) -> &str {
+        &self.settings.users_dn
+    }
+
+    /// The DN of the managed groups OU.
+    pub fn groups_dn(&self) -> &str {
+        &self.settings.groups_dn
+    }
+
+    /// The DN gatehouse gives a new account.
+    pub fn new_account_dn(&self, account: &str) -> String {
+        format!(
+            "{}={},{}",
+            self.settings.rdn_attribute,
+            ldap3::dn_escape(account),
+            self.settings.users_dn
+        )
+    }
+
+    /// The DN of an account: the entry found by the last observe, else the one gatehouse
+    /// would create.
+    pub fn account_dn(&self, account: &str) -> String {
+        lock(&self.accounts)
+            .get(&account.to_lowercase())
+            .map(|f| f.dn.clone())
+            .unwrap_or_else(|| self.new_account_dn(account))
+    }
+
+    /// The DN of the group an entitlement names.
+    pub fn group_dn(&self, name: &str) -> String {
+        format!("cn={},{}", ldap3::dn_escape(name), self.settings.groups_dn)
+    }
+
+    fn entitlement(&self, name: &str) -> EntitlementRef {
+        EntitlementRef {
+            target: self.target.clone(),
+            kind: None,
+            namespace: None,
+            name: name.to_string(),
+        }
+    }
+
+    /// The live connection, opened (and bound) when there is none.
+    async fn handle(&self) -> Result<ldap3::Ldap, TargetError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(ldap) = conn.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok(ldap.clone());
+        }
+        *conn = None;
+        let ldap = self.open().await?;
+        *conn = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    async fn forget(&self) {
+        *self.conn.lock().await = None;
+    }
+
+    async fn open(&self) -> Result<ldap3::Ldap, TargetError> {
+        let s = &self.settings;
+        let mut options = LdapConnSettings::new().set_conn_timeout(s.timeout);
+        if let Some(tls) = &s.tls {
+            options = options.set_config(tls.clone()).set_starttls(s.start_tls);
+        }
+        let (conn, mut ldap) = match LdapConnAsync::with_settings(options, &s.url).await {
+            Ok(pair) => pair,
+            Err(LdapError::LdapResult { result }) if s.start_tls => {
+                return Err(TargetError::Config(format!(
+                    "{}: the server refused StartTLS ({}); enable TLS on the server, use an ldaps:// URL, or set spec.ldap.startTLS: false (clear text)",
+                    s.url,
+                    describe(&result)
+                )));
+            }
+            Err(e) => return Err(self.ldap_error("connect", e)),
+        };
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            if let Err(error) = conn.drive().await {
+                tracing::debug!(%target, %error, "LDAP connection ended");
+            }
+        });
+        let bound = ldap
+            .with_timeout(s.timeout)
+            .simple_bind(&s.bind_dn, &s.password)
+            .await
+            .map_err(|e| self.ldap_error("bind", e))?;
+        match bound.rc {
+            0 => Ok(ldap),
+            49 => Err(TargetError::Permanent(format!(
+                "{}: the server rejected the bind as {:?} (invalidCredentials, 49); check keys {BIND_DN_KEY:?} and {PASSWORD_KEY:?} of Secret {}",
+                s.url, s.bind_dn, s.secret
+            ))),
+            _ => Err(self.rc_error(&format!("bind as {:?}", s.bind_dn), &bound)),
+        }
+    }
+
+    /// Runs `op` on the shared connection; a connection found broken is rebuilt and the
+    /// operation retried once (every operation here is idempotent).
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, TargetError>
+    where
+        F: Fn(ldap3::Ldap) -> Fut,
+        Fut: Future<Output = Result<T, LdapError>>,
+    {
+        let mut retried = false;
+        loop {
+            let ldap = self.handle().await?;
+            match op(ldap).await {
+                Ok(value) => return Ok(value),
+                Err(error) if lost(&error) => {
+                    self.forget().await;
+                    if retried {
+                        return Err(self.ldap_error(what, error));
+                    }
+                    tracing::info!(target = %self.target, %error, "LDAP connection lost; reconnecting");
+                    retried = true;
+                }
+                Err(error) => return Err(self.ldap_error(what, error)),
+            }
+        }
+    }
+
+    async fn modify(&self, dn: &str, mods: Vec<Mod<String>>) -> Result<LdapResult, TargetError> {
+        let timeout = self.settings.timeout;
+        self.run(&format!("modify {dn}"), |mut ldap| {
+            let mods = mods.clone();
+            async move { ldap.with_timeout(timeout).modify(dn, mods).await }
+        })
+        .await
+    }
+
+    /// Every entry `scope` below `base` matching `filter`, page by page.
+    async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Option<Vec<Entry>>, TargetError> {
+        let what = format!("search {base}");
+        self.run(&what, |ldap| self.pages(ldap, base, scope, filter, attrs))
+            .await?
+    }
+
+    /// The pages of one search; `Ok(Err(_))` is an answer of the server, `Err(_)` a
+    /// failure of the connection. `None` when `base` does not exist.
+    async fn pages(
+        &self,
+        mut ldap: ldap3::Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Result<Option<Vec<Entry>>, TargetError>, LdapError> {
+        let s = &self.settings;
+        let mut cookie = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let control: RawControl = PagedResults {
+                size: s.page_size,
+                cookie: std::mem::take(&mut cookie),
+            }
+            .into();
+            let SearchResult(entries, result) = ldap
+                .with_controls(control)
+                .with_timeout(s.timeout)
+                .search(base, scope, filter, attrs.to_vec())
+                .await?;
+            match result.rc {
+                0 => {}
+                32 => return Ok(Ok(None)),
+                _ => return Ok(Err(self.rc_error(&format!("search {base}"), &result))),
+            }
+            if !result.refs.is_empty() {
+                return Ok(Err(TargetError::Permanent(format!(
+                    "search {base}: the server answered with referrals to {}; gatehouse does not follow referrals: point spec.ldap.url at the server that holds the managed OUs",
+                    result.refs.join(", ")
+                ))));
+            }
+            for entry in entries {
+                match parse_entry(entry) {
+                    Some(e) => out.push(e),
+                    None => {
+                        return Ok(Err(TargetError::Permanent(format!(
+                            "search {base}: the server sent an entry that is not valid LDAP"
+                        ))));
+                    }
+                }
+            }
+            cookie = paged_cookie(&result.ctrls).unwrap_or_default();
+            if cookie.is_empty() {
+                return Ok(Ok(Some(out)));
+            }
+        }
+    }
+
+    /// All direct children of an OU that must exist.
+    async fn list(
+        &self,
+        ou: &str,
+        field: &str,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Vec<Entry>, TargetError> {
+        self.search(ou, Scope::OneLevel, filter, attrs)
+            .await?
+            .ok_or_else(|| {
+                TargetError::Config(format!(
+                    "TargetSystem {}/{}: spec.ldap.{field}: {ou} does not exist on {}; create it or correct the field",
+                    self.tenant, self.target, self.settings.url
+                ))
+            })
+    }
+
+    /// One entry, or `None` when it does not exist.
+    async fn read(&self, dn: &str, attrs: &[&str]) -> Result<Option<Entry>, TargetError> {
+        Ok(self
+            .search(dn, Scope::Base, "(objectClass=*)", attrs)
+            .await?
+            .and_then(|mut entries| entries.pop()))
+    }
+
+    fn primary_class(&self) -> &str {
+        self.settings
+            .object_classes
+            .last()
+            .map(String::as_str)
+            .unwrap_or("top")
+    }
+
+    fn has_primary_class(&self, classes: &[String]) -> bool {
+        let primary = self.primary_class();
+        classes.iter().any(|c| c.eq_ignore_ascii_case(primary))
+    }
+
+    fn not_managed(&self, account: &str, found: &Found) -> TargetError {
+        TargetError::Permanent(format!(
+            "{} ({}={account}) has object classes [{}], not {}: gatehouse does not manage it; remove or rename it, or give the identity another account name (spec.accounts)",
+            found.dn,
+            self.settings.account_attribute,
+            found.classes.join(", "),
+            self.primary_class()
+        ))
+    }
+
+    fn group_of(&self, entitlement: &EntitlementRef) -> Result<String, TargetError> {
+        if entitlement.kind.is_some()
+            || entitlement.namespace.is_some()
+            || entitlement.name.is_empty()
+        {
+            return Err(TargetError::Permanent(format!(
+                "{entitlement}: an LDAP entitlement names a group (cn) under spec.ldap.groupsOU, with no kind or namespace"
+            )));
+        }
+        Ok(self.group_dn(&entitlement.name))
+    }
+
+    fn checked_account<'a>(&self, subject: &'a Subject) -> Result<&'a str, TargetError> {
+        if subject.account.trim().is_empty() {
+            return Err(TargetError::Permanent(format!(
+                "identity {}: the account name on {} is empty",
+                subject.identity, self.target
+            )));
+        }
+        Ok(&subject.account)
+    }
+
+    /// The account's DN for a grant: never one of an entry gatehouse does not manage.
+    fn managed_account_dn(&self, account: &str) -> Result<String, TargetError> {
+        match lock(&self.accounts).get(&account.to_lowercase()) {
+            Some(found) if !found.managed => Err(self.not_managed(account, found)),
+            Some(found) => Ok(found.dn.clone()),
+            None => Ok(self.new_account_dn(account)),
+        }
+    }
+
+    async fn create(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
+        let s = &self.settings;
+        let account = self.checked_account(subject)?;
+        if let Some(found) = lock(&self.accounts).get(&account.to_lowercase())
+            && !found.managed
+        {
+            return Err(self.not_managed(account, found));
+        }
+        let dn = self.new_account_dn(account);
+        let mut attrs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        attrs.insert(
+            "objectClass".into(),
+            s.object_classes.iter().cloned().collect(),
+        );
+        for (name, template) in &s.attributes {
+            let value = template
+                .replace("{account}", account)
+                .replace("{identity}", &subject.identity.name)
+                .replace("{namespace}", &subject.identity.namespace);
+            if !value.is_empty() {
+                attrs.insert(name.clone(), BTreeSet::from([value]));
+            }
+        }
+        attrs.insert(
+            s.account_attribute.clone(),
+            BTreeSet::from([account.to_string()]),
+        );
+        attrs.insert(
+            s.rdn_attribute.clone(),
+            BTreeSet::from([account.to_string()]),
+        );
+        if s.ad {
+            // Created disabled: a domain controller enables an account only once its
+            // password satisfies the domain policy.
+            attrs.insert(
+                "userAccountControl".into(),
+                BTreeSet::from([(NORMAL_ACCOUNT | ACCOUNTDISABLE).to_string()]),
+            );
+        } else if !enabled {
+            attrs.insert(
+                "pwdAccountLockedTime".into(),
+                BTreeSet::from([LOCKED.to_string()]),
+            );
+        }
+        let attrs: Vec<(String, HashSet<String>)> = attrs
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect();
+        let timeout = s.timeout;
+        let result = self
+            .run(&format!("add {dn}"), |mut ldap| {
+                let attrs = attrs.clone();
+                let dn = dn.clone();
+                async move { ldap.with_timeout(timeout).add(&dn, attrs).await }
+            })
+            .await?;
+        match result.rc {
+            0 => {
+                lock(&self.accounts).insert(
+                    account.to_lowercase(),
+                    Found {
+                        dn: dn.clone(),
+                        managed: true,
+                        classes: s.object_classes.clone(),
+                    },
+                );
+                if s.ad && enabled {
+                    self.set_enabled(subject, true).await?;
+                }
+                Ok(())
+            }
+            68 => {
+                // Already there (a retry after a lost answer, or made by hand): adopt it only
+                // if it is an account of the expected kind, then give it the wanted state.
+                let entry = self.read(&dn, &["objectClass"]).await?;
+                let classes = entry
+                    .map(|e| e.values("objectclass").to_vec())
+                    .unwrap_or_default();
+                let found = Found {
+                    dn: dn.clone(),
+                    managed: self.has_primary_class(&classes),
+                    classes,
+                };
+                if !found.managed {
+                    return Err(self.not_managed(account, &found));
+                }
+                lock(&self.accounts).insert(account.to_lowercase(), found);
+                self.set_enabled(subject, enabled).await
+            }
+            _ => Err(self.rc_error(&format!("add {dn}"), &result)),
+        }
+    }
+
+    async fn set_enabled(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
+        let account = self.checked_account(subject)?;
+        let dn = self.account_dn(account);
+        let vanished = || {
+            TargetError::Transient(format!(
+                "{dn} does not exist (deleted meanwhile?); the next sync creates it again"
+            ))
+        };
+        if self.settings.ad {
+            let Some(entry) = self.read(&dn, &["userAccountControl"]).await? else {
+                return if enabled { Err(vanished()) } else { Ok(()) };
+            };
+            let uac: u32 = entry
+                .first("useraccountcontrol")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(NORMAL_ACCOUNT);
+            let wanted = if enabled {
+                uac & !ACCOUNTDISABLE
+            } else {
+                uac | ACCOUNTDISABLE
+            };
+            if wanted == uac {
+                return Ok(());
+            }
+            let result = self
+                .modify(
+                    &dn,
+                    vec![Mod::Replace(
+                        "userAccountControl".into(),
+                        HashSet::from([wanted.to_string()]),
+                    )],
+                )
+                .await?;
+            return match result.rc {
+                0 => Ok(()),
+                32 if !enabled => Ok(()),
+                32 => Err(vanished()),
+                53 | 19 if enabled => Err(TargetError::Permanent(format!(
+                    "enable {dn}: the domain controller refused ({}); an account is enabled only once its password meets the domain policy: set one, then the next sync enables it",
+                    describe(&result)
+                ))),
+                _ => Err(self.rc_error(&format!("modify {dn}"), &result)),
+            };
+        }
+        let mods = if enabled {
+            vec![Mod::Delete("pwdAccountLockedTime".into(), HashSet::new())]
+        } else {
+            vec![Mod::Replace(
+                "pwdAccountLockedTime".into(),
+                HashSet::from([LOCKED.to_string()]),
+            )]
+        };
+        let result = self.modify(&dn, mods).await?;
+        match result.rc {
+            0 => Ok(()),
+            16 if enabled => Ok(()),  // no lock to remove
+            32 if !enabled => Ok(()), // nothing left to lock
+            32 => Err(vanished()),
+            _ => Err(self.rc_error(&format!("modify {dn}"), &result)),
+        }
+    }
+
+    async fn grant(
+        &self,
+        subject: &Subject,
+        entitlement: &EntitlementRef,
+    ) -> Result<(), TargetError> {
+        let account = self.checked_account(subject)?;
+        let group = self.group_of(entitlement)?;
+        let member = self.managed_account_dn(account)?;
+        let s = &self.settings;
+        let group_key = normalize_dn(&group);
+        let has_placeholder = !s.ad && lock(&self.placeholders).contains(&group_key);
+        if has_placeholder {
+            let result = self
+                .modify(
+                    &group,
+                    vec![
+                        Mod::Add("member".into(), HashSet::from([member.clone()])),
+                        Mod::Delete("member".into(), HashSet::from([s.placeholder.clone()])),
+                    ],
+                )
+                .await?;
+            match result.rc {
+                0 => {
+                    lock(&self.placeholders).remove(&group_key);
+                    return Ok(());
+                }
+                16 => {
+                    // The placeholder was gone already: an ordinary add below.
+                    lock(&self.placeholders).remove(&group_key);
+                }
+                20 => {
+                    // Already a member: just drop the placeholder.
+                    let result = self
+                        .modify(
+                            &group,
+                            vec![Mod::Delete(
+                                "member".into(),
+                                HashSet::from([s.placeholder.clone()]),
+                            )],
+                        )
+                        .await?;
+                    lock(&self.placeholders).remove(&group_key);
+                    return match result.rc {
+                        0 | 16 => Ok(()),
+                        _ => Err(self.rc_error(&format!("modify {group}"), &result)),
+                    };
+                }
+                _ => return Err(self.grant_error(&group, &result)),
+            }
+        }
+        let result = self
+            .modify(
+                &group,
+                vec![Mod::Add("member".into(), HashSet::from([member]))],
+            )
+            .await?;
+        match result.rc {
+            0 | 20 => Ok(()),
+            // Active Directory answers entryAlreadyExists for a member that is there.
+            68 if s.ad => Ok(()),
+            _ => Err(self.grant_error(&group, &result)),
+        }
+    }
+
+    fn grant_error(&self, group: &str, result: &LdapResult) -> TargetError {
+        if result.rc == 32 {
+            TargetError::Permanent(format!(
+                "group {group} does not exist: gatehouse grants membership of existing groups under spec.ldap.groupsOU; create the group or correct the entitlement's name"
+            ))
+        } else {
+            self.rc_error(&format!("modify {group}"), result)
+        }
+    }
+
+    async fn revoke(
+        &self,
+        subject: &Subject,
+        entitlement: &EntitlementRef,
+    ) -> Result<(), TargetError> {
+        let account = self.checked_account(subject)?;
+        let group = self.group_of(entitlement)?;
+        let member = self.account_dn(account);
+        self.remove_member(&group, &member).await
+    }
+
+    async fn remove_member(&self, group: &str, member: &str) -> Result<(), TargetError> {
+        let s = &self.settings;
+        let result = self
+            .modify(
+                group,
+                vec![Mod::Delete(
+                    "member".into(),
+                    HashSet::from([member.to_string()]),
+                )],
+            )
+            .await?;
+        match result.rc {
+            // Removed, not a member, or no such group: either way nothing is held.
+            0 | 16 | 32 => Ok(()),
+            // Active Directory refuses to remove a non-member with WILL_NOT_PERFORM (0x561).
+            53 if s.ad && result.text.contains("561") => Ok(()),
+            65 if !s.ad => {
+                // The last member of a groupOfNames: the placeholder takes its place.
+                let result = self
+                    .modify(
+                        group,
+                        vec![
+                            Mod::Delete("member".into(), HashSet::from([member.to_string()])),
+                            Mod::Add("member".into(), HashSet::from([s.placeholder.clone()])),
+                        ],
+                    )
+                    .await?;
+                match result.rc {
+                    0 => {
+                        lock(&self.placeholders).insert(normalize_dn(group));
+                        Ok(())
+                    }
+                    16 | 32 => Ok(()),
+                    _ => Err(TargetError::Permanent(format!(
+                        "modify {group}: removing the last member needs a placeholder member ({:?}, spec.ldap.placeholderMember), and the server refused it: {}",
+                        s.placeholder,
+                        describe(&result)
+                    ))),
+                }
+            }
+            _ => Err(self.rc_error(&format!("modify {group}"), &result)),
+        }
+    }
+
+    async fn delete(&self, subject: &Subject) -> Result<(), TargetError> {
+        let s = &self.settings;
+        let account = self.checked_account(subject)?;
+        let dn = self.account_dn(account);
+        let Some(entry) = self.read(&dn, &["objectClass"]).await? else {
+            lock(&self.accounts).remove(&account.to_lowercase());
+            return Ok(());
+        };
+        let found = Found {
+            dn: dn.clone(),
+            managed: self.has_primary_class(entry.values("objectclass")),
+            classes: entry.values("objectclass").to_vec(),
+        };
+        if !found.managed {
+            return Err(self.not_managed(account, &found));
+        }
+        // Every membership in a managed group, planned or added by hand.
+        if !s.ad {
+            let filter = format!(
+                "(&(objectClass=groupOfNames)(member={}))",
+                ldap3::ldap_escape(dn.as_str())
+            );
+            for group in self
+                .list(&s.groups_dn, "groupsOU", &filter, &["cn"])
+                .await?
+            {
+                self.remove_member(&group.dn, &dn).await?;
+            }
+        }
+        let timeout = s.timeout;
+        let result = self
+            .run(&format!("delete {dn}"), |mut ldap| {
+                let dn = dn.clone();
+                async move { ldap.with_timeout(timeout).delete(&dn).await }
+            })
+            .await?;
+        match result.rc {
+            0 | 32 => {
+                lock(&self.accounts).remove(&account.to_lowercase());
+                Ok(())
+            }
+            66 => Err(TargetError::Permanent(format!(
+                "delete {dn}: the entry has children; remove them first"
+            ))),
+            _ => Err(self.rc_error(&format!("delete {dn}"), &result)),
+        }
+    }
+
+    /// The name of a managed group from its DN: a direct child of the groups OU.
+    fn managed_group(&self, dn: &str) -> Option<String> {
+        let rdns = parse_dn(dn)?;
+        let (first, parent) = rdns.split_first()?;
+        if join_normalized(parent) != self.settings.groups_norm {
+            return None;
+        }
+        first.first().map(|(_, value)| value.clone())
+    }
+
+    fn ldap_error(&self, what: &str, error: LdapError) -> TargetError {
+        let s = &self.settings;
+        let tls_hint = || {
+            if s.custom_ca {
+                format!(
+                    "check that the server's certificate is issued by the CA in key {CA_KEY:?} of Secret {} and names the host of spec.ldap.url",
+                    s.secret
+                )
+            } else {
+                format!(
+                    "add the directory's CA certificate (PEM) as key {CA_KEY:?} to Secret {}",
+                    s.secret
+                )
+            }
+        };
+        match error {
+            LdapError::Io { source } => {
+                if let Some(tls) = source
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    return TargetError::Config(format!(
+                        "{what}: TLS with {} failed: {tls}; {}",
+                        s.url,
+                        tls_hint()
+                    ));
+                }
+                if what == "connect"
+                    && s.tls.is_some()
+                    && source.kind() == std::io::ErrorKind::UnexpectedEof
+                {
+                    return TargetError::Transient(format!(
+                        "{what}: {}: the server closed the connection during the TLS handshake ({source}); if it persists, check that this port serves {}",
+                        s.url,
+                        if s.start_tls {
+                            "StartTLS"
+                        } else {
+                            "TLS (ldaps://)"
+                        }
+                    ));
+                }
+                TargetError::Transient(format!("{what}: {}: {source}", s.url))
+            }
+            LdapError::Rustls { source } => TargetError::Config(format!(
+                "{what}: TLS with {} failed: {source}; {}",
+                s.url,
+                tls_hint()
+            )),
+            LdapError::DNSName { source } => TargetError::Config(format!(
+                "spec.ldap.url: {}: the host is not a valid TLS server name: {source}",
+                s.url
+            )),
+            LdapError::Timeout { .. } => TargetError::Transient(format!(
+                "{what}: {} did not answer within {} s",
+                s.url,
+                s.timeout.as_secs()
+            )),
+            LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => {
+                TargetError::Config(format!("spec.ldap.url: {}: {error}", s.url))
+            }
+            LdapError::LdapResult { result } => self.rc_error(what, &result),
+            other => TargetError::Transient(format!("{what}: {}: {other}", s.url)),
+        }
+    }
+
+    fn rc_error(&self, what: &str, result: &LdapResult) -> TargetError {
+        let s = &self.settings;
+        let text = format!("{what}: {}", describe(result));
+        match result.rc {
+            3 | 11 | 51 | 52 | 80 => TargetError::Transient(text),
+            4 => TargetError::Permanent(format!(
+                "{text}; the server's size limit cut a paged search short: lift it for {:?}",
+                s.bind_dn
+            )),
+            8 | 13 => TargetError::Config(format!(
+                "{text}; the server requires a protected connection: use ldaps:// or spec.ldap.startTLS: true"
+            )),
+            10 => TargetError::Permanent(format!(
+                "{text}; referred to {}; gatehouse does not follow referrals: point spec.ldap.url at the server that holds the managed OUs",
+                result.refs.join(", ")
+            )),
+            50 => TargetError::Permanent(format!(
+                "{text}; {:?} needs write access to spec.ldap.usersOU and groupsOU",
+                s.bind_dn
+            )),
+            _ => TargetError::Permanent(text),
+        }
+    }
+}
+
+/// The connection itself failed (closed, reset, timed out): worth one reconnect.
+fn lost(error: &LdapError) -> bool {
+    match error {
+        LdapError::Io { source } => source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_none(),
+        LdapError::OpSend { .. }
+        | LdapError::ResultRecv { .. }
+        | LdapError::IdScrubSend { .. }
+        | LdapError::MiscSend { .. }
+        | LdapError::EndOfStream
+        | LdapError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
+fn describe(result: &LdapResult) -> String {
+    let name = match result.rc {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        8 => "strongerAuthRequired",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        16 => "noSuchAttribute",
+        17 => "undefinedAttributeType",
+        19 => "constraintViolation",
+        20 => "attributeOrValueExists",
+        21 => "invalidAttributeSyntax",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        64 => "namingViolation",
+        65 => "objectClassViolation",
+        66 => "notAllowedOnNonLeaf",
+        67 => "notAllowedOnRDN",
+        68 => "entryAlreadyExists",
+        69 => "objectClassModsProhibited",
+        80 => "other",
+        _ => "error",
+    };
+    if result.text.is_empty() {
+        format!("{name} ({})", result.rc)
+    } else {
+        format!("{name} ({}): {}", result.rc, result.text)
+    }
+}
+
+impl Connector for LdapDirectory {
+    fn capabilities(&self) -> Capabilities {
+        // LDAP has no sessions: the lock itself stops every new bind.
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        let s = &self.settings;
+        let mut attrs = vec![s.account_attribute.as_str(), "objectClass"];
+        if s.ad {
+            attrs.extend(["userAccountControl", "memberOf"]);
+        } else {
+            attrs.push("pwdAccountLockedTime");
+        }
+        let filter = format!("({}=*)", s.account_attribute);
+        let users = self.list(&s.users_dn, "usersOU", &filter, &attrs).await?;
+        let groups = if s.ad {
+            Vec::new()
+        } else {
+            self.list(
+                &s.groups_dn,
+                "groupsOU",
+                "(objectClass=groupOfNames)",
+                &["member"],
+            )
+            .await?
+        };
+
+        let wanted: HashMap<String, &Subject> = expected
+            .values()
+            .map(|subject| (subject.account.to_lowercase(), subject))
+            .collect();
+        let account_key = s.account_attribute.to_ascii_lowercase();
+        let mut state = AccessState::default();
+        let mut orphans = BTreeSet::new();
+        let mut found = HashMap::new();
+        let mut member_of: HashMap<String, &IdentityKey> = HashMap::new();
+        for user in &users {
+            let Some(account) = user.first(&account_key) else {
+                continue;
+            };
+            let classes = user.values("objectclass").to_vec();
+            let entry = Found {
+                dn: user.dn.clone(),
+                managed: self.has_primary_class(&classes),
+                classes,
+            };
+            let Some(subject) = wanted.get(&account.to_lowercase()) else {
+                orphans.insert(account.to_string());
+                continue;
+            };
+            let managed = entry.managed;
+            if !managed {
+                tracing::warn!(target = %self.target, dn = %user.dn, "an account entry lacks the expected object class; not managed");
+            }
+            found.insert(account.to_lowercase(), entry);
+            if !managed {
+                continue;
+            }
+            let disabled = if s.ad {
+                user.first("useraccountcontrol")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .is_some_and(|uac| uac & ACCOUNTDISABLE != 0)
+            } else {
+                // Only the administrative lock; slapd's own temporary lockout after failed
+                // binds (a timestamp) is not gatehouse's to lift.
+                user.values("pwdaccountlockedtime")
+                    .iter()
+                    .any(|v| v == LOCKED)
+            };
+            let holding = state
+                .identities
+                .entry(subject.identity.clone())
+                .or_default();
+            holding.accounts.insert(
+                self.target.clone(),
+                if disabled {
+                    AccountState::Disabled
+                } else {
+                    AccountState::Enabled
+                },
+            );
+            if s.ad {
+                for group in user.values("memberof") {
+                    if let Some(name) = self.managed_group(group) {
+                        holding
+                            .entitlements
+                            .insert(Arc::new(self.entitlement(&name)), Default::default());
+                    }
+                }
+            } else {
+                member_of.insert(normalize_dn(&user.dn), &subject.identity);
+            }
+        }
+        let mut with_placeholder = HashSet::new();
+        for group in &groups {
+            let Some(name) = parse_dn(&group.dn)
+                .and_then(|rdns| rdns.into_iter().next())
+                .and_then(|rdn| rdn.into_iter().next())
+                .map(|(_, value)| value)
+            else {
+                continue;
+            };
+            let entitlement = Arc::new(self.entitlement(&name));
+            for member in group.values("member") {
+                let member = normalize_dn(member);
+                if member == s.placeholder_norm {
+                    with_placeholder.insert(normalize_dn(&group.dn));
+                } else if let Some(key) = member_of.get(&member) {
+                    state
+                        .identities
+                        .entry((*key).clone())
+                        .or_default()
+                        .entitlements
+                        .insert(entitlement.clone(), Default::default());
+                }
+            }
+        }
+        *lock(&self.accounts) = found;
+        if !s.ad {
+            *lock(&self.placeholders) = with_placeholder;
+        }
+        Ok(Observed {
+            held: state,
+            orphans: orphans.into_iter().collect(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        operation: &Operation,
+        subject: &Subject,
+    ) -> Result<Applied, TargetError> {
+        match &operation.action {
+            Action::CreateAccount { enabled } => self.create(subject, *enabled).await?,
+            Action::DisableAccount => self.set_enabled(subject, false).await?,
+            Action::EnableAccount => self.set_enabled(subject, true).await?,
+            Action::RevokeSessions => return Ok(Applied::Unsupported),
+            Action::Grant { entitlement } => self.grant(subject, entitlement).await?,
+            Action::Revoke { entitlement } => self.revoke(subject, entitlement).await?,
+            Action::DeleteAccount => self.delete(subject).await?,
+        }
+        Ok(Applied::Done)
+    }
+}
+
+/// An entry of a search result, attribute names lowercased.
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    dn: String,
+    attrs: HashMap<String, Vec<String>>,
+}
+
+impl Entry {
+    fn values(&self, name: &str) -> &[String] {
+        self.attrs.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn first(&self, name: &str) -> Option<&str> {
+        self.values(name).first().map(String::as_str)
+    }
+}
+
+/// Decodes a SearchResultEntry without panicking on malformed input (ldap3's own
+/// `SearchEntry::construct` panics).
+fn parse_entry(entry: ResultEntry) -> Option<Entry> {
+    let mut parts = entry.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+    let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
+    for attribute in parts.next()?.expect_constructed()? {
+        let mut pieces = attribute.expect_constructed()?.into_iter();
+        let name = String::from_utf8(pieces.next()?.expect_primitive()?).ok()?;
+        let values = pieces.next()?.expect_constructed()?;
+        let slot = attrs.entry(name.to_ascii_lowercase()).or_default();
+        for value in values {
+            slot.push(String::from_utf8_lossy(&value.expect_primitive()?).into_owned());
+        }
+    }
+    Some(Entry { dn, attrs })
+}
+
+/// The cookie of a paged-results response control (empty when the search is done).
+fn paged_cookie(controls: &[Control]) -> Option<Vec<u8>> {
+    let raw = controls
+        .iter()
+        .find(|c| c.1.ctype == PAGED_RESULTS_OID)?
+        .1
+        .val
+        .as_ref()?;
+    let (_, tag): (_, StructureTag) = parse_tag(raw).ok()?;
+    let mut parts = tag.expect_constructed()?.into_iter();
+    let _size = parts.next()?;
+    parts.next()?.expect_primitive()
+}
+
+/// A DN as RDNs, each a list of (attribute, value) with escapes resolved. `None` when
+/// it is not a DN.
+fn parse_dn(dn: &str) -> Option<Vec<Vec<(String, String)>>> {
+    let dn = dn.trim();
+    if dn.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut rdns = Vec::new();
+    let mut rdn = Vec::new();
+    let mut attr = String::new();
+    let mut value: Vec<u8> = Vec::new();
+    let mut in_value = false;
+    let bytes = dn.as_bytes();
+    let mut i = 0;
+    let finish = |attr: &mut String, value: &mut Vec<u8>, rdn: &mut Vec<(String, String)>| {
+        let a = attr.trim().to_string();
+        let v = String::from_utf8_lossy(value).trim().to_string();
+        attr.clear();
+        value.clear();
+        if a.is_empty() {
+            return false;
+        }
+        rdn.push((a, v));
+        true
+    };
+    while i < bytes.len() {
+        let c = bytes[i];
+        if !in_value {
+            match c {
+                b'=' => in_value = true,
+                b',' | b'+' => return None,
+                _ => attr.push(c as char),
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'\\' => {
+                let next = *bytes.get(i + 1)?;
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        value.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        value.push(next);
+                        i += 2;
+                    }
+                }
+            }
+            b',' | b';' => {
+                if !finish(&mut attr, &mut value, &mut rdn) {
+                    return None;
+                }
+                rdns.push(std::mem::take(&mut rdn));
+                in_value = false;
+                i += 1;
+            }
+            b'+' => {
+                if !finish(&mut attr, &mut value, &mut rdn) {
+                    return None;
+                }
+                in_value = false;
+                i += 1;
+            }
+            _ => {
+                value.push(c);
+                i += 1;
+            }
+        }
+    }
+    if !in_value || !finish(&mut attr, &mut value, &mut rdn) {
+        return None;
+    }
+    rdns.push(rdn);
+    Some(rdns)
+}
+
+fn join_normalized(rdns: &[Vec<(String, String)>]) -> String {
+    rdns.iter()
+        .map(|rdn| {
+            let mut parts: Vec<String> = rdn
+                .iter()
+                .map(|(a, v)| format!("{}={}", a.to_lowercase(), v.to_lowercase()))
+                .collect();
+            parts.sort();
+            parts.join("+")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A DN in a form where equal DNs (for the case-insensitive naming attributes used here)
+/// compare equal: attributes and values lowercased, spaces around separators and escapes
+/// resolved. A string that is no DN is kept as it is.
+pub fn normalize_dn(dn: &str) -> String {
+    match parse_dn(dn) {
+        Some(rdns) => join_normalized(&rdns),
+        None => dn.trim().to_lowercase(),
+    }
+}
+
+fn config_error(
+    config: &TargetConfig,
+    field: &str,
+    message: impl std::fmt::Display,
+) -> TargetError {
+    TargetError::Config(format!(
+        "TargetSystem {}/{}: spec.ldap.{field}: {message}",
+        config.namespace, config.name
+    ))
+}
+
+/// `ou` below `base`, unless it already ends with `base`.
+fn under(config: &TargetConfig, field: &str, ou: &str, base: &str) -> Result<String, TargetError> {
+    let ou = ou.trim();
+    let rdns = parse_dn(ou).filter(|r| !r.is_empty()).ok_or_else(|| {
+        config_error(
+            config,
+            field,
+            format!("{ou:?} is not a DN (for example ou=people)"),
+        )
+    })?;
+    let base_norm = normalize_dn(base);
+    let norm = join_normalized(&rdns);
+    if norm == base_norm {
+        return Err(config_error(
+            config,
+            field,
+            "must name an OU below baseDN, not baseDN itself",
+        ));
+    }
+    if norm.ends_with(&format!(",{base_norm}")) {
+        Ok(ou.to_string())
+    } else {
+        Ok(format!("{ou},{base}"))
+    }
+}
+
+fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
+    let spec = config.block(&config.spec.ldap, "ldap")?;
+    let ad = spec.flavor == LdapFlavor::ActiveDirectory;
+    let url = url::Url::parse(spec.url.trim()).map_err(|e| {
+        config_error(
+            config,
+            "url",
+            format!(
+                "{:?} is not a URL ({e}); expected ldaps://host:port or ldap://host:port",
+                spec.url
+            ),
+        )
+    })?;
+    let ldaps = match url.scheme() {
+        "ldaps" => true,
+        "ldap" => false,
+        other => {
+            return Err(config_error(
+                config,
+                "url",
+                format!(
+                    "scheme {other:?} is not supported; use ldaps:// or ldap:// (with StartTLS)"
+                ),
+            ));
+        }
+    };
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
+        return Err(config_error(
+            config,
+            "url",
+            format!("{:?} names no host", spec.url),
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(config_error(
+            config,
+            "url",
+            "must name only the server (scheme, host, port); the DNs go in baseDN, usersOU and groupsOU",
+        ));
+    }
+    if ad && !ldaps {
+        return Err(config_error(
+            config,
+            "url",
+            "an ActiveDirectory target requires an ldaps:// URL",
+        ));
+    }
+    let start_tls = !ldaps && spec.start_tls.unwrap_or(true);
+    let url_text = match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    };
+
+    let base = spec.base_dn.trim();
+    if parse_dn(base).is_none_or(|r| r.is_empty()) {
+        return Err(config_error(
+            config,
+            "baseDN",
+            format!("{base:?} is not a DN (for example dc=acme,dc=example)"),
+        ));
+    }
+    fn required<'a>(
+        config: &TargetConfig,
+        value: &'a Option<String>,
+        field: &str,
+        example: &str,
+    ) -> Result<&'a str, TargetError> {
+        value
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                config_error(
+                    config,
+                    field,
+                    format!("is required: gatehouse writes only below it (for example {example})"),
+                )
+            })
+    }
+    let users_dn = under(
+        config,
+        "usersOU",
+        required(
+            config,
+            &spec.users_ou,
+            "usersOU",
+            if ad { "OU=Staff" } else { "ou=people" },
+        )?,
+        base,
+    )?;
+    let groups_dn = under(
+        config,
+        "groupsOU",
+        required(
+            config,
+            &spec.groups_ou,
+            "groupsOU",
+            if ad { "OU=Groups" } else { "ou=groups" },
+        )?,
+        base,
+    )?;
+
+    let account_attribute = spec
+        .account_attribute
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| if ad { "sAMAccountName" } else { "uid" }.to_string());
+    if !account_attribute
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
+    {
+        return Err(config_error(
+            config,
+            "accountAttribute",
+            format!("{account_attribute:?} is not an attribute name"),
+        ));
+    }
+    let rdn_attribute = if ad {
+        "cn".to_string()
+    } else {
+        account_attribute.clone()
+    };
+    let object_classes = if spec.user_object_classes.is_empty() {
+        if ad {
+            vec![
+                "top".into(),
+                "person".into(),
+                "organizationalPerson".into(),
+                "user".into(),
+            ]
+        } else {
+            vec!["inetOrgPerson".into()]
+        }
+    } else {
+        spec.user_object_classes.clone()
+    };
+    let mut attributes: BTreeMap<String, String> = BTreeMap::new();
+    attributes.insert("cn".into(), "{account}".into());
+    if ad {
+        let domain: Vec<String> = parse_dn(base)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter(|(a, _)| a.eq_ignore_ascii_case("dc"))
+            .map(|(_, v)| v)
+            .collect();
+        attributes.insert(
+            "userPrincipalName".into(),
+            format!("{{account}}@{}", domain.join(".")),
+        );
+    } else {
+        attributes.insert("sn".into(), "{account}".into());
+    }
+    for (name, template) in &spec.attributes {
+        attributes.retain(|k, _| !k.eq_ignore_ascii_case(name));
+        attributes.insert(name.clone(), template.clone());
+    }
+    attributes.retain(|k, _| {
+        !k.eq_ignore_ascii_case(&account_attribute) && !k.eq_ignore_ascii_case(&rdn_attribute)
+    });
+    let placeholder = spec.placeholder_member.clone().unwrap_or_default();
+    if !placeholder.is_empty() && parse_dn(&placeholder).is_none() {
+        return Err(config_error(
+            config,
+            "placeholderMember",
+            format!("{placeholder:?} is not a DN"),
+        ));
+    }
+
+    let credentials = &config.credentials;
+    let bind_dn = credentials.required(BIND_DN_KEY)?.trim().to_string();
+    // Active Directory also takes `user@domain` or `DOMAIN\user` for a simple bind.
+    if bind_dn.is_empty() || (!ad && parse_dn(&bind_dn).is_none_or(|r| r.is_empty())) {
+        return Err(TargetError::Config(format!(
+            "Secret {}: key {BIND_DN_KEY:?} is not a DN",
+            credentials.secret
+        )));
+    }
+    let password = credentials.required(PASSWORD_KEY)?.to_string();
+    if password.is_empty() {
+        // An empty password makes a simple bind anonymous (RFC 4513 5.1.2).
+        return Err(TargetError::Config(format!(
+            "Secret {}: key {PASSWORD_KEY:?} is empty",
+            credentials.secret
+        )));
+    }
+    let tls = if ldaps || start_tls {
+        Some(tls_config(credentials)?)
+    } else {
+        None
+    };
+    Ok(Settings {
+        url: url_text,
+        tls,
+        start_tls,
+        custom_ca: credentials.bytes(CA_KEY).is_some(),
+        secret: credentials.secret.clone(),
+        bind_dn,
+        password,
+        ad,
+        groups_norm: normalize_dn(&groups_dn),
+        users_dn,
+        groups_dn,
+        rdn_attribute,
+        account_attribute,
+        object_classes,
+        attributes,
+        placeholder_norm: normalize_dn(&placeholder),
+        placeholder,
+        page_size: spec.page_size.unwrap_or(500).clamp(1, 10_000),
+        timeout: Duration::from_secs(u64::from(spec.timeout_seconds.unwrap_or(30).clamp(1, 600))),
+    })
+}
+
+/// rustls (ring) trusting the Secret's `ca.crt`, or the system roots without one.
+fn tls_config(credentials: &Credentials) -> Result<Arc<rustls::ClientConfig>, TargetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let bad = |why: String| {
+        TargetError::Config(format!(
+            "Secret {}: key {CA_KEY:?} {why}",
+            credentials.secret
+        ))
+    };
+    match credentials.bytes(CA_KEY) {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| bad(format!("is not a PEM certificate bundle: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("holds an unusable certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("holds no PEM certificate".into()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(bad(
+                    "is missing and the system has no CA certificates; add the directory's CA (PEM)".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TargetError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_normalize_across_case_spaces_and_escapes() {
+        assert_eq!(
+            normalize_dn("uid=Alice, OU=People,dc=acme,dc=example"),
+            "uid=alice,ou=people,dc=acme,dc=example"
+        );
+        assert_eq!(
+            normalize_dn("cn=a\\,b,dc=x"),
+            normalize_dn("CN=a\\2Cb,DC=x")
+        );
+        assert_eq!(normalize_dn(""), "");
+        assert_eq!(
+            parse_dn("cn=x+uid=y,dc=z").unwrap()[0],
+            vec![
+                ("cn".to_string(), "x".to_string()),
+                ("uid".into(), "y".into())
+            ]
+        );
+        assert!(parse_dn("not a dn").is_none());
+        assert!(parse_dn("=x").is_none());
+        // Escaped names round-trip through dn_escape.
+        let dn = format!("cn={},dc=x", ldap3::dn_escape("a,b+c \"d\""));
+        assert_eq!(parse_dn(&dn).unwrap()[0][0].1, "a,b+c \"d\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_parses_or_is_refused_without_panicking(dn in "\\PC{0,40}") {
+            let _ = normalize_dn(&dn);
+            if let Some(rdns) = parse_dn(&dn) {
+                proptest::prop_assert!(rdns.iter().all(|rdn| !rdn.is_empty()));
+            }
+        }
+    }
+
+    fn config(ldap: &str, secret: &[(&str, &str)]) -> TargetConfig {
+        let spec = serde_yaml::from_str(&format!("{{type: LDAP, ldap: {ldap}}}")).unwrap();
+        TargetConfig {
+            namespace: "acme".into(),
+            name: "corp".into(),
+            spec,
+            credentials: Credentials::new(
+                "corp-ldap",
+                secret
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("bindDN", "cn=gatehouse,dc=acme,dc=example"),
+        ("password", "pw"),
+    ];
+
+    fn error(ldap: &str, secret: &[(&str, &str)]) -> String {
+        match settings(&config(ldap, secret)) {
+            Ok(_) => panic!("{ldap} was accepted"),
+            Err(e) => {
+                assert!(matches!(e, TargetError::Config(_)), "{e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn settings_check_the_spec_and_the_secret() {
+        let ok = "{url: 'ldap://127.0.0.1:389', baseDN: 'dc=acme,dc=example', usersOU: ou=people, groupsOU: 'ou=groups,dc=acme,dc=example', startTLS: false}";
+        let s = settings(&config(ok, GOOD)).unwrap();
+        assert_eq!(s.users_dn, "ou=people,dc=acme,dc=example");
+        assert_eq!(s.groups_dn, "ou=groups,dc=acme,dc=example");
+        assert!(s.tls.is_none() && !s.start_tls);
+        assert_eq!(s.attributes.keys().collect::<Vec<_>>(), ["cn", "sn"]);
+
+        assert!(
+            error(
+                "{url: 'http://x', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g}",
+                GOOD
+            )
+            .contains("spec.ldap.url")
+        );
+        assert!(
+            error(
+                "{url: 'ldap://x/dc=a?uid', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g}",
+                GOOD
+            )
+            .contains("spec.ldap.url")
+        );
+        assert!(
+            error("{url: 'ldap://x', baseDN: 'dc=a', groupsOU: ou=g}", GOOD)
+                .contains("spec.ldap.usersOU")
+        );
+        assert!(
+            error(
+                "{url: 'ldap://x', baseDN: 'dc=a', usersOU: 'dc=a', groupsOU: ou=g}",
+                GOOD
+            )
+            .contains("usersOU")
+        );
+        assert!(
+            error(
+                "{url: 'ldap://x', baseDN: 'nonsense', usersOU: ou=p, groupsOU: ou=g}",
+                GOOD
+            )
+            .contains("baseDN")
+        );
+        assert!(
+            error("{url: 'ldap://x', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g, flavor: ActiveDirectory}", GOOD)
+                .contains("ldaps://")
+        );
+        let missing = error(
+            "{url: 'ldap://x', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g, startTLS: false}",
+            &[("bindDN", "cn=x")],
+        );
+        assert!(
+            missing.contains("\"password\"") && missing.contains("corp-ldap"),
+            "{missing}"
+        );
+        let empty = error(
+            "{url: 'ldap://x', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g, startTLS: false}",
+            &[("bindDN", "cn=x"), ("password", "")],
+        );
+        assert!(empty.contains("empty"), "{empty}");
+        let ca = error(
+            "{url: 'ldaps://x', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g}",
+            &[
+                ("bindDN", "cn=x"),
+                ("password", "pw"),
+                ("ca.crt", "not a certificate"),
+            ],
+        );
+        assert!(ca.contains("ca.crt"), "{ca}");
+    }
+
+    #[test]
+    fn active_directory_defaults() {
+        let ad = "{url: 'ldaps://dc1.acme.example', baseDN: 'DC=acme,DC=example', usersOU: 'OU=Staff', groupsOU: 'OU=Groups', flavor: ActiveDirectory, attributes: {displayName: '{identity}'}}";
+        let s = settings(&config(ad, GOOD)).unwrap();
+        assert!(s.ad && s.tls.is_some());
+        assert_eq!(s.account_attribute, "sAMAccountName");
+        assert_eq!(s.rdn_attribute, "cn");
+        assert_eq!(s.attributes["userPrincipalName"], "{account}@acme.example");
+        assert_eq!(s.attributes["displayName"], "{identity}");
+        assert!(
+            !s.attributes.contains_key("cn"),
+            "the RDN is set from the account"
+        );
+        assert_eq!(s.object_classes.last().unwrap(), "user");
+        // A domain controller also takes a user principal name as the bind name.
+        let upn = settings(&config(
+            ad,
+            &[("bindDN", "svc-gatehouse@acme.example"), ("password", "pw")],
+        ));
+        assert!(upn.is_ok());
+    }
+}
