@@ -216,10 +216,14 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
     let client = harness::client().await;
     let ns = harness::namespace(&client, "kill").await;
     setup(&client, &ns).await;
-    let people = 300;
+    let people: usize = 300;
     let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
     for i in 0..people {
-        let department = if i.is_multiple_of(2) { "finance" } else { "engineering" };
+        let department = if i.is_multiple_of(2) {
+            "finance"
+        } else {
+            "engineering"
+        };
         let identity: Identity =
             serde_yaml::from_str(&person(&format!("p{i:03}"), department)).unwrap();
         identities
