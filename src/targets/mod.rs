@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod kubernetes;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -103,6 +104,8 @@ pub trait Connector {
 pub enum AnyConnector {
     /// Kubernetes RBAC.
     Kubernetes(kubernetes::KubernetesRbac),
+    /// PostgreSQL login and group roles.
+    Postgres(postgres::Postgres),
 }
 
 impl AnyConnector {
@@ -114,6 +117,9 @@ impl AnyConnector {
             TargetType::Kubernetes => Ok(Self::Kubernetes(
                 kubernetes::KubernetesRbac::connect(local, config).await?,
             )),
+            TargetType::PostgreSQL => {
+                Ok(Self::Postgres(postgres::Postgres::connect(config).await?))
+            }
             other => Err(TargetError::Config(format!(
                 "spec.type: this build has no {other:?} connector yet"
             ))),
@@ -125,6 +131,7 @@ impl Connector for AnyConnector {
     fn capabilities(&self) -> Capabilities {
         match self {
             Self::Kubernetes(c) => c.capabilities(),
+            Self::Postgres(c) => c.capabilities(),
         }
     }
 
@@ -134,6 +141,7 @@ impl Connector for AnyConnector {
     ) -> Result<Observed, TargetError> {
         match self {
             Self::Kubernetes(c) => c.observe(expected).await,
+            Self::Postgres(c) => c.observe(expected).await,
         }
     }
 
@@ -144,6 +152,7 @@ impl Connector for AnyConnector {
     ) -> Result<Applied, TargetError> {
         match self {
             Self::Kubernetes(c) => c.apply(operation, subject).await,
+            Self::Postgres(c) => c.apply(operation, subject).await,
         }
     }
 }
