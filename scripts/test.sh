@@ -16,6 +16,8 @@ done
 # Real peers: kube-apiserver and etcd, built once from Go modules into a cache outside the
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
+# PostgreSQL server binaries (Debian's postgresql-15) for tests/postgres.rs and benches/postgres.rs.
+bash scripts/install-postgres.sh
 
 # Each benchmark once, on a small organisation, so a broken benchmark fails here.
 cargo test --locked --benches

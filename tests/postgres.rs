@@ -922,3 +922,83 @@ async fn role_names_that_need_quoting_work_and_overlong_ones_are_refused() {
     // Observe maps the role back to the account (the prefix stripped), so nothing is left.
     assert!(planned(&c, &left).await.is_empty());
 }
+
+#[tokio::test]
+async fn every_operation_is_idempotent() {
+    let scope = Scope::new("idempotent");
+    let heir = scope.role("owner");
+    let spec = spec_yaml(&format!("reassignOwnedTo: {}", q(&heir)), "onLeave: Delete");
+    let (read, write) = (scope.role("read"), scope.role("write"));
+    groups(&[read.clone(), write.clone(), heir.clone()]).await;
+    let policies: [(&str, &[String]); 2] = [
+        ("finance", std::slice::from_ref(&read)),
+        ("engineering", std::slice::from_ref(&write)),
+    ];
+    let alice = scope.role("alice");
+    let person = |dept, status| [Person("alice", dept, status, Some(&alice))];
+    let c = connector(&scope, &spec).await;
+    // Each operation applied twice, as after a crash between the apply and its report.
+    let twice = |snapshot: Snapshot| {
+        let c = &c;
+        async move {
+            let plan = planned(c, &snapshot).await;
+            let subjects = subjects(&snapshot);
+            for op in &plan.operations {
+                for attempt in 1..=2 {
+                    c.apply(op, &subjects[&op.identity])
+                        .await
+                        .unwrap_or_else(|e| panic!("attempt {attempt} of {op:?}: {e}"));
+                }
+            }
+            assert!(planned(c, &snapshot).await.is_empty(), "converged");
+            steps(&plan)
+        }
+    };
+    let all = [
+        twice(org(&scope, &spec, &policies, &person("finance", "Active"))).await,
+        twice(org(
+            &scope,
+            &spec,
+            &policies,
+            &person("engineering", "Active"),
+        ))
+        .await,
+        twice(org(
+            &scope,
+            &spec,
+            &policies,
+            &person("engineering", "OnLeave"),
+        ))
+        .await,
+        twice(org(
+            &scope,
+            &spec,
+            &policies,
+            &person("engineering", "Active"),
+        ))
+        .await,
+        twice(org(
+            &scope,
+            &spec,
+            &policies,
+            &person("engineering", "Terminated"),
+        ))
+        .await,
+    ]
+    .concat();
+    for action in [
+        "createAccount",
+        "+",
+        "-",
+        "disableAccount",
+        "revokeSessions",
+        "enableAccount",
+        "deleteAccount",
+    ] {
+        assert!(
+            all.iter().any(|s| s.contains(action)),
+            "{action} not exercised: {all:?}"
+        );
+    }
+    assert_eq!(role(&alice).await, None);
+}

@@ -122,6 +122,13 @@ struct Role {
     comment: Option<String>,
 }
 
+/// Whether a transaction's commit waits for its WAL flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    Durable,
+    Relaxed,
+}
+
 /// How TLS is used, from `spec.postgresql.sslMode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tls {
@@ -391,16 +398,30 @@ impl Postgres {
         Ok(())
     }
 
-    async fn execute(
+    /// Runs `statements` (each ending in `;`) in one transaction, in one round trip. A
+    /// `Relaxed` commit does not wait for its WAL flush: used only for steps that give access
+    /// (a commit lost to a server crash is seen as missing by the next observe and redone);
+    /// everything that takes access away commits durably.
+    async fn transaction(
         &self,
         client: &deadpool_postgres::Object,
-        sql: &str,
+        statements: &str,
+        commit: Commit,
         what: &str,
     ) -> Result<(), TargetError> {
-        client
-            .batch_execute(sql)
+        let relax = match commit {
+            Commit::Durable => "",
+            Commit::Relaxed => "SET LOCAL synchronous_commit = off; ",
+        };
+        let result = client
+            .batch_execute(&format!("BEGIN; {relax}{statements} COMMIT;"))
             .await
-            .map_err(|e| self.classify(e, what))
+            .map_err(|e| self.classify(e, what));
+        if result.is_err() {
+            // The failed transaction must not linger on a pooled connection.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
     }
 
     /// Ends every backend of `role`; errors if one outlived the wait.
@@ -443,18 +464,16 @@ impl Postgres {
             Some(found) if found.can_login == enabled => Ok(()),
             Some(_) => self.set_login(&client, role, enabled).await,
             None => {
+                // The marker comes with the role, in the same transaction: a role of ours
+                // never exists unmarked.
                 let sql = format!(
-                    "BEGIN; CREATE ROLE {q} {login}; COMMENT ON ROLE {q} IS {marker}; COMMIT;",
+                    "CREATE ROLE {q} {login}; COMMENT ON ROLE {q} IS {marker};",
                     q = quote_ident(role)?,
                     login = if enabled { "LOGIN" } else { "NOLOGIN" },
                     marker = quote_literal(&self.marker)?,
                 );
-                let result = self.execute(&client, &sql, "creating a role").await;
-                if result.is_err() {
-                    // The failed transaction must not linger on a pooled connection.
-                    let _ = client.batch_execute("ROLLBACK").await;
-                }
-                result
+                self.transaction(&client, &sql, Commit::Relaxed, "creating a role")
+                    .await
             }
         }
     }
@@ -466,11 +485,17 @@ impl Postgres {
         enabled: bool,
     ) -> Result<(), TargetError> {
         let sql = format!(
-            "ALTER ROLE {} {}",
+            "ALTER ROLE {} {};",
             quote_ident(role)?,
             if enabled { "LOGIN" } else { "NOLOGIN" }
         );
-        self.execute(client, &sql, "altering a role").await
+        let commit = if enabled {
+            Commit::Relaxed
+        } else {
+            Commit::Durable
+        };
+        self.transaction(client, &sql, commit, "altering a role")
+            .await
     }
 
     async fn enable(&self, role: &str, enabled: bool) -> Result<(), TargetError> {
@@ -512,8 +537,9 @@ impl Postgres {
             )));
         };
         self.check_group(group, &found)?;
-        let sql = format!("GRANT {} TO {}", quote_ident(group)?, quote_ident(role)?);
-        self.execute(&client, &sql, "granting a group role").await
+        let sql = format!("GRANT {} TO {};", quote_ident(group)?, quote_ident(role)?);
+        self.transaction(&client, &sql, Commit::Relaxed, "granting a group role")
+            .await
     }
 
     async fn revoke(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
@@ -533,8 +559,13 @@ impl Postgres {
         };
         self.check_group(group, &found)?;
         // Revoking a membership that is not there only warns: idempotent.
-        let sql = format!("REVOKE {} FROM {}", quote_ident(group)?, quote_ident(role)?);
-        self.execute(&client, &sql, "revoking a group role").await
+        let sql = format!(
+            "REVOKE {} FROM {};",
+            quote_ident(group)?,
+            quote_ident(role)?
+        );
+        self.transaction(&client, &sql, Commit::Durable, "revoking a group role")
+            .await
     }
 
     async fn delete(&self, role: &str) -> Result<(), TargetError> {
@@ -569,14 +600,11 @@ impl Postgres {
             )
         };
         let sql = format!(
-            "BEGIN; {borrow}GRANT {q} TO CURRENT_USER; REASSIGN OWNED BY {q} TO {h}; DROP OWNED BY {q}; \
-             DROP ROLE {q}; {give_back}COMMIT;"
+            "{borrow}GRANT {q} TO CURRENT_USER; REASSIGN OWNED BY {q} TO {h}; DROP OWNED BY {q}; \
+             DROP ROLE {q}; {give_back}"
         );
-        let result = self.execute(&client, &sql, "deleting a role").await;
-        if result.is_err() {
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        result
+        self.transaction(&client, &sql, Commit::Durable, "deleting a role")
+            .await
     }
 }
 
