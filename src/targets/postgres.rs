@@ -20,7 +20,13 @@
 //! membership in the account (and, if it is not a member yet, in `reassignOwnedTo`) inside
 //! the deleting transaction, and gives the latter back before committing. On PostgreSQL 16+,
 //! `CREATEROLE` no longer covers roles the controller did not create: it then needs
-//! `ADMIN OPTION` on every group role it grants (`GRANT grp TO gatehouse WITH ADMIN OPTION`).
+//! `ADMIN OPTION` on every group role it grants (`GRANT grp TO gatehouse WITH ADMIN OPTION`)
+//! and membership in `reassignOwnedTo`; this connector is tested on PostgreSQL 15 only.
+//!
+//! **Commits.** Each operation is one transaction sent in one round trip (after a look-up
+//! of the roles involved). Steps that give access (create, enable, grant) commit with
+//! `synchronous_commit = off`: one lost to a server crash is seen as missing by the next
+//! observe and redone. Steps that take access away always commit durably.
 //!
 //! **Connections.** A deadpool pool of at most [`POOL_SIZE`] connections (the controller
 //! applies one operation at a time, so one is busy in practice; broken connections are
