@@ -1002,3 +1002,56 @@ async fn every_operation_is_idempotent() {
     }
     assert_eq!(role(&alice).await, None);
 }
+
+#[tokio::test]
+async fn lost_connections_are_transient_and_the_next_sync_completes() {
+    let scope = Scope::new("reconnect");
+    let spec = spec_yaml("", "");
+    let read = scope.role("read");
+    groups(std::slice::from_ref(&read)).await;
+    let policies: [(&str, &[String]); 1] = [("finance", std::slice::from_ref(&read))];
+    let names = ["ann", "ben"];
+    let accounts: Vec<String> = names.iter().map(|n| scope.role(n)).collect();
+    let people = |n: usize| -> Vec<Person> {
+        names[..n]
+            .iter()
+            .zip(&accounts)
+            .map(|(name, a)| Person(name, "finance", "Active", Some(a.as_str())))
+            .collect()
+    };
+    // A controller role of this test's own, so killing its connections disturbs no other test.
+    let controller = scope.role("ctl");
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {controller} LOGIN CREATEROLE PASSWORD 'own-pw'; GRANT pg_signal_backend TO {controller};"
+        ))
+        .await
+        .unwrap();
+    let creds = credentials_with(&controller, "own-pw", Some(&peer().ca_pem));
+    let c = Postgres::connect(&config(&scope, TARGET, &spec, creds))
+        .await
+        .unwrap();
+    sync_ok(&c, &org(&scope, &spec, &policies, &people(1))).await;
+    // The server ends every connection of the controller (as a restart would).
+    let killed: i64 = superuser()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = $1",
+            &[&controller],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "the pool held a connection");
+    let both = org(&scope, &spec, &policies, &people(2));
+    let (_, failures) = sync(&c, &both).await;
+    assert!(
+        failures.iter().all(|(_, e)| e.is_transient()),
+        "{failures:#?}"
+    );
+    // Whatever the first pass managed, the next one completes the job.
+    sync_ok(&c, &both).await;
+    assert!(sync_ok(&c, &both).await.is_empty(), "converged");
+    assert_eq!(role(&accounts[1]).await.unwrap().2, vec![read.clone()]);
+}
