@@ -16,6 +16,8 @@ done
 # Real peers: kube-apiserver and etcd, built once from Go modules into a cache outside the
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
+# PostgreSQL server binaries (Debian's postgresql-15) for tests/postgres.rs and benches/postgres.rs.
+bash scripts/install-postgres.sh
 
 # OpenLDAP slapd and ldap-utils (Debian packages) for the LDAP connector's tests.
 bash scripts/install-ldap.sh

@@ -193,9 +193,26 @@ pub struct PostgresTarget {
     pub port: u16,
     /// Database to connect to.
     pub database: String,
-    /// libpq `sslmode`, e.g. `verify-full`.
+    /// TLS: `verify-full` (the default: the server certificate must chain to the Secret's
+    /// `ca.crt` and name `host`), `verify-ca` (chain only) or `disable` (plain TCP, for a
+    /// loopback or a private socket only). libpq's `allow`, `prefer` and `require` are refused:
+    /// they do not authenticate the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<String>,
+    /// Prefix put before an account name to form its login role (with `u_`, account `alice`
+    /// is role `u_alice`). Only roles that also carry gatehouse's marker comment
+    /// (`managed-by=gatehouse tenant=<namespace> target=<name>`) are ever managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_role_prefix: Option<String>,
+    /// When set, only group roles whose names start with this prefix can be entitlements;
+    /// memberships in other roles are outside the managed scope (never observed, granted or
+    /// revoked). When unset, every existing `NOLOGIN` role not managed by gatehouse can be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_role_prefix: Option<String>,
+    /// The role that receives the objects of a deleted account (`REASSIGN OWNED ... TO`).
+    /// Required with `onLeave: Delete`; it must not be a superuser role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassign_owned_to: Option<String>,
 }
 
 fn default_pg_port() -> u16 {

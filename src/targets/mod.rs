@@ -5,6 +5,7 @@
 pub mod config;
 pub mod kubernetes;
 pub mod ldap;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -106,6 +107,8 @@ pub enum AnyConnector {
     Kubernetes(kubernetes::KubernetesRbac),
     /// LDAP / Active Directory.
     Ldap(ldap::LdapDirectory),
+    /// PostgreSQL login and group roles.
+    Postgres(postgres::Postgres),
 }
 
 impl AnyConnector {
@@ -118,6 +121,9 @@ impl AnyConnector {
                 kubernetes::KubernetesRbac::connect(local, config).await?,
             )),
             TargetType::LDAP => Ok(Self::Ldap(ldap::LdapDirectory::connect(config).await?)),
+            TargetType::PostgreSQL => {
+                Ok(Self::Postgres(postgres::Postgres::connect(config).await?))
+            }
             other => Err(TargetError::Config(format!(
                 "spec.type: this build has no {other:?} connector yet"
             ))),
@@ -130,6 +136,7 @@ impl Connector for AnyConnector {
         match self {
             Self::Kubernetes(c) => c.capabilities(),
             Self::Ldap(c) => c.capabilities(),
+            Self::Postgres(c) => c.capabilities(),
         }
     }
 
@@ -140,6 +147,7 @@ impl Connector for AnyConnector {
         match self {
             Self::Kubernetes(c) => c.observe(expected).await,
             Self::Ldap(c) => c.observe(expected).await,
+            Self::Postgres(c) => c.observe(expected).await,
         }
     }
 
@@ -151,6 +159,7 @@ impl Connector for AnyConnector {
         match self {
             Self::Kubernetes(c) => c.apply(operation, subject).await,
             Self::Ldap(c) => c.apply(operation, subject).await,
+            Self::Postgres(c) => c.apply(operation, subject).await,
         }
     }
 }

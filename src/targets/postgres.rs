@@ -1,0 +1,958 @@
+//! PostgreSQL: one `LOGIN` role per account; an entitlement `{target: db, name: ledger_read}`
+//! is membership in the existing group role `ledger_read` (`GRANT ledger_read TO alice`).
+//!
+//! **Managed scope.** A login role is managed only when its comment is exactly this
+//! target's marker, `managed-by=gatehouse tenant=<namespace> target=<name>` (set in the same
+//! transaction that creates it), and its name is `spec.postgresql.managedRolePrefix` + the
+//! account name. Entitlements are memberships of managed roles in `NOLOGIN` roles that are
+//! not themselves gatehouse accounts and, when `groupRolePrefix` is set, whose names start
+//! with it. Nothing else is read as held, and nothing else is ever changed: a role without
+//! the marker is refused, never adopted.
+//!
+//! **Leaver.** `ALTER ROLE … NOLOGIN` (a new login fails at once), `pg_terminate_backend` on
+//! every backend of the role (waiting up to 5 s for each to end), `REVOKE` of each managed
+//! membership. With `onLeave: Delete`: `REASSIGN OWNED BY` the account `TO`
+//! `reassignOwnedTo`, `DROP OWNED`, `DROP ROLE`, in one transaction.
+//!
+//! **Privileges.** The controller's database user needs `CREATEROLE` (create, alter, comment
+//! on, grant and drop non-superuser roles) and membership in `pg_signal_backend` (end other
+//! roles' sessions); not superuser. To reassign a deleted account's objects it grants itself
+//! membership in the account (and, if it is not a member yet, in `reassignOwnedTo`) inside
+//! the deleting transaction, and gives the latter back before committing. On PostgreSQL 16+,
+//! `CREATEROLE` no longer covers roles the controller did not create: it then needs
+//! `ADMIN OPTION` on every group role it grants (`GRANT grp TO gatehouse WITH ADMIN OPTION`)
+//! and membership in `reassignOwnedTo`; this connector is tested on PostgreSQL 15 only.
+//!
+//! **Commits.** Each operation is one transaction sent in one round trip (after a look-up
+//! of the roles involved). Steps that give access (create, enable, grant) commit with
+//! `synchronous_commit = off`: one lost to a server crash is seen as missing by the next
+//! observe and redone. Steps that take access away always commit durably.
+//!
+//! **Connections.** A deadpool pool of at most [`POOL_SIZE`] connections (the controller
+//! applies one operation at a time, so one is busy in practice; broken connections are
+//! replaced on the next checkout). TLS is rustls: `verify-full` by default, with the CA from
+//! the Secret's `ca.crt`.
+//!
+//! **SQL.** Values travel as bind parameters. Role names cannot (DDL takes no parameters):
+//! every one is double-quoted by [`quote_ident`], and names PostgreSQL would truncate (over
+//! 63 bytes) or cannot store (NUL) are refused.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig, TargetError};
+use crate::api::{EntitlementRef, OnLeave};
+use crate::engine::IdentityKey;
+use crate::plan::{AccessState, AccountState, Action, Operation};
+
+/// Secret key of the controller's database user.
+pub const USERNAME_KEY: &str = "username";
+/// Secret key of its password.
+pub const PASSWORD_KEY: &str = "password";
+/// Secret key of the PEM CA certificate(s) the server certificate must chain to.
+pub const CA_KEY: &str = "ca.crt";
+/// Connections kept open per TargetSystem.
+pub const POOL_SIZE: usize = 4;
+/// PostgreSQL keeps at most NAMEDATALEN - 1 bytes of a name and silently cuts the rest.
+pub const MAX_NAME_BYTES: usize = 63;
+/// How long `pg_terminate_backend` waits for each backend to exit, in milliseconds.
+const TERMINATE_WAIT_MS: i64 = 5_000;
+/// Every gatehouse marker starts so; roles carrying one are accounts, never groups.
+const MARKER_PREFIX: &str = "managed-by=gatehouse ";
+
+/// The comment that marks a login role as managed for `target` of tenant `tenant`.
+pub fn marker(tenant: &str, target: &str) -> String {
+    format!("{MARKER_PREFIX}tenant={tenant} target={target}")
+}
+
+/// A PostgreSQL identifier, double-quoted (so case, spaces, quotes and keywords are kept
+/// verbatim). Refuses names PostgreSQL would change or cannot hold: empty, containing NUL,
+/// or longer than [`MAX_NAME_BYTES`] bytes (they would be truncated, possibly onto
+/// another role's name).
+pub fn quote_ident(name: &str) -> Result<String, TargetError> {
+    check_name(name)?;
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+fn check_name(name: &str) -> Result<(), TargetError> {
+    if name.is_empty() {
+        return Err(TargetError::Permanent("empty role name".into()));
+    }
+    if name.contains('\0') {
+        return Err(TargetError::Permanent(format!(
+            "role name {name:?} contains a NUL character, which PostgreSQL cannot store"
+        )));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(TargetError::Permanent(format!(
+            "role name {name:?} is {} bytes; PostgreSQL names are at most {MAX_NAME_BYTES} bytes \
+             (longer ones are truncated): choose a shorter account (spec.accounts) or role name",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A SQL string literal, safe whatever `standard_conforming_strings` is (the same rule as
+/// PostgreSQL's own `quote_literal`: quotes doubled, and with a backslash an `E''` literal
+/// with backslashes doubled).
+pub fn quote_literal(text: &str) -> Result<String, TargetError> {
+    if text.contains('\0') {
+        return Err(TargetError::Permanent(format!(
+            "text {text:?} contains a NUL character, which PostgreSQL cannot store"
+        )));
+    }
+    let quoted = text.replace('\'', "''");
+    Ok(if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    })
+}
+
+/// What the catalog says about one role.
+#[derive(Clone, Debug)]
+struct Role {
+    can_login: bool,
+    superuser: bool,
+    comment: Option<String>,
+}
+
+/// Whether a transaction's commit waits for its WAL flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    Durable,
+    Relaxed,
+}
+
+/// How TLS is used, from `spec.postgresql.sslMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tls {
+    Disable,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// The PostgreSQL connector for one TargetSystem of one tenant namespace.
+pub struct Postgres {
+    pool: Pool,
+    tenant: String,
+    target: String,
+    database: String,
+    marker: String,
+    role_prefix: String,
+    group_prefix: String,
+    reassign_to: Option<String>,
+}
+
+impl Postgres {
+    /// Builds the pool from the TargetSystem and its Secret (`username`, `password`,
+    /// `ca.crt`), and checks one connection: the credentials work and the user has
+    /// `CREATEROLE`.
+    pub async fn connect(config: &TargetConfig) -> Result<Self, TargetError> {
+        let pg = config.block(&config.spec.postgresql, "postgresql")?;
+        let username = config.credentials.required(USERNAME_KEY)?;
+        let password = config.credentials.required(PASSWORD_KEY)?;
+        let tls = match pg.ssl_mode.as_deref() {
+            None | Some("verify-full") => Tls::VerifyFull,
+            Some("verify-ca") => Tls::VerifyCa,
+            Some("disable") => Tls::Disable,
+            Some(other) => {
+                return Err(TargetError::Config(format!(
+                    "TargetSystem {}/{}: spec.postgresql.sslMode {other:?} is not supported; use \
+                     verify-full (default), verify-ca, or disable (loopback or private networks only)",
+                    config.namespace, config.name
+                )));
+            }
+        };
+        let field = |f: &str, value: &Option<String>| -> Result<String, TargetError> {
+            let value = value.clone().unwrap_or_default();
+            if value.contains('\0') || value.len() >= MAX_NAME_BYTES {
+                return Err(TargetError::Config(format!(
+                    "TargetSystem {}/{}: spec.postgresql.{f} must be shorter than {MAX_NAME_BYTES} bytes, without NUL",
+                    config.namespace, config.name
+                )));
+            }
+            Ok(value)
+        };
+        let role_prefix = field("managedRolePrefix", &pg.managed_role_prefix)?;
+        let group_prefix = field("groupRolePrefix", &pg.group_role_prefix)?;
+        let reassign_to = pg.reassign_owned_to.clone().filter(|r| !r.is_empty());
+        if let Some(role) = &reassign_to {
+            check_name(role).map_err(|e| {
+                TargetError::Config(format!(
+                    "TargetSystem {}/{}: spec.postgresql.reassignOwnedTo: {}",
+                    config.namespace,
+                    config.name,
+                    message(&e)
+                ))
+            })?;
+        } else if config.spec.on_leave == OnLeave::Delete {
+            return Err(TargetError::Config(format!(
+                "TargetSystem {}/{}: spec.postgresql.reassignOwnedTo is required with onLeave: Delete \
+                 (the role that receives the objects of a deleted account)",
+                config.namespace, config.name
+            )));
+        }
+
+        let mut pg_config = tokio_postgres::Config::new();
+        pg_config
+            .host(&pg.host)
+            .port(pg.port)
+            .dbname(&pg.database)
+            .user(username)
+            .password(password)
+            .application_name("gatehouse")
+            .connect_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(60))
+            // Never wait long on a lock held by someone's open transaction: retry later.
+            .options("-c lock_timeout=10s -c statement_timeout=120s")
+            .ssl_mode(if tls == Tls::Disable {
+                tokio_postgres::config::SslMode::Disable
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
+        let connector = MakeRustlsConnect::new(client_tls(config, tls)?);
+        let manager = Manager::from_config(
+            pg_config,
+            connector,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .build()
+            .map_err(|e| TargetError::Config(format!("connection pool: {e}")))?;
+        let this = Self {
+            pool,
+            tenant: config.namespace.clone(),
+            target: config.name.clone(),
+            database: pg.database.clone(),
+            marker: marker(&config.namespace, &config.name),
+            role_prefix,
+            group_prefix,
+            reassign_to,
+        };
+        this.check_privileges(username, config).await?;
+        Ok(this)
+    }
+
+    async fn check_privileges(
+        &self,
+        username: &str,
+        config: &TargetConfig,
+    ) -> Result<(), TargetError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT r.rolsuper, r.rolcreaterole, \
+                        pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') \
+                 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| self.classify(e, "reading the controller's privileges"))?;
+        let (superuser, createrole, signal): (bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if !superuser && !createrole {
+            return Err(TargetError::Permanent(format!(
+                "database user {username:?} of TargetSystem {}/{} lacks CREATEROLE: run ALTER ROLE {} CREATEROLE",
+                config.namespace,
+                config.name,
+                quote_ident(username).unwrap_or_else(|_| username.to_string())
+            )));
+        }
+        if !signal {
+            tracing::warn!(
+                namespace = %config.namespace, target = %config.name,
+                "the database user is not a member of pg_signal_backend: a leaver's sessions cannot be ended"
+            );
+        }
+        Ok(())
+    }
+
+    /// The login role of an account.
+    pub fn role_name(&self, account: &str) -> String {
+        format!("{}{account}", self.role_prefix)
+    }
+
+    /// The marker comment of this target's roles.
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, TargetError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => self.classify(e, "connecting"),
+            PoolError::Timeout(_) => TargetError::Transient(format!(
+                "PostgreSQL {}: timed out waiting for a connection",
+                self.target
+            )),
+            other => TargetError::Transient(format!("PostgreSQL {}: {other}", self.target)),
+        })
+    }
+
+    /// Classifies a database error, with what was being done.
+    fn classify(&self, error: tokio_postgres::Error, what: &str) -> TargetError {
+        classify(&error, &format!("PostgreSQL {} ({what})", self.target))
+    }
+
+    async fn role(
+        &self,
+        client: &deadpool_postgres::Object,
+        name: &str,
+    ) -> Result<Option<Role>, TargetError> {
+        let statement = client
+            .prepare_cached(ROLE_SQL)
+            .await
+            .map_err(|e| self.classify(e, "preparing"))?;
+        let row = client
+            .query_opt(&statement, &[&name])
+            .await
+            .map_err(|e| self.classify(e, "reading a role"))?;
+        Ok(row.map(|r| Role {
+            can_login: r.get(0),
+            superuser: r.get(1),
+            comment: r.get(2),
+        }))
+    }
+
+    /// The account's role if it is one of ours; `None` if it does not exist; an error if
+    /// it exists without this target's marker.
+    async fn managed(
+        &self,
+        client: &deadpool_postgres::Object,
+        role: &str,
+    ) -> Result<Option<Role>, TargetError> {
+        match self.role(client, role).await? {
+            None => Ok(None),
+            Some(r) if r.comment.as_deref() == Some(self.marker.as_str()) => Ok(Some(r)),
+            Some(r) => Err(self.foreign(role, &r)),
+        }
+    }
+
+    fn foreign(&self, role: &str, found: &Role) -> TargetError {
+        let owner = match found.comment.as_deref() {
+            Some(c) if c.starts_with(MARKER_PREFIX) => format!("it is managed elsewhere ({c})"),
+            _ => "it has no gatehouse marker comment".to_string(),
+        };
+        TargetError::Permanent(format!(
+            "role {role:?} exists in PostgreSQL {} but is not managed by this target: {owner}; \
+             gatehouse never adopts or changes it (choose another account name in spec.accounts, \
+             or mark the role with COMMENT ON ROLE … IS '{}')",
+            self.target, self.marker
+        ))
+    }
+
+    /// Checks that `entitlement` names a group role gatehouse may grant, and returns its
+    /// name and whether it exists.
+    fn group_of<'e>(&self, entitlement: &'e EntitlementRef) -> Result<&'e str, TargetError> {
+        if entitlement.kind.is_some() || entitlement.namespace.is_some() {
+            return Err(TargetError::Permanent(format!(
+                "{entitlement}: PostgreSQL entitlements are group role names, without kind or namespace"
+            )));
+        }
+        let group = entitlement.name.as_str();
+        check_name(group)?;
+        if !group.starts_with(&self.group_prefix) {
+            return Err(TargetError::Permanent(format!(
+                "role {group:?} is outside spec.postgresql.groupRolePrefix {:?} of target {}: \
+                 gatehouse does not grant or revoke it",
+                self.group_prefix, self.target
+            )));
+        }
+        Ok(group)
+    }
+
+    fn check_group(&self, group: &str, found: &Role) -> Result<(), TargetError> {
+        if found
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with(MARKER_PREFIX))
+        {
+            return Err(TargetError::Permanent(format!(
+                "role {group:?} is an account managed by gatehouse, not a group role"
+            )));
+        }
+        if found.can_login || found.superuser {
+            return Err(TargetError::Permanent(format!(
+                "role {group:?} on target {} is a {} role, not a group role: gatehouse grants only NOLOGIN, \
+                 non-superuser roles",
+                self.target,
+                if found.superuser {
+                    "superuser"
+                } else {
+                    "LOGIN"
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `statements` (each ending in `;`) in one transaction, in one round trip. A
+    /// `Relaxed` commit does not wait for its WAL flush: used only for steps that give access
+    /// (a commit lost to a server crash is seen as missing by the next observe and redone);
+    /// everything that takes access away commits durably.
+    async fn transaction(
+        &self,
+        client: &deadpool_postgres::Object,
+        statements: &str,
+        commit: Commit,
+        what: &str,
+    ) -> Result<(), TargetError> {
+        let relax = match commit {
+            Commit::Durable => "",
+            Commit::Relaxed => "SET LOCAL synchronous_commit = off; ",
+        };
+        let result = client
+            .batch_execute(&format!("BEGIN; {relax}{statements} COMMIT;"))
+            .await
+            .map_err(|e| self.classify(e, what));
+        if result.is_err() {
+            // The failed transaction must not linger on a pooled connection.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Ends every backend of `role`; errors if one outlived the wait.
+    async fn terminate(
+        &self,
+        client: &deadpool_postgres::Object,
+        role: &str,
+    ) -> Result<(), TargetError> {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(pid, $2)) \
+                 FROM pg_catalog.pg_stat_activity \
+                 WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                &[&role, &TERMINATE_WAIT_MS],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE) => TargetError::Permanent(format!(
+                    "PostgreSQL {}: cannot end the sessions of {role:?}: the controller's database user \
+                     needs membership in pg_signal_backend (GRANT pg_signal_backend TO <user>): {}",
+                    self.target,
+                    describe(&e)
+                )),
+                _ => self.classify(e, "ending sessions"),
+            })?;
+        let alive: i64 = row.get(0);
+        if alive > 0 {
+            return Err(TargetError::Transient(format!(
+                "PostgreSQL {}: {alive} session(s) of {role:?} did not end within {} s",
+                self.target,
+                TERMINATE_WAIT_MS / 1000
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, role: &str, enabled: bool) -> Result<(), TargetError> {
+        let client = self.client().await?;
+        match self.managed(&client, role).await? {
+            Some(found) if found.can_login == enabled => Ok(()),
+            Some(_) => self.set_login(&client, role, enabled).await,
+            None => {
+                // The marker comes with the role, in the same transaction: a role of ours
+                // never exists unmarked.
+                let sql = format!(
+                    "CREATE ROLE {q} {login}; COMMENT ON ROLE {q} IS {marker};",
+                    q = quote_ident(role)?,
+                    login = if enabled { "LOGIN" } else { "NOLOGIN" },
+                    marker = quote_literal(&self.marker)?,
+                );
+                self.transaction(&client, &sql, Commit::Relaxed, "creating a role")
+                    .await
+            }
+        }
+    }
+
+    async fn set_login(
+        &self,
+        client: &deadpool_postgres::Object,
+        role: &str,
+        enabled: bool,
+    ) -> Result<(), TargetError> {
+        let sql = format!(
+            "ALTER ROLE {} {};",
+            quote_ident(role)?,
+            if enabled { "LOGIN" } else { "NOLOGIN" }
+        );
+        let commit = if enabled {
+            Commit::Relaxed
+        } else {
+            Commit::Durable
+        };
+        self.transaction(client, &sql, commit, "altering a role")
+            .await
+    }
+
+    async fn enable(&self, role: &str, enabled: bool) -> Result<(), TargetError> {
+        let client = self.client().await?;
+        match self.managed(&client, role).await? {
+            None if !enabled => Ok(()), // nothing left to lock
+            None => Err(TargetError::Transient(format!(
+                "PostgreSQL {}: role {role:?} does not exist (dropped by hand?); the next sync creates it",
+                self.target
+            ))),
+            Some(found) if found.can_login == enabled => Ok(()),
+            Some(_) => self.set_login(&client, role, enabled).await,
+        }
+    }
+
+    async fn grant(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
+        let group = self.group_of(entitlement)?;
+        let client = self.client().await?;
+        // Both look-ups go out together (tokio-postgres pipelines them).
+        let (account, found) =
+            tokio::try_join!(self.role(&client, role), self.role(&client, group))?;
+        match account {
+            None => {
+                return Err(TargetError::Transient(format!(
+                    "PostgreSQL {}: role {role:?} does not exist yet; the next sync creates it",
+                    self.target
+                )));
+            }
+            Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
+                return Err(self.foreign(role, &r));
+            }
+            Some(_) => {}
+        }
+        let Some(found) = found else {
+            return Err(TargetError::Permanent(format!(
+                "group role {group:?} does not exist in PostgreSQL {} (database {:?}): create it, or fix \
+                 the entitlement {entitlement} in the policy or exception that names it",
+                self.target, self.database
+            )));
+        };
+        self.check_group(group, &found)?;
+        let sql = format!("GRANT {} TO {};", quote_ident(group)?, quote_ident(role)?);
+        self.transaction(&client, &sql, Commit::Relaxed, "granting a group role")
+            .await
+    }
+
+    async fn revoke(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
+        let group = self.group_of(entitlement)?;
+        let client = self.client().await?;
+        let (account, found) =
+            tokio::try_join!(self.role(&client, role), self.role(&client, group))?;
+        match account {
+            None => return Ok(()), // no account, no membership
+            Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
+                return Err(self.foreign(role, &r));
+            }
+            Some(_) => {}
+        }
+        let Some(found) = found else {
+            return Ok(()); // the group is gone, and the membership with it
+        };
+        self.check_group(group, &found)?;
+        // Revoking a membership that is not there only warns: idempotent.
+        let sql = format!(
+            "REVOKE {} FROM {};",
+            quote_ident(group)?,
+            quote_ident(role)?
+        );
+        self.transaction(&client, &sql, Commit::Durable, "revoking a group role")
+            .await
+    }
+
+    async fn delete(&self, role: &str) -> Result<(), TargetError> {
+        let Some(heir) = &self.reassign_to else {
+            return Err(TargetError::Config(format!(
+                "TargetSystem {}/{}: spec.postgresql.reassignOwnedTo is required with onLeave: Delete",
+                self.tenant, self.target
+            )));
+        };
+        let client = self.client().await?;
+        if self.managed(&client, role).await?.is_none() {
+            return Ok(());
+        }
+        self.terminate(&client, role).await?;
+        let member: bool = client
+            .query_one(
+                "SELECT pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') \
+                 FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+                &[&heir.as_str()],
+            )
+            .await
+            .map_err(|e| self.classify(e, "reading spec.postgresql.reassignOwnedTo"))?
+            .get(0);
+        let (q, h) = (quote_ident(role)?, quote_ident(heir)?);
+        // REASSIGN OWNED needs the privileges of both roles: borrow them for this transaction.
+        let (borrow, give_back) = if member {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("GRANT {h} TO CURRENT_USER; "),
+                format!("REVOKE {h} FROM CURRENT_USER; "),
+            )
+        };
+        let sql = format!(
+            "{borrow}GRANT {q} TO CURRENT_USER; REASSIGN OWNED BY {q} TO {h}; DROP OWNED BY {q}; \
+             DROP ROLE {q}; {give_back}"
+        );
+        self.transaction(&client, &sql, Commit::Durable, "deleting a role")
+            .await
+    }
+}
+
+/// One role by name: can it log in, is it a superuser, its comment.
+const ROLE_SQL: &str = "SELECT r.rolcanlogin, r.rolsuper, pg_catalog.shobj_description(r.oid, 'pg_authid') \
+                        FROM pg_catalog.pg_roles r WHERE r.rolname = $1";
+
+/// Every role carrying the marker ($1), with its memberships in group roles of the managed
+/// scope (NOLOGIN, not a gatehouse account, name starting with $2).
+const OBSERVE_SQL: &str = "SELECT r.rolname::text, r.rolcanlogin, g.rolname::text \
+     FROM pg_catalog.pg_roles r \
+     LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+     LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+          AND NOT g.rolcanlogin AND NOT g.rolsuper \
+          AND pg_catalog.starts_with(g.rolname::text, $2) \
+          AND coalesce(pg_catalog.shobj_description(g.oid, 'pg_authid'), '') NOT LIKE 'managed-by=gatehouse %' \
+     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1";
+
+impl Connector for Postgres {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: true,
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        let by_role: HashMap<String, &IdentityKey> = expected
+            .values()
+            .map(|s| (self.role_name(&s.account), &s.identity))
+            .collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(OBSERVE_SQL)
+            .await
+            .map_err(|e| self.classify(e, "preparing"))?;
+        let rows = client
+            .query(&statement, &[&self.marker, &self.group_prefix])
+            .await
+            .map_err(|e| self.classify(e, "observing roles"))?;
+        let mut held = AccessState::default();
+        let mut orphans = BTreeSet::new();
+        for row in rows {
+            let role: String = row.get(0);
+            let can_login: bool = row.get(1);
+            let group: Option<String> = row.get(2);
+            let Some(identity) = by_role.get(&role) else {
+                let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
+                orphans.insert(account.to_string());
+                continue;
+            };
+            let holding = held.identities.entry((*identity).clone()).or_default();
+            let state = if can_login {
+                AccountState::Enabled
+            } else {
+                AccountState::Disabled
+            };
+            holding.accounts.insert(self.target.clone(), state);
+            if let Some(group) = group {
+                let entitlement = EntitlementRef {
+                    target: self.target.clone(),
+                    kind: None,
+                    namespace: None,
+                    name: group,
+                };
+                holding
+                    .entitlements
+                    .insert(Arc::new(entitlement), Default::default());
+            }
+        }
+        Ok(Observed {
+            held,
+            orphans: orphans.into_iter().collect(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        operation: &Operation,
+        subject: &Subject,
+    ) -> Result<Applied, TargetError> {
+        let role = self.role_name(&subject.account);
+        check_name(&role)?;
+        match &operation.action {
+            Action::CreateAccount { enabled } => self.create(&role, *enabled).await?,
+            Action::EnableAccount => self.enable(&role, true).await?,
+            Action::DisableAccount => self.enable(&role, false).await?,
+            Action::RevokeSessions => {
+                let client = self.client().await?;
+                if self.managed(&client, &role).await?.is_some() {
+                    self.terminate(&client, &role).await?;
+                }
+            }
+            Action::Grant { entitlement } => self.grant(&role, entitlement).await?,
+            Action::Revoke { entitlement } => self.revoke(&role, entitlement).await?,
+            Action::DeleteAccount => self.delete(&role).await?,
+        }
+        Ok(Applied::Done)
+    }
+}
+
+/// The rustls client configuration `sslMode` asks for.
+fn client_tls(config: &TargetConfig, tls: Tls) -> Result<rustls::ClientConfig, TargetError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TargetError::Config(format!("TLS: {e}")))?;
+    let secret = &config.credentials.secret;
+    let roots = match tls {
+        // A pool over plain TCP never starts a handshake; any valid configuration will do.
+        Tls::Disable => RootCertStore::empty(),
+        Tls::VerifyCa | Tls::VerifyFull => {
+            let pem = config.credentials.bytes(CA_KEY).ok_or_else(|| {
+                TargetError::Config(format!(
+                    "Secret {secret}: key {CA_KEY:?} is missing; add the PEM CA certificate of the \
+                     PostgreSQL server (required by sslMode verify-full and verify-ca)"
+                ))
+            })?;
+            let bad = |why: String| {
+                TargetError::Config(format!(
+                    "Secret {secret}: key {CA_KEY:?} is not a usable PEM CA certificate: {why}"
+                ))
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| bad(e.to_string()))?;
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no CERTIFICATE block found".into()));
+            }
+            roots
+        }
+    };
+    if tls == Tls::VerifyCa {
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TargetError::Config(format!("TLS: {e}")))?;
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+            .with_no_client_auth())
+    } else {
+        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+}
+
+/// `verify-ca`: the certificate must chain to the CA; the host name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            // The chain was verified before the name was looked at.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// A server error as one line: message, SQLSTATE, detail and hint.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {}", detail.replace('\n', "; ")));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// The rustls error behind a failed handshake, if that is what failed.
+fn tls_failure(error: &tokio_postgres::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(tls.to_string());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Server-side failures a retry can cure (connection loss, shutdown, overload, lock and
+/// serialization conflicts, timeouts) are transient; authentication, privilege and
+/// object errors need a person; a database or TLS set-up that cannot work is configuration.
+fn classify(error: &tokio_postgres::Error, context: &str) -> TargetError {
+    let text = describe(error);
+    if let Some(db) = error.as_db_error() {
+        let code = db.code();
+        let class = &code.code()[..2];
+        return match code {
+            c if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                TargetError::Permanent(format!(
+                    "{context}: authentication failed: {text}; check keys {USERNAME_KEY:?} and {PASSWORD_KEY:?} \
+                     of the credentials Secret and the server's pg_hba.conf"
+                ))
+            }
+            c if *c == SqlState::INVALID_CATALOG_NAME => {
+                TargetError::Config(format!("{context}: {text}; check spec.postgresql.database"))
+            }
+            c if *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::QUERY_CANCELED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::IDLE_SESSION_TIMEOUT =>
+            {
+                TargetError::Transient(format!("{context}: {text}"))
+            }
+            // Connection exceptions, insufficient resources, operator intervention, system errors.
+            _ if matches!(class, "08" | "53" | "57" | "58") => {
+                TargetError::Transient(format!("{context}: {text}"))
+            }
+            _ => TargetError::Permanent(format!("{context}: {text}")),
+        };
+    }
+    if let Some(tls) = tls_failure(error) {
+        return TargetError::Config(format!(
+            "{context}: TLS handshake failed: {tls}; check key {CA_KEY:?} of the credentials Secret \
+             (the CA of the server certificate) and that spec.postgresql.host is a name the certificate carries"
+        ));
+    }
+    if text.contains("server does not support TLS") {
+        return TargetError::Config(format!(
+            "{context}: {text}; enable ssl on the server, or set spec.postgresql.sslMode: disable \
+             (loopback or private networks only)"
+        ));
+    }
+    if text.contains("password missing") || text.contains("invalid configuration") {
+        return TargetError::Config(format!("{context}: {text}"));
+    }
+    // I/O errors, closed connections, timeouts.
+    TargetError::Transient(format!("{context}: {text}"))
+}
+
+fn message(error: &TargetError) -> String {
+    match error {
+        TargetError::Transient(m) | TargetError::Permanent(m) | TargetError::Config(m) => m.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted_and_never_truncated() {
+        assert_eq!(quote_ident("alice").unwrap(), "\"alice\"");
+        assert_eq!(quote_ident("Alice").unwrap(), "\"Alice\"");
+        assert_eq!(
+            quote_ident("a\"; DROP ROLE x; --").unwrap(),
+            "\"a\"\"; DROP ROLE x; --\""
+        );
+        assert_eq!(quote_ident("o'neil").unwrap(), "\"o'neil\"");
+        assert!(quote_ident("").is_err());
+        assert!(quote_ident("a\0b").is_err());
+        assert!(quote_ident(&"x".repeat(63)).is_ok());
+        let long = quote_ident(&"x".repeat(64)).unwrap_err().to_string();
+        assert!(long.contains("63 bytes"), "{long}");
+        // 21 three-byte characters = 63 bytes; one more is too long.
+        assert!(quote_ident(&"€".repeat(21)).is_ok());
+        assert!(quote_ident(&"€".repeat(22)).is_err());
+    }
+
+    #[test]
+    fn literals_survive_quotes_and_backslashes() {
+        assert_eq!(quote_literal("a b").unwrap(), "'a b'");
+        assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
+        assert_eq!(quote_literal("a\\'b").unwrap(), "E'a\\\\''b'");
+        assert!(quote_literal("a\0").is_err());
+    }
+
+    #[test]
+    fn the_marker_names_tenant_and_target() {
+        assert_eq!(
+            marker("acme", "ledger-db"),
+            "managed-by=gatehouse tenant=acme target=ledger-db"
+        );
+        assert!(marker("a", "b").starts_with(MARKER_PREFIX));
+    }
+}
