@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod kubernetes;
+pub mod scim;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -97,12 +98,34 @@ pub trait Connector {
         operation: &Operation,
         subject: &Subject,
     ) -> impl Future<Output = Result<Applied, TargetError>> + Send;
+
+    /// Carries out planned operations, in plan order, with one result per operation in the
+    /// same order. The default applies them one at a time; a connector may group them (SCIM
+    /// Bulk, one PATCH per group) as long as each result is the operation's own and nothing
+    /// is done before the operations that precede it in the plan.
+    fn apply_batch(
+        &self,
+        operations: &[(&Operation, &Subject)],
+    ) -> impl Future<Output = Vec<Result<Applied, TargetError>>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let mut out = Vec::with_capacity(operations.len());
+            for (operation, subject) in operations {
+                out.push(self.apply(operation, subject).await);
+            }
+            out
+        }
+    }
 }
 
 /// Every connector this build has, behind one type so the controller can hold any of them.
 pub enum AnyConnector {
     /// Kubernetes RBAC.
     Kubernetes(kubernetes::KubernetesRbac),
+    /// SCIM 2.0.
+    Scim(scim::Scim),
 }
 
 impl AnyConnector {
@@ -114,6 +137,7 @@ impl AnyConnector {
             TargetType::Kubernetes => Ok(Self::Kubernetes(
                 kubernetes::KubernetesRbac::connect(local, config).await?,
             )),
+            TargetType::SCIM => Ok(Self::Scim(scim::Scim::connect(config).await?)),
             other => Err(TargetError::Config(format!(
                 "spec.type: this build has no {other:?} connector yet"
             ))),
@@ -125,6 +149,7 @@ impl Connector for AnyConnector {
     fn capabilities(&self) -> Capabilities {
         match self {
             Self::Kubernetes(c) => c.capabilities(),
+            Self::Scim(c) => c.capabilities(),
         }
     }
 
@@ -134,6 +159,7 @@ impl Connector for AnyConnector {
     ) -> Result<Observed, TargetError> {
         match self {
             Self::Kubernetes(c) => c.observe(expected).await,
+            Self::Scim(c) => c.observe(expected).await,
         }
     }
 
@@ -144,6 +170,17 @@ impl Connector for AnyConnector {
     ) -> Result<Applied, TargetError> {
         match self {
             Self::Kubernetes(c) => c.apply(operation, subject).await,
+            Self::Scim(c) => c.apply(operation, subject).await,
+        }
+    }
+
+    async fn apply_batch(
+        &self,
+        operations: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
+        match self {
+            Self::Kubernetes(c) => c.apply_batch(operations).await,
+            Self::Scim(c) => c.apply_batch(operations).await,
         }
     }
 }
