@@ -129,7 +129,9 @@ pub struct Http {
 
 impl std::fmt::Debug for Http {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http").field("base", &self.base.as_str()).finish()
+        f.debug_struct("Http")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
@@ -143,7 +145,8 @@ impl Http {
                 config.namespace, config.name, scim.url
             ))
         };
-        let mut base = Url::parse(scim.url.trim()).map_err(|e| bad_url(&format!("is not a URL ({e})")))?;
+        let mut base =
+            Url::parse(scim.url.trim()).map_err(|e| bad_url(&format!("is not a URL ({e})")))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(bad_url("must start with https:// (or http://)"));
         }
@@ -161,17 +164,15 @@ impl Http {
         }
         let creds = &config.credentials;
         let auth = match scim.auth {
-            crate::api::ScimAuth::Bearer => Auth::Bearer(creds.required("token")?.trim().to_string()),
+            crate::api::ScimAuth::Bearer => {
+                Auth::Bearer(creds.required("token")?.trim().to_string())
+            }
             crate::api::ScimAuth::Basic => Auth::Basic(
                 creds.required("username")?.to_string(),
                 creds.required("password")?.to_string(),
             ),
         };
-        let tls = tls_config(
-            base.scheme() == "https",
-            creds.bytes(CA_KEY),
-            &creds.secret,
-        )?;
+        let tls = tls_config(base.scheme() == "https", creds.bytes(CA_KEY), &creds.secret)?;
         let timeout = Duration::from_secs(u64::from(scim.timeout_seconds.unwrap_or(30).max(1)));
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -194,9 +195,10 @@ impl Http {
         body: Option<&serde_json::Value>,
         if_match: Option<&str>,
     ) -> Result<Reply, TargetError> {
-        let mut url = self.base.join(path.trim_start_matches('/')).map_err(|e| {
-            TargetError::Permanent(format!("cannot build a URL for {path:?}: {e}"))
-        })?;
+        let mut url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| TargetError::Permanent(format!("cannot build a URL for {path:?}: {e}")))?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -403,14 +405,21 @@ mod tests {
             etag: None,
             body: body.as_bytes().to_vec(),
         };
-        let e = reply(400, r#"{"status": "400", "scimType": "invalidValue", "detail": "bad"}"#)
-            .error();
+        let e = reply(
+            400,
+            r#"{"status": "400", "scimType": "invalidValue", "detail": "bad"}"#,
+        )
+        .error();
         assert!(matches!(&e, TargetError::Permanent(m) if m.contains("invalidValue: bad")));
         assert!(reply(503, "<html>down</html>").error().is_transient());
         assert!(reply(429, "").error().is_transient());
         let e = reply(401, "").error();
         assert!(matches!(&e, TargetError::Permanent(m) if m.contains("credentials")));
-        let e = reply(200, "{not json").json::<serde_json::Value>().unwrap_err();
-        assert!(matches!(&e, TargetError::Permanent(m) if m.contains("not the expected SCIM JSON")));
+        let e = reply(200, "{not json")
+            .json::<serde_json::Value>()
+            .unwrap_err();
+        assert!(
+            matches!(&e, TargetError::Permanent(m) if m.contains("not the expected SCIM JSON"))
+        );
     }
 }

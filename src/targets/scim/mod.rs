@@ -101,6 +101,15 @@ impl Scim {
             return Err(reply.error());
         }
         let spc: ServiceProviderConfig = reply.json()?;
+        // The configuration is public (RFC 7644 §4): prove the credentials with one read.
+        http.expect(
+            Method::GET,
+            "Users",
+            &[("startIndex", "1".into()), ("count", "1".into())],
+            None,
+            None,
+        )
+        .await?;
         let bulk = (spc.bulk.supported == Some(true) && scim.bulk != Some(false))
             .then(|| {
                 let ops = spc.bulk.max_operations.unwrap_or(0) as usize;
@@ -189,7 +198,15 @@ impl Scim {
             let n = page.resources.len() as u64;
             out.extend(page.resources);
             match page.total_results {
-                Some(total) if n > 0 && (out.len() as u64) < total => start += n,
+                Some(total) if (out.len() as u64) < total => {
+                    if n == 0 {
+                        // Stopping here would pass a partial state off as the whole.
+                        return Err(TargetError::Permanent(format!(
+                            "GET {resource}: the server counts {total} results but returned none from startIndex {start}; it does not page as RFC 7644 says"
+                        )));
+                    }
+                    start += n;
+                }
                 _ => break,
             }
         }
@@ -214,7 +231,10 @@ impl Scim {
         }
         let users = match users {
             Some(u) => u,
-            None => self.list::<User>("Users", None).await?.map_err(|r| r.error())?,
+            None => self
+                .list::<User>("Users", None)
+                .await?
+                .map_err(|r| r.error())?,
         };
         let mut seen = HashSet::new();
         Ok(users
@@ -241,13 +261,16 @@ impl Scim {
             let filter = format!("{attribute} eq {}", quote(value));
             match self.list::<T>(resource, Some(&filter)).await? {
                 Ok(found) => found,
-                Err(reply) if reply.status.as_u16() == 400 || reply.status.as_u16() == 501 => {
-                    self.list::<T>(resource, None).await?.map_err(|r| r.error())?
-                }
+                Err(reply) if reply.status.as_u16() == 400 || reply.status.as_u16() == 501 => self
+                    .list::<T>(resource, None)
+                    .await?
+                    .map_err(|r| r.error())?,
                 Err(reply) => return Err(reply.error()),
             }
         } else {
-            self.list::<T>(resource, None).await?.map_err(|r| r.error())?
+            self.list::<T>(resource, None)
+                .await?
+                .map_err(|r| r.error())?
         };
         Ok(found.into_iter().find(matches))
     }
@@ -321,14 +344,15 @@ impl Scim {
             })?,
             etag: reply.etag.or(group.meta.version),
         };
-        self.cache()
-            .groups
-            .insert(name.to_string(), known.clone());
+        self.cache().groups.insert(name.to_string(), known.clone());
         Ok(known)
     }
 
     /// Re-reads a resource (after a 412) and remembers its new tag.
-    async fn reread<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, Option<String>)>, TargetError> {
+    async fn reread<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<(T, Option<String>)>, TargetError> {
         let reply = self.http.send(Method::GET, path, &[], None, None).await?;
         if reply.status.as_u16() == 404 {
             return Ok(None);
@@ -413,7 +437,11 @@ impl Scim {
     }
 
     /// Sets `userName` to the subject's account and, when given, `active`.
-    async fn update_user(&self, subject: &Subject, active: Option<bool>) -> Result<(), TargetError> {
+    async fn update_user(
+        &self,
+        subject: &Subject,
+        active: Option<bool>,
+    ) -> Result<(), TargetError> {
         let key = &subject.identity;
         let Some(mut known) = self.user(key).await? else {
             return Err(TargetError::Transient(format!(
@@ -437,7 +465,13 @@ impl Scim {
                 }
                 let body = serde_json::to_value(PatchOp::new(ops)).unwrap_or_default();
                 self.http
-                    .send(Method::PATCH, &path, &[], Some(&body), self.if_match(&known))
+                    .send(
+                        Method::PATCH,
+                        &path,
+                        &[],
+                        Some(&body),
+                        self.if_match(&known),
+                    )
                     .await?
             } else {
                 self.put_modified::<User>(&path, |u| {
@@ -489,7 +523,13 @@ impl Scim {
                 }]))
                 .unwrap_or_default();
                 self.http
-                    .send(Method::PATCH, &path, &[], Some(&body), self.if_match(&known))
+                    .send(
+                        Method::PATCH,
+                        &path,
+                        &[],
+                        Some(&body),
+                        self.if_match(&known),
+                    )
                     .await?
             } else {
                 self.put_modified::<User>(&path, |u| u.active = Some(active))
@@ -567,7 +607,11 @@ impl Scim {
     }
 
     /// Read-modify-write for servers without PATCH: GET, change, PUT with the tag read.
-    async fn put_modified<T>(&self, path: &str, change: impl FnOnce(&mut T)) -> Result<Reply, TargetError>
+    async fn put_modified<T>(
+        &self,
+        path: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<Reply, TargetError>
     where
         T: DeserializeOwned + serde::Serialize,
     {
@@ -595,7 +639,12 @@ impl Scim {
 
     /// Adds or removes `users` (ids) as members of group `name`. Idempotent: adding a
     /// member or removing an absent one succeeds.
-    async fn change_members(&self, name: &str, add: bool, users: &[String]) -> Result<(), TargetError> {
+    async fn change_members(
+        &self,
+        name: &str,
+        add: bool,
+        users: &[String],
+    ) -> Result<(), TargetError> {
         if users.is_empty() {
             return Ok(());
         }
@@ -668,8 +717,11 @@ impl Scim {
                     // Someone else changed the group: read it again and do what is left.
                     match self.reread::<Group>(&path).await? {
                         Some((group, etag)) => {
-                            let present: HashSet<String> =
-                                group.members.iter().filter_map(|m| m.value.clone()).collect();
+                            let present: HashSet<String> = group
+                                .members
+                                .iter()
+                                .filter_map(|m| m.value.clone())
+                                .collect();
                             users.retain(|u| present.contains(u) != add);
                             known.etag = etag.or(group.meta.version);
                             self.cache().groups.insert(name.to_string(), known.clone());
@@ -678,8 +730,14 @@ impl Scim {
                             }
                         }
                         None => {
-                            self.group_vanished(name, add, &mut known, &mut recreated, &mut attempt)
-                                .await?;
+                            self.group_vanished(
+                                name,
+                                add,
+                                &mut known,
+                                &mut recreated,
+                                &mut attempt,
+                            )
+                            .await?;
                             if !add {
                                 return Ok(());
                             }
@@ -750,7 +808,12 @@ impl Scim {
         }
     }
 
-    async fn membership(&self, subject: &Subject, entitlement: &EntitlementRef, add: bool) -> Result<(), TargetError> {
+    async fn membership(
+        &self,
+        subject: &Subject,
+        entitlement: &EntitlementRef,
+        add: bool,
+    ) -> Result<(), TargetError> {
         let key = &subject.identity;
         let Some(user) = self.user(key).await? else {
             return if add {
@@ -761,7 +824,8 @@ impl Scim {
                 Ok(())
             };
         };
-        self.change_members(&entitlement.name, add, &[user.id]).await
+        self.change_members(&entitlement.name, add, &[user.id])
+            .await
     }
 
     // ---- batches ----
@@ -788,8 +852,12 @@ impl Scim {
 
     /// Grants or revokes: one PATCH per group carries many members (in Bulk when the
     /// server has it); a failed group falls back to one operation at a time.
-    async fn memberships(&self, ops: &[(&Operation, &Subject)]) -> Vec<Result<Applied, TargetError>> {
-        let mut results: Vec<Option<Result<Applied, TargetError>>> = ops.iter().map(|_| None).collect();
+    async fn memberships(
+        &self,
+        ops: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
+        let mut results: Vec<Option<Result<Applied, TargetError>>> =
+            ops.iter().map(|_| None).collect();
         // group name → (add?, [(op index, user id)])
         let mut by_group: BTreeMap<(String, bool), Vec<(usize, String)>> = BTreeMap::new();
         for (i, (op, subject)) in ops.iter().enumerate() {
@@ -808,7 +876,7 @@ impl Scim {
             }
         }
         // Resolve (or create) the groups first.
-        let mut requests: Vec<(Vec<usize>, String, Known, bool, Vec<String>)> = Vec::new();
+        let mut requests: Vec<MemberRequest> = Vec::new();
         for ((name, add), members) in by_group {
             let group = if add {
                 self.ensure_group(&name).await.map(Some)
@@ -830,13 +898,13 @@ impl Scim {
                 }
                 Ok(Some(known)) => {
                     for chunk in members.chunks(MEMBERS_PER_PATCH) {
-                        requests.push((
-                            chunk.iter().map(|(i, _)| *i).collect(),
-                            name.clone(),
-                            known.clone(),
+                        requests.push(MemberRequest {
+                            indices: chunk.iter().map(|(i, _)| *i).collect(),
+                            name: name.clone(),
+                            known: known.clone(),
                             add,
-                            chunk.iter().map(|(_, id)| id.clone()).collect(),
-                        ));
+                            users: chunk.iter().map(|(_, id)| id.clone()).collect(),
+                        });
                     }
                 }
             }
@@ -850,19 +918,28 @@ impl Scim {
                 let mut tagged: HashSet<String> = HashSet::new();
                 let bulk_ops: Vec<BulkOperation> = requests
                     .iter()
-                    .map(|(_, _, known, add, users)| BulkOperation {
+                    .map(|r| BulkOperation {
                         method: "PATCH",
                         bulk_id: None,
                         version: self
-                            .if_match(known)
-                            .filter(|_| tagged.insert(known.id.clone()))
+                            .if_match(&r.known)
+                            .filter(|_| tagged.insert(r.known.id.clone()))
                             .map(str::to_string),
-                        path: format!("/Groups/{}", known.id),
-                        data: Some(member_patch(*add, by_filter, users)),
+                        path: format!("/Groups/{}", r.known.id),
+                        data: Some(member_patch(r.add, by_filter, &r.users)),
                     })
                     .collect();
                 let outcomes = self.bulk(bulk_ops, limits).await;
-                for ((indices, name, known, _, _), outcome) in requests.iter().zip(outcomes) {
+                for (
+                    MemberRequest {
+                        indices,
+                        name,
+                        known,
+                        ..
+                    },
+                    outcome,
+                ) in requests.iter().zip(outcomes)
+                {
                     match outcome {
                         Ok(result) if (200..300).contains(&result.status.unwrap_or(0)) => {
                             self.cache().groups.insert(
@@ -891,7 +968,14 @@ impl Scim {
                 }
             }
             _ => {
-                for (indices, name, _, add, users) in &requests {
+                for MemberRequest {
+                    indices,
+                    name,
+                    add,
+                    users,
+                    ..
+                } in &requests
+                {
                     match self.change_members(name, *add, users).await {
                         Ok(()) => {
                             for &i in indices {
@@ -916,11 +1000,15 @@ impl Scim {
 
     /// Account operations in Bulk. Whatever the bulk answer does not settle plainly (a 409
     /// on create, a 412, an account the cache does not know) goes the careful way.
-    async fn accounts_in_bulk(&self, ops: &[(&Operation, &Subject)]) -> Vec<Result<Applied, TargetError>> {
+    async fn accounts_in_bulk(
+        &self,
+        ops: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
         let Some(limits) = self.features.bulk else {
             return Vec::new();
         };
-        let mut results: Vec<Option<Result<Applied, TargetError>>> = ops.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Applied, TargetError>>> =
+            ops.iter().map(|_| None).collect();
         let mut batch: Vec<(usize, BulkOperation)> = Vec::new();
         for (i, (op, subject)) in ops.iter().enumerate() {
             let known = self.cache().users.get(&subject.identity).cloned();
@@ -941,7 +1029,9 @@ impl Scim {
                         .ok(),
                     })
                 }
-                (Action::EnableAccount | Action::DisableAccount, Some(known)) if self.features.patch => {
+                (Action::EnableAccount | Action::DisableAccount, Some(known))
+                    if self.features.patch =>
+                {
                     let active = op.action == Action::EnableAccount;
                     Some(BulkOperation {
                         method: "PATCH",
@@ -982,9 +1072,18 @@ impl Scim {
                     let status = result.status.unwrap_or(0);
                     match (&op.action, status) {
                         (Action::CreateAccount { .. }, 200..=299) => {
-                            let id = result.location.as_deref().and_then(Reply::id_from_location).or_else(|| {
-                                result.response.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string)
-                            });
+                            let id = result
+                                .location
+                                .as_deref()
+                                .and_then(Reply::id_from_location)
+                                .or_else(|| {
+                                    result
+                                        .response
+                                        .as_ref()
+                                        .and_then(|r| r.get("id"))
+                                        .and_then(Value::as_str)
+                                        .map(str::to_string)
+                                });
                             match id {
                                 Some(id) => {
                                     self.remember_user_tag(key, &id, result.version.clone());
@@ -1064,7 +1163,11 @@ impl Scim {
                 operations: chunk,
             })
             .unwrap_or_default();
-            let answer = match self.http.send(Method::POST, "Bulk", &[], Some(&body), None).await {
+            let answer = match self
+                .http
+                .send(Method::POST, "Bulk", &[], Some(&body), None)
+                .await
+            {
                 Ok(reply) if reply.ok() => reply.json::<BulkResponse>(),
                 Ok(reply) => Err(reply.error()),
                 Err(e) => Err(e),
@@ -1090,6 +1193,18 @@ impl Scim {
     }
 }
 
+/// One PATCH of a group's members on behalf of several operations.
+struct MemberRequest {
+    /// Indices of the operations it carries out.
+    indices: Vec<usize>,
+    /// The group's displayName.
+    name: String,
+    known: Known,
+    add: bool,
+    /// User ids.
+    users: Vec<String>,
+}
+
 /// A PATCH adding or removing members.
 fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
     let ops = if add {
@@ -1097,7 +1212,10 @@ fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
             op: "add",
             path: "members".into(),
             value: Some(Value::Array(
-                users.iter().map(|u| json!(MemberRef { value: u })).collect(),
+                users
+                    .iter()
+                    .map(|u| json!(MemberRef { value: u }))
+                    .collect(),
             )),
         }]
     } else if by_filter {
@@ -1114,7 +1232,10 @@ fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
             op: "remove",
             path: "members".into(),
             value: Some(Value::Array(
-                users.iter().map(|u| json!(MemberRef { value: u })).collect(),
+                users
+                    .iter()
+                    .map(|u| json!(MemberRef { value: u }))
+                    .collect(),
             )),
         }]
     };
@@ -1199,7 +1320,11 @@ impl Connector for Scim {
                         held_ids.insert(id, key);
                     }
                 }
-                _ => orphans.push(if user_name.is_empty() { external } else { user_name }),
+                _ => orphans.push(if user_name.is_empty() {
+                    external
+                } else {
+                    user_name
+                }),
             }
         }
         for group in groups {
@@ -1248,9 +1373,7 @@ impl Connector for Scim {
             Action::RevokeSessions => return Ok(Applied::Unsupported),
             Action::DeleteAccount => self.delete(subject).await?,
             Action::Grant { entitlement } => self.membership(subject, entitlement, true).await?,
-            Action::Revoke { entitlement } => {
-                self.membership(subject, entitlement, false).await?
-            }
+            Action::Revoke { entitlement } => self.membership(subject, entitlement, false).await?,
         }
         Ok(Applied::Done)
     }

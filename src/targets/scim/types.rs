@@ -71,7 +71,10 @@ pub struct Group {
 
 /// A page of a list or search.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "T: serde::de::DeserializeOwned"))]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "T: serde::de::DeserializeOwned")
+)]
 pub struct ListResponse<T> {
     #[serde(default, deserialize_with = "lenient_u64")]
     pub total_results: Option<u64>,
@@ -273,7 +276,9 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
         Value::Null => Ok(None),
-        other => Err(de::Error::custom(format!("expected a boolean, got {other}"))),
+        other => Err(de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
     }
 }
 
