@@ -38,6 +38,8 @@ use crate::plan::{AccessState, AccountState, Action, Operation};
 
 /// Default page size when listing.
 const PAGE_SIZE: u32 = 200;
+/// Requests in flight at once for independent account steps without Bulk.
+const CONCURRENCY: usize = 4;
 /// Members added or removed by one PATCH.
 const MEMBERS_PER_PATCH: usize = 200;
 
@@ -841,9 +843,15 @@ impl Scim {
                 | Action::DeleteAccount,
             ) if self.features.bulk.is_some() => self.accounts_in_bulk(ops).await,
             _ => {
+                // Different identities' account steps are independent: a few in flight at
+                // once hide the round trips (results stay in plan order).
                 let mut out = Vec::with_capacity(ops.len());
-                for (op, subject) in ops {
-                    out.push(self.apply(op, subject).await);
+                for chunk in ops.chunks(CONCURRENCY) {
+                    let mut pending = Vec::with_capacity(chunk.len());
+                    for (op, subject) in chunk {
+                        pending.push(self.apply(op, subject));
+                    }
+                    out.extend(futures::future::join_all(pending).await);
                 }
                 out
             }
