@@ -17,6 +17,9 @@ done
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
 
+# The SCIM peer: python-scim's scim2-server from PyPI, pinned, in a venv in the same cache.
+bash scripts/install-scim.sh >/dev/null
+
 # Each benchmark once, on a small organisation, so a broken benchmark fails here.
 cargo test --locked --benches
 # Every test.
