@@ -12,7 +12,7 @@ use gatehouse::plan::{Action, Plan, guard, plan};
 use gatehouse::targets::scim::Scim;
 use gatehouse::targets::{Applied, Connector, Subject, TargetConfig, TargetError};
 use reqwest::Method;
-use scim_peer::{Peer, Raw, minimal_peer, peer};
+use scim_peer::{Peer, Raw, minimal_peer, peer, proxy};
 
 const NOW: &str = "2026-12-01T09:00:00Z";
 const NS: &str = "acme";
@@ -702,4 +702,98 @@ async fn observe_only_and_the_blast_radius_guard_leave_the_server_alone() {
     // Nothing was applied: everyone is still active and in the groups.
     assert_eq!(raw.members("finance").await.len(), 5);
     assert!(raw.all("Users").await.iter().all(|u| u["active"] == true));
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_and_a_refused_certificate() {
+    let tenant = peer().tenant("tls");
+    let config = proxy().config(NS, &tenant, "");
+    let connector = Scim::connect(&config).await.expect("connect over HTTPS");
+    let joined = org(&config, &[person("lena", "finance", "Active")]);
+    sync(&connector, &joined).await;
+    assert!(sync(&connector, &joined).await.is_empty(), "converged");
+    assert_eq!(Raw::new(peer(), &tenant).members("finance").await, ["lena"]);
+
+    // Without the CA the certificate is refused: a configuration error that names the key.
+    let mut untrusted = config.clone();
+    untrusted.credentials = gatehouse::targets::Credentials::new(
+        "scim-token",
+        BTreeMap::from([("token".to_string(), peer().token.clone().into_bytes())]),
+    );
+    let error = Scim::connect(&untrusted).await.err().expect("refused");
+    assert!(
+        matches!(&error, TargetError::Config(m) if m.contains("ca.crt") && m.contains("TLS")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    // Every fourth request answers 429 with Retry-After: 1, or every other one 503.
+    for prefix in ["throttle", "flaky"] {
+        let tenant = peer().tenant(prefix);
+        let config = proxy().config(NS, &tenant, "bulk: false");
+        let connector = Scim::connect(&config).await.expect("connect");
+        let joined = org(
+            &config,
+            &[
+                person("mia", "finance", "Active"),
+                person("ned", "engineering", "Active"),
+            ],
+        );
+        sync(&connector, &joined).await;
+        assert!(
+            sync(&connector, &joined).await.is_empty(),
+            "{prefix}: converged"
+        );
+        let raw = Raw::new(peer(), &tenant);
+        assert_eq!(raw.members("staff").await, ["mia", "ned"], "{prefix}");
+    }
+}
+
+#[tokio::test]
+async fn broken_answers_are_clear_errors_not_panics() {
+    // A gateway that is down: transient, after bounded retries, with the status.
+    let config = proxy().config(NS, &peer().tenant("down"), "");
+    let error = Scim::connect(&config).await.err().expect("down");
+    assert!(
+        matches!(&error, TargetError::Transient(m) if m.contains("502") && m.contains("bad gateway")),
+        "{error:?}"
+    );
+
+    // Malformed JSON where a list should be: a permanent error naming the request.
+    let config = proxy().config(NS, &peer().tenant("garbage"), "");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let snapshot = org(&config, &[person("olga", "finance", "Active")]);
+    let error = connector.observe(&subjects(&snapshot)).await.unwrap_err();
+    assert!(
+        matches!(&error, TargetError::Permanent(m) if m.contains("GET Groups") && m.contains("not the expected SCIM JSON")),
+        "{error:?}"
+    );
+
+    // A server slower than spec.scim.timeoutSeconds: transient, after bounded retries.
+    let config = proxy().config(NS, &peer().tenant("slow"), "timeoutSeconds: 1");
+    let started = std::time::Instant::now();
+    let error = Scim::connect(&config).await.err().expect("too slow");
+    assert!(
+        matches!(&error, TargetError::Transient(m) if m.contains("timed out")),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // An account name the server would take but no one can use: refused per operation.
+    let (connector, _, config) = setup(peer(), "badvalue", "", "Disable").await;
+    let snapshot = org(&config, &[person("pia", "finance", "Active")]);
+    let mut subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    let create = &plan.operations[0];
+    subjects.get_mut(&create.identity).unwrap().account = String::new();
+    let error = connector
+        .apply(create, &subjects[&create.identity])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, TargetError::Permanent(m) if m.contains("account name") && m.contains("acme/pia")),
+        "{error:?}"
+    );
 }

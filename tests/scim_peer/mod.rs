@@ -313,3 +313,80 @@ impl Raw {
         assert!(status < 300, "{status} {json}");
     }
 }
+
+/// The HTTPS fault-injecting front of [`peer`] (`tests/scim_peer/fault_proxy.py`).
+pub struct Proxy {
+    /// `https://127.0.0.1:PORT`.
+    pub base: String,
+    /// The PEM of the CA that signed its certificate.
+    pub ca: Vec<u8>,
+}
+
+pub fn proxy() -> &'static Proxy {
+    use std::io::BufRead;
+    static PROXY: OnceLock<Proxy> = OnceLock::new();
+    PROXY.get_or_init(|| {
+        let upstream = peer();
+        let dir = std::env::temp_dir().join(format!("gatehouse-scim-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/scim_peer/fault_proxy.py"))
+            .arg(&dir)
+            .arg(&upstream.base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("python3 runs the fault proxy");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut get = |key: &str| {
+            let line = lines
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("the fault proxy did not start; see {}", dir.display()));
+            line.strip_prefix(key)
+                .unwrap_or_else(|| panic!("expected {key}, got {line}"))
+                .to_string()
+        };
+        let port = get("PORT=");
+        let ca = std::fs::read(get("CA=")).expect("CA file");
+        let watcher = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill {child}; rm -rf '{dir}'",
+            pid = std::process::id(),
+            child = child.id(),
+            dir = dir.display()
+        );
+        #[allow(clippy::zombie_processes)]
+        let _watcher = Command::new("bash")
+            .args(["-c", &watcher])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the cleanup watcher starts");
+        // The proxy runs until the watcher stops it; its handle is dropped on purpose.
+        std::mem::forget(child);
+        Proxy {
+            base: format!("https://127.0.0.1:{port}"),
+            ca,
+        }
+    })
+}
+
+impl Proxy {
+    /// A configuration reaching `tenant` through the proxy, trusting its CA.
+    pub fn config(&self, ns: &str, tenant: &str, extra: &str) -> TargetConfig {
+        let upstream = peer();
+        let mut config = upstream.config(ns, "saas", tenant, extra, "Disable");
+        config.spec.scim.as_mut().unwrap().url = format!("{}/{tenant}/v2", self.base);
+        config.credentials = Credentials::new(
+            "scim-token",
+            BTreeMap::from([
+                ("token".to_string(), upstream.token.clone().into_bytes()),
+                ("ca.crt".to_string(), self.ca.clone()),
+            ]),
+        );
+        config
+    }
+}

@@ -227,6 +227,13 @@ impl Http {
                     .body(body.clone());
             }
             let wait = match request.send().await {
+                Err(error) if tls_refused(&error) => {
+                    return Err(TargetError::Config(format!(
+                        "{method} {shown}: the TLS handshake with {} failed ({}); if the server's certificate comes from a private CA, put that CA's PEM certificate under key {CA_KEY:?} of the credentials Secret",
+                        self.host(),
+                        error_chain(&error)
+                    )));
+                }
                 Err(error) => {
                     let what = if error.is_timeout() {
                         "timed out".to_string()
@@ -238,7 +245,7 @@ impl Http {
                     if attempt >= ATTEMPTS {
                         return Err(TargetError::Transient(format!(
                             "{method} {shown}: {what} after {attempt} tries ({})",
-                            error.without_url()
+                            error_chain(&error)
                         )));
                     }
                     backoff(attempt)
@@ -316,6 +323,45 @@ impl Http {
             _ => self.base.to_string(),
         }
     }
+}
+
+/// The messages of an error and its sources, joined.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut parts = vec!["error sending the request".to_string()];
+    let mut next = std::error::Error::source(error);
+    while let Some(e) = next {
+        parts.push(e.to_string());
+        next = e.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Whether a request failed because the server's certificate was refused (retrying cannot
+/// help: the CA bundle must change).
+fn tls_refused(error: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+        {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        next = e.source();
+    }
+    // Some layers wrap the rustls error so that only its message is left.
+    let chain = error_chain(error);
+    chain.contains("invalid peer certificate") || chain.contains("no certificates presented")
 }
 
 /// `Retry-After`: seconds, or an HTTP date.

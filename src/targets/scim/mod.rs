@@ -370,6 +370,11 @@ impl Scim {
     /// renamed account) to the subject's name and state.
     async fn create(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
         let key = &subject.identity;
+        if subject.account.trim().is_empty() {
+            return Err(TargetError::Permanent(format!(
+                "{key}: the account name for this target is empty; set spec.accounts of the Identity"
+            )));
+        }
         if self.user(key).await?.is_some() {
             return self.update_user(subject, Some(enabled)).await;
         }
@@ -787,27 +792,36 @@ impl Scim {
 
     async fn delete(&self, subject: &Subject) -> Result<(), TargetError> {
         let key = &subject.identity;
-        let Some(known) = self.user(key).await? else {
+        let Some(mut known) = self.user(key).await? else {
             return Ok(());
         };
-        let reply = self
-            .http
-            .send(
-                Method::DELETE,
-                &format!("Users/{}", known.id),
-                &[],
-                None,
-                self.if_match(&known),
-            )
-            .await?;
-        self.cache().users.remove(key);
-        match reply.status.as_u16() {
-            200..=299 | 404 => Ok(()),
-            412 => Err(TargetError::Transient(format!(
-                "the account of {key} changed while being deleted; the next sync retries"
-            ))),
-            _ => Err(reply.error()),
+        let path = format!("Users/{}", known.id);
+        for attempt in 0..2 {
+            let reply = self
+                .http
+                .send(Method::DELETE, &path, &[], None, self.if_match(&known))
+                .await?;
+            match reply.status.as_u16() {
+                200..=299 | 404 => {
+                    self.cache().users.remove(key);
+                    return Ok(());
+                }
+                412 if attempt == 0 => match self.reread::<User>(&path).await? {
+                    Some((user, etag)) => known.etag = etag.or(user.meta.version),
+                    None => {
+                        self.cache().users.remove(key);
+                        return Ok(());
+                    }
+                },
+                _ => {
+                    self.cache().users.remove(key);
+                    return Err(reply.error());
+                }
+            }
         }
+        Err(TargetError::Transient(format!(
+            "the account of {key} kept changing while being deleted (412 twice); the next sync retries"
+        )))
     }
 
     async fn membership(
