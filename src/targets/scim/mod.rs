@@ -683,7 +683,20 @@ impl Scim {
                     .await?;
                 if !add && by_filter && reply.status.as_u16() == 400 {
                     match reply.scim_type().as_deref() {
-                        Some("noTarget") => return Ok(()),
+                        // Already gone. PATCH is atomic: with several members, the
+                        // others were not removed either, so one at a time.
+                        Some("noTarget") if users.len() == 1 => return Ok(()),
+                        Some("noTarget") => {
+                            for user in &users {
+                                Box::pin(self.change_members(
+                                    name,
+                                    false,
+                                    std::slice::from_ref(user),
+                                ))
+                                .await?;
+                            }
+                            return Ok(());
+                        }
                         Some("invalidPath" | "invalidFilter" | "invalidSyntax") => {
                             tracing::info!(target = %self.target, "the SCIM server refused member removal by filter; removing by value");
                             self.remove_by_filter.store(false, Ordering::Relaxed);
