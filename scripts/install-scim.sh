@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the SCIM 2.0 test peer, python-scim's scim2-server (PyPI, pinned), into a virtual
-# environment under ${GATEHOUSE_CACHE:-~/.cache/gatehouse}/scim-venv. Idempotent and
+# environment under ${GATEHOUSE_CACHE:-~/.cache/gatehouse}/scim-venv-VERSION. Idempotent and
 # non-interactive; prints the path of the scim2-server executable.
 # Usage: bash scripts/install-scim.sh
 set -euo pipefail
@@ -10,7 +10,9 @@ CACHE="${GATEHOUSE_CACHE:-$HOME/.cache/gatehouse}"
 VENV="$CACHE/scim-venv-$VERSION"
 BIN="$VENV/bin/scim2-server"
 
-if [ -x "$BIN" ] && "$VENV/bin/python" -c "import scim2_server" 2>/dev/null; then
+MARK="$VENV/.gatehouse-installed"
+
+if [ -f "$MARK" ] && [ -x "$BIN" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -19,18 +21,17 @@ if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
   if command -v apt-get >/dev/null; then
     echo "installing python3-venv" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2
   else
     echo "python3 lacks the venv module; install python3-venv" >&2; exit 1
   fi
 fi
 mkdir -p "$CACHE"
-rm -rf "$VENV.tmp"
-python3 -m venv "$VENV.tmp" >&2
-"$VENV.tmp/bin/pip" install --quiet --disable-pip-version-check "scim2-server==$VERSION" >&2
+# Built in place; the marker is written last, so an interrupted install is redone.
 rm -rf "$VENV"
-mv "$VENV.tmp" "$VENV"
-# A venv's scripts name their interpreter by absolute path: rewrite it after the move.
-sed -i "1s|$VENV.tmp|$VENV|" "$VENV"/bin/* 2>/dev/null || true
+python3 -m venv "$VENV" >&2
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "scim2-server==$VERSION" >&2
 "$VENV/bin/python" -c "import scim2_server" || { echo "scim2-server did not install" >&2; exit 1; }
+touch "$MARK"
 echo "$BIN"
