@@ -797,3 +797,55 @@ async fn broken_answers_are_clear_errors_not_panics() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bulk_batch_settles_each_operation_on_its_own() {
+    let (connector, raw, config) = setup(peer(), "bulkmix", "", "Disable").await;
+    assert!(connector.features().bulk.is_some());
+    // One account half created before (adopted), one name taken by a stranger (fails alone).
+    raw.create_user("q1", Some("acme/q1")).await;
+    raw.create_user("q2", Some("hr/q2")).await;
+    let people: Vec<String> = (0..6)
+        .map(|i| person(&format!("q{i}"), "finance", "Active"))
+        .collect();
+    let snapshot = org(&config, &people);
+    let subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    let pairs: Vec<_> = plan
+        .operations
+        .iter()
+        .map(|op| (op, &subjects[&op.identity]))
+        .collect();
+    let results = connector.apply_batch(&pairs).await;
+    assert_eq!(results.len(), pairs.len());
+    for ((op, _), result) in pairs.iter().zip(&results) {
+        if op.identity.name == "q2" {
+            assert!(
+                matches!(
+                    result,
+                    Err(TargetError::Permanent(_)) | Err(TargetError::Transient(_))
+                ),
+                "{op:?}: {result:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(Applied::Done)), "{op:?}: {result:?}");
+        }
+    }
+    let create_q2 = pairs
+        .iter()
+        .zip(&results)
+        .find(|((op, _), _)| op.identity.name == "q2" && op.action.name() == "createAccount")
+        .unwrap()
+        .1;
+    assert!(
+        matches!(create_q2, Err(TargetError::Permanent(m)) if m.contains("hr/q2")),
+        "{create_q2:?}"
+    );
+    assert_eq!(raw.members("finance").await, ["q0", "q1", "q3", "q4", "q5"]);
+    assert_eq!(raw.all("Users").await.len(), 6, "nothing duplicated");
+    assert_eq!(
+        raw.user("q2").await.unwrap()["externalId"],
+        "hr/q2",
+        "untouched"
+    );
+}

@@ -184,3 +184,69 @@ impl Connector for AnyConnector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::Action;
+
+    /// Records what it is asked to apply; refuses revocations.
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Connector for Recorder {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+
+        async fn observe(
+            &self,
+            _expected: &BTreeMap<IdentityKey, Subject>,
+        ) -> Result<Observed, TargetError> {
+            Ok(Observed::default())
+        }
+
+        async fn apply(
+            &self,
+            operation: &Operation,
+            _subject: &Subject,
+        ) -> Result<Applied, TargetError> {
+            self.0.lock().unwrap().push(operation.action.name().into());
+            match operation.action {
+                Action::DisableAccount => Err(TargetError::Permanent("no".into())),
+                _ => Ok(Applied::Done),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_batch_applies_in_order_with_one_result_each() {
+        let key = IdentityKey::new("acme", "alice");
+        let subject = Subject {
+            identity: key.clone(),
+            identity_type: IdentityType::Human,
+            account: "alice".into(),
+            enabled: true,
+        };
+        let op = |action| Operation {
+            identity: std::sync::Arc::new(key.clone()),
+            target: "t".into(),
+            action,
+            leaver: false,
+            sources: Default::default(),
+        };
+        let ops = [
+            op(Action::DisableAccount),
+            op(Action::CreateAccount { enabled: true }),
+        ];
+        let recorder = Recorder(Mutex::default());
+        let pairs: Vec<_> = ops.iter().map(|o| (o, &subject)).collect();
+        let results = recorder.apply_batch(&pairs).await;
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["disableAccount", "createAccount"]
+        );
+        assert!(results[0].is_err() && results[1].is_ok());
+    }
+}
