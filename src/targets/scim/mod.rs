@@ -710,20 +710,20 @@ impl Scim {
             } else {
                 let wanted: HashSet<&String> = users.iter().collect();
                 self.put_modified::<Group>(&path, |g| {
+                    let members = g.members.get_or_insert_with(Vec::new);
                     if add {
                         let present: HashSet<String> =
-                            g.members.iter().filter_map(|m| m.value.clone()).collect();
+                            members.iter().filter_map(|m| m.value.clone()).collect();
                         for id in &users {
                             if !present.contains(id) {
-                                g.members.push(Member {
+                                members.push(Member {
                                     value: Some(id.clone()),
                                     extra: Default::default(),
                                 });
                             }
                         }
                     } else {
-                        g.members
-                            .retain(|m| m.value.as_ref().is_none_or(|v| !wanted.contains(v)));
+                        members.retain(|m| m.value.as_ref().is_none_or(|v| !wanted.contains(v)));
                     }
                 })
                 .await?
@@ -740,6 +740,7 @@ impl Scim {
                             let present: HashSet<String> = group
                                 .members
                                 .iter()
+                                .flatten()
                                 .filter_map(|m| m.value.clone())
                                 .collect();
                             users.retain(|u| present.contains(u) != add);
@@ -1362,12 +1363,19 @@ impl Connector for Scim {
                 }),
             }
         }
-        for group in groups {
-            let (Some(id), Some(name)) = (group.id, group.display_name) else {
+        for mut group in groups {
+            let (Some(id), Some(name)) = (group.id.clone(), group.display_name.clone()) else {
                 continue;
             };
+            if group.members.is_none() {
+                // Left out of the list: read the group itself (an empty group may simply
+                // have no attribute; then this finds none either).
+                if let Some((full, _)) = self.reread::<Group>(&format!("Groups/{id}")).await? {
+                    group.members = full.members;
+                }
+            }
             let entitlement = Arc::new(self.entitlement(&name));
-            for member in &group.members {
+            for member in group.members.iter().flatten() {
                 // Members naming no managed user (other users, nested groups, users deleted
                 // on servers that leave them listed) are not ours.
                 if let Some(key) = member.value.as_ref().and_then(|v| held_ids.get(v)) {

@@ -61,8 +61,10 @@ pub struct Group {
     pub id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub display_name: Option<String>,
-    #[serde(default, deserialize_with = "null_default")]
-    pub members: Vec<Member>,
+    /// `None` when the server left the attribute out (some leave it out of lists, and out
+    /// of empty groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Member>>,
     #[serde(default, deserialize_with = "null_default")]
     pub meta: Meta,
     #[serde(flatten)]
@@ -310,7 +312,7 @@ mod tests {
 
         let group: Group =
             serde_json::from_str(r#"{"id": "g", "displayName": "x", "members": null}"#).unwrap();
-        assert!(group.members.is_empty());
+        assert!(group.members.is_none());
         let list: ListResponse<User> =
             serde_json::from_str(r#"{"totalResults": "2", "Resources": [{}, {"id": "b"}]}"#)
                 .unwrap();
