@@ -849,3 +849,32 @@ async fn a_bulk_batch_settles_each_operation_on_its_own() {
         "untouched"
     );
 }
+
+#[tokio::test]
+async fn the_controller_reaches_scim_through_any_connector() {
+    use gatehouse::targets::AnyConnector;
+    // The local cluster is not used by SCIM targets: a client that points nowhere will do.
+    let nowhere = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let local = kube::Client::try_from(nowhere).unwrap();
+    let tenant = peer().tenant("any");
+    let config = peer().config(NS, "saas", &tenant, "", "Disable");
+    let connector = AnyConnector::connect(&local, &config)
+        .await
+        .expect("connect");
+    assert!(matches!(connector, AnyConnector::Scim(_)));
+    let snapshot = org(&config, &[person("rita", "finance", "Active")]);
+    let subjects = subjects(&snapshot);
+    let observed = connector.observe(&subjects).await.unwrap();
+    let desired =
+        Engine::new(&snapshot, Settings::default()).evaluate(NOW.parse().unwrap(), &observed.held);
+    let plan = plan(&observed.held, &desired);
+    let pairs: Vec<_> = plan
+        .operations
+        .iter()
+        .map(|op| (op, &subjects[&op.identity]))
+        .collect();
+    let results = connector.apply_batch(&pairs).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(connector.capabilities().disable && connector.capabilities().delete);
+    assert_eq!(Raw::new(peer(), &tenant).members("finance").await, ["rita"]);
+}
