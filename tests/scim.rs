@@ -730,9 +730,9 @@ async fn https_with_a_private_ca_and_a_refused_certificate() {
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried() {
     // Every fourth request answers 429 with Retry-After: 1, or every other one 503.
-    for prefix in ["throttle", "flaky"] {
+    for (prefix, extra) in [("throttle", ""), ("flaky", "bulk: false")] {
         let tenant = peer().tenant(prefix);
-        let config = proxy().config(NS, &tenant, "bulk: false");
+        let config = proxy().config(NS, &tenant, extra);
         let connector = Scim::connect(&config).await.expect("connect");
         let joined = org(
             &config,
@@ -741,7 +741,7 @@ async fn throttling_and_server_errors_are_retried() {
                 person("ned", "engineering", "Active"),
             ],
         );
-        sync(&connector, &joined).await;
+        sync_with(&connector, &joined, true).await;
         assert!(
             sync(&connector, &joined).await.is_empty(),
             "{prefix}: converged"
