@@ -977,7 +977,14 @@ impl Scim {
                 ) in requests.iter().zip(outcomes)
                 {
                     match outcome {
-                        Ok(result) if (200..300).contains(&result.status.unwrap_or(0)) => {
+                        Ok(result)
+                            if (200..300).contains(&result.status.unwrap_or(0))
+                                && result
+                                    .location
+                                    .as_deref()
+                                    .and_then(Reply::id_from_location)
+                                    .is_none_or(|id| id == known.id) =>
+                        {
                             self.cache().groups.insert(
                                 name.clone(),
                                 Known {
@@ -1049,7 +1056,7 @@ impl Scim {
         for (i, (op, subject)) in ops.iter().enumerate() {
             let known = self.cache().users.get(&subject.identity).cloned();
             let request = match (&op.action, known) {
-                (Action::CreateAccount { enabled }, None) => {
+                (Action::CreateAccount { enabled }, None) if !subject.account.trim().is_empty() => {
                     let external = Self::external_id(&subject.identity);
                     Some(BulkOperation {
                         method: "POST",
@@ -1097,13 +1104,29 @@ impl Scim {
             }
         }
         let (indices, bulk_ops): (Vec<usize>, Vec<BulkOperation>) = batch.into_iter().unzip();
+        let sent: Vec<(&'static str, Option<String>)> = bulk_ops
+            .iter()
+            .map(|b| (b.method, b.bulk_id.clone()))
+            .collect();
         let outcomes = self.bulk(bulk_ops, limits).await;
         let mut fallback = Vec::new();
-        for (i, outcome) in indices.into_iter().zip(outcomes) {
+        for ((i, outcome), (method, bulk_id)) in indices.into_iter().zip(outcomes).zip(sent) {
             let (op, subject) = ops[i];
             let key = &subject.identity;
             match outcome {
                 Err(e) => results[i] = Some(Err(e)),
+                // A result that is not this operation's (a server answering out of order):
+                // the careful way, which is idempotent.
+                Ok(result)
+                    if result
+                        .method
+                        .as_deref()
+                        .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+                        || (bulk_id.is_some() && result.bulk_id != bulk_id) =>
+                {
+                    self.cache().users.remove(key);
+                    fallback.push(i);
+                }
                 Ok(result) => {
                     let status = result.status.unwrap_or(0);
                     match (&op.action, status) {

@@ -231,6 +231,8 @@ pub struct BulkRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BulkResult {
     #[serde(default, deserialize_with = "lenient_string")]
+    pub method: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
     pub bulk_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub location: Option<String>,
