@@ -174,12 +174,41 @@ pub enum LdapFlavor {
     ActiveDirectory,
 }
 
-/// SCIM 2.0 settings.
+/// SCIM 2.0 settings. The credentials Secret holds `token` (bearer) or `username` and
+/// `password` (basic), and optionally `ca.crt`, PEM certificates trusted for HTTPS besides
+/// the system's roots. Gatehouse manages the users whose `externalId` starts with
+/// `<namespace>/` (it writes `<namespace>/<identity>`); other users are never touched.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScimTarget {
     /// Base URL of the SCIM service (the `/v2` root).
     pub url: String,
+    /// How to authenticate: `Bearer` (Secret key `token`, the default) or `Basic` (keys
+    /// `username` and `password`).
+    #[serde(default)]
+    pub auth: ScimAuth,
+    /// Seconds one HTTP request may take before it counts as a transient failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: Option<u32>,
+    /// Use the Bulk endpoint when the server announces it (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<bool>,
+    /// Resources per page when listing (`count`); capped by the server's
+    /// `filter.maxResults`. Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub page_size: Option<u32>,
+}
+
+/// How the SCIM connector authenticates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScimAuth {
+    /// `Authorization: Bearer <token>` from Secret key `token`.
+    #[default]
+    Bearer,
+    /// HTTP basic authentication from Secret keys `username` and `password`.
+    Basic,
 }
 
 /// PostgreSQL settings.

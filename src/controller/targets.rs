@@ -296,15 +296,28 @@ async fn attempt(
         return synced;
     }
     let planned_in = clock.elapsed() - observed_in;
-    for op in &operations {
-        let Some(subject) = subjects
-            .get(&op.identity)
-            .cloned()
-            .or_else(|| gone(&op.identity))
-        else {
-            continue;
-        };
-        let result = connector.apply(op, &subject).await;
+    // The whole plan goes to the connector at once, in order: one that can group work
+    // (SCIM Bulk) does; the others apply one operation at a time. Results stay per operation.
+    let owned: Vec<(&crate::plan::Operation, Subject)> = operations
+        .iter()
+        .filter_map(|op| {
+            subjects
+                .get(&op.identity)
+                .cloned()
+                .or_else(|| gone(&op.identity))
+                .map(|s| (op, s))
+        })
+        .collect();
+    let batch: Vec<(&crate::plan::Operation, &Subject)> =
+        owned.iter().map(|(op, s)| (*op, s)).collect();
+    let mut results = connector.apply_batch(&batch).await;
+    // A connector owes one result per operation; a missing one counts as a failure.
+    results.resize_with(batch.len(), || {
+        Err(TargetError::Transient(
+            "the connector returned no result for this operation".into(),
+        ))
+    });
+    for ((op, _), result) in batch.iter().zip(results) {
         metrics
             .operations
             .get_or_create(&OperationLabels {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod kubernetes;
 pub mod ldap;
 pub mod postgres;
+pub mod scim;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -99,6 +100,26 @@ pub trait Connector {
         operation: &Operation,
         subject: &Subject,
     ) -> impl Future<Output = Result<Applied, TargetError>> + Send;
+
+    /// Carries out planned operations, in plan order, with one result per operation in the
+    /// same order. The default applies them one at a time; a connector may group them (SCIM
+    /// Bulk, one PATCH per group) as long as each result is the operation's own and nothing
+    /// is done before the operations that precede it in the plan.
+    fn apply_batch(
+        &self,
+        operations: &[(&Operation, &Subject)],
+    ) -> impl Future<Output = Vec<Result<Applied, TargetError>>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let mut out = Vec::with_capacity(operations.len());
+            for (operation, subject) in operations {
+                out.push(self.apply(operation, subject).await);
+            }
+            out
+        }
+    }
 }
 
 /// Every connector this build has, behind one type so the controller can hold any of them.
@@ -109,6 +130,8 @@ pub enum AnyConnector {
     Ldap(ldap::LdapDirectory),
     /// PostgreSQL login and group roles.
     Postgres(postgres::Postgres),
+    /// SCIM 2.0.
+    Scim(scim::Scim),
 }
 
 impl AnyConnector {
@@ -124,9 +147,7 @@ impl AnyConnector {
             TargetType::PostgreSQL => {
                 Ok(Self::Postgres(postgres::Postgres::connect(config).await?))
             }
-            other => Err(TargetError::Config(format!(
-                "spec.type: this build has no {other:?} connector yet"
-            ))),
+            TargetType::SCIM => Ok(Self::Scim(scim::Scim::connect(config).await?)),
         }
     }
 }
@@ -137,6 +158,7 @@ impl Connector for AnyConnector {
             Self::Kubernetes(c) => c.capabilities(),
             Self::Ldap(c) => c.capabilities(),
             Self::Postgres(c) => c.capabilities(),
+            Self::Scim(c) => c.capabilities(),
         }
     }
 
@@ -148,6 +170,7 @@ impl Connector for AnyConnector {
             Self::Kubernetes(c) => c.observe(expected).await,
             Self::Ldap(c) => c.observe(expected).await,
             Self::Postgres(c) => c.observe(expected).await,
+            Self::Scim(c) => c.observe(expected).await,
         }
     }
 
@@ -160,6 +183,85 @@ impl Connector for AnyConnector {
             Self::Kubernetes(c) => c.apply(operation, subject).await,
             Self::Ldap(c) => c.apply(operation, subject).await,
             Self::Postgres(c) => c.apply(operation, subject).await,
+            Self::Scim(c) => c.apply(operation, subject).await,
         }
+    }
+
+    async fn apply_batch(
+        &self,
+        operations: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
+        match self {
+            Self::Kubernetes(c) => c.apply_batch(operations).await,
+            Self::Ldap(c) => c.apply_batch(operations).await,
+            Self::Postgres(c) => c.apply_batch(operations).await,
+            Self::Scim(c) => c.apply_batch(operations).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::Action;
+
+    /// Records what it is asked to apply; refuses revocations.
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Connector for Recorder {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+
+        async fn observe(
+            &self,
+            _expected: &BTreeMap<IdentityKey, Subject>,
+        ) -> Result<Observed, TargetError> {
+            Ok(Observed::default())
+        }
+
+        async fn apply(
+            &self,
+            operation: &Operation,
+            _subject: &Subject,
+        ) -> Result<Applied, TargetError> {
+            self.0.lock().unwrap().push(operation.action.name().into());
+            match operation.action {
+                Action::DisableAccount => Err(TargetError::Permanent("no".into())),
+                _ => Ok(Applied::Done),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_batch_applies_in_order_with_one_result_each() {
+        let key = IdentityKey::new("acme", "alice");
+        let subject = Subject {
+            identity: key.clone(),
+            identity_type: IdentityType::Human,
+            account: "alice".into(),
+            enabled: true,
+        };
+        let op = |action| Operation {
+            identity: std::sync::Arc::new(key.clone()),
+            target: "t".into(),
+            action,
+            leaver: false,
+            sources: Default::default(),
+        };
+        let ops = [
+            op(Action::DisableAccount),
+            op(Action::CreateAccount { enabled: true }),
+        ];
+        let recorder = Recorder(Mutex::default());
+        let pairs: Vec<_> = ops.iter().map(|o| (o, &subject)).collect();
+        let results = recorder.apply_batch(&pairs).await;
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["disableAccount", "createAccount"]
+        );
+        assert!(results[0].is_err() && results[1].is_ok());
     }
 }

@@ -1,0 +1,471 @@
+//! The HTTP side of the SCIM connector: one reqwest client (rustls with ring, the system's
+//! roots plus an optional CA from the Secret), authentication, and the retry policy:
+//! `429` waits for `Retry-After`, connection failures, timeouts and `500/502/503/504` are
+//! retried with a bounded exponential backoff, and every other status is answered at once
+//! (a `4xx` fails the same way again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use super::types::ErrorBody;
+use crate::targets::{TargetConfig, TargetError};
+
+/// Tries per request (the first plus retries).
+const ATTEMPTS: u32 = 4;
+/// First backoff; doubled per retry, with jitter.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// The longest `Retry-After` waited for; a longer one fails the request as transient.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Secret key of the CA bundle trusted for HTTPS.
+pub const CA_KEY: &str = "ca.crt";
+
+/// How requests authenticate. `Debug` never prints the secret.
+#[derive(Clone)]
+enum Auth {
+    Bearer(String),
+    Basic(String, String),
+}
+
+/// An answer from the server (after retries).
+#[derive(Debug)]
+pub struct Reply {
+    pub method: Method,
+    pub path: String,
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// The body as `T`, or a permanent error that names the request.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, TargetError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            TargetError::Permanent(format!(
+                "{} {}: HTTP {} with a body that is not the expected SCIM JSON ({e}): {}",
+                self.method,
+                self.path,
+                self.status.as_u16(),
+                excerpt(&self.body)
+            ))
+        })
+    }
+
+    /// The SCIM error body, when there is one.
+    pub fn scim_error(&self) -> ErrorBody {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// The `scimType` of an error answer.
+    pub fn scim_type(&self) -> Option<String> {
+        self.scim_error().scim_type
+    }
+
+    /// This (failed) answer as a classified error: throttling, conflicts and server errors
+    /// are transient, everything else needs a person.
+    pub fn error(&self) -> TargetError {
+        let error = self.scim_error();
+        let detail = match (&error.scim_type, &error.detail) {
+            (Some(t), Some(d)) => format!("{t}: {d}"),
+            (None, Some(d)) => d.clone(),
+            (Some(t), None) => t.clone(),
+            (None, None) => excerpt(&self.body),
+        };
+        let code = self.status.as_u16();
+        let what = format!("{} {}: HTTP {code}", self.method, self.path);
+        let message = match code {
+            401 => format!(
+                "{what}: the server rejected the credentials; check the token (or username and password) in the credentials Secret ({detail})"
+            ),
+            403 => format!("{what}: permission denied ({detail})"),
+            405 | 501 => format!("{what}: the server does not support this request ({detail})"),
+            _ => format!("{what}: {detail}"),
+        };
+        match code {
+            408 | 412 | 425 | 429 | 500..=599 => TargetError::Transient(message),
+            _ => TargetError::Permanent(message),
+        }
+    }
+
+    /// The id at the end of a `Location` style URL.
+    pub fn id_from_location(location: &str) -> Option<String> {
+        let path = location.split(['?', '#']).next().unwrap_or_default();
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+}
+
+/// Up to 300 printable characters of a body, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if text.trim().is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text.trim().to_string()
+    }
+}
+
+/// The HTTP client of one SCIM target.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: Url,
+    auth: Auth,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("base", &self.base.as_str())
+            .finish()
+    }
+}
+
+impl Http {
+    /// Builds the client from `spec.scim` and the credentials Secret.
+    pub fn new(config: &TargetConfig) -> Result<Self, TargetError> {
+        let scim = config.block(&config.spec.scim, "scim")?;
+        let bad_url = |why: &str| {
+            TargetError::Config(format!(
+                "TargetSystem {}/{}: spec.scim.url {:?} {why}",
+                config.namespace, config.name, scim.url
+            ))
+        };
+        let mut base =
+            Url::parse(scim.url.trim()).map_err(|e| bad_url(&format!("is not a URL ({e})")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad_url("must start with https:// (or http://)"));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(bad_url(
+                "must not carry credentials; put them in the credentials Secret",
+            ));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(bad_url("must not have a query or a fragment"));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let creds = &config.credentials;
+        let auth = match scim.auth {
+            crate::api::ScimAuth::Bearer => {
+                Auth::Bearer(creds.required("token")?.trim().to_string())
+            }
+            crate::api::ScimAuth::Basic => Auth::Basic(
+                creds.required("username")?.to_string(),
+                creds.required("password")?.to_string(),
+            ),
+        };
+        let tls = tls_config(base.scheme() == "https", creds.bytes(CA_KEY), &creds.secret)?;
+        let timeout = Duration::from_secs(u64::from(scim.timeout_seconds.unwrap_or(30).max(1)));
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TargetError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { client, base, auth })
+    }
+
+    /// Sends one request with the retry policy. `path` is relative to the base URL
+    /// (`Users`, `Groups/123`); `query` pairs are encoded here.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> Result<Reply, TargetError> {
+        let mut url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| TargetError::Permanent(format!("cannot build a URL for {path:?}: {e}")))?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let shown = path.to_string();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .client
+                .request(method.clone(), url.clone())
+                .header("Accept", "application/scim+json, application/json");
+            request = match &self.auth {
+                Auth::Bearer(token) => request.bearer_auth(token),
+                Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            };
+            if let Some(etag) = if_match {
+                request = request.header("If-Match", etag);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header("Content-Type", "application/scim+json")
+                    .body(body.clone());
+            }
+            let wait = match request.send().await {
+                Err(error) if tls_refused(&error) => {
+                    return Err(TargetError::Config(format!(
+                        "{method} {shown}: the TLS handshake with {} failed ({}); if the server's certificate comes from a private CA, put that CA's PEM certificate under key {CA_KEY:?} of the credentials Secret",
+                        self.host(),
+                        error_chain(&error)
+                    )));
+                }
+                Err(error) => {
+                    let what = if error.is_timeout() {
+                        "timed out".to_string()
+                    } else if error.is_connect() {
+                        format!("cannot connect to {}", self.host())
+                    } else {
+                        "request failed".to_string()
+                    };
+                    if attempt >= ATTEMPTS {
+                        return Err(TargetError::Transient(format!(
+                            "{method} {shown}: {what} after {attempt} tries ({})",
+                            error_chain(&error)
+                        )));
+                    }
+                    backoff(attempt)
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let etag = response
+                        .headers()
+                        .get("ETag")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let retry_after = response
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    let retryable = matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504);
+                    let body = match response.bytes().await {
+                        Ok(b) => b.to_vec(),
+                        Err(e) if attempt < ATTEMPTS => {
+                            tracing::debug!(%method, path = %shown, error = %e.without_url(), "reading the body failed; retrying");
+                            tokio::time::sleep(backoff(attempt)).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(TargetError::Transient(format!(
+                                "{method} {shown}: the answer broke off ({})",
+                                e.without_url()
+                            )));
+                        }
+                    };
+                    let reply = Reply {
+                        method: method.clone(),
+                        path: shown.clone(),
+                        status,
+                        etag,
+                        body,
+                    };
+                    if !retryable || attempt >= ATTEMPTS {
+                        return Ok(reply);
+                    }
+                    match retry_after {
+                        Some(wait) if wait > MAX_RETRY_AFTER => return Ok(reply),
+                        Some(wait) => wait,
+                        None => backoff(attempt),
+                    }
+                }
+            };
+            tracing::debug!(%method, path = %shown, attempt, ?wait, "retrying a SCIM request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sends and demands a success.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> Result<Reply, TargetError> {
+        let reply = self.send(method, path, query, body, if_match).await?;
+        if reply.ok() {
+            Ok(reply)
+        } else {
+            Err(reply.error())
+        }
+    }
+
+    fn host(&self) -> String {
+        match (self.base.host_str(), self.base.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => self.base.to_string(),
+        }
+    }
+}
+
+/// The messages of an error and its sources, joined.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut parts = vec!["error sending the request".to_string()];
+    let mut next = std::error::Error::source(error);
+    while let Some(e) = next {
+        parts.push(e.to_string());
+        next = e.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Whether a request failed because the server's certificate was refused (retrying cannot
+/// help: the CA bundle must change).
+fn tls_refused(error: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+        {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        next = e.source();
+    }
+    // Some layers wrap the rustls error so that only its message is left.
+    let chain = error_chain(error);
+    chain.contains("invalid peer certificate") || chain.contains("no certificates presented")
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let wait = at.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(8));
+    // Jitter of up to a quarter, from the clock: no random number generator needed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// rustls with ring: the system's roots for HTTPS, plus every certificate of `ca.crt`.
+fn tls_config(
+    https: bool,
+    ca: Option<&[u8]>,
+    secret: &str,
+) -> Result<rustls::ClientConfig, TargetError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    }
+    if let Some(pem) = ca {
+        let bad = |why: String| {
+            TargetError::Config(format!(
+                "Secret {secret}: key {CA_KEY:?} is not a usable PEM CA bundle: {why}"
+            ))
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("it holds no CERTIFICATE block".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TargetError::Config(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_ids_come_from_locations() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            Reply::id_from_location("https://x/t/v2/Users/abc123").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(Reply::id_from_location("").as_deref(), None);
+    }
+
+    #[test]
+    fn statuses_are_classified_and_messages_carry_the_scim_detail() {
+        let reply = |code: u16, body: &str| Reply {
+            method: Method::PATCH,
+            path: "Groups/1".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+            etag: None,
+            body: body.as_bytes().to_vec(),
+        };
+        let e = reply(
+            400,
+            r#"{"status": "400", "scimType": "invalidValue", "detail": "bad"}"#,
+        )
+        .error();
+        assert!(matches!(&e, TargetError::Permanent(m) if m.contains("invalidValue: bad")));
+        assert!(reply(503, "<html>down</html>").error().is_transient());
+        assert!(reply(429, "").error().is_transient());
+        let e = reply(401, "").error();
+        assert!(matches!(&e, TargetError::Permanent(m) if m.contains("credentials")));
+        let e = reply(200, "{not json")
+            .json::<serde_json::Value>()
+            .unwrap_err();
+        assert!(
+            matches!(&e, TargetError::Permanent(m) if m.contains("not the expected SCIM JSON"))
+        );
+    }
+}

@@ -1,0 +1,880 @@
+//! The SCIM connector against a real scim2-server (python-scim, from PyPI), driven the way
+//! the controller drives it: evaluate, observe, plan, apply; then once more to prove the
+//! second pass has nothing to do. The server's state is checked with plain HTTP calls.
+
+mod scim_peer;
+
+use std::collections::BTreeMap;
+
+use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use gatehouse::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
+use gatehouse::plan::{Action, Plan, guard, plan};
+use gatehouse::targets::scim::Scim;
+use gatehouse::targets::{Applied, Connector, Subject, TargetConfig, TargetError};
+use reqwest::Method;
+use scim_peer::{Peer, Raw, minimal_peer, peer, proxy};
+
+const NOW: &str = "2026-12-01T09:00:00Z";
+const NS: &str = "acme";
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A tenant with the `saas` target: finance gets the `finance` group, engineering the
+/// `engineering` group, everyone active the `staff` group.
+fn org(config: &TargetConfig, people: &[String]) -> Snapshot {
+    let mut target: TargetSystem = yaml(&format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {{name: saas, namespace: {NS}}}\nspec: {{type: SCIM, scim: {{url: \"http://x\"}}}}"
+    ));
+    target.spec = config.spec.clone();
+    let policy = |name: &str, dept: &str, group: &str| -> AccessPolicy {
+        yaml(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{selector: {{matchAttributes: {{department: {dept}}}}}, entitlements: [{{target: saas, name: {group}}}, {{target: saas, name: staff}}]}}"
+        ))
+    };
+    Snapshot {
+        targets: vec![target],
+        policies: vec![
+            policy("finance", "finance", "finance"),
+            policy("engineering", "engineering", "engineering"),
+        ],
+        identities: people
+            .iter()
+            .map(|spec| {
+                yaml::<Identity>(&format!(
+                    "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: {NS}, {spec}"
+                ))
+            })
+            .collect(),
+        exceptions: vec![],
+    }
+}
+
+fn person(name: &str, dept: &str, status: &str) -> String {
+    format!(
+        "name: {name}}}\nspec: {{type: Human, employment: {{status: {status}, department: {dept}, manager: {name}}}}}"
+    )
+}
+
+fn subjects(snapshot: &Snapshot) -> BTreeMap<IdentityKey, Subject> {
+    let now = NOW.parse().unwrap();
+    let engine = Engine::new(snapshot, Settings::default());
+    engine
+        .evaluate(now, &NothingHeld)
+        .identities
+        .values()
+        .map(|a| {
+            let subject = Subject {
+                identity: a.key.clone(),
+                identity_type: a.identity_type,
+                account: a.key.name.clone(),
+                enabled: a.account == AccountIntent::Enabled,
+            };
+            (a.key.clone(), subject)
+        })
+        .collect()
+}
+
+/// Observe and plan, without applying.
+async fn observe_and_plan(
+    connector: &Scim,
+    snapshot: &Snapshot,
+) -> (gatehouse::targets::Observed, Plan) {
+    let now = NOW.parse().unwrap();
+    let engine = Engine::new(snapshot, Settings::default());
+    let observed = connector
+        .observe(&subjects(snapshot))
+        .await
+        .expect("observe");
+    let desired = engine.evaluate(now, &observed.held);
+    let plan = plan(&observed.held, &desired);
+    (observed, plan)
+}
+
+/// One reconcile of the `saas` target: observe, plan against what is held, apply in order
+/// (one by one, or as one batch).
+async fn sync_with(connector: &Scim, snapshot: &Snapshot, batch: bool) -> Plan {
+    let subjects = subjects(snapshot);
+    let (_, plan) = observe_and_plan(connector, snapshot).await;
+    let pairs: Vec<(&gatehouse::plan::Operation, &Subject)> = plan
+        .operations
+        .iter()
+        .map(|op| {
+            (
+                op,
+                subjects.get(&op.identity).expect("test identities stay"),
+            )
+        })
+        .collect();
+    let results = if batch {
+        connector.apply_batch(&pairs).await
+    } else {
+        let mut out = Vec::new();
+        for (op, subject) in &pairs {
+            out.push(connector.apply(op, subject).await);
+        }
+        out
+    };
+    assert_eq!(results.len(), pairs.len());
+    for ((op, _), result) in pairs.iter().zip(results) {
+        match result {
+            Ok(Applied::Done) => {}
+            Ok(Applied::Unsupported) => assert_eq!(op.action, Action::RevokeSessions, "{op:?}"),
+            Err(e) => panic!("{op:?}: {e}"),
+        }
+    }
+    plan
+}
+
+async fn sync(connector: &Scim, snapshot: &Snapshot) -> Plan {
+    sync_with(connector, snapshot, false).await
+}
+
+fn steps(plan: &Plan) -> Vec<String> {
+    plan.operations
+        .iter()
+        .map(|op| match &op.action {
+            Action::Grant { entitlement } => format!("{} +{}", op.identity.name, entitlement.name),
+            Action::Revoke { entitlement } => format!("{} -{}", op.identity.name, entitlement.name),
+            other => format!("{} {}", op.identity.name, other.name()),
+        })
+        .collect()
+}
+
+async fn setup(
+    peer: &Peer,
+    prefix: &str,
+    extra: &str,
+    on_leave: &str,
+) -> (Scim, Raw, TargetConfig) {
+    let tenant = peer.tenant(prefix);
+    let config = peer.config(NS, "saas", &tenant, extra, on_leave);
+    let connector = Scim::connect(&config).await.expect("connect");
+    (connector, Raw::new(peer, &tenant), config)
+}
+
+#[tokio::test]
+async fn joiner_mover_on_leave_and_leaver() {
+    let (connector, raw, config) = setup(peer(), "jml", "", "Disable").await;
+    let features = connector.features();
+    assert!(features.patch && features.filter && features.etag && features.bulk.is_some());
+
+    // Joiner: an active user with the stable externalId, in both groups.
+    let joined = org(&config, &[person("alice", "finance", "Active")]);
+    let first = steps(&sync(&connector, &joined).await);
+    assert_eq!(
+        first,
+        ["alice createAccount", "alice +finance", "alice +staff"]
+    );
+    let alice = raw.user("alice").await.expect("alice exists");
+    assert_eq!(alice["externalId"], "acme/alice");
+    assert_eq!(alice["active"], true);
+    assert_eq!(raw.members("finance").await, ["alice"]);
+    assert_eq!(raw.members("staff").await, ["alice"]);
+    assert!(sync(&connector, &joined).await.is_empty(), "converged");
+
+    // Mover: out of finance, into engineering, revocation first; staff stays.
+    let moved = org(&config, &[person("alice", "engineering", "Active")]);
+    let mover = steps(&sync(&connector, &moved).await);
+    assert_eq!(mover, ["alice -finance", "alice +engineering"]);
+    assert!(raw.members("finance").await.is_empty());
+    assert_eq!(raw.members("engineering").await, ["alice"]);
+    assert!(sync(&connector, &moved).await.is_empty(), "converged");
+
+    // On leave: inactive, memberships kept for the return; back at work: active again.
+    let away = org(&config, &[person("alice", "engineering", "OnLeave")]);
+    sync(&connector, &away).await;
+    assert_eq!(raw.user("alice").await.unwrap()["active"], false);
+    assert_eq!(raw.members("engineering").await, ["alice"]);
+    assert!(
+        sync(&connector, &away).await.is_empty(),
+        "converged while away"
+    );
+    sync(&connector, &moved).await;
+    assert_eq!(raw.user("alice").await.unwrap()["active"], true);
+
+    // Leaver: inactive at once, every membership gone, the account kept.
+    let left = org(&config, &[person("alice", "engineering", "Terminated")]);
+    let leaver = steps(&sync(&connector, &left).await);
+    assert_eq!(leaver[0], "alice disableAccount", "{leaver:?}");
+    let alice = raw
+        .user("alice")
+        .await
+        .expect("the account stays, disabled");
+    assert_eq!(alice["active"], false);
+    assert!(raw.members("engineering").await.is_empty());
+    assert!(raw.members("staff").await.is_empty());
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn delete_mode_removes_the_user_and_its_memberships() {
+    let (connector, raw, config) = setup(peer(), "del", "", "Delete").await;
+    let joined = org(
+        &config,
+        &[
+            person("bob", "finance", "Active"),
+            person("carol", "finance", "Active"),
+        ],
+    );
+    sync(&connector, &joined).await;
+    assert_eq!(raw.members("finance").await, ["bob", "carol"]);
+    let bob_id = raw.user("bob").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let left = org(
+        &config,
+        &[
+            person("bob", "finance", "Terminated"),
+            person("carol", "finance", "Active"),
+        ],
+    );
+    let leaver = steps(&sync(&connector, &left).await);
+    assert!(
+        leaver.contains(&"bob deleteAccount".to_string()),
+        "{leaver:?}"
+    );
+    assert!(raw.user("bob").await.is_none(), "bob is deleted");
+    let (status, _, _) = raw
+        .call(Method::GET, &format!("Users/{bob_id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+    // No dangling member either (this server would keep one after a bare delete).
+    let finance = raw.group("finance").await.unwrap();
+    assert!(
+        !finance["members"].to_string().contains(&bob_id),
+        "{finance}"
+    );
+    assert_eq!(raw.members("finance").await, ["carol"]);
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+
+    // Deleting what is already gone is fine (idempotent), and so is a stale member.
+    let ghost = raw.create_user("ghost", Some("acme/ghost")).await;
+    let group = raw.group("finance").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    raw.membership(&group, &ghost, true).await;
+    raw.call(Method::DELETE, &format!("Users/{ghost}"), None, None)
+        .await;
+    let (observed, plan) = observe_and_plan(&connector, &left).await;
+    assert!(
+        plan.is_empty(),
+        "a deleted user left in a group counts for nothing: {:?}",
+        steps(&plan)
+    );
+    assert!(observed.orphans.is_empty());
+}
+
+#[tokio::test]
+async fn drift_both_ways_is_repaired_and_nothing_else_is_touched() {
+    let (connector, raw, config) = setup(peer(), "drift", "", "Disable").await;
+    let joined = org(&config, &[person("dave", "finance", "Active")]);
+    sync(&connector, &joined).await;
+    let dave = raw.user("dave").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let finance = raw.group("finance").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Someone else's user in a managed group, and a group gatehouse never heard of.
+    let stranger = raw.create_user("stranger", None).await;
+    raw.membership(&finance, &stranger, true).await;
+    let payroll = raw.create_group("payroll").await;
+
+    // By hand: dave into payroll, out of finance, and disabled.
+    raw.membership(&payroll, &dave, true).await;
+    raw.membership(&finance, &dave, false).await;
+    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    raw.call(Method::PATCH, &format!("Users/{dave}"), Some(body), None)
+        .await;
+
+    let repair = steps(&sync(&connector, &joined).await);
+    assert_eq!(
+        repair,
+        ["dave -payroll", "dave enableAccount", "dave +finance"],
+        "{repair:?}"
+    );
+    assert_eq!(raw.members("finance").await, ["dave", "stranger"]);
+    assert!(raw.members("payroll").await.is_empty());
+    assert_eq!(raw.user("dave").await.unwrap()["active"], true);
+    assert!(
+        raw.group("payroll").await.is_some(),
+        "the group itself stays"
+    );
+    assert!(sync(&connector, &joined).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn a_stale_etag_is_reread_and_the_change_retried() {
+    let peer = peer();
+    let (connector, raw, config) = setup(peer, "etag", "", "Disable").await;
+    sync(
+        &connector,
+        &org(&config, &[person("erin", "finance", "Active")]),
+    )
+    .await;
+    let finance = raw.group("finance").await.unwrap();
+    let before = finance["meta"]["version"].as_str().unwrap().to_string();
+
+    // Observe (the connector learns the group's tag), then someone changes the group.
+    let two = org(
+        &config,
+        &[
+            person("erin", "finance", "Active"),
+            person("frank", "finance", "Active"),
+        ],
+    );
+    let subjects = subjects(&two);
+    let (_, plan) = observe_and_plan(&connector, &two).await;
+    let other = raw.create_user("other", None).await;
+    raw.membership(finance["id"].as_str().unwrap(), &other, true)
+        .await;
+    let after = raw.group("finance").await.unwrap()["meta"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(before, after, "the hand edit moved the tag");
+    // A write with the old tag is refused by the server.
+    let (status, _, _) = raw
+        .call(
+            Method::PATCH,
+            &format!("Groups/{}", finance["id"].as_str().unwrap()),
+            Some(
+                serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": other}]}]}),
+            ),
+            Some(&before),
+        )
+        .await;
+    assert_eq!(status, 412);
+
+    let log_before = peer.log().matches(" 412 ").count();
+    for op in &plan.operations {
+        let result = connector.apply(op, &subjects[&op.identity]).await;
+        assert!(result.is_ok(), "{op:?}: {result:?}");
+    }
+    assert!(
+        peer.log().matches(" 412 ").count() > log_before,
+        "the connector's PATCH met a 412"
+    );
+    assert_eq!(raw.members("finance").await, ["erin", "frank", "other"]);
+    assert!(sync(&connector, &two).await.is_empty(), "converged");
+
+    // The same for an account: disable with a stale tag.
+    let left = org(
+        &config,
+        &[
+            person("erin", "finance", "Active"),
+            person("frank", "finance", "Terminated"),
+        ],
+    );
+    let (_, plan) = observe_and_plan(&connector, &left).await;
+    let frank = raw.user("frank").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Frank"}]});
+    raw.call(Method::PATCH, &format!("Users/{frank}"), Some(body), None)
+        .await;
+    let subjects = subjects_of(&left);
+    for op in &plan.operations {
+        connector.apply(op, &subjects[&op.identity]).await.unwrap();
+    }
+    let frank = raw.user("frank").await.unwrap();
+    assert_eq!(frank["active"], false);
+    assert_eq!(frank["displayName"], "Frank", "the other change survives");
+}
+
+fn subjects_of(snapshot: &Snapshot) -> BTreeMap<IdentityKey, Subject> {
+    subjects(snapshot)
+}
+
+/// Joins `n` people into `groups` groups (plus staff) through `apply_batch`.
+async fn join_many(
+    peer: &Peer,
+    prefix: &str,
+    extra: &str,
+    n: usize,
+    groups: usize,
+) -> (Raw, Plan, TargetConfig, Scim) {
+    let (connector, raw, config) = setup(peer, prefix, extra, "Disable").await;
+    let people: Vec<String> = (0..n)
+        .map(|i| person(&format!("p{i:03}"), &format!("d{}", i % groups), "Active"))
+        .collect();
+    let mut snapshot = org(&config, &people);
+    snapshot.policies = (0..groups)
+        .map(|g| {
+            yaml(&format!(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: d{g}, namespace: {NS}}}\nspec: {{selector: {{matchAttributes: {{department: d{g}}}}}, entitlements: [{{target: saas, name: g{g}}}]}}"
+            ))
+        })
+        .collect();
+    let plan = sync_with(&connector, &snapshot, true).await;
+    assert!(
+        sync_with(&connector, &snapshot, true).await.is_empty(),
+        "converged"
+    );
+    // Leave them all: disable in one batch, memberships revoked in one batch.
+    let gone: Vec<String> = (0..n)
+        .map(|i| {
+            person(
+                &format!("p{i:03}"),
+                &format!("d{}", i % groups),
+                "Terminated",
+            )
+        })
+        .collect();
+    let mut left = snapshot.clone();
+    left.identities = org(&config, &gone).identities;
+    sync_with(&connector, &left, true).await;
+    for g in 0..groups {
+        assert!(raw.members(&format!("g{g}")).await.is_empty());
+    }
+    assert!(
+        sync_with(&connector, &left, true).await.is_empty(),
+        "converged after leaving"
+    );
+    // Back to the joined state for the caller's checks.
+    sync_with(&connector, &snapshot, true).await;
+    (raw, plan, config, connector)
+}
+
+#[tokio::test]
+async fn bulk_on_and_off_reach_the_same_state_and_pages_are_followed() {
+    let peer = peer();
+    let bulk_before =
+        peer.log().matches("POST /bulk").count() + peer.log().matches("POST /").count();
+    let _ = bulk_before;
+    let count_bulk = |tenant_root: &str| {
+        peer.log()
+            .lines()
+            .filter(|l| l.contains(&format!("\"POST /{tenant_root}/v2/Bulk")))
+            .count()
+    };
+    // Small pages, so observation must follow startIndex across several of them.
+    let (raw_on, plan_on, config_on, on) = join_many(peer, "bulkon", "pageSize: 7", 40, 4).await;
+    let (raw_off, plan_off, config_off, off) =
+        join_many(peer, "bulkoff", "pageSize: 7, bulk: false", 40, 4).await;
+    assert!(on.features().bulk.is_some());
+    assert!(off.features().bulk.is_none());
+    assert_eq!(steps(&plan_on), steps(&plan_off));
+    let tenant = |c: &TargetConfig| {
+        c.spec
+            .scim
+            .as_ref()
+            .unwrap()
+            .url
+            .rsplit('/')
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert!(count_bulk(&tenant(&config_on)) > 0, "Bulk was used");
+    assert_eq!(count_bulk(&tenant(&config_off)), 0, "Bulk was not used");
+    for g in 0..4 {
+        let group = format!("g{g}");
+        let members = raw_on.members(&group).await;
+        assert_eq!(members.len(), 10);
+        assert_eq!(members, raw_off.members(&group).await);
+    }
+    assert_eq!(raw_on.all("Users").await.len(), 40);
+    assert_eq!(raw_off.all("Users").await.len(), 40);
+}
+
+#[tokio::test]
+async fn a_server_without_patch_bulk_filters_or_etags_still_converges() {
+    let (connector, raw, config) = setup(minimal_peer(), "min", "", "Disable").await;
+    let f = connector.features();
+    assert!(
+        !f.patch && !f.filter && !f.etag && f.bulk.is_none(),
+        "{f:?}"
+    );
+    let joined = org(
+        &config,
+        &[
+            person("gina", "finance", "Active"),
+            person("hal", "engineering", "Active"),
+        ],
+    );
+    sync_with(&connector, &joined, true).await;
+    assert_eq!(raw.members("finance").await, ["gina"]);
+    assert_eq!(raw.members("staff").await, ["gina", "hal"]);
+    assert!(sync(&connector, &joined).await.is_empty(), "converged");
+    let left = org(
+        &config,
+        &[
+            person("gina", "finance", "Terminated"),
+            person("hal", "engineering", "Active"),
+        ],
+    );
+    sync(&connector, &left).await;
+    assert_eq!(raw.user("gina").await.unwrap()["active"], false);
+    assert_eq!(raw.members("staff").await, ["hal"]);
+    assert!(raw.members("finance").await.is_empty());
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_a_permanent_error_naming_the_credentials() {
+    let peer = peer();
+    let tenant = peer.tenant("auth");
+    let mut config = peer.config(NS, "saas", &tenant, "", "Disable");
+    config.credentials = gatehouse::targets::Credentials::new(
+        "scim-token",
+        BTreeMap::from([("token".to_string(), b"not-the-token".to_vec())]),
+    );
+    let error = Scim::connect(&config).await.err().expect("refused");
+    let TargetError::Permanent(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains("401") && message.contains("credentials"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-the-token"),
+        "the secret is never shown"
+    );
+
+    // A missing key, a bad URL, a URL that is not a SCIM root, a closed port.
+    config.credentials = gatehouse::targets::Credentials::new("scim-token", BTreeMap::new());
+    let error = Scim::connect(&config).await.err().unwrap();
+    assert!(
+        matches!(&error, TargetError::Config(m) if m.contains("\"token\"")),
+        "{error:?}"
+    );
+    let mut bad = peer.config(NS, "saas", &tenant, "", "Disable");
+    bad.spec.scim.as_mut().unwrap().url = "ftp://example".into();
+    assert!(
+        matches!(Scim::connect(&bad).await, Err(TargetError::Config(m)) if m.contains("spec.scim.url"))
+    );
+    bad.spec.scim.as_mut().unwrap().url = format!("{}/{tenant}/v2/nothing", peer.base);
+    let error = Scim::connect(&bad).await.err().unwrap();
+    assert!(
+        matches!(&error, TargetError::Config(m) if m.contains("ServiceProviderConfig")),
+        "{error:?}"
+    );
+    bad.spec.scim.as_mut().unwrap().url = "http://127.0.0.1:9/v2".into();
+    bad.spec.scim.as_mut().unwrap().timeout_seconds = Some(2);
+    let error = Scim::connect(&bad).await.err().unwrap();
+    assert!(error.is_transient(), "{error:?}");
+    // A CA bundle that is not PEM.
+    let mut bad = peer.config(NS, "saas", &tenant, "", "Disable");
+    bad.credentials = gatehouse::targets::Credentials::new(
+        "scim-token",
+        BTreeMap::from([
+            ("token".to_string(), peer.token.clone().into_bytes()),
+            ("ca.crt".to_string(), b"garbage".to_vec()),
+        ]),
+    );
+    let error = Scim::connect(&bad).await.err().unwrap();
+    assert!(
+        matches!(&error, TargetError::Config(m) if m.contains("ca.crt")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn orphans_are_reported_and_never_changed() {
+    let (connector, raw, config) = setup(peer(), "orphan", "", "Disable").await;
+    let snapshot = org(&config, &[person("ivan", "finance", "Active")]);
+    sync(&connector, &snapshot).await;
+    // In the managed scope but no Identity; outside the scope; another tenant's.
+    let ghost = raw.create_user("ghost", Some("acme/ghost")).await;
+    raw.create_user("manual", None).await;
+    raw.create_user("elsewhere", Some("globex/elsewhere")).await;
+    let staff = raw.group("staff").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    raw.membership(&staff, &ghost, true).await;
+
+    let (observed, plan) = observe_and_plan(&connector, &snapshot).await;
+    assert_eq!(observed.orphans, ["ghost"]);
+    assert!(plan.is_empty(), "{:?}", steps(&plan));
+    sync(&connector, &snapshot).await;
+    assert_eq!(raw.members("staff").await, ["ghost", "ivan"]);
+    assert_eq!(
+        raw.user("ghost").await.unwrap()["active"],
+        serde_json::Value::Null
+    );
+}
+
+#[tokio::test]
+async fn a_taken_user_name_is_a_clear_permanent_error() {
+    let (connector, raw, config) = setup(peer(), "taken", "", "Disable").await;
+    raw.create_user("judy", Some("hr-system/judy")).await;
+    let snapshot = org(&config, &[person("judy", "finance", "Active")]);
+    let subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    let create = plan
+        .operations
+        .iter()
+        .find(|op| matches!(op.action, Action::CreateAccount { .. }))
+        .unwrap();
+    let error = connector
+        .apply(create, &subjects[&create.identity])
+        .await
+        .unwrap_err();
+    let TargetError::Permanent(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains("\"judy\"") && message.contains("acme/judy"),
+        "{message}"
+    );
+    // The grant that follows fails for that identity alone, with its own message.
+    let grant = plan
+        .operations
+        .iter()
+        .find(|op| matches!(op.action, Action::Grant { .. }))
+        .unwrap();
+    let error = connector
+        .apply(grant, &subjects[&grant.identity])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("acme/judy"), "{error}");
+    assert_eq!(
+        raw.user("judy").await.unwrap()["externalId"],
+        "hr-system/judy",
+        "untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_renamed_account_and_a_half_done_create_are_repaired() {
+    let (connector, raw, config) = setup(peer(), "rename", "", "Disable").await;
+    // A create that happened but was never recorded (a crash): adopted, not duplicated.
+    raw.create_user("kim", Some("acme/kim")).await;
+    let snapshot = org(&config, &[person("kim", "finance", "Active")]);
+    sync(&connector, &snapshot).await;
+    assert_eq!(raw.all("Users").await.len(), 1);
+    assert_eq!(raw.members("finance").await, ["kim"]);
+    // Renamed by hand: not held, so the plan creates it, which renames it back.
+    let kim = raw.user("kim").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "userName", "value": "kimmy"}]});
+    raw.call(Method::PATCH, &format!("Users/{kim}"), Some(body), None)
+        .await;
+    sync(&connector, &snapshot).await;
+    let users = raw.all("Users").await;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["userName"], "kim");
+    assert!(sync(&connector, &snapshot).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn observe_only_and_the_blast_radius_guard_leave_the_server_alone() {
+    // Both are the controller's: it plans from the connector's observation and, in Observe
+    // mode or past the limit, applies nothing. Here: the plan they would hold back.
+    let (connector, raw, config) = setup(peer(), "guard", "", "Disable").await;
+    let people: Vec<String> = (0..5)
+        .map(|i| person(&format!("u{i}"), "finance", "Active"))
+        .collect();
+    let joined = org(&config, &people);
+    sync(&connector, &joined).await;
+    let left: Vec<String> = (0..5)
+        .map(|i| person(&format!("u{i}"), "finance", "Terminated"))
+        .collect();
+    let (_, plan) = observe_and_plan(&connector, &org(&config, &left)).await;
+    let revocations = plan
+        .operations
+        .iter()
+        .filter(|op| op.action.is_revocation())
+        .count();
+    assert!(revocations >= 10, "{:?}", steps(&plan));
+    assert!(
+        guard::check(&plan.operations, Some(3)).is_err(),
+        "stopped by a limit of 3"
+    );
+    assert!(guard::check(&plan.operations, Some(1000)).is_ok());
+    // Nothing was applied: everyone is still active and in the groups.
+    assert_eq!(raw.members("finance").await.len(), 5);
+    assert!(raw.all("Users").await.iter().all(|u| u["active"] == true));
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_and_a_refused_certificate() {
+    let tenant = peer().tenant("tls");
+    let config = proxy().config(NS, &tenant, "");
+    let connector = Scim::connect(&config).await.expect("connect over HTTPS");
+    let joined = org(&config, &[person("lena", "finance", "Active")]);
+    sync(&connector, &joined).await;
+    assert!(sync(&connector, &joined).await.is_empty(), "converged");
+    assert_eq!(Raw::new(peer(), &tenant).members("finance").await, ["lena"]);
+
+    // Without the CA the certificate is refused: a configuration error that names the key.
+    let mut untrusted = config.clone();
+    untrusted.credentials = gatehouse::targets::Credentials::new(
+        "scim-token",
+        BTreeMap::from([("token".to_string(), peer().token.clone().into_bytes())]),
+    );
+    let error = Scim::connect(&untrusted).await.err().expect("refused");
+    assert!(
+        matches!(&error, TargetError::Config(m) if m.contains("ca.crt") && m.contains("TLS")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    // Every fourth request answers 429 with Retry-After: 1, or every other one 503.
+    for (prefix, extra) in [("throttle", ""), ("flaky", "bulk: false")] {
+        let tenant = peer().tenant(prefix);
+        let config = proxy().config(NS, &tenant, extra);
+        let connector = Scim::connect(&config).await.expect("connect");
+        let joined = org(
+            &config,
+            &[
+                person("mia", "finance", "Active"),
+                person("ned", "engineering", "Active"),
+            ],
+        );
+        sync_with(&connector, &joined, true).await;
+        assert!(
+            sync(&connector, &joined).await.is_empty(),
+            "{prefix}: converged"
+        );
+        let raw = Raw::new(peer(), &tenant);
+        assert_eq!(raw.members("staff").await, ["mia", "ned"], "{prefix}");
+    }
+}
+
+#[tokio::test]
+async fn broken_answers_are_clear_errors_not_panics() {
+    // A gateway that is down: transient, after bounded retries, with the status.
+    let config = proxy().config(NS, &peer().tenant("down"), "");
+    let error = Scim::connect(&config).await.err().expect("down");
+    assert!(
+        matches!(&error, TargetError::Transient(m) if m.contains("502") && m.contains("bad gateway")),
+        "{error:?}"
+    );
+
+    // Malformed JSON where a list should be: a permanent error naming the request.
+    let config = proxy().config(NS, &peer().tenant("garbage"), "");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let snapshot = org(&config, &[person("olga", "finance", "Active")]);
+    let error = connector.observe(&subjects(&snapshot)).await.unwrap_err();
+    assert!(
+        matches!(&error, TargetError::Permanent(m) if m.contains("GET Groups") && m.contains("not the expected SCIM JSON")),
+        "{error:?}"
+    );
+
+    // A server slower than spec.scim.timeoutSeconds: transient, after bounded retries.
+    let config = proxy().config(NS, &peer().tenant("slow"), "timeoutSeconds: 1");
+    let started = std::time::Instant::now();
+    let error = Scim::connect(&config).await.err().expect("too slow");
+    assert!(
+        matches!(&error, TargetError::Transient(m) if m.contains("timed out")),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // An account name the server would take but no one can use: refused per operation.
+    let (connector, _, config) = setup(peer(), "badvalue", "", "Disable").await;
+    let snapshot = org(&config, &[person("pia", "finance", "Active")]);
+    let mut subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    let create = &plan.operations[0];
+    subjects.get_mut(&create.identity).unwrap().account = String::new();
+    let error = connector
+        .apply(create, &subjects[&create.identity])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, TargetError::Permanent(m) if m.contains("account name") && m.contains("acme/pia")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_batch_settles_each_operation_on_its_own() {
+    let (connector, raw, config) = setup(peer(), "bulkmix", "", "Disable").await;
+    assert!(connector.features().bulk.is_some());
+    // One account half created before (adopted), one name taken by a stranger (fails alone).
+    raw.create_user("q1", Some("acme/q1")).await;
+    raw.create_user("q2", Some("hr/q2")).await;
+    let people: Vec<String> = (0..6)
+        .map(|i| person(&format!("q{i}"), "finance", "Active"))
+        .collect();
+    let snapshot = org(&config, &people);
+    let subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    let pairs: Vec<_> = plan
+        .operations
+        .iter()
+        .map(|op| (op, &subjects[&op.identity]))
+        .collect();
+    let results = connector.apply_batch(&pairs).await;
+    assert_eq!(results.len(), pairs.len());
+    for ((op, _), result) in pairs.iter().zip(&results) {
+        if op.identity.name == "q2" {
+            assert!(
+                matches!(
+                    result,
+                    Err(TargetError::Permanent(_)) | Err(TargetError::Transient(_))
+                ),
+                "{op:?}: {result:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(Applied::Done)), "{op:?}: {result:?}");
+        }
+    }
+    let create_q2 = pairs
+        .iter()
+        .zip(&results)
+        .find(|((op, _), _)| op.identity.name == "q2" && op.action.name() == "createAccount")
+        .unwrap()
+        .1;
+    assert!(
+        matches!(create_q2, Err(TargetError::Permanent(m)) if m.contains("hr/q2")),
+        "{create_q2:?}"
+    );
+    assert_eq!(raw.members("finance").await, ["q0", "q1", "q3", "q4", "q5"]);
+    assert_eq!(raw.all("Users").await.len(), 6, "nothing duplicated");
+    assert_eq!(
+        raw.user("q2").await.unwrap()["externalId"],
+        "hr/q2",
+        "untouched"
+    );
+}
+
+#[tokio::test]
+async fn the_controller_reaches_scim_through_any_connector() {
+    use gatehouse::targets::AnyConnector;
+    // The local cluster is not used by SCIM targets: a client that points nowhere will do.
+    let nowhere = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let local = kube::Client::try_from(nowhere).unwrap();
+    let tenant = peer().tenant("any");
+    let config = peer().config(NS, "saas", &tenant, "", "Disable");
+    let connector = AnyConnector::connect(&local, &config)
+        .await
+        .expect("connect");
+    assert!(matches!(connector, AnyConnector::Scim(_)));
+    let snapshot = org(&config, &[person("rita", "finance", "Active")]);
+    let subjects = subjects(&snapshot);
+    let observed = connector.observe(&subjects).await.unwrap();
+    let desired =
+        Engine::new(&snapshot, Settings::default()).evaluate(NOW.parse().unwrap(), &observed.held);
+    let plan = plan(&observed.held, &desired);
+    let pairs: Vec<_> = plan
+        .operations
+        .iter()
+        .map(|op| (op, &subjects[&op.identity]))
+        .collect();
+    let results = connector.apply_batch(&pairs).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(connector.capabilities().disable && connector.capabilities().delete);
+    assert_eq!(Raw::new(peer(), &tenant).members("finance").await, ["rita"]);
+}
