@@ -219,11 +219,61 @@ async fn main() {
         after - before,
         metrics.reconciles.get() - passes_before
     );
-    println!(
-        "controller: resident memory with {n} identities: {:.0} MiB (whole process: controller, client and bench)",
-        rss_mib()
-    );
     assert_eq!(after - before, 0, "an idle controller writes nothing");
     drop(stop);
     let _ = controller.await;
+
+    // Memory of the controller alone: the `gatehouse run` binary over the same namespace.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args([
+            "run",
+            "-n",
+            &ns,
+            "--leader-elect=false",
+            "--listen",
+            &port.to_string(),
+        ])
+        .env("KUBECONFIG", &harness::control_plane().kubeconfig)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let passes = || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(port).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with("gatehouse_reconciles_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    while passes().await.unwrap_or(0) < 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    println!(
+        "controller: `gatehouse run` with {n} identities: resident {:.0} MiB, peak {:.0} MiB (this bench process: {:.0} MiB)",
+        field("VmRSS:"),
+        field("VmHWM:"),
+        rss_mib()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

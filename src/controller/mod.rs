@@ -97,6 +97,22 @@ where
         watcher::Config::default(),
     )
     .default_backoff()
+    // managedFields are most of an object's size and the controller needs only their latest
+    // time (the leaver-latency metric): keep that, drop the rest before caching.
+    .modify(|object| {
+        let meta = object.meta_mut();
+        let latest = meta
+            .managed_fields
+            .take()
+            .into_iter()
+            .flatten()
+            .filter(|f| f.time.is_some())
+            .max_by_key(|f| f.time.as_ref().map(|t| t.0));
+        meta.managed_fields = latest.map(|mut f| {
+            f.fields_v1 = None;
+            vec![f]
+        });
+    })
     .reflect(writer)
     .touched_objects();
     tokio::spawn(async move {
