@@ -134,6 +134,7 @@ async fn main() {
         health: Default::default(),
         leader: None,
         instance: Some("bench".into()),
+        clock_offset: Default::default(),
     };
     let metrics = options.metrics.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

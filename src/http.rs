@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,18 @@ pub struct Metrics {
     /// From the Identity update that made someone a leaver to the pass that revoked their
     /// last entitlement.
     pub leaver_revocation_seconds: Histogram,
+    /// The work queue: operations planned on a target but not carried out (Observe mode,
+    /// the blast-radius guard, failures awaiting their retry).
+    pub pending_operations: Family<TargetLabels, Gauge>,
+}
+
+/// Labels of per-target series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Tenant namespace.
+    pub namespace: String,
+    /// TargetSystem name.
+    pub target: String,
 }
 
 impl Default for Metrics {
@@ -52,6 +65,12 @@ impl Default for Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let operations = Family::<OperationLabels, Counter>::default();
         let leaver_revocation_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let pending_operations = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "pending_operations",
+            "Operations planned on a target but not carried out yet",
+            pending_operations.clone(),
+        );
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -80,6 +99,7 @@ impl Default for Metrics {
             reconcile_seconds,
             operations,
             leaver_revocation_seconds,
+            pending_operations,
         }
     }
 }

@@ -92,6 +92,7 @@ fn options(ns: &str) -> Options {
         health: Default::default(),
         leader: None,
         instance: None,
+        clock_offset: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
         health: Default::default(),
         leader: None,
         instance: None,
+        clock_offset: Default::default(),
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

@@ -62,6 +62,7 @@ async fn an_unreadable_object_gets_a_condition_and_the_rest_is_reconciled() {
         health: Default::default(),
         leader: None,
         instance: None,
+        clock_offset: Default::default(),
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

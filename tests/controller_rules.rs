@@ -19,6 +19,15 @@ use kube::api::{Api, ListParams, PostParams};
 
 /// Starts the controller on one namespace; stops it when the returned sender is dropped.
 fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_at(client, ns, Default::default())
+}
+
+/// Starts the controller with its clock shifted by `offset`.
+fn start_at(
+    client: &Client,
+    ns: &str,
+    offset: jiff::SignedDuration,
+) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = Options {
         namespace: Some(ns.to_string()),
@@ -28,6 +37,7 @@ fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
         health: Default::default(),
         leader: None,
         instance: Some("test".into()),
+        clock_offset: offset,
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;
@@ -356,4 +366,69 @@ rules:
     wait_bindings(&client, &ns, &["bob->view"]).await;
     wait_for_condition(&client, &ns, "k8s", "Connected", "True", target_conditions).await;
     wait_for_condition(&client, &ns, "bob", "Ready", "True", identity_conditions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contractor_loses_access_when_the_end_date_passes_while_the_controller_runs() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "enddate").await;
+    // The controller's clock stands eight seconds before the end of the contractor's last
+    // day (end dates are inclusive: access ends at the following midnight, UTC).
+    let boundary: jiff::Timestamp = "2027-03-11T00:00:00Z".parse().unwrap();
+    let lead = jiff::SignedDuration::from_secs(8);
+    let started = jiff::Timestamp::now();
+    let _stop = start_at(&client, &ns, started.duration_until(boundary) - lead);
+    let crossing = started + lead; // the boundary, in real time
+    apply::<TargetSystem>(
+        &client,
+        &ns,
+        "metadata: {name: k8s}\nspec: {type: Kubernetes}",
+    )
+    .await;
+    apply::<AccessPolicy>(
+        &client,
+        &ns,
+        "metadata: {name: base}\nspec: {selector: {matchAttributes: {department: finance}}, entitlements: [{target: k8s, kind: ClusterRole, name: view}]}",
+    )
+    .await;
+    apply::<Identity>(&client, &ns, &human("bob", "Active", "")).await;
+    apply::<Identity>(
+        &client,
+        &ns,
+        "metadata: {name: connie}\nspec: {type: Human, employment: {status: Active, type: Contractor, department: finance, manager: bob, startDate: '2026-01-01', endDate: '2027-03-10'}}",
+    )
+    .await;
+    wait_bindings(&client, &ns, &["bob->view", "connie->view"]).await;
+    assert!(
+        jiff::Timestamp::now() < crossing,
+        "the setup took longer than the lead; the test proves nothing"
+    );
+
+    // Nobody edits anything: the controller wakes at the boundary and revokes.
+    wait_bindings(&client, &ns, &["bob->view"]).await;
+    let revoked = jiff::Timestamp::now();
+    assert!(revoked >= crossing, "revoked before the end date passed");
+    assert!(
+        revoked.duration_since(crossing) < jiff::SignedDuration::from_secs(5),
+        "revoked {} after the end date passed",
+        revoked.duration_since(crossing)
+    );
+    let (reason, _) = wait_for_condition(
+        &client,
+        &ns,
+        "connie",
+        "Revoked",
+        "True",
+        identity_conditions,
+    )
+    .await;
+    assert_eq!(reason, "Leaver");
+    let phase = Api::<Identity>::namespaced(client.clone(), &ns)
+        .get("connie")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .phase;
+    assert_eq!(phase.as_deref(), Some("Terminated"));
 }

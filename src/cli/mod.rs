@@ -176,6 +176,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 .ok()
                 .map(|h| h.trim().to_string())
         }),
+        clock_offset: Default::default(),
     };
     let mut options = options;
     if args.leader_elect {

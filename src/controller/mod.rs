@@ -55,6 +55,19 @@ pub struct Options {
     pub leader: Option<LeaderOptions>,
     /// This replica's name, for Events (the pod name).
     pub instance: Option<String>,
+    /// Added to the wall clock for every lifecycle decision. Zero in production; tests use
+    /// it to stand seconds before a date boundary (a contractor's last day) and watch the
+    /// controller cross it.
+    pub clock_offset: jiff::SignedDuration,
+}
+
+impl Options {
+    /// The instant lifecycle rules are evaluated at.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::now()
+            .checked_add(self.clock_offset)
+            .unwrap_or_else(|_| Timestamp::now())
+    }
 }
 
 /// Reflector caches. Objects that fail to deserialize stay in them as errors, so one bad
@@ -169,9 +182,8 @@ pub async fn run(
         }
         let wait = if leads {
             let next = reconciler.pass(&caches, &options).await;
-            let until_boundary = next.map(|at| {
-                Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default()
-            });
+            let until_boundary = next
+                .map(|at| Duration::try_from(options.now().duration_until(at)).unwrap_or_default());
             let until_retry = reconciler
                 .targets
                 .next_retry()
@@ -279,7 +291,7 @@ impl Reconciler {
     }
 
     async fn pass_once(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
-        let now = Timestamp::now();
+        let now = options.now();
         let (mut snapshot, invalid) = snapshot(caches);
         // An Identity being deleted is planned as a leaver: it is left out of the engine's
         // input (absent means revoke everything), but its subject is kept so its access can
@@ -353,6 +365,14 @@ impl Reconciler {
             if synced.report.unreachable.is_some() || synced.report.failed > 0 {
                 options.metrics.errors.inc();
             }
+            options
+                .metrics
+                .pending_operations
+                .get_or_create(&crate::http::TargetLabels {
+                    namespace: ns.clone(),
+                    target: name.clone(),
+                })
+                .set(synced.report.outstanding() as i64);
             unfinished.extend(synced.unfinished.iter().cloned());
             revoked_leavers.extend(synced.leavers.iter().cloned());
             for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {

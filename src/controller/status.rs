@@ -240,6 +240,20 @@ pub struct TargetReport {
     pub orphans: Vec<String>,
 }
 
+impl TargetReport {
+    /// Operations planned but not carried out: all of them in Observe mode or when the
+    /// sync stalled before applying, else the ones that failed.
+    pub fn outstanding(&self) -> usize {
+        if self.unreachable.is_some() {
+            0
+        } else if self.observe_only || (self.stalled.is_some() && self.failed == 0) {
+            self.planned
+        } else {
+            self.failed
+        }
+    }
+}
+
 /// How many orphan account names the status lists (the count is always complete).
 pub const ORPHANS_LISTED: usize = 50;
 
@@ -311,7 +325,7 @@ pub fn target_status(
         if in_sync || !connected {
             String::new()
         } else {
-            format!("{} operations outstanding", report.planned)
+            format!("{} operations outstanding", report.outstanding())
         },
     );
     c.set_if(
@@ -331,7 +345,7 @@ pub fn target_status(
             .take(ORPHANS_LISTED)
             .cloned()
             .collect(),
-        pending_operations: Some(if in_sync { 0 } else { report.planned as i64 }),
+        pending_operations: Some(report.outstanding() as i64),
     }
 }
 
@@ -501,5 +515,71 @@ mod tests {
         assert_eq!(condition(&gone, "Ready").status, "True");
         assert!(gone.conditions.iter().all(|c| c.type_ != "Provisioned"));
         assert_eq!(gone.entitlement_count, Some(0));
+    }
+
+    #[test]
+    fn target_status_by_situation() {
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let base = TargetReport {
+            planned: 4,
+            ..TargetReport::default()
+        };
+        let cases = [
+            // (report, Ready, InSync, Stalled reason, pending)
+            (base.clone(), "True", "True", None, 0),
+            (
+                TargetReport {
+                    observe_only: true,
+                    ..base.clone()
+                },
+                "True",
+                "False",
+                None,
+                4,
+            ),
+            (
+                TargetReport {
+                    stalled: Some(("BlastRadiusExceeded".into(), "4 revocations".into())),
+                    ..base.clone()
+                },
+                "False",
+                "False",
+                Some("BlastRadiusExceeded"),
+                4,
+            ),
+            (
+                TargetReport {
+                    failed: 1,
+                    first_failure: Some("grant x: refused".into()),
+                    ..base.clone()
+                },
+                "False",
+                "False",
+                None,
+                1,
+            ),
+            (
+                TargetReport {
+                    unreachable: Some("connection refused".into()),
+                    ..TargetReport::default()
+                },
+                "False",
+                "False",
+                None,
+                0,
+            ),
+        ];
+        for (report, ready, in_sync, stalled, pending) in cases {
+            let status = target_status(&report, None, Some(1), now);
+            let get = |t: &str| status.conditions.iter().find(|c| c.type_ == t);
+            assert_eq!(get("Ready").unwrap().status, ready, "{report:?}");
+            assert_eq!(get("InSync").unwrap().status, in_sync, "{report:?}");
+            assert_eq!(
+                get("Stalled").map(|c| c.reason.as_str()),
+                stalled,
+                "{report:?}"
+            );
+            assert_eq!(status.pending_operations, Some(pending), "{report:?}");
+        }
     }
 }
