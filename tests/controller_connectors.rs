@@ -25,7 +25,8 @@ fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = Options {
         namespace: Some(ns.to_string()),
-        resync: Duration::from_secs(60),
+        // Secrets are not watched: a rotated credential is picked up at the next pass.
+        resync: Duration::from_secs(3),
         settings: Settings::default(),
         metrics: Default::default(),
         health: Default::default(),

@@ -23,6 +23,10 @@ struct Replica {
 
 impl Replica {
     fn start(ns: &str, name: &str) -> Self {
+        Self::start_with(ns, name, &harness::control_plane().kubeconfig)
+    }
+
+    fn start_with(ns: &str, name: &str, kubeconfig: &std::path::Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -43,7 +47,7 @@ impl Replica {
                 "--log-format",
                 "json",
             ])
-            .env("KUBECONFIG", &harness::control_plane().kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -302,4 +306,136 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
         }
     })
     .await;
+}
+
+/// A TCP relay in front of the API server that can be cut and restored, to make the API
+/// server unavailable to the controller without stopping it for everyone else.
+struct Relay {
+    port: u16,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    async fn start(port: u16, upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let mut cut = stopped.clone();
+                tokio::select! {
+                    _ = cut.changed() => return, // drops the listener: connections refused
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { return };
+                        let mut cut = stopped.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = cut.changed() => {} // drops both ends: live watches break
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Self {
+            port,
+            stop: Some(stop),
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "outage").await;
+    setup(&client, &ns).await;
+    apply::<Identity>(&client, &ns, &person("alice", "finance")).await;
+
+    // The controller reaches the API server only through the relay.
+    let admin = std::fs::read_to_string(&harness::control_plane().kubeconfig).unwrap();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let upstream: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+    let mut relay = Relay::start(0, upstream).await;
+    let port = relay.port;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        admin.replace(&server, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let mut replica = Replica::start_with(&ns, "solo", &kubeconfig);
+    let roles = |want: &'static [&'static str]| {
+        let client = client.clone();
+        let ns = ns.clone();
+        move || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move {
+                let mut roles: Vec<String> = bindings(&client, &ns)
+                    .await
+                    .into_values()
+                    .filter(|b| b.2 > 0)
+                    .map(|b| b.1)
+                    .collect();
+                roles.sort();
+                if roles == want {
+                    Ok(())
+                } else {
+                    Err(format!("{roles:?}"))
+                }
+            }
+        }
+    };
+    eventually(
+        "alice's access",
+        Duration::from_secs(30),
+        roles(&["finance-reader", "view"]),
+    )
+    .await;
+
+    // The API server disappears; the mover happens meanwhile.
+    relay.cut();
+    apply::<Identity>(&client, &ns, &person("alice", "engineering")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        replica.child.try_wait().unwrap().is_none(),
+        "the controller keeps running while the API server is away"
+    );
+    let mut roles_now: Vec<String> = bindings(&client, &ns)
+        .await
+        .into_values()
+        .map(|b| b.1)
+        .collect();
+    roles_now.sort();
+    assert_eq!(
+        roles_now,
+        ["finance-reader", "view"],
+        "nothing could be done meanwhile"
+    );
+
+    // It comes back on the same address: the watches resume and the move is carried out.
+    let _relay = Relay::start(port, upstream).await;
+    eventually(
+        "the move after the outage",
+        Duration::from_secs(60),
+        roles(&["deployer", "edit"]),
+    )
+    .await;
+    assert!(replica.child.try_wait().unwrap().is_none());
+    replica.kill_9();
 }
