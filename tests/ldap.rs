@@ -102,8 +102,13 @@ async fn sync(connector: &LdapDirectory, snapshot: &Snapshot) -> Synced {
     let now = NOW.parse().unwrap();
     let engine = Engine::new(snapshot, Settings::default());
     let subjects = subjects(snapshot);
-    let observed = connector.observe(&subjects).await.expect("observe").held;
-    let desired = engine.evaluate(now, &observed);
+    let mut observed = connector.observe(&subjects).await.expect("observe").held;
+    let mut desired = engine.evaluate(now, &observed);
+    // As the controller does for a target whose names are case-insensitive.
+    assert!(connector.capabilities().case_insensitive_names);
+    if observed.respell(&desired, "corp-ldap") {
+        desired = engine.evaluate(now, &observed);
+    }
     let plan = plan(&observed, &desired);
     let mut failed = Vec::new();
     for op in &plan.operations {
@@ -837,4 +842,123 @@ async fn a_configured_placeholder_member_keeps_emptied_groups_valid() {
         );
     }
     assert!(sync_ok(&connector, &left).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn group_names_match_whatever_their_case() {
+    // The directory spells the groups `Finance` and `STAFF`; the policies say `finance`
+    // and `staff`.
+    let (server, scope, connector, spec) = setup(&["Finance", "STAFF"], "", "Disable").await;
+    let mut admin = server.admin().await;
+    let snapshot = org(&spec, &[person("ivy", "finance", "Active")]);
+    assert_eq!(
+        steps(&sync_ok(&connector, &snapshot).await),
+        ["ivy createAccount", "ivy +finance", "ivy +staff"]
+    );
+    let ivy = vec![scope.user("ivy").to_lowercase()];
+    assert_eq!(scope.members(&mut admin, "Finance").await.unwrap(), ivy);
+    assert_eq!(scope.members(&mut admin, "STAFF").await.unwrap(), ivy);
+    // The connector reports the directory's spelling; respelled like the policies before
+    // planning, nothing is revoked or granted again.
+    let subjects = subjects(&snapshot);
+    let held = connector.observe(&subjects).await.unwrap().held;
+    let names: Vec<String> = held.identities[&IdentityKey::new("acme", "ivy")]
+        .entitlements
+        .keys()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["Finance", "STAFF"], "the directory's spelling");
+    assert!(sync_ok(&connector, &snapshot).await.is_empty(), "converged");
+    assert_eq!(scope.members(&mut admin, "Finance").await.unwrap(), ivy);
+}
+
+#[tokio::test]
+async fn an_entry_at_the_accounts_dn_naming_another_account_is_not_taken_over() {
+    // The OpenLDAP analogue of Active Directory's `CN=carol` whose sAMAccountName is
+    // `dave`: the entry `uid=carol` was `uid=dave` and was renamed keeping `dave`, so its
+    // first uid (the one observe goes by) is `dave`.
+    let (server, scope, connector, spec) = setup(&["finance", "staff"], "", "Disable").await;
+    let mut admin = server.admin().await;
+    scope.add_person(&mut admin, "dave", "dave-pw").await;
+    admin
+        .modifydn(&scope.user("dave"), "uid=carol", false, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("modrdn");
+    let carol = scope.user("carol");
+    assert_eq!(
+        slapd::attribute(&mut admin, &carol, "uid").await,
+        Some(vec!["dave".to_string(), "carol".to_string()])
+    );
+
+    let snapshot = org(&spec, &[person("carol", "finance", "Active")]);
+    let synced = sync(&connector, &snapshot).await;
+    assert_eq!(
+        steps(&synced.plan),
+        ["carol createAccount", "carol +finance", "carol +staff"]
+    );
+    assert_eq!(synced.failed.len(), 3, "the create and both grants");
+    for (_, error) in &synced.failed {
+        assert!(matches!(error, TargetError::Permanent(_)), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("uid=carol")
+                && message.contains("dave")
+                && message.contains("does not take it over"),
+            "{message}"
+        );
+    }
+    // Never touched: not unlocked, not made a member.
+    assert_eq!(
+        slapd::attribute(&mut admin, &carol, "uid").await,
+        Some(vec!["dave".to_string(), "carol".to_string()])
+    );
+    assert_eq!(
+        scope.members(&mut admin, "finance").await.unwrap(),
+        [String::new()]
+    );
+    assert_eq!(
+        scope.members(&mut admin, "staff").await.unwrap(),
+        [String::new()]
+    );
+}
+
+#[tokio::test]
+async fn enabling_lifts_only_gatehouses_own_lock() {
+    let (server, scope, connector, spec) = setup(&["finance", "staff"], "", "Disable").await;
+    let mut admin = server.admin().await;
+    let snapshot = org(&spec, &[person("jo", "finance", "Active")]);
+    sync_ok(&connector, &snapshot).await;
+    let jo = scope.user("jo");
+    // A lockout of the kind slapd sets after failed binds: a timestamp.
+    slapd::modify(
+        &mut admin,
+        &jo,
+        vec![Mod::Replace(
+            "pwdAccountLockedTime",
+            ["20261126010000Z"].into(),
+        )],
+    )
+    .await;
+    assert!(
+        sync_ok(&connector, &snapshot).await.is_empty(),
+        "still counts as enabled"
+    );
+    let subject = subjects(&snapshot)[&IdentityKey::new("acme", "jo")].clone();
+    let enable = Operation {
+        identity: std::sync::Arc::new(subject.identity.clone()),
+        target: "corp-ldap".into(),
+        action: Action::EnableAccount,
+        leaver: false,
+        sources: Default::default(),
+    };
+    assert_eq!(
+        connector.apply(&enable, &subject).await.unwrap(),
+        Applied::Done
+    );
+    assert_eq!(
+        slapd::attribute(&mut admin, &jo, "pwdAccountLockedTime").await,
+        Some(vec!["20261126010000Z".to_string()]),
+        "the server's lockout stays"
+    );
 }

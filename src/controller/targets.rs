@@ -250,9 +250,14 @@ async fn attempt(
             return unreachable(error);
         }
     };
-    let desired = engine.evaluate(now, &observed.held);
+    let mut held = observed.held;
+    let mut desired = engine.evaluate(now, &held);
+    if connector.capabilities().case_insensitive_names && held.respell(&desired, &name) {
+        // Evaluated again: separation-of-duties checks look at what is held.
+        desired = engine.evaluate(now, &held);
+    }
     let observed_in = clock.elapsed();
-    let Plan { operations } = plan(&observed.held, &desired);
+    let Plan { operations } = plan(&held, &desired);
     let operations: Vec<_> = operations
         .into_iter()
         .filter(|op| op.target == name && op.identity.namespace == namespace)

@@ -79,6 +79,51 @@ impl AccessState {
         Self { identities }
     }
 
+    /// Respells the entitlements held on `target` the way `desired` spells them for the same
+    /// identity when the two differ only in case, for a target whose names compare
+    /// case-insensitively (an LDAP directory that returns `cn=Finance` for the policy's
+    /// `finance`). Without it every sync would revoke the one spelling and grant the other.
+    /// Returns whether anything was respelled.
+    pub fn respell(&mut self, desired: &DesiredState, target: &str) -> bool {
+        let mut changed = false;
+        for (key, holding) in &mut self.identities {
+            let Some(access) = desired.identities.get(key) else {
+                continue;
+            };
+            let renames: Vec<(Arc<EntitlementRef>, Arc<EntitlementRef>)> = holding
+                .entitlements
+                .keys()
+                .filter(|held| held.target == target)
+                .filter(|held| {
+                    !access
+                        .entitlements
+                        .iter()
+                        .any(|g| *g.entitlement == ***held)
+                })
+                .filter_map(|held| {
+                    access
+                        .entitlements
+                        .iter()
+                        .find(|g| {
+                            let want = &g.entitlement;
+                            want.target == held.target
+                                && want.kind == held.kind
+                                && want.namespace == held.namespace
+                                && want.name.to_lowercase() == held.name.to_lowercase()
+                        })
+                        .map(|g| (held.clone(), g.entitlement.clone()))
+                })
+                .collect();
+            for (from, to) in renames {
+                if let Some(sources) = holding.entitlements.remove(&from) {
+                    holding.entitlements.entry(to).or_insert(sources);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     /// The state after applying `plan` to `self`.
     pub fn apply(&self, plan: &Plan) -> Self {
         let mut next = self.clone();

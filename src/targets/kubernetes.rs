@@ -321,6 +321,7 @@ impl Connector for KubernetesRbac {
             disable: true,
             delete: true,
             revoke_sessions: false,
+            case_insensitive_names: false,
         }
     }
 

@@ -5,7 +5,8 @@
 //! - **OpenLDAP** (`flavor: OpenLDAP`): accounts are `inetOrgPerson` entries named
 //!   `uid=<account>`, groups are `groupOfNames` (`member` holds account DNs). Disable sets the
 //!   ppolicy attribute `pwdAccountLockedTime` to `000001010000Z` (locked until an
-//!   administrator unlocks: a bind fails at once with invalidCredentials); enable removes it.
+//!   administrator unlocks: a bind fails at once with invalidCredentials); enable removes
+//!   that value and no other.
 //!   The password policy that applies must have `pwdLockout: TRUE`, or slapd ignores the
 //!   lock. A temporary lockout that slapd set itself after failed binds (a timestamp) is
 //!   the server's business: the account still counts as enabled and is not unlocked.
@@ -21,10 +22,18 @@
 //! Existing accounts are found by the account attribute (`uid` / `sAMAccountName`) among
 //! the direct children of the users OU, whatever their RDN; an entry whose account name
 //! matches but which lacks the expected object class is never touched (the identity gets a
-//! per-entry error naming the entry). Accounts there that match no identity are orphans:
+//! per-entry error naming the entry). Nor is an entry that already sits at the DN gatehouse
+//! would give a new account but whose account attribute names another account (on Active
+//! Directory `CN=<account>` need not be that sAMAccountName): it is not adopted, and the
+//! identity gets the same kind of error. Accounts there that match no identity are orphans:
 //! reported, never changed. One connection is kept and reused; a connection that broke (a
 //! server restart) is rebuilt once per operation, which is safe because every operation is
 //! idempotent.
+//!
+//! Group names compare case-insensitively, as the directory compares them: `observe`
+//! reports the directory's spelling (`cn=Finance`), and the caller respells it like the
+//! policy (`finance`) before planning (`Capabilities::case_insensitive_names`,
+//! [`crate::plan::AccessState::respell`]), so a difference in case is no drift.
 //!
 //! Secret keys: `bindDN`, `password`, and optionally `ca.crt` (PEM bundle that replaces the
 //! system roots for `ldaps://` and StartTLS).
@@ -63,6 +72,7 @@ const NORMAL_ACCOUNT: u32 = 0x200;
 
 /// Everything a TargetSystem and its Secret say, checked.
 struct Settings {
+    /// Scheme, host and port only: never userinfo, so it is safe in messages.
     url: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     start_tls: bool,
@@ -92,6 +102,8 @@ struct Found {
     /// It has the expected object class.
     managed: bool,
     classes: Vec<String>,
+    /// The values of the account attribute, when read.
+    names: Vec<String>,
 }
 
 /// The LDAP / Active Directory connector for one TargetSystem of one tenant.
@@ -376,6 +388,16 @@ impl LdapDirectory {
     }
 
     fn not_managed(&self, account: &str, found: &Found) -> TargetError {
+        if self.has_primary_class(&found.classes) {
+            // The class fits, but the entry at the account's DN names another account (on
+            // Active Directory `CN=<account>` need not be the sAMAccountName).
+            return TargetError::Permanent(format!(
+                "{} has {}: [{}], not {account}: it is another account's entry and gatehouse does not take it over; remove or rename it, or give the identity another account name (spec.accounts)",
+                found.dn,
+                self.settings.account_attribute,
+                found.names.join(", ")
+            ));
+        }
         TargetError::Permanent(format!(
             "{} ({}={account}) has object classes [{}], not {}: gatehouse does not manage it; remove or rename it, or give the identity another account name (spec.accounts)",
             found.dn,
@@ -480,6 +502,7 @@ impl LdapDirectory {
                         dn: dn.clone(),
                         managed: true,
                         classes: s.object_classes.clone(),
+                        names: vec![account.to_string()],
                     },
                 );
                 if s.ad && enabled {
@@ -489,18 +512,32 @@ impl LdapDirectory {
             }
             68 => {
                 // Already there (a retry after a lost answer, or made by hand): adopt it only
-                // if it is an account of the expected kind, then give it the wanted state.
-                let entry = self.read(&dn, &["objectClass"]).await?;
-                let classes = entry
-                    .map(|e| e.values("objectclass").to_vec())
-                    .unwrap_or_default();
+                // if it is an account of the expected kind whose account attribute names this
+                // account, then give it the wanted state. The RDN alone proves nothing: on
+                // Active Directory `CN=<account>` may hold another person's sAMAccountName.
+                let Some(entry) = self
+                    .read(&dn, &["objectClass", s.account_attribute.as_str()])
+                    .await?
+                else {
+                    return Err(TargetError::Transient(format!(
+                        "add {dn}: entryAlreadyExists (68), but the entry is gone now; the next sync retries"
+                    )));
+                };
+                let classes = entry.values("objectclass").to_vec();
+                let names = entry
+                    .values(&s.account_attribute.to_ascii_lowercase())
+                    .to_vec();
                 let found = Found {
                     dn: dn.clone(),
-                    managed: self.has_primary_class(&classes),
+                    managed: adoptable(self.has_primary_class(&classes), &names, account),
                     classes,
+                    names,
                 };
                 if !found.managed {
-                    return Err(self.not_managed(account, &found));
+                    let error = self.not_managed(account, &found);
+                    // Remembered, so that no grant writes this entry into a group either.
+                    lock(&self.accounts).insert(account.to_lowercase(), found);
+                    return Err(error);
                 }
                 lock(&self.accounts).insert(account.to_lowercase(), found);
                 self.set_enabled(subject, enabled).await
@@ -554,7 +591,12 @@ impl LdapDirectory {
             };
         }
         let mods = if enabled {
-            vec![Mod::Delete("pwdAccountLockedTime".into(), HashSet::new())]
+            // Only gatehouse's own lock: a temporary lockout slapd set after failed binds
+            // (a timestamp) stays until it expires (noSuchAttribute, 16, when ours is absent).
+            vec![Mod::Delete(
+                "pwdAccountLockedTime".into(),
+                HashSet::from([LOCKED.to_string()]),
+            )]
         } else {
             vec![Mod::Replace(
                 "pwdAccountLockedTime".into(),
@@ -564,7 +606,7 @@ impl LdapDirectory {
         let result = self.modify(&dn, mods).await?;
         match result.rc {
             0 => Ok(()),
-            16 if enabled => Ok(()),  // no lock to remove
+            16 if enabled => Ok(()),  // no lock of ours to remove
             32 if !enabled => Ok(()), // nothing left to lock
             32 => Err(vanished()),
             _ => Err(self.rc_error(&format!("modify {dn}"), &result)),
@@ -712,6 +754,7 @@ impl LdapDirectory {
             dn: dn.clone(),
             managed: self.has_primary_class(entry.values("objectclass")),
             classes: entry.values("objectclass").to_vec(),
+            names: Vec::new(),
         };
         if !found.managed {
             return Err(self.not_managed(account, &found));
@@ -911,6 +954,8 @@ impl Connector for LdapDirectory {
             disable: true,
             delete: true,
             revoke_sessions: false,
+            // `cn=Finance` is the group an entitlement `finance` names.
+            case_insensitive_names: true,
         }
     }
 
@@ -957,6 +1002,7 @@ impl Connector for LdapDirectory {
                 dn: user.dn.clone(),
                 managed: self.has_primary_class(&classes),
                 classes,
+                names: user.values(&account_key).to_vec(),
             };
             let Some(subject) = wanted.get(&account.to_lowercase()) else {
                 orphans.insert(account.to_string());
@@ -1145,8 +1191,10 @@ fn parse_dn(dn: &str) -> Option<Vec<Vec<(String, String)>>> {
         match c {
             b'\\' => {
                 let next = *bytes.get(i + 1)?;
+                // Two hex digits exactly (`from_str_radix` alone would also take `+1`).
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
@@ -1212,6 +1260,28 @@ pub fn normalize_dn(dn: &str) -> String {
     }
 }
 
+/// Whether an entry found at an account's DN (the add failed with entryAlreadyExists) is
+/// that account's own, so gatehouse may adopt it: the expected object class, and an
+/// account attribute that names the account (case-insensitively) and no other.
+fn adoptable(has_class: bool, names: &[String], account: &str) -> bool {
+    let account = account.to_lowercase();
+    has_class && !names.is_empty() && names.iter().all(|n| n.to_lowercase() == account)
+}
+
+/// `url` fit for a message: any userinfo (`user:password@`) replaced by `***`. Works on
+/// text that does not parse as a URL too.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 fn config_error(
     config: &TargetConfig,
     field: &str,
@@ -1258,7 +1328,7 @@ fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
             "url",
             format!(
                 "{:?} is not a URL ({e}); expected ldaps://host:port or ldap://host:port",
-                spec.url
+                redact_url(&spec.url)
             ),
         )
     })?;
@@ -1280,7 +1350,7 @@ fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
         return Err(config_error(
             config,
             "url",
-            format!("{:?} names no host", spec.url),
+            format!("{:?} names no host", redact_url(&spec.url)),
         ));
     }
     if !matches!(url.path(), "" | "/") || url.query().is_some() {
@@ -1532,6 +1602,47 @@ mod tests {
         // Escaped names round-trip through dn_escape.
         let dn = format!("cn={},dc=x", ldap3::dn_escape("a,b+c \"d\""));
         assert_eq!(parse_dn(&dn).unwrap()[0][0].1, "a,b+c \"d\"");
+        // `\+1` is an escaped `+` followed by `1`, not the byte 0x01; likewise `\-1`.
+        assert_eq!(parse_dn("cn=a\\+1,dc=x").unwrap()[0][0].1, "a+1");
+        assert_eq!(parse_dn("cn=a\\-1,dc=x").unwrap()[0][0].1, "a-1");
+        assert_eq!(parse_dn("cn=a\\2b1,dc=x").unwrap()[0][0].1, "a+1");
+    }
+
+    #[test]
+    fn an_existing_entry_is_adopted_only_when_it_names_the_account() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(adoptable(true, &names(&["alice"]), "alice"));
+        assert!(adoptable(true, &names(&["Alice"]), "aLICE"));
+        // Active Directory: `CN=alice` whose sAMAccountName is somebody else's.
+        assert!(!adoptable(true, &names(&["bob"]), "alice"));
+        assert!(!adoptable(true, &names(&["alice", "bob"]), "alice"));
+        assert!(!adoptable(true, &[], "alice"));
+        assert!(!adoptable(false, &names(&["alice"]), "alice"));
+    }
+
+    #[test]
+    fn userinfo_never_reaches_a_message() {
+        assert_eq!(
+            redact_url("ldaps://admin:s3cret@dc1.acme.example:636"),
+            "ldaps://***@dc1.acme.example:636"
+        );
+        assert_eq!(redact_url("ldap://u:p@w@host/x@y"), "ldap://***@host/x@y");
+        assert_eq!(redact_url("admin:s3cret@host"), "***@host");
+        assert_eq!(redact_url("ldap://host:389/a@b"), "ldap://host:389/a@b");
+        assert_eq!(redact_url("ldap://host"), "ldap://host");
+        let bad = error(
+            "{url: 'ldap://admin:s3cret@', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g}",
+            GOOD,
+        );
+        assert!(!bad.contains("s3cret") && bad.contains("***@"), "{bad}");
+        let bad = error(
+            "{url: 'ldap://admin:s3cret@host:99999', baseDN: 'dc=a', usersOU: ou=p, groupsOU: ou=g}",
+            GOOD,
+        );
+        assert!(
+            !bad.contains("s3cret") && bad.contains("spec.ldap.url"),
+            "{bad}"
+        );
     }
 
     proptest::proptest! {
@@ -1541,6 +1652,16 @@ mod tests {
             if let Some(rdns) = parse_dn(&dn) {
                 proptest::prop_assert!(rdns.iter().all(|rdn| !rdn.is_empty()));
             }
+        }
+
+        #[test]
+        fn an_escaped_character_then_a_digit_is_that_character(
+            c in "[^0-9a-fA-F]",
+            d in "[0-9]",
+        ) {
+            let c = c.chars().next().unwrap();
+            let rdns = parse_dn(&format!("cn=x\\{c}{d},dc=y")).unwrap();
+            proptest::prop_assert_eq!(&rdns[0][0].1, &format!("x{c}{d}"));
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Capabilities {
     pub delete: bool,
     /// Live sessions can be ended.
     pub revoke_sessions: bool,
+    /// Entitlement names compare case-insensitively on the target (LDAP group names): what
+    /// `observe` reports is respelled like the desired state before planning
+    /// ([`crate::plan::AccessState::respell`]).
+    pub case_insensitive_names: bool,
 }
 
 /// How an identity appears on a target, as the desired state says.

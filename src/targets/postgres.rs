@@ -635,6 +635,7 @@ impl Connector for Postgres {
             disable: true,
             delete: true,
             revoke_sessions: true,
+            case_insensitive_names: false,
         }
     }
 

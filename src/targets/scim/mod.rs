@@ -1327,6 +1327,7 @@ impl Connector for Scim {
             disable: true,
             delete: true,
             revoke_sessions: false,
+            case_insensitive_names: false,
         }
     }
 
