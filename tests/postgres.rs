@@ -408,6 +408,29 @@ async fn delete_mode_reassigns_owned_objects_and_drops_the_role() {
 }
 
 #[tokio::test]
+async fn a_missing_reassign_owned_to_role_is_a_configuration_error() {
+    let scope = Scope::new("noheir");
+    let heir = scope.role("nobody");
+    let spec = spec_yaml(&format!("reassignOwnedTo: {}", q(&heir)), "onLeave: Delete");
+    let alice = scope.role("alice");
+    let people = |status| [Person("alice", "finance", status, Some(alice.as_str()))];
+    let read = scope.role("read");
+    groups(std::slice::from_ref(&read)).await;
+    let policies: [(&str, &[String]); 1] = [("finance", std::slice::from_ref(&read))];
+    let c = connector(&scope, &spec).await;
+    sync_ok(&c, &org(&scope, &spec, &policies, &people("Active"))).await;
+    let (_, failures) = sync(&c, &org(&scope, &spec, &policies, &people("Terminated"))).await;
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        matches!(&failures[0].1, TargetError::Config(m) if m.contains("reassignOwnedTo") && m.contains(&format!("{heir:?}")) && m.contains("does not exist")),
+        "{}",
+        failures[0].1
+    );
+    // The account was locked before the delete failed, and is still there.
+    assert_eq!(role(&alice).await.map(|r| r.0), Some(false));
+}
+
+#[tokio::test]
 async fn drift_both_ways_is_corrected_within_the_managed_scope_only() {
     let scope = Scope::new("drift");
     let group_prefix = scope.role("g_");
@@ -470,6 +493,133 @@ async fn drift_both_ways_is_corrected_within_the_managed_scope_only() {
     assert_eq!(
         role(&alice).await.unwrap().2,
         sorted(vec![read.clone(), other.clone()])
+    );
+}
+
+#[tokio::test]
+async fn group_roles_that_give_more_than_an_entitlement_are_refused_and_never_observed() {
+    // No groupRolePrefix: every existing role name can be asked for.
+    let scope = Scope::new("powerful");
+    let spec = spec_yaml("", "");
+    let qi = |s: &str| gatehouse::targets::postgres::quote_ident(s).unwrap();
+    let ql = |s: &str| gatehouse::targets::postgres::quote_literal(s).unwrap();
+    let (plain, creator, bypass, su, middle, chain, theirs) = (
+        scope.role("plain"),
+        scope.role("creator"),
+        scope.role("bypass"),
+        scope.role("su"),
+        scope.role("middle"),
+        scope.role("chain"),
+        scope.role("theirs"),
+    );
+    let builtin = "pg_write_server_files".to_string();
+    // creator: CREATEROLE; bypass: BYPASSRLS; chain: a member of a member of a superuser;
+    // theirs: another tenant's (disabled) account.
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {p} NOLOGIN; CREATE ROLE {c} NOLOGIN CREATEROLE; \
+             CREATE ROLE {b} NOLOGIN BYPASSRLS; CREATE ROLE {s} NOLOGIN SUPERUSER; \
+             CREATE ROLE {m} NOLOGIN; CREATE ROLE {ch} NOLOGIN; GRANT {s} TO {m}; GRANT {m} TO {ch}; \
+             CREATE ROLE {t} NOLOGIN; COMMENT ON ROLE {t} IS {theirs_marker};",
+            p = qi(&plain),
+            c = qi(&creator),
+            b = qi(&bypass),
+            s = qi(&su),
+            m = qi(&middle),
+            ch = qi(&chain),
+            t = qi(&theirs),
+            theirs_marker = ql(&marker("someone-else", TARGET)),
+        ))
+        .await
+        .unwrap();
+    let alice = scope.role("alice");
+    let people = [Person("alice", "finance", "Active", Some(&alice))];
+    let asked = [
+        plain.clone(),
+        builtin.clone(),
+        creator.clone(),
+        bypass.clone(),
+        chain.clone(),
+        theirs.clone(),
+    ];
+    let policies: [(&str, &[String]); 1] = [("finance", &asked)];
+    let snapshot = org(&scope, &spec, &policies, &people);
+    let c = connector(&scope, &spec).await;
+
+    let (_, failures) = sync(&c, &snapshot).await;
+    let refused: BTreeMap<String, String> = failures
+        .iter()
+        .map(|(op, e)| {
+            let Action::Grant { entitlement } = &op.action else {
+                panic!("only grants fail: {op:?} {e}");
+            };
+            assert!(matches!(e, TargetError::Permanent(_)), "{e}");
+            (entitlement.name.clone(), e.to_string())
+        })
+        .collect();
+    assert_eq!(
+        refused.keys().cloned().collect::<Vec<_>>(),
+        sorted(asked[1..].to_vec()),
+        "{failures:#?}"
+    );
+    let says = |role: &String, parts: &[&str]| {
+        let m = &refused[role];
+        assert!(
+            m.contains(&format!(
+                "role {role:?} on target {TARGET} cannot be an entitlement"
+            )) && m.contains("name a plain group role")
+                && parts.iter().all(|p| m.contains(p)),
+            "{m}"
+        );
+    };
+    says(&builtin, &["built-in role", "pg_"]);
+    says(&creator, &["has CREATEROLE"]);
+    says(&bypass, &["has BYPASSRLS"]);
+    says(
+        &chain,
+        &[
+            &format!(
+                "a member of role {su:?} (through {chain:?} -> {middle:?} -> {su:?}), which is a superuser"
+            ),
+            &format!("REVOKE {} FROM {}", qi(&su), qi(&middle)),
+        ],
+    );
+    says(&theirs, &["account managed by gatehouse"]);
+    // The plain group was granted; nothing else.
+    assert_eq!(role(&alice).await.unwrap().2, vec![plain.clone()]);
+
+    // The same memberships added by hand are outside the managed scope: not observed as
+    // held (so never revoked either), only the plain group is.
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "GRANT {} TO {a}; GRANT {} TO {a}; GRANT {} TO {a}; GRANT {} TO {a}; GRANT {} TO {a};",
+            qi(&builtin),
+            qi(&creator),
+            qi(&bypass),
+            qi(&chain),
+            qi(&theirs),
+            a = qi(&alice)
+        ))
+        .await
+        .unwrap();
+    let observed = c.observe(&subjects(&snapshot)).await.unwrap().held;
+    let held: Vec<String> = observed
+        .identities
+        .values()
+        .flat_map(|h| h.entitlements.keys().map(|e| e.name.clone()))
+        .collect();
+    assert_eq!(held, vec![plain.clone()]);
+    let only_plain: [(&str, &[String]); 1] = [("finance", std::slice::from_ref(&plain))];
+    let plain_only = org(&scope, &spec, &only_plain, &people);
+    assert!(sync_ok(&c, &plain_only).await.is_empty(), "nothing to do");
+    let mut all = asked.to_vec();
+    all.sort();
+    assert_eq!(
+        sorted(role(&alice).await.unwrap().2),
+        all,
+        "nothing was revoked"
     );
 }
 

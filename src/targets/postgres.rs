@@ -4,10 +4,13 @@
 //! **Managed scope.** A login role is managed only when its comment is exactly this
 //! target's marker, `managed-by=gatehouse tenant=<namespace> target=<name>` (set in the same
 //! transaction that creates it), and its name is `spec.postgresql.managedRolePrefix` + the
-//! account name. Entitlements are memberships of managed roles in `NOLOGIN` roles that are
-//! not themselves gatehouse accounts and, when `groupRolePrefix` is set, whose names start
-//! with it. Nothing else is read as held, and nothing else is ever changed: a role without
-//! the marker is refused, never adopted.
+//! account name. Entitlements are memberships of managed roles in plain group roles: when
+//! `groupRolePrefix` is set, whose names start with it; never a built-in `pg_*` role, a role
+//! with `LOGIN`, `SUPERUSER`, `CREATEROLE`, `BYPASSRLS` or `REPLICATION`, a gatehouse account
+//! (of any tenant), nor a role that is a member, directly or through others, of such a role
+//! (its members could use that role's powers). Granting one of those fails with a permanent
+//! error saying why. Nothing else is read as held, and nothing else is ever changed: a role
+//! without the marker is refused, never adopted.
 //!
 //! **Leaver.** `ALTER ROLE … NOLOGIN` (a new login fails at once), `pg_terminate_backend` on
 //! every backend of the role (waiting up to 5 s for each to end), `REVOKE` of each managed
@@ -124,7 +127,6 @@ pub fn quote_literal(text: &str) -> Result<String, TargetError> {
 #[derive(Clone, Debug)]
 struct Role {
     can_login: bool,
-    superuser: bool,
     comment: Option<String>,
 }
 
@@ -267,8 +269,12 @@ impl Postgres {
             )
             .await
             .map_err(|e| self.classify(e, "reading the controller's privileges"))?;
-        let (superuser, createrole, signal): (bool, bool, bool) =
-            (row.get(0), row.get(1), row.get(2));
+        const WHAT: &str = "reading the controller's privileges";
+        let (superuser, createrole, signal): (bool, bool, bool) = (
+            self.column(&row, 0, WHAT)?,
+            self.column(&row, 1, WHAT)?,
+            self.column(&row, 2, WHAT)?,
+        );
         if !superuser && !createrole {
             return Err(TargetError::Permanent(format!(
                 "database user {username:?} of TargetSystem {}/{} lacks CREATEROLE: run ALTER ROLE {} CREATEROLE",
@@ -325,11 +331,13 @@ impl Postgres {
             .query_opt(&statement, &[&name])
             .await
             .map_err(|e| self.classify(e, "reading a role"))?;
-        Ok(row.map(|r| Role {
-            can_login: r.get(0),
-            superuser: r.get(1),
-            comment: r.get(2),
-        }))
+        row.map(|r| {
+            Ok(Role {
+                can_login: self.column(&r, 0, "reading a role")?,
+                comment: self.column(&r, 1, "reading a role")?,
+            })
+        })
+        .transpose()
     }
 
     /// The account's role if it is one of ours; `None` if it does not exist; an error if
@@ -379,29 +387,88 @@ impl Postgres {
         Ok(group)
     }
 
-    fn check_group(&self, group: &str, found: &Role) -> Result<(), TargetError> {
-        if found
-            .comment
-            .as_deref()
-            .is_some_and(|c| c.starts_with(MARKER_PREFIX))
-        {
-            return Err(TargetError::Permanent(format!(
-                "role {group:?} is an account managed by gatehouse, not a group role"
-            )));
-        }
-        if found.can_login || found.superuser {
-            return Err(TargetError::Permanent(format!(
-                "role {group:?} on target {} is a {} role, not a group role: gatehouse grants only NOLOGIN, \
-                 non-superuser roles",
+    /// Refuses a group role whose membership would give more than an entitlement may: a
+    /// built-in `pg_*` role; one with SUPERUSER, CREATEROLE, BYPASSRLS, REPLICATION or LOGIN;
+    /// a gatehouse account (of any tenant or target); or one that is, directly or through
+    /// other roles, a member of such a role (its members could use that role's powers, by
+    /// inheritance or `SET ROLE`). [`OBSERVE_SQL`] reads memberships by the same rule. A
+    /// group that does not exist passes (the caller reports it).
+    async fn check_group(
+        &self,
+        client: &deadpool_postgres::Object,
+        group: &str,
+        entitlement: &EntitlementRef,
+    ) -> Result<(), TargetError> {
+        const WHAT: &str = "checking a group role";
+        let statement = client
+            .prepare_cached(GRANTABLE_SQL)
+            .await
+            .map_err(|e| self.classify(e, "preparing"))?;
+        let Some(row) = client
+            .query_opt(&statement, &[&group])
+            .await
+            .map_err(|e| self.classify(e, WHAT))?
+        else {
+            return Ok(());
+        };
+        let refusal = Refusal {
+            role: self.column(&row, 0, WHAT)?,
+            superuser: self.column(&row, 1, WHAT)?,
+            createrole: self.column(&row, 2, WHAT)?,
+            bypassrls: self.column(&row, 3, WHAT)?,
+            replication: self.column(&row, 4, WHAT)?,
+            login: self.column(&row, 5, WHAT)?,
+            account: self.column(&row, 6, WHAT)?,
+        };
+        // From the group to the powerful role, each a member of the next.
+        let chain: Vec<String> = self.column(&row, 7, WHAT)?;
+        let why = refusal.reasons();
+        let (what, undo) = match chain.as_slice() {
+            [.., member, _] => (
+                format!(
+                    "it is a member of role {:?} (through {}), which {why}, so every member of \
+                     {group:?} could use that role's privileges",
+                    refusal.role,
+                    chain
+                        .iter()
+                        .map(|r| format!("{r:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                ),
+                format!(
+                    ", or end that membership (REVOKE {} FROM {})",
+                    quote_ident(&refusal.role).unwrap_or_else(|_| format!("{:?}", refusal.role)),
+                    quote_ident(member).unwrap_or_else(|_| format!("{member:?}"))
+                ),
+            ),
+            _ => (format!("it {why}"), String::new()),
+        };
+        Err(TargetError::Permanent(format!(
+            "role {group:?} on target {} cannot be an entitlement: {what}. gatehouse grants and \
+             revokes only plain group roles: NOLOGIN, not a built-in pg_* role, without SUPERUSER, \
+             CREATEROLE, BYPASSRLS or REPLICATION, not a gatehouse account, and not a member of any \
+             such role. Remove the entitlement {entitlement} from the policy or exception that \
+             names it and name a plain group role instead{undo}; a role this powerful is granted by \
+             hand, outside gatehouse, if it is really meant",
+            self.target
+        )))
+    }
+
+    /// Column `index` of a catalog row. A NULL or a value of an unexpected type is an error,
+    /// never a panic.
+    fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+        &self,
+        row: &'a tokio_postgres::Row,
+        index: usize,
+        what: &str,
+    ) -> Result<T, TargetError> {
+        row.try_get(index).map_err(|e| {
+            TargetError::Permanent(format!(
+                "PostgreSQL {} ({what}): unexpected reply from the server: {}",
                 self.target,
-                if found.superuser {
-                    "superuser"
-                } else {
-                    "LOGIN"
-                }
-            )));
-        }
-        Ok(())
+                describe(&e)
+            ))
+        })
     }
 
     /// Runs `statements` (each ending in `;`) in one transaction, in one round trip. A
@@ -453,7 +520,7 @@ impl Postgres {
                 )),
                 _ => self.classify(e, "ending sessions"),
             })?;
-        let alive: i64 = row.get(0);
+        let alive: i64 = self.column(&row, 0, "ending sessions")?;
         if alive > 0 {
             return Err(TargetError::Transient(format!(
                 "PostgreSQL {}: {alive} session(s) of {role:?} did not end within {} s",
@@ -520,10 +587,13 @@ impl Postgres {
     async fn grant(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
         let group = self.group_of(entitlement)?;
         let client = self.client().await?;
-        // Both look-ups go out together (tokio-postgres pipelines them).
-        let (account, found) =
-            tokio::try_join!(self.role(&client, role), self.role(&client, group))?;
-        match account {
+        // The look-ups and the check go out together (tokio-postgres pipelines them).
+        let (account, found, grantable) = tokio::join!(
+            self.role(&client, role),
+            self.role(&client, group),
+            self.check_group(&client, group, entitlement)
+        );
+        match account? {
             None => {
                 return Err(TargetError::Transient(format!(
                     "PostgreSQL {}: role {role:?} does not exist yet; the next sync creates it",
@@ -535,14 +605,14 @@ impl Postgres {
             }
             Some(_) => {}
         }
-        let Some(found) = found else {
+        if found?.is_none() {
             return Err(TargetError::Permanent(format!(
                 "group role {group:?} does not exist in PostgreSQL {} (database {:?}): create it, or fix \
                  the entitlement {entitlement} in the policy or exception that names it",
                 self.target, self.database
             )));
-        };
-        self.check_group(group, &found)?;
+        }
+        grantable?;
         let sql = format!("GRANT {} TO {};", quote_ident(group)?, quote_ident(role)?);
         self.transaction(&client, &sql, Commit::Relaxed, "granting a group role")
             .await
@@ -551,19 +621,22 @@ impl Postgres {
     async fn revoke(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
         let group = self.group_of(entitlement)?;
         let client = self.client().await?;
-        let (account, found) =
-            tokio::try_join!(self.role(&client, role), self.role(&client, group))?;
-        match account {
+        let (account, found, grantable) = tokio::join!(
+            self.role(&client, role),
+            self.role(&client, group),
+            self.check_group(&client, group, entitlement)
+        );
+        match account? {
             None => return Ok(()), // no account, no membership
             Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
                 return Err(self.foreign(role, &r));
             }
             Some(_) => {}
         }
-        let Some(found) = found else {
+        if found?.is_none() {
             return Ok(()); // the group is gone, and the membership with it
-        };
-        self.check_group(group, &found)?;
+        }
+        grantable?;
         // Revoking a membership that is not there only warns: idempotent.
         let sql = format!(
             "REVOKE {} FROM {};",
@@ -586,15 +659,23 @@ impl Postgres {
             return Ok(());
         }
         self.terminate(&client, role).await?;
-        let member: bool = client
-            .query_one(
+        const WHAT: &str = "reading spec.postgresql.reassignOwnedTo";
+        let Some(row) = client
+            .query_opt(
                 "SELECT pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') \
                  FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
                 &[&heir.as_str()],
             )
             .await
-            .map_err(|e| self.classify(e, "reading spec.postgresql.reassignOwnedTo"))?
-            .get(0);
+            .map_err(|e| self.classify(e, WHAT))?
+        else {
+            return Err(TargetError::Config(format!(
+                "TargetSystem {}/{}: spec.postgresql.reassignOwnedTo names role {heir:?}, which does \
+                 not exist in PostgreSQL: create it, or name an existing role",
+                self.tenant, self.target
+            )));
+        };
+        let member: bool = self.column(&row, 0, WHAT)?;
         let (q, h) = (quote_ident(role)?, quote_ident(heir)?);
         // REASSIGN OWNED needs the privileges of both roles: borrow them for this transaction.
         let (borrow, give_back) = if member {
@@ -614,20 +695,124 @@ impl Postgres {
     }
 }
 
-/// One role by name: can it log in, is it a superuser, its comment.
-const ROLE_SQL: &str = "SELECT r.rolcanlogin, r.rolsuper, pg_catalog.shobj_description(r.oid, 'pg_authid') \
+/// One role by name: can it log in, its comment.
+const ROLE_SQL: &str = "SELECT r.rolcanlogin, pg_catalog.shobj_description(r.oid, 'pg_authid') \
                         FROM pg_catalog.pg_roles r WHERE r.rolname = $1";
 
+/// SQL truth value: role `$r` may not be an entitlement itself, nor be reached through one
+/// (a built-in `pg_*` role, SUPERUSER, CREATEROLE, BYPASSRLS, REPLICATION, LOGIN, or a
+/// gatehouse account of any tenant).
+macro_rules! powerful {
+    ($r:literal) => {
+        concat!(
+            "(",
+            $r,
+            ".rolsuper OR ",
+            $r,
+            ".rolcreaterole OR ",
+            $r,
+            ".rolbypassrls OR ",
+            $r,
+            ".rolreplication OR ",
+            $r,
+            ".rolcanlogin OR pg_catalog.starts_with(",
+            $r,
+            ".rolname::text, 'pg_') OR coalesce(pg_catalog.shobj_description(",
+            $r,
+            ".oid, 'pg_authid'), '') LIKE 'managed-by=gatehouse %')"
+        )
+    };
+}
+
+/// Why role $1 cannot be an entitlement: the nearest of itself and the roles it is a member
+/// of (directly or through others) that is [`powerful!`], with its attributes and the chain
+/// of memberships from $1 to it; no row if none is (or $1 does not exist). PostgreSQL
+/// forbids membership cycles; the chain check would stop one anyway.
+const GRANTABLE_SQL: &str = concat!(
+    "WITH RECURSIVE up(oid, chain, oids) AS ( \
+         SELECT r.oid, ARRAY[r.rolname::text], ARRAY[r.oid] \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = $1 \
+         UNION ALL \
+         SELECT m.roleid, up.chain || g.rolname::text, up.oids || m.roleid \
+         FROM up JOIN pg_catalog.pg_auth_members m ON m.member = up.oid \
+         JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+         WHERE m.roleid <> ALL (up.oids)) \
+     SELECT d.rolname::text, d.rolsuper, d.rolcreaterole, d.rolbypassrls, d.rolreplication, \
+            d.rolcanlogin, \
+            coalesce(pg_catalog.shobj_description(d.oid, 'pg_authid'), '') LIKE 'managed-by=gatehouse %', \
+            up.chain \
+     FROM up JOIN pg_catalog.pg_roles d ON d.oid = up.oid \
+     WHERE ",
+    powerful!("d"),
+    " ORDER BY pg_catalog.cardinality(up.chain), d.rolname LIMIT 1"
+);
+
 /// Every role carrying the marker ($1), with its memberships in group roles of the managed
-/// scope (NOLOGIN, not a gatehouse account, name starting with $2).
-const OBSERVE_SQL: &str = "SELECT r.rolname::text, r.rolcanlogin, g.rolname::text \
+/// scope: name starting with $2, and neither [`powerful!`] nor a member (directly or through
+/// others) of a role that is (the rule of [`GRANTABLE_SQL`]).
+const OBSERVE_SQL: &str = concat!(
+    "WITH RECURSIVE tainted(oid) AS ( \
+         SELECT d.oid FROM pg_catalog.pg_roles d WHERE ",
+    powerful!("d"),
+    " UNION \
+         SELECT m.member FROM pg_catalog.pg_auth_members m JOIN tainted t ON m.roleid = t.oid) \
+     SELECT r.rolname::text, r.rolcanlogin, g.rolname::text \
      FROM pg_catalog.pg_roles r \
      LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
      LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-          AND NOT g.rolcanlogin AND NOT g.rolsuper \
           AND pg_catalog.starts_with(g.rolname::text, $2) \
-          AND coalesce(pg_catalog.shobj_description(g.oid, 'pg_authid'), '') NOT LIKE 'managed-by=gatehouse %' \
-     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1";
+          AND NOT EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid) \
+     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1"
+);
+
+/// A role that makes a group role not grantable: the group itself or a role it is a member
+/// of, as [`GRANTABLE_SQL`] found it.
+struct Refusal {
+    role: String,
+    superuser: bool,
+    createrole: bool,
+    bypassrls: bool,
+    replication: bool,
+    login: bool,
+    account: bool,
+}
+
+impl Refusal {
+    /// "is a superuser and has CREATEROLE", …
+    fn reasons(&self) -> String {
+        let why: Vec<&str> = [
+            (self.superuser, "is a superuser"),
+            (
+                self.role.starts_with("pg_"),
+                "is a PostgreSQL built-in role (its name starts with pg_; such roles reach beyond \
+                 the database: server files and programs, other sessions, all data)",
+            ),
+            (
+                self.createrole,
+                "has CREATEROLE (it can create roles and grant itself others)",
+            ),
+            (
+                self.bypassrls,
+                "has BYPASSRLS (row-level security does not apply to it)",
+            ),
+            (
+                self.replication,
+                "has REPLICATION (it can stream all of the cluster's data)",
+            ),
+            (self.account, "is an account managed by gatehouse"),
+            (self.login, "can log in (LOGIN): it is a user, not a group"),
+        ]
+        .into_iter()
+        .filter_map(|(applies, text)| applies.then_some(text))
+        .collect();
+        if why.is_empty() {
+            // GRANTABLE_SQL returns only roles with one of the above.
+            "is not a plain group role".to_string()
+        } else {
+            why.join(" and ")
+        }
+    }
+}
 
 impl Connector for Postgres {
     fn capabilities(&self) -> Capabilities {
@@ -659,9 +844,10 @@ impl Connector for Postgres {
         let mut held = AccessState::default();
         let mut orphans = BTreeSet::new();
         for row in rows {
-            let role: String = row.get(0);
-            let can_login: bool = row.get(1);
-            let group: Option<String> = row.get(2);
+            const WHAT: &str = "observing roles";
+            let role: String = self.column(&row, 0, WHAT)?;
+            let can_login: bool = self.column(&row, 1, WHAT)?;
+            let group: Option<String> = self.column(&row, 2, WHAT)?;
             let Some(identity) = by_role.get(&role) else {
                 let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
                 orphans.insert(account.to_string());
@@ -861,7 +1047,7 @@ fn classify(error: &tokio_postgres::Error, context: &str) -> TargetError {
     let text = describe(error);
     if let Some(db) = error.as_db_error() {
         let code = db.code();
-        let class = &code.code()[..2];
+        let class = sqlstate_class(code.code());
         return match code {
             c if *c == SqlState::INVALID_PASSWORD
                 || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
@@ -911,6 +1097,12 @@ fn classify(error: &tokio_postgres::Error, context: &str) -> TargetError {
     TargetError::Transient(format!("{context}: {text}"))
 }
 
+/// The class of a SQLSTATE (its first two characters). The code is what the server sent:
+/// it is not trusted to be five ASCII characters.
+fn sqlstate_class(code: &str) -> &str {
+    code.get(..2).unwrap_or("")
+}
+
 fn message(error: &TargetError) -> String {
     match error {
         TargetError::Transient(m) | TargetError::Permanent(m) | TargetError::Config(m) => m.clone(),
@@ -946,6 +1138,54 @@ mod tests {
         assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
         assert_eq!(quote_literal("a\\'b").unwrap(), "E'a\\\\''b'");
         assert!(quote_literal("a\0").is_err());
+    }
+
+    #[test]
+    fn a_sqlstate_of_any_shape_has_a_class_and_never_panics() {
+        assert_eq!(sqlstate_class("08006"), "08");
+        assert_eq!(sqlstate_class("53"), "53");
+        assert_eq!(sqlstate_class("5"), "");
+        assert_eq!(sqlstate_class(""), "");
+        // A multi-byte character across the cut is no class rather than a panic.
+        assert_eq!(sqlstate_class("0€123"), "");
+        assert_eq!(sqlstate_class("€"), "");
+    }
+
+    #[test]
+    fn a_refusal_says_why() {
+        let refusal = |role: &str| Refusal {
+            role: role.into(),
+            superuser: false,
+            createrole: false,
+            bypassrls: false,
+            replication: false,
+            login: false,
+            account: false,
+        };
+        assert!(
+            refusal("pg_write_server_files")
+                .reasons()
+                .contains("built-in")
+        );
+        let both = Refusal {
+            createrole: true,
+            bypassrls: true,
+            ..refusal("admins")
+        };
+        assert_eq!(
+            both.reasons(),
+            "has CREATEROLE (it can create roles and grant itself others) and \
+             has BYPASSRLS (row-level security does not apply to it)"
+        );
+        assert!(
+            Refusal {
+                account: true,
+                ..refusal("u_bob")
+            }
+            .reasons()
+            .contains("account managed by gatehouse")
+        );
+        assert_eq!(refusal("plain").reasons(), "is not a plain group role");
     }
 
     #[test]
