@@ -95,6 +95,19 @@ async fn observe_and_plan(
 /// One reconcile of the `saas` target: observe, plan against what is held, apply in order
 /// (one by one, or as one batch).
 async fn sync_with(connector: &Scim, snapshot: &Snapshot, batch: bool) -> Plan {
+    let (plan, errors) = try_sync_with(connector, snapshot, batch).await;
+    if let Some((op, e)) = errors.first() {
+        panic!("{op:?}: {e}");
+    }
+    plan
+}
+
+/// One reconcile that returns the operations that failed instead of panicking.
+async fn try_sync_with(
+    connector: &Scim,
+    snapshot: &Snapshot,
+    batch: bool,
+) -> (Plan, Vec<(gatehouse::plan::Operation, TargetError)>) {
     let subjects = subjects(snapshot);
     let (_, plan) = observe_and_plan(connector, snapshot).await;
     let pairs: Vec<(&gatehouse::plan::Operation, &Subject)> = plan
@@ -117,14 +130,37 @@ async fn sync_with(connector: &Scim, snapshot: &Snapshot, batch: bool) -> Plan {
         out
     };
     assert_eq!(results.len(), pairs.len());
+    let mut errors = Vec::new();
     for ((op, _), result) in pairs.iter().zip(results) {
         match result {
             Ok(Applied::Done) => {}
             Ok(Applied::Unsupported) => assert_eq!(op.action, Action::RevokeSessions, "{op:?}"),
-            Err(e) => panic!("{op:?}: {e}"),
+            Err(e) => errors.push(((*op).clone(), e)),
         }
     }
-    plan
+    (plan, errors)
+}
+
+/// Syncs until a pass has no errors (at most `passes`); every error on the way must be
+/// transient. Returns the errors seen.
+async fn sync_until_clean(
+    connector: &Scim,
+    snapshot: &Snapshot,
+    batch: bool,
+    passes: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..passes {
+        let (_, errors) = try_sync_with(connector, snapshot, batch).await;
+        if errors.is_empty() {
+            return seen;
+        }
+        for (op, e) in errors {
+            assert!(e.is_transient(), "{op:?}: {e}");
+            seen.push(e.to_string());
+        }
+    }
+    panic!("no clean pass in {passes}: {seen:#?}");
 }
 
 async fn sync(connector: &Scim, snapshot: &Snapshot) -> Plan {
@@ -748,6 +784,62 @@ async fn throttling_and_server_errors_are_retried() {
         );
         let raw = Raw::new(peer(), &tenant);
         assert_eq!(raw.members("staff").await, ["mia", "ned"], "{prefix}");
+    }
+}
+
+#[tokio::test]
+async fn a_post_whose_answer_is_lost_is_not_sent_again() {
+    // Every POST reaches the server and is carried out, but the answer is replaced by a 502.
+    for (prefix, extra) in [("lostpost", "bulk: false"), ("lostbulk", "")] {
+        let tenant = peer().tenant(prefix);
+        let config = proxy().config(NS, &tenant, extra);
+        let connector = Scim::connect(&config).await.expect("connect");
+        let joined = org(
+            &config,
+            &[
+                person("uma", "finance", "Active"),
+                person("vic", "engineering", "Active"),
+            ],
+        );
+        let errors = sync_until_clean(&connector, &joined, true, 8).await;
+        assert!(!errors.is_empty(), "{prefix}: the faults were met");
+        for e in &errors {
+            assert!(
+                e.contains("502") && e.contains("not retried"),
+                "{prefix}: {e}"
+            );
+        }
+        assert!(
+            sync(&connector, &joined).await.is_empty(),
+            "{prefix}: converged"
+        );
+        let raw = Raw::new(peer(), &tenant);
+        assert_eq!(raw.members("staff").await, ["uma", "vic"], "{prefix}");
+        assert_eq!(
+            raw.all("Users").await.len(),
+            2,
+            "{prefix}: no duplicate user"
+        );
+        let mut groups: Vec<String> = raw
+            .all("Groups")
+            .await
+            .iter()
+            .map(|g| g["displayName"].as_str().unwrap_or_default().to_string())
+            .collect();
+        groups.sort();
+        assert_eq!(groups, ["engineering", "finance", "staff"], "{prefix}");
+        // Each POST reached the server once: none was sent again after its lost answer.
+        let posts = peer()
+            .log()
+            .lines()
+            .filter(|l| l.contains(&format!("\"POST /{tenant}/v2/")))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        assert!(!posts.is_empty(), "{prefix}: the log shows the POSTs");
+        assert!(
+            posts.len() <= errors.len(),
+            "{prefix}: {posts:#?} for {errors:#?}"
+        );
     }
 }
 
