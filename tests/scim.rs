@@ -844,6 +844,97 @@ async fn a_post_whose_answer_is_lost_is_not_sent_again() {
 }
 
 #[tokio::test]
+async fn a_batch_keeps_plan_order_around_an_account_the_cache_does_not_know() {
+    use gatehouse::api::EntitlementRef;
+    use gatehouse::plan::Operation;
+    use std::sync::Arc;
+    let (connector, raw, config) = setup(peer(), "order", "", "Disable").await;
+    assert!(connector.features().bulk.is_some());
+    let tenant = config
+        .spec
+        .scim
+        .as_ref()
+        .unwrap()
+        .url
+        .rsplit('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let people = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| person(n, "finance", "Active"))
+            .collect()
+    };
+    // o1 and o3 are synced; o2 and o4 are made behind gatehouse's back after an
+    // observation, so the cache does not know them and a batch must look them up on the way.
+    sync(&connector, &org(&config, &people(&["o1", "o3"]))).await;
+    let all = org(&config, &people(&["o1", "o2", "o3", "o4"]));
+    let subjects = subjects(&all);
+    let op = |name: &str, action: Action| Operation {
+        identity: Arc::new(IdentityKey::new(NS, name)),
+        target: "saas".into(),
+        action,
+        leaver: false,
+        sources: Default::default(),
+    };
+    let audit = Action::Grant {
+        entitlement: Arc::new(EntitlementRef {
+            target: "saas".into(),
+            kind: None,
+            namespace: None,
+            name: "audit".into(),
+        }),
+    };
+    for (late, action, write) in [
+        ("o2", audit, format!("\"PATCH /{tenant}/v2/Groups/")),
+        (
+            "o4",
+            Action::DisableAccount,
+            format!("\"POST /{tenant}/v2/Bulk"),
+        ),
+    ] {
+        connector.observe(&subjects).await.expect("observe");
+        raw.create_user(late, Some(&format!("acme/{late}"))).await;
+        let ops: Vec<Operation> = ["o1", late, "o3"]
+            .iter()
+            .map(|n| op(n, action.clone()))
+            .collect();
+        let pairs: Vec<_> = ops.iter().map(|o| (o, &subjects[&o.identity])).collect();
+        let before = peer().log().lines().count();
+        let results = connector.apply_batch(&pairs).await;
+        for (o, r) in ops.iter().zip(&results) {
+            assert!(matches!(r, Ok(Applied::Done)), "{o:?}: {r:?}");
+        }
+        // In the server's log: o1's change, then the lookup of the late account, then o3's
+        // (the server writes a line after its answer: give the last one a moment).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let log = peer().log();
+        let lines: Vec<&str> = log
+            .lines()
+            .skip(before)
+            .filter(|l| l.contains(&format!("/{tenant}/v2/")))
+            .collect();
+        let lookup = lines
+            .iter()
+            .position(|l| l.contains(&format!("\"GET /{tenant}/v2/Users?")))
+            .unwrap_or_else(|| panic!("{late} was looked up: {lines:#?}"));
+        let writes: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(&write))
+            .collect();
+        assert!(
+            writes.first().is_some_and(|&w| w < lookup)
+                && writes.last().is_some_and(|&w| w > lookup),
+            "{late}: o1 is changed before the lookup, o3 after: {lines:#?}"
+        );
+    }
+    assert_eq!(raw.members("audit").await, ["o1", "o2", "o3"]);
+    for name in ["o1", "o3", "o4"] {
+        assert_eq!(raw.user(name).await.unwrap()["active"], false, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn broken_answers_are_clear_errors_not_panics() {
     // A gateway that is down: transient, after bounded retries, with the status.
     let config = proxy().config(NS, &peer().tenant("down"), "");
