@@ -95,6 +95,19 @@ async fn observe_and_plan(
 /// One reconcile of the `saas` target: observe, plan against what is held, apply in order
 /// (one by one, or as one batch).
 async fn sync_with(connector: &Scim, snapshot: &Snapshot, batch: bool) -> Plan {
+    let (plan, errors) = try_sync_with(connector, snapshot, batch).await;
+    if let Some((op, e)) = errors.first() {
+        panic!("{op:?}: {e}");
+    }
+    plan
+}
+
+/// One reconcile that returns the operations that failed instead of panicking.
+async fn try_sync_with(
+    connector: &Scim,
+    snapshot: &Snapshot,
+    batch: bool,
+) -> (Plan, Vec<(gatehouse::plan::Operation, TargetError)>) {
     let subjects = subjects(snapshot);
     let (_, plan) = observe_and_plan(connector, snapshot).await;
     let pairs: Vec<(&gatehouse::plan::Operation, &Subject)> = plan
@@ -117,14 +130,37 @@ async fn sync_with(connector: &Scim, snapshot: &Snapshot, batch: bool) -> Plan {
         out
     };
     assert_eq!(results.len(), pairs.len());
+    let mut errors = Vec::new();
     for ((op, _), result) in pairs.iter().zip(results) {
         match result {
             Ok(Applied::Done) => {}
             Ok(Applied::Unsupported) => assert_eq!(op.action, Action::RevokeSessions, "{op:?}"),
-            Err(e) => panic!("{op:?}: {e}"),
+            Err(e) => errors.push(((*op).clone(), e)),
         }
     }
-    plan
+    (plan, errors)
+}
+
+/// Syncs until a pass has no errors (at most `passes`); every error on the way must be
+/// transient. Returns the errors seen.
+async fn sync_until_clean(
+    connector: &Scim,
+    snapshot: &Snapshot,
+    batch: bool,
+    passes: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..passes {
+        let (_, errors) = try_sync_with(connector, snapshot, batch).await;
+        if errors.is_empty() {
+            return seen;
+        }
+        for (op, e) in errors {
+            assert!(e.is_transient(), "{op:?}: {e}");
+            seen.push(e.to_string());
+        }
+    }
+    panic!("no clean pass in {passes}: {seen:#?}");
 }
 
 async fn sync(connector: &Scim, snapshot: &Snapshot) -> Plan {
@@ -748,6 +784,153 @@ async fn throttling_and_server_errors_are_retried() {
         );
         let raw = Raw::new(peer(), &tenant);
         assert_eq!(raw.members("staff").await, ["mia", "ned"], "{prefix}");
+    }
+}
+
+#[tokio::test]
+async fn a_post_whose_answer_is_lost_is_not_sent_again() {
+    // Every POST reaches the server and is carried out, but the answer is replaced by a 502.
+    for (prefix, extra) in [("lostpost", "bulk: false"), ("lostbulk", "")] {
+        let tenant = peer().tenant(prefix);
+        let config = proxy().config(NS, &tenant, extra);
+        let connector = Scim::connect(&config).await.expect("connect");
+        let joined = org(
+            &config,
+            &[
+                person("uma", "finance", "Active"),
+                person("vic", "engineering", "Active"),
+            ],
+        );
+        let errors = sync_until_clean(&connector, &joined, true, 8).await;
+        assert!(!errors.is_empty(), "{prefix}: the faults were met");
+        for e in &errors {
+            assert!(
+                e.contains("502") && e.contains("not retried"),
+                "{prefix}: {e}"
+            );
+        }
+        assert!(
+            sync(&connector, &joined).await.is_empty(),
+            "{prefix}: converged"
+        );
+        let raw = Raw::new(peer(), &tenant);
+        assert_eq!(raw.members("staff").await, ["uma", "vic"], "{prefix}");
+        assert_eq!(
+            raw.all("Users").await.len(),
+            2,
+            "{prefix}: no duplicate user"
+        );
+        let mut groups: Vec<String> = raw
+            .all("Groups")
+            .await
+            .iter()
+            .map(|g| g["displayName"].as_str().unwrap_or_default().to_string())
+            .collect();
+        groups.sort();
+        assert_eq!(groups, ["engineering", "finance", "staff"], "{prefix}");
+        // Each POST reached the server once: none was sent again after its lost answer.
+        let posts = peer()
+            .log()
+            .lines()
+            .filter(|l| l.contains(&format!("\"POST /{tenant}/v2/")))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        assert!(!posts.is_empty(), "{prefix}: the log shows the POSTs");
+        assert!(
+            posts.len() <= errors.len(),
+            "{prefix}: {posts:#?} for {errors:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_keeps_plan_order_around_an_account_the_cache_does_not_know() {
+    use gatehouse::api::EntitlementRef;
+    use gatehouse::plan::Operation;
+    use std::sync::Arc;
+    let (connector, raw, config) = setup(peer(), "order", "", "Disable").await;
+    assert!(connector.features().bulk.is_some());
+    let tenant = config
+        .spec
+        .scim
+        .as_ref()
+        .unwrap()
+        .url
+        .rsplit('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let people = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| person(n, "finance", "Active"))
+            .collect()
+    };
+    // o1 and o3 are synced; o2 and o4 are made behind gatehouse's back after an
+    // observation, so the cache does not know them and a batch must look them up on the way.
+    sync(&connector, &org(&config, &people(&["o1", "o3"]))).await;
+    let all = org(&config, &people(&["o1", "o2", "o3", "o4"]));
+    let subjects = subjects(&all);
+    let op = |name: &str, action: Action| Operation {
+        identity: Arc::new(IdentityKey::new(NS, name)),
+        target: "saas".into(),
+        action,
+        leaver: false,
+        sources: Default::default(),
+    };
+    let audit = Action::Grant {
+        entitlement: Arc::new(EntitlementRef {
+            target: "saas".into(),
+            kind: None,
+            namespace: None,
+            name: "audit".into(),
+        }),
+    };
+    for (late, action, write) in [
+        ("o2", audit, format!("\"PATCH /{tenant}/v2/Groups/")),
+        (
+            "o4",
+            Action::DisableAccount,
+            format!("\"POST /{tenant}/v2/Bulk"),
+        ),
+    ] {
+        connector.observe(&subjects).await.expect("observe");
+        raw.create_user(late, Some(&format!("acme/{late}"))).await;
+        let ops: Vec<Operation> = ["o1", late, "o3"]
+            .iter()
+            .map(|n| op(n, action.clone()))
+            .collect();
+        let pairs: Vec<_> = ops.iter().map(|o| (o, &subjects[&o.identity])).collect();
+        let before = peer().log().lines().count();
+        let results = connector.apply_batch(&pairs).await;
+        for (o, r) in ops.iter().zip(&results) {
+            assert!(matches!(r, Ok(Applied::Done)), "{o:?}: {r:?}");
+        }
+        // In the server's log: o1's change, then the lookup of the late account, then o3's
+        // (the server writes a line after its answer: give the last one a moment).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let log = peer().log();
+        let lines: Vec<&str> = log
+            .lines()
+            .skip(before)
+            .filter(|l| l.contains(&format!("/{tenant}/v2/")))
+            .collect();
+        let lookup = lines
+            .iter()
+            .position(|l| l.contains(&format!("\"GET /{tenant}/v2/Users?")))
+            .unwrap_or_else(|| panic!("{late} was looked up: {lines:#?}"));
+        let writes: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(&write))
+            .collect();
+        assert!(
+            writes.first().is_some_and(|&w| w < lookup)
+                && writes.last().is_some_and(|&w| w > lookup),
+            "{late}: o1 is changed before the lookup, o3 after: {lines:#?}"
+        );
+    }
+    assert_eq!(raw.members("audit").await, ["o1", "o2", "o3"]);
+    for name in ["o1", "o3", "o4"] {
+        assert_eq!(raw.user(name).await.unwrap()["active"], false, "{name}");
     }
 }
 

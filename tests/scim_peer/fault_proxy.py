@@ -5,10 +5,12 @@ Requests pass through to the upstream server unchanged, except in tenants whose 
 one of these words (the first path segment, `/<tenant>/v2/...`):
 
 - ``throttle``: every fourth request answers 429 with ``Retry-After: 1``.
-- ``flaky``: every other request answers 503 with an HTML body.
+- ``flaky``: every other request answers 503 with an HTML body; for a POST (which gatehouse
+  sends again only when the server says it may) the 503 carries ``Retry-After: 1``.
 - ``down``: every request answers 502 with an HTML body.
 - ``garbage``: GET of /Groups answers 200 with truncated JSON.
 - ``slow``: every request waits 3 s before it is passed on.
+- ``lost``: every POST is passed on (and carried out), but answered 502: the answer is lost.
 
 It makes its own CA and a server certificate for 127.0.0.1 with openssl, serves HTTPS on a
 free loopback port, and prints ``PORT=`` and ``CA=`` (the CA's PEM file) once ready.
@@ -76,7 +78,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(429, '{"status": "429", "detail": "slow down"}',
                                "application/scim+json", [("Retry-After", "1")])
         if "flaky" in tenant and n % 2 == 0:
-            return self.answer(503, "<html><body>maintenance</body></html>")
+            headers = [("Retry-After", "1")] if self.command == "POST" else []
+            return self.answer(503, "<html><body>maintenance</body></html>", headers=headers)
         if "down" in tenant:
             return self.answer(502, "<html><body>bad gateway</body></html>")
         resource = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
@@ -90,6 +93,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
+        if "lost" in tenant and self.command == "POST":
+            conn.close()
+            return self.answer(502, "<html><body>bad gateway</body></html>")
         self.send_response(response.status)
         for k, v in response.getheaders():
             if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):

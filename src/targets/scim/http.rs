@@ -2,7 +2,11 @@
 //! roots plus an optional CA from the Secret), authentication, and the retry policy:
 //! `429` waits for `Retry-After`, connection failures, timeouts and `500/502/503/504` are
 //! retried with a bounded exponential backoff, and every other status is answered at once
-//! (a `4xx` fails the same way again).
+//! (a `4xx` fails the same way again). A `POST` (creating a user or group, a Bulk request)
+//! is not idempotent: it is retried only when it cannot have been carried out (the
+//! connection was never made, `429`, `503` with `Retry-After`); after a timeout, a lost
+//! connection or another server error it fails as transient, and the next sync observes
+//! before it decides again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +104,7 @@ impl Reply {
             .rsplit('/')
             .next()
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
+            .map(percent_decode)
     }
 }
 
@@ -142,7 +146,9 @@ impl Http {
         let bad_url = |why: &str| {
             TargetError::Config(format!(
                 "TargetSystem {}/{}: spec.scim.url {:?} {why}",
-                config.namespace, config.name, scim.url
+                config.namespace,
+                config.name,
+                redact_userinfo(&scim.url)
             ))
         };
         let mut base =
@@ -235,13 +241,22 @@ impl Http {
                     )));
                 }
                 Err(error) => {
-                    let what = if error.is_timeout() {
-                        "timed out".to_string()
+                    let (what, failure) = if error.is_timeout() {
+                        ("timed out".to_string(), Failure::Lost)
                     } else if error.is_connect() {
-                        format!("cannot connect to {}", self.host())
+                        (
+                            format!("cannot connect to {}", self.host()),
+                            Failure::Connect,
+                        )
                     } else {
-                        "request failed".to_string()
+                        ("request failed".to_string(), Failure::Lost)
                     };
+                    if !may_retry(&method, &failure) {
+                        return Err(TargetError::Transient(format!(
+                            "{method} {shown}: {what} ({}); not retried, since the server may have carried it out: the next sync looks first",
+                            error_chain(&error)
+                        )));
+                    }
                     if attempt >= ATTEMPTS {
                         return Err(TargetError::Transient(format!(
                             "{method} {shown}: {what} after {attempt} tries ({})",
@@ -262,10 +277,13 @@ impl Http {
                         .get("Retry-After")
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
-                    let retryable = matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504);
+                    let retryable = may_retry(
+                        &method,
+                        &Failure::Status(status.as_u16(), retry_after.is_some()),
+                    );
                     let body = match response.bytes().await {
                         Ok(b) => b.to_vec(),
-                        Err(e) if attempt < ATTEMPTS => {
+                        Err(e) if attempt < ATTEMPTS && may_retry(&method, &Failure::Lost) => {
                             tracing::debug!(%method, path = %shown, error = %e.without_url(), "reading the body failed; retrying");
                             tokio::time::sleep(backoff(attempt)).await;
                             continue;
@@ -284,6 +302,18 @@ impl Http {
                         etag,
                         body,
                     };
+                    if !retryable
+                        && matches!(status.as_u16(), 500 | 502 | 503 | 504)
+                        && method == Method::POST
+                    {
+                        // The server may have done it before failing to answer.
+                        let (TargetError::Transient(message)
+                        | TargetError::Permanent(message)
+                        | TargetError::Config(message)) = reply.error();
+                        return Err(TargetError::Transient(format!(
+                            "{message}; not retried, since the server may have carried it out: the next sync looks first"
+                        )));
+                    }
                     if !retryable || attempt >= ATTEMPTS {
                         return Ok(reply);
                     }
@@ -322,6 +352,85 @@ impl Http {
             (Some(h), None) => h.to_string(),
             _ => self.base.to_string(),
         }
+    }
+}
+
+/// How one try of a request failed.
+#[derive(Debug)]
+enum Failure {
+    /// No connection was made: the request never reached the server.
+    Connect,
+    /// Timed out, the connection broke, or the answer broke off: the server may have
+    /// carried the request out.
+    Lost,
+    /// An answer with this status, with or without `Retry-After`.
+    Status(u16, bool),
+}
+
+/// Whether a failed try may be sent again. Idempotent methods are retried after any
+/// transient failure; `POST` only when the server cannot have carried it out.
+fn may_retry(method: &Method, failure: &Failure) -> bool {
+    let idempotent = *method != Method::POST;
+    match failure {
+        Failure::Connect => true,
+        Failure::Lost => idempotent,
+        Failure::Status(429, _) => true,
+        Failure::Status(503, retry_after) => idempotent || *retry_after,
+        Failure::Status(500 | 502 | 504, _) => idempotent,
+        Failure::Status(..) => false,
+    }
+}
+
+/// `kind/id` relative to the SCIM root, with the id (chosen by the server) percent-encoded
+/// as one path segment: an id like `../Groups/x` or `a?b` names no other resource.
+pub fn resource_path(kind: &str, id: &str) -> Result<String, TargetError> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(TargetError::Permanent(format!(
+            "the server gave a {kind} resource the id {id:?}, which cannot be used in a URL path"
+        )));
+    }
+    let mut out = format!("{kind}/");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes `%XX` escapes (a segment of a `Location`); invalid escapes stay as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A URL (or what was meant as one) with any `user:password@` replaced by `***@`.
+pub fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(n) => url.split_at(n + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -440,6 +549,120 @@ mod tests {
             Some("abc123")
         );
         assert_eq!(Reply::id_from_location("").as_deref(), None);
+    }
+
+    #[test]
+    fn post_is_retried_only_when_the_server_cannot_have_carried_it_out() {
+        use Failure::*;
+        for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
+            for failure in [
+                Connect,
+                Lost,
+                Status(429, false),
+                Status(500, false),
+                Status(502, false),
+                Status(503, false),
+                Status(504, false),
+            ] {
+                assert!(may_retry(&method, &failure), "{method} {failure:?}");
+            }
+            assert!(!may_retry(&method, &Status(400, false)), "{method}");
+            assert!(!may_retry(&method, &Status(409, true)), "{method}");
+        }
+        let post = Method::POST;
+        for failure in [
+            Connect,
+            Status(429, false),
+            Status(429, true),
+            Status(503, true),
+        ] {
+            assert!(may_retry(&post, &failure), "POST {failure:?}");
+        }
+        for failure in [
+            Lost,
+            Status(500, false),
+            Status(502, true),
+            Status(503, false),
+            Status(504, false),
+            Status(409, false),
+        ] {
+            assert!(!may_retry(&post, &failure), "POST {failure:?}");
+        }
+    }
+
+    #[test]
+    fn server_ids_are_one_escaped_path_segment() {
+        let base = Url::parse("https://x.example/t/v2/").unwrap();
+        let join = |id: &str| {
+            base.join(&resource_path("Users", id).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            join("abc-123_x.y~z"),
+            "https://x.example/t/v2/Users/abc-123_x.y~z"
+        );
+        assert_eq!(
+            join("../Groups/x"),
+            "https://x.example/t/v2/Users/..%2FGroups%2Fx"
+        );
+        assert_eq!(join("a?b#c"), "https://x.example/t/v2/Users/a%3Fb%23c");
+        assert_eq!(join("%2e%2e"), "https://x.example/t/v2/Users/%252e%252e");
+        assert_eq!(join("ü 1"), "https://x.example/t/v2/Users/%C3%BC%201");
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(resource_path("Groups", bad), Err(TargetError::Permanent(_))),
+                "{bad:?}"
+            );
+        }
+        // An id read back from a Location is decoded, so it is not encoded twice.
+        assert_eq!(
+            Reply::id_from_location("https://x/t/v2/Users/a%3Fb%2Fc").as_deref(),
+            Some("a?b/c")
+        );
+        assert_eq!(
+            Reply::id_from_location("https://x/t/v2/Users/100%").as_deref(),
+            Some("100%")
+        );
+    }
+
+    #[test]
+    fn urls_in_messages_never_show_userinfo() {
+        assert_eq!(
+            redact_userinfo("https://admin:hunter2@scim.example/v2"),
+            "https://***@scim.example/v2"
+        );
+        assert_eq!(
+            redact_userinfo("https://a:b@c@scim.example:8443/v2?x=@"),
+            "https://***@scim.example:8443/v2?x=@"
+        );
+        assert_eq!(
+            redact_userinfo("https://scim.example/v2/a@b"),
+            "https://scim.example/v2/a@b"
+        );
+        assert_eq!(redact_userinfo("admin:pw@host"), "***@host");
+
+        let config = |url: &str| TargetConfig {
+            namespace: "acme".into(),
+            name: "saas".into(),
+            spec: serde_yaml::from_str(&format!("{{type: SCIM, scim: {{url: {url:?}}}}}")).unwrap(),
+            credentials: crate::targets::Credentials::new(
+                "saas-scim",
+                [("token".to_string(), b"t".to_vec())].into(),
+            ),
+        };
+        for url in [
+            "https://admin:hunter2@scim.example/v2",
+            "https://admin:hunter2@scim.example:99999/v2",
+            "ftp://admin:hunter2@scim.example/v2",
+        ] {
+            let error = Http::new(&config(url)).unwrap_err();
+            assert!(
+                matches!(&error, TargetError::Config(m) if m.contains("spec.scim.url") && m.contains("***@scim.example") && !m.contains("hunter2") && !m.contains("admin")),
+                "{error:?}"
+            );
+        }
+        assert!(Http::new(&config("https://scim.example/v2")).is_ok());
     }
 
     #[test]

@@ -455,7 +455,7 @@ impl Scim {
                 "the account of {key} is gone from the server; the next sync creates it"
             )));
         };
-        let path = format!("Users/{}", known.id);
+        let path = http::resource_path("Users", &known.id)?;
         for attempt in 0..2 {
             let reply = if self.features.patch {
                 let mut ops = vec![PatchOperation {
@@ -520,7 +520,7 @@ impl Scim {
                 Ok(Applied::Done)
             };
         };
-        let path = format!("Users/{}", known.id);
+        let path = http::resource_path("Users", &known.id)?;
         for attempt in 0..2 {
             let reply = if self.features.patch {
                 let body = serde_json::to_value(PatchOp::new(vec![PatchOperation {
@@ -668,7 +668,7 @@ impl Scim {
         let mut attempt = 0;
         while attempt < 2 {
             attempt += 1;
-            let path = format!("Groups/{}", known.id);
+            let path = http::resource_path("Groups", &known.id)?;
             let reply = if self.features.patch {
                 let by_filter = self.remove_by_filter.load(Ordering::Relaxed);
                 let reply = self
@@ -809,7 +809,7 @@ impl Scim {
         let Some(mut known) = self.user(key).await? else {
             return Ok(());
         };
-        let path = format!("Users/{}", known.id);
+        let path = http::resource_path("Users", &known.id)?;
         for attempt in 0..2 {
             let reply = self
                 .http
@@ -886,9 +886,30 @@ impl Scim {
         }
     }
 
+    /// Grants or revokes in plan order: the operations of accounts the cache knows are
+    /// grouped; one of an account it does not know goes the careful way, after every
+    /// operation before it and before every one after it.
+    async fn memberships(
+        &self,
+        ops: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        let mut start = 0;
+        for (i, (op, subject)) in ops.iter().enumerate() {
+            if self.cache().users.contains_key(&subject.identity) {
+                continue;
+            }
+            out.extend(self.grouped_memberships(&ops[start..i]).await);
+            out.push(self.apply(op, subject).await);
+            start = i + 1;
+        }
+        out.extend(self.grouped_memberships(&ops[start..]).await);
+        out
+    }
+
     /// Grants or revokes: one PATCH per group carries many members (in Bulk when the
     /// server has it); a failed group falls back to one operation at a time.
-    async fn memberships(
+    async fn grouped_memberships(
         &self,
         ops: &[(&Operation, &Subject)],
     ) -> Vec<Result<Applied, TargetError>> {
@@ -945,6 +966,17 @@ impl Scim {
                 }
             }
         }
+        // A group whose id cannot be a path segment fails its operations.
+        requests.retain(|r| match http::resource_path("Groups", &r.known.id) {
+            Ok(_) => true,
+            Err(e) => {
+                let text = e.to_string();
+                for &i in &r.indices {
+                    results[i] = Some(Err(same_kind(&e, text.clone())));
+                }
+                false
+            }
+        });
         let mut fallback: Vec<usize> = Vec::new();
         match self.features.bulk {
             Some(limits) if self.features.patch && requests.len() > 1 => {
@@ -961,7 +993,10 @@ impl Scim {
                             .if_match(&r.known)
                             .filter(|_| tagged.insert(r.known.id.clone()))
                             .map(str::to_string),
-                        path: format!("/Groups/{}", r.known.id),
+                        path: format!(
+                            "/{}",
+                            http::resource_path("Groups", &r.known.id).unwrap_or_default()
+                        ),
                         data: Some(member_patch(r.add, by_filter, &r.users)),
                     })
                     .collect();
@@ -1041,9 +1076,80 @@ impl Scim {
             .collect()
     }
 
-    /// Account operations in Bulk. Whatever the bulk answer does not settle plainly (a 409
-    /// on create, a 412, an account the cache does not know) goes the careful way.
+    /// Account operations in Bulk, in plan order: an operation Bulk cannot carry (an
+    /// account the cache does not know) goes the careful way after every operation before
+    /// it (the Bulk requests collected so far are sent first) and before every one after it.
     async fn accounts_in_bulk(
+        &self,
+        ops: &[(&Operation, &Subject)],
+    ) -> Vec<Result<Applied, TargetError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        let mut start = 0;
+        for (i, (op, subject)) in ops.iter().enumerate() {
+            if self.bulk_request(i, op, subject).is_some() {
+                continue;
+            }
+            out.extend(self.accounts_bulk_segment(&ops[start..i]).await);
+            out.push(self.apply(op, subject).await);
+            start = i + 1;
+        }
+        out.extend(self.accounts_bulk_segment(&ops[start..]).await);
+        out
+    }
+
+    /// The Bulk operation that carries out `op`, when Bulk can (`i`: its index, for bulkId).
+    fn bulk_request(&self, i: usize, op: &Operation, subject: &Subject) -> Option<BulkOperation> {
+        self.features.bulk?;
+        let known = self.cache().users.get(&subject.identity).cloned();
+        match (&op.action, known) {
+            (Action::CreateAccount { enabled }, None) if !subject.account.trim().is_empty() => {
+                let external = Self::external_id(&subject.identity);
+                Some(BulkOperation {
+                    method: "POST",
+                    bulk_id: Some(format!("u{i}")),
+                    version: None,
+                    path: "/Users".into(),
+                    data: serde_json::to_value(NewUser {
+                        schemas: [USER_SCHEMA],
+                        user_name: &subject.account,
+                        external_id: &external,
+                        active: *enabled,
+                    })
+                    .ok(),
+                })
+            }
+            (Action::EnableAccount | Action::DisableAccount, Some(known))
+                if self.features.patch =>
+            {
+                let active = op.action == Action::EnableAccount;
+                Some(BulkOperation {
+                    method: "PATCH",
+                    bulk_id: None,
+                    version: self.if_match(&known).map(str::to_string),
+                    path: format!("/{}", http::resource_path("Users", &known.id).ok()?),
+                    data: serde_json::to_value(PatchOp::new(vec![PatchOperation {
+                        op: "replace",
+                        path: "active".into(),
+                        value: Some(Value::Bool(active)),
+                    }]))
+                    .ok(),
+                })
+            }
+            (Action::DeleteAccount, Some(known)) => Some(BulkOperation {
+                method: "DELETE",
+                bulk_id: None,
+                version: self.if_match(&known).map(str::to_string),
+                path: format!("/{}", http::resource_path("Users", &known.id).ok()?),
+                data: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Account operations in one Bulk segment (every one of them has a Bulk request).
+    /// Whatever the bulk answer does not settle plainly (a 409 on create, a 412) goes the
+    /// careful way.
+    async fn accounts_bulk_segment(
         &self,
         ops: &[(&Operation, &Subject)],
     ) -> Vec<Result<Applied, TargetError>> {
@@ -1054,51 +1160,7 @@ impl Scim {
             ops.iter().map(|_| None).collect();
         let mut batch: Vec<(usize, BulkOperation)> = Vec::new();
         for (i, (op, subject)) in ops.iter().enumerate() {
-            let known = self.cache().users.get(&subject.identity).cloned();
-            let request = match (&op.action, known) {
-                (Action::CreateAccount { enabled }, None) if !subject.account.trim().is_empty() => {
-                    let external = Self::external_id(&subject.identity);
-                    Some(BulkOperation {
-                        method: "POST",
-                        bulk_id: Some(format!("u{i}")),
-                        version: None,
-                        path: "/Users".into(),
-                        data: serde_json::to_value(NewUser {
-                            schemas: [USER_SCHEMA],
-                            user_name: &subject.account,
-                            external_id: &external,
-                            active: *enabled,
-                        })
-                        .ok(),
-                    })
-                }
-                (Action::EnableAccount | Action::DisableAccount, Some(known))
-                    if self.features.patch =>
-                {
-                    let active = op.action == Action::EnableAccount;
-                    Some(BulkOperation {
-                        method: "PATCH",
-                        bulk_id: None,
-                        version: self.if_match(&known).map(str::to_string),
-                        path: format!("/Users/{}", known.id),
-                        data: serde_json::to_value(PatchOp::new(vec![PatchOperation {
-                            op: "replace",
-                            path: "active".into(),
-                            value: Some(Value::Bool(active)),
-                        }]))
-                        .ok(),
-                    })
-                }
-                (Action::DeleteAccount, Some(known)) => Some(BulkOperation {
-                    method: "DELETE",
-                    bulk_id: None,
-                    version: self.if_match(&known).map(str::to_string),
-                    path: format!("/Users/{}", known.id),
-                    data: None,
-                }),
-                _ => None,
-            };
-            match request {
+            match self.bulk_request(i, op, subject) {
                 Some(r) => batch.push((i, r)),
                 None => results[i] = Some(self.apply(op, subject).await),
             }
@@ -1394,7 +1456,10 @@ impl Connector for Scim {
             if group.members.is_none() {
                 // Left out of the list: read the group itself (an empty group may simply
                 // have no attribute; then this finds none either).
-                if let Some((full, _)) = self.reread::<Group>(&format!("Groups/{id}")).await? {
+                // (A group whose id cannot be a path is not read: its changes fail alone.)
+                if let Ok(path) = http::resource_path("Groups", &id)
+                    && let Some((full, _)) = self.reread::<Group>(&path).await?
+                {
                     group.members = full.members;
                 }
             }
