@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
-use gatehouse::engine::Settings;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -129,12 +128,8 @@ async fn main() {
     let options = Options {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(600),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-        leader: None,
         instance: Some("bench".into()),
-        clock_offset: Default::default(),
+        ..Options::default()
     };
     let metrics = options.metrics.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

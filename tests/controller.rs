@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
-use gatehouse::engine::Settings;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -87,12 +86,7 @@ fn options(ns: &str) -> Options {
     Options {
         namespace: Some(ns.to_string()),
         resync: Duration::from_secs(60),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-        leader: None,
-        instance: None,
-        clock_offset: Default::default(),
+        ..Options::default()
     }
 }
 

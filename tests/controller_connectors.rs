@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
-use gatehouse::engine::Settings;
 use gatehouse::targets::Credentials;
 use harness::{apply, eventually, wait_for_condition};
 use k8s_openapi::ByteString;
@@ -27,12 +26,7 @@ fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
         namespace: Some(ns.to_string()),
         // Secrets are not watched: a rotated credential is picked up at the next pass.
         resync: Duration::from_secs(3),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-        leader: None,
-        instance: None,
-        clock_offset: Default::default(),
+        ..Options::default()
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

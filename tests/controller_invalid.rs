@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
-use gatehouse::engine::Settings;
 use harness::{apply, eventually, wait_for_condition};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -57,12 +56,7 @@ async fn an_unreadable_object_gets_a_condition_and_the_rest_is_reconciled() {
     let options = Options {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(60),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-        leader: None,
-        instance: None,
-        clock_offset: Default::default(),
+        ..Options::default()
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

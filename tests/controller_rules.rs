@@ -9,7 +9,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use gatehouse::api::{AccessPolicy, Exception, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
-use gatehouse::engine::Settings;
 use harness::{apply, eventually, wait_for_condition};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -32,12 +31,9 @@ fn start_at(
     let options = Options {
         namespace: Some(ns.to_string()),
         resync: Duration::from_secs(60),
-        settings: Settings::default(),
-        metrics: Default::default(),
-        health: Default::default(),
-        leader: None,
         instance: Some("test".into()),
         clock_offset: offset,
+        ..Options::default()
     };
     tokio::spawn(run(client.clone(), options, async {
         let _ = stopped.await;

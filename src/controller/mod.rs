@@ -61,6 +61,23 @@ pub struct Options {
     pub clock_offset: jiff::SignedDuration,
 }
 
+impl Default for Options {
+    /// All namespaces, a 5-minute resync, default engine settings, fresh metrics and health,
+    /// no leader election, the wall clock.
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            resync: Duration::from_secs(300),
+            settings: Settings::default(),
+            metrics: Default::default(),
+            health: Default::default(),
+            leader: None,
+            instance: None,
+            clock_offset: jiff::SignedDuration::ZERO,
+        }
+    }
+}
+
 impl Options {
     /// The instant lifecycle rules are evaluated at.
     pub fn now(&self) -> Timestamp {
