@@ -128,7 +128,11 @@ impl Targets {
         if let (Some(at), Some(last)) = (slot.retry_at, &slot.last)
             && Instant::now() < at
         {
-            return last.clone();
+            // Nothing was applied this time: the last result stands, but its revocations
+            // are not news (the leaver-latency metric counts each once).
+            let mut last = last.clone();
+            last.leavers.clear();
+            return last;
         }
         let synced = attempt(
             slot,
