@@ -607,16 +607,10 @@ async fn manage_finalizers(
             .flatten()
             .any(|f| f == FINALIZER)
     };
-    let key = |i: &Identity| {
-        IdentityKey::new(
-            i.metadata.namespace.clone().unwrap_or_default(),
-            i.metadata.name.clone().unwrap_or_default(),
-        )
-    };
     let changes = present.iter().filter(|i| !has(i)).map(|i| (i, true)).chain(
         deleting
             .iter()
-            .filter(|i| has(i) && !unfinished.contains(&key(i)))
+            .filter(|i| has(i) && !unfinished.contains(&key_of(&i.metadata)))
             .map(|i| (i, false)),
     );
     for (identity, hold) in changes {
@@ -634,7 +628,7 @@ async fn manage_finalizers(
         // The resourceVersion makes this a compare-and-swap: a stale cache loses, and the
         // next pass retries with fresh data.
         let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": identity.metadata.resource_version}});
-        let k = key(identity);
+        let k = key_of(&identity.metadata);
         let api: Api<Identity> = Api::namespaced(client.clone(), &k.namespace);
         if let Err(error) = api
             .patch(&k.name, &PatchParams::default(), &Patch::Merge(&patch))

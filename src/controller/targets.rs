@@ -50,6 +50,18 @@ struct Slot {
     last: Option<Synced>,
 }
 
+impl Slot {
+    fn new(fingerprint: (Option<i64>, Option<String>)) -> Self {
+        Self {
+            fingerprint,
+            connector: None,
+            failures: 0,
+            retry_at: None,
+            last: None,
+        }
+    }
+}
+
 /// Every target's connector and backoff.
 #[derive(Default)]
 pub struct Targets {
@@ -109,21 +121,10 @@ impl Targets {
         let slot = self
             .slots
             .entry((namespace.clone(), name.clone()))
-            .or_insert_with(|| Slot {
-                fingerprint: fingerprint.clone(),
-                connector: None,
-                failures: 0,
-                retry_at: None,
-                last: None,
-            });
+            .or_insert_with(|| Slot::new(fingerprint.clone()));
         if slot.fingerprint != fingerprint {
-            *slot = Slot {
-                fingerprint,
-                connector: None,
-                failures: 0,
-                retry_at: None,
-                last: None,
-            };
+            // Changed spec or rotated Secret: a new connector and a clean retry schedule.
+            *slot = Slot::new(fingerprint);
         }
         if let (Some(at), Some(last)) = (slot.retry_at, &slot.last)
             && Instant::now() < at
@@ -309,12 +310,12 @@ async fn attempt(
     // (SCIM Bulk) does; the others apply one operation at a time. Results stay per operation.
     let owned: Vec<(&crate::plan::Operation, Subject)> = operations
         .iter()
-        .filter_map(|op| {
-            subjects
+        .map(|op| {
+            let subject = subjects
                 .get(&op.identity)
                 .cloned()
-                .or_else(|| gone(&op.identity))
-                .map(|s| (op, s))
+                .unwrap_or_else(|| gone(&op.identity));
+            (op, subject)
         })
         .collect();
     let batch: Vec<(&crate::plan::Operation, &Subject)> =
@@ -379,13 +380,13 @@ async fn attempt(
 }
 
 /// The subject of an identity deleted from the cluster: its access is revoked by name.
-fn gone(identity: &IdentityKey) -> Option<Subject> {
-    Some(Subject {
+fn gone(identity: &IdentityKey) -> Subject {
+    Subject {
         identity: identity.clone(),
         identity_type: crate::api::IdentityType::Human,
         account: identity.name.clone(),
         enabled: false,
-    })
+    }
 }
 
 #[cfg(test)]

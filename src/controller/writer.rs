@@ -20,7 +20,7 @@ pub struct Writer {
     invalid: HashMap<String, (Option<i64>, String)>,
 }
 
-/// What changed about an object's `Ready` condition between two statuses.
+/// The `Ready` condition among `conditions`.
 fn ready(conditions: &[Condition]) -> Option<&Condition> {
     conditions
         .iter()
@@ -60,22 +60,10 @@ impl Writer {
         let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
             return;
         };
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<K>(&()));
-        if let Err(error) = api
-            .patch_status(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        if !self
+            .apply_status::<K>(ns, name, serde_json::json!(status))
             .await
         {
-            tracing::warn!(kind = %K::kind(&()), namespace = ns, name, %error, "status write failed");
             return;
         }
         let before = previous.and_then(|p| ready(conditions(p)));
@@ -132,27 +120,39 @@ impl Writer {
             type_: condition_types::STALLED.into(),
             ..condition.clone()
         };
+        let status = serde_json::json!({
+            "observedGeneration": meta.generation,
+            "conditions": [condition, stalled],
+        });
+        if self.apply_status::<K>(ns, name, status).await {
+            self.event(object_ref::<K>(meta), false, "InvalidSpec", &message)
+                .await;
+            self.invalid.insert(uid, memo);
+        }
+    }
+
+    /// Server-side applies `status` to `K` `ns/name` (through the dynamic API, so an object
+    /// that does not deserialize can be written too); logs and returns false on failure.
+    async fn apply_status<K: Resource<DynamicType = ()>>(
+        &self,
+        ns: &str,
+        name: &str,
+        status: serde_json::Value,
+    ) -> bool {
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
-            "status": {"observedGeneration": meta.generation, "conditions": [condition, stalled]},
+            "status": status,
         });
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<K>(&()));
-        match api
-            .patch_status(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(_) => {
-                self.event(object_ref::<K>(meta), false, "InvalidSpec", &message)
-                    .await;
-                self.invalid.insert(uid, memo);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(kind = %K::kind(&()), namespace = ns, name, %error, "status write failed");
+                false
             }
-            Err(error) => tracing::warn!(namespace = ns, name, %error, "status write failed"),
         }
     }
 
