@@ -150,20 +150,7 @@ async fn main() {
     );
     // Let the first passes settle: every identity's status written.
     loop {
-        let ready = identities
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|i| {
-                i.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
+        let ready = harness::ready_identities(&identities).await.unwrap();
         if ready == n {
             break;
         }
@@ -237,20 +224,11 @@ async fn main() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let passes = || async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(port).await.ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with("gatehouse_reconciles_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-    };
-    while passes().await.unwrap_or(0) < 1 {
+    while harness::metric(port, "gatehouse_reconciles_total")
+        .await
+        .unwrap_or(0.0)
+        < 1.0
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;

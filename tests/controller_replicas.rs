@@ -61,17 +61,9 @@ impl Replica {
 
     /// Reconcile passes so far, from /metrics (None while it is not serving).
     async fn passes(&self) -> Option<u64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        harness::metric(self.metrics, "gatehouse_reconciles_total")
             .await
-            .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with("gatehouse_reconciles_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .map(|v| v as u64)
     }
 
     fn kill_9(&mut self) {
@@ -284,21 +276,7 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
     }
     // And every identity says so.
     eventually("every identity Ready", Duration::from_secs(60), || async {
-        let list = identities
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|i| {
-                i.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
+        let ready = harness::ready_identities(&identities).await?;
         if ready == people {
             Ok(())
         } else {

@@ -5,8 +5,10 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+#[path = "../peer_script.rs"]
+mod peer_script;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -34,40 +36,10 @@ pub fn control_plane() -> &'static ControlPlane {
     static PLANE: OnceLock<ControlPlane> = OnceLock::new();
     PLANE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("gatehouse-cp-{}", std::process::id()));
-        let script = repo().join("scripts/start-control-plane.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("bash runs scripts/start-control-plane.sh");
-        assert!(
-            out.status.success(),
-            "the control plane did not start (see stderr above; logs in {})",
-            dir.display()
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let kubeconfig = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("KUBECONFIG="))
-            .map(PathBuf::from)
-            .expect("start-control-plane.sh prints KUBECONFIG=");
-        // A watcher stops the processes once this test binary has exited.
-        let watcher = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' --stop '{dir}'; rm -rf '{dir}'",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = dir.display()
-        );
-        // Never waited for on purpose: it must outlive this process.
-        #[allow(clippy::zombie_processes)]
-        let _watcher = Command::new("bash")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the cleanup watcher starts");
+        let name = "start-control-plane.sh";
+        let vars = peer_script::run(name, &dir, &[], "see stderr above");
+        let kubeconfig = PathBuf::from(peer_script::var(&vars, name, "KUBECONFIG"));
+        peer_script::stop_at_exit(name, &dir);
         ControlPlane { dir, kubeconfig }
     })
 }
@@ -221,4 +193,39 @@ where
         },
     )
     .await
+}
+
+/// How many Identities in `api` have `Ready=True`.
+pub async fn ready_identities(api: &Api<gatehouse::api::Identity>) -> Result<usize, String> {
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count())
+}
+
+/// The value of the Prometheus series `series` (name and labels, exactly as exposed) on a
+/// controller's `/metrics`; `None` while it does not answer.
+pub async fn metric(address: std::net::SocketAddr, series: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -10,9 +10,11 @@
 
 #![allow(dead_code)] // the tests and the benchmark use different parts
 
+#[path = "../peer_script.rs"]
+mod peer_script;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -40,52 +42,16 @@ pub struct Peer {
     pub version: u32,
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Starts the server on first use (and creates the controller role); it is stopped when
 /// this process exits.
 pub fn peer() -> &'static Peer {
     static PEER: OnceLock<Peer> = OnceLock::new();
     PEER.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("gatehouse-pg-{}", std::process::id()));
-        let script = repo().join("scripts/start-postgres.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("bash runs scripts/start-postgres.sh");
-        assert!(
-            out.status.success(),
-            "PostgreSQL did not start (see stderr above; logs in {})",
-            dir.display()
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let vars: BTreeMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once('=')).collect();
-        let var = |k: &str| {
-            vars.get(k)
-                .copied()
-                .unwrap_or_else(|| panic!("start-postgres.sh prints {k}="))
-                .to_string()
-        };
-        // A watcher stops the server once this process has exited.
-        let watcher = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' --stop '{dir}'; rm -rf '{dir}'",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = dir.display()
-        );
-        // Never waited for on purpose: it must outlive this process.
-        #[allow(clippy::zombie_processes)]
-        let _watcher = Command::new("bash")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the cleanup watcher starts");
+        let name = "start-postgres.sh";
+        let vars = peer_script::run(name, &dir, &[], "see stderr above");
+        let var = |k: &str| peer_script::var(&vars, name, k);
+        peer_script::stop_at_exit(name, &dir);
         let peer = Peer {
             port: var("PGPORT").parse().expect("PGPORT is a port"),
             superuser_password: var("PGPASSWORD"),

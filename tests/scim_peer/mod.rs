@@ -5,6 +5,9 @@
 
 #![allow(dead_code)] // the tests and the benchmark use different parts
 
+#[path = "../peer_script.rs"]
+mod peer_script;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,45 +34,15 @@ fn repo() -> &'static Path {
 fn start(name: &str, spc: Option<&str>) -> Peer {
     let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let script = repo().join("scripts/start-scim.sh");
-    let mut command = Command::new("bash");
-    command.arg(&script).arg(&dir);
+    let name = "start-scim.sh";
+    let file = dir.join("service-provider-config.json");
     if let Some(spc) = spc {
-        let file = dir.join("service-provider-config.json");
         std::fs::write(&file, spc).expect("write the service provider config");
-        command.arg(&file);
     }
-    let out = command
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs scripts/start-scim.sh");
-    assert!(
-        out.status.success(),
-        "scim2-server did not start (see stderr above)"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let get = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("start-scim.sh prints {key}"))
-            .to_string()
-    };
-    let watcher = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' --stop '{dir}'; rm -rf '{dir}'",
-        pid = std::process::id(),
-        script = script.display(),
-        dir = dir.display()
-    );
-    // Never waited for on purpose: it must outlive this process to stop the server.
-    #[allow(clippy::zombie_processes)]
-    let _watcher = Command::new("bash")
-        .args(["-c", &watcher])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the cleanup watcher starts");
+    let args: Vec<&std::ffi::OsStr> = spc.map(|_| file.as_os_str()).into_iter().collect();
+    let vars = peer_script::run(name, &dir, &args, "see stderr above");
+    peer_script::stop_at_exit(name, &dir);
+    let get = |k: &str| peer_script::var(&vars, name, k.trim_end_matches('='));
     Peer {
         base: get("SCIM_BASE="),
         token: get("SCIM_TOKEN="),

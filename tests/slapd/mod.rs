@@ -7,9 +7,12 @@
 
 #![allow(dead_code)] // the tests and the benchmark use different parts
 
+#[path = "../peer_script.rs"]
+mod peer_script;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -30,27 +33,10 @@ pub struct Slapd {
     pub bind_password: String,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/start-slapd.sh")
-}
+const SCRIPT: &str = "start-slapd.sh";
 
 fn run_script(dir: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("bash")
-        .arg(script())
-        .arg(dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs scripts/start-slapd.sh");
-    assert!(
-        out.status.success(),
-        "slapd did not start (run scripts/install-ldap.sh first; files in {})",
-        dir.display()
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    peer_script::run(SCRIPT, dir, &[], "run scripts/install-ldap.sh first")
 }
 
 impl Slapd {
@@ -60,26 +46,8 @@ impl Slapd {
             std::env::temp_dir().join(format!("gatehouse-slapd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let env = run_script(&dir);
-        // Stops the server by its PID file once this test binary has exited.
-        let watcher = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' --stop '{dir}'; rm -rf '{dir}'",
-            pid = std::process::id(),
-            script = script().display(),
-            dir = dir.display()
-        );
-        #[allow(clippy::zombie_processes)] // it must outlive this process
-        let _watcher = Command::new("bash")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the cleanup watcher starts");
-        let get = |k: &str| {
-            env.get(k)
-                .cloned()
-                .unwrap_or_else(|| panic!("start-slapd.sh prints {k}="))
-        };
+        peer_script::stop_at_exit(SCRIPT, &dir);
+        let get = |k: &str| peer_script::var(&env, SCRIPT, k);
         Slapd {
             dir,
             ldap_url: get("LDAP_URL"),
@@ -103,7 +71,7 @@ impl Slapd {
     /// Stops the server by PID; its data stays for [`Slapd::restart`].
     pub fn stop(&self) {
         let status = Command::new("bash")
-            .arg(script())
+            .arg(peer_script::script(SCRIPT))
             .arg("--stop")
             .arg(&self.dir)
             .status()
