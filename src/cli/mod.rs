@@ -1,5 +1,6 @@
-//! The `gatehouse` command line: `plan`, `validate`, `explain` and `crds`.
+//! The `gatehouse` command line: `plan`, `validate`, `explain`, `audit` and `crds`.
 
+pub mod audit;
 mod explain;
 mod inputs;
 mod plan;
@@ -39,6 +40,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Explain one identity's access: what it holds and why, what it does not and why not.
     Explain(explain::ExplainArgs),
+    /// Replay Git history: who had what access, when, and why (granted and revoked rows).
+    Audit(audit::AuditArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(CrdsArgs),
     /// Run the controller against the cluster in KUBECONFIG or in-cluster config.
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Crds(args) => crds(args),
         Command::Run(args) => run(args),
     };

@@ -1,0 +1,1024 @@
+//! `gatehouse audit`: who had what access, when, and why, replayed from Git history.
+//!
+//! The first-parent history of `--ref` is walked from the oldest commit to the newest.
+//! Each commit that changed something under `--path` is applied the way the controller
+//! applies a commit (all or nothing: a commit with any invalid file is not applied, and
+//! the last good commit stays in force) and evaluated by the engine as of its committer
+//! time. Each identity's effective entitlements are diffed against the state before, and
+//! every difference is a row: granted or revoked, by which commit, author and signer,
+//! under which policy or exception, and why it ended.
+//!
+//! Between commits time passes: exceptions expire, end dates pass, start dates arrive.
+//! Those changes are rows too (trigger `time`, at the instant they happen, with the commit
+//! then in force), up to `--now` after the last commit.
+//!
+//! Incremental: a commit re-reads and re-parses only the files it changed; a commit that
+//! changed only identities updates those identities in the engine and re-evaluates only
+//! the identities whose verdict may change. A change to a policy, exception or target
+//! rebuilds the engine from the parsed objects kept in memory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use git2::{Delta, FileMode, Oid, Repository};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::inputs::{CommonArgs, open_repo};
+use crate::api::{Exception, Identity};
+use crate::engine::{
+    Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
+};
+use crate::source::verify::{TrustedKeys, commit_signer};
+use crate::source::{Diagnostic, Loaded, Loader, MAX_FILE_BYTES, history::subtree, is_manifest};
+
+/// Arguments of `gatehouse audit`.
+#[derive(Args, Debug)]
+#[command(
+    long_about = "Replay the repository's history: who had what access, when, and why.\n\n\
+Walks the first-parent history of --ref from the oldest commit and, at each commit that \
+changed something under --path, evaluates the engine as of that commit's committer time. \
+Prints one row per entitlement granted or revoked: date, commit, author, signer, identity, \
+target:entitlement, granted|revoked, the policy or exception behind it and the reason.\n\n\
+A commit with any invalid file is not applied, as the controller would not apply it: its \
+problems are printed on stderr naming the commit and file, and the last good commit stays \
+in force. Changes caused by time alone (an exception expiring, an end date passing) are \
+rows with trigger \"time\" at the instant they happen, up to --now after the last commit."
+)]
+pub struct AuditArgs {
+    /// Only this identity's rows: `name` or `namespace/name`.
+    identity: Option<String>,
+    /// The Git repository (read from its objects; no checkout needed).
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// Revision whose first-parent history is replayed.
+    #[arg(long = "ref", value_name = "REF", default_value = "HEAD")]
+    reference: String,
+    /// The folder inside the repository holding the manifests.
+    #[arg(long, value_name = "SUBDIR")]
+    path: Option<String>,
+    /// Only rows at or after this date (`2026-01-05` or RFC 3339); the replay still
+    /// starts at the first commit so that the state is right.
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = AuditOutput::Text)]
+    output: AuditOutput,
+    /// Git allowed-signers file (`<principal> <keytype> <base64>` per line) naming the
+    /// keys whose signatures are shown by name; other signers show as untrusted.
+    #[arg(long, value_name = "FILE")]
+    allowed_signers: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Output formats of `gatehouse audit`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// A table for people at a terminal.
+    Text,
+    /// An array of row objects (see README, "gatehouse audit").
+    Json,
+    /// A header row and one line per row (RFC 4180 quoting).
+    Csv,
+}
+
+/// What to replay.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// Revision whose first-parent history is replayed.
+    pub reference: String,
+    /// Folder holding the manifests.
+    pub subdir: Option<String>,
+    /// Namespace for objects that do not set one.
+    pub namespace: String,
+    /// Engine settings.
+    pub settings: Settings,
+    /// Keys whose signatures are shown by name.
+    pub keys: TrustedKeys,
+    /// Only this identity: (namespace if given, name).
+    pub identity: Option<(Option<String>, String)>,
+    /// Only rows at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Time-driven changes after the last commit are replayed up to this instant.
+    pub until: Timestamp,
+}
+
+/// One entitlement granted or revoked. Field names are stable (README, "gatehouse audit").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// When it took effect (RFC 3339): the commit's committer time, or the instant time
+    /// made the change.
+    pub time: String,
+    /// Full id of the commit that made the change (for `time` rows: the commit in force).
+    pub commit: String,
+    /// The commit's author, `Name <email>`.
+    pub author: String,
+    /// Who signed the commit: a trusted key's name, `untrusted SHA256:…`, `unsigned`, …
+    pub signer: String,
+    /// `commit` or `time`.
+    pub trigger: &'static str,
+    /// The identity's namespace.
+    pub namespace: String,
+    /// The identity's name.
+    pub identity: String,
+    /// The target system.
+    pub target: String,
+    /// The entitlement as `target:[kind/][namespace/]name`.
+    pub entitlement: String,
+    /// `granted` or `revoked`.
+    pub change: &'static str,
+    /// The policy or exception that grants (or had granted) it, as `Kind/name`.
+    pub source: String,
+    /// That object's file.
+    pub source_path: String,
+    /// The commit that last changed that object's file.
+    pub source_commit: String,
+    /// Why: what matched for a grant; why it ended for a revocation.
+    pub reason: String,
+    /// False when only `Observe`-mode policies grant it (reported, never applied).
+    pub enforced: bool,
+}
+
+const CSV_HEADER: [&str; 15] = [
+    "time",
+    "commit",
+    "author",
+    "signer",
+    "trigger",
+    "namespace",
+    "identity",
+    "target",
+    "entitlement",
+    "change",
+    "source",
+    "sourcePath",
+    "sourceCommit",
+    "reason",
+    "enforced",
+];
+
+impl Row {
+    fn csv_fields(&self) -> [String; 15] {
+        [
+            self.time.clone(),
+            self.commit.clone(),
+            self.author.clone(),
+            self.signer.clone(),
+            self.trigger.into(),
+            self.namespace.clone(),
+            self.identity.clone(),
+            self.target.clone(),
+            self.entitlement.clone(),
+            self.change.into(),
+            self.source.clone(),
+            self.source_path.clone(),
+            self.source_commit.clone(),
+            self.reason.clone(),
+            self.enforced.to_string(),
+        ]
+    }
+}
+
+/// Runs `gatehouse audit`.
+pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
+    let keys = match &args.allowed_signers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--allowed-signers: cannot read {}: {e}", path.display()))?;
+            TrustedKeys::from_allowed_signers(&text)
+                .map_err(|e| format!("--allowed-signers {}: {e}", path.display()))?
+        }
+        None => TrustedKeys::default(),
+    };
+    let identity = args
+        .identity
+        .as_deref()
+        .map(|text| match text.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => (None, text.to_string()),
+        });
+    let options = AuditOptions {
+        reference: args.reference.clone(),
+        subdir: args.path.clone(),
+        namespace: args.common.namespace.clone(),
+        settings: args.common.settings()?,
+        keys,
+        identity,
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        until: args.common.now()?,
+    };
+    let repo = open_repo(&args.repo)?;
+    let rows = audit(&repo, &options, &mut |warning| {
+        eprintln!("warning: {warning}")
+    })?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let written = match args.output {
+        AuditOutput::Text => write_text(&rows, &mut out),
+        AuditOutput::Json => serde_json::to_writer_pretty(&mut out, &rows)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out)),
+        AuditOutput::Csv => write_csv(&rows, &mut out),
+    };
+    written
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the output: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-01-05` (midnight UTC) or an RFC 3339 timestamp.
+fn parse_since(text: &str) -> Result<Timestamp, String> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| {
+            format!("--since {text:?} is not a date like 2026-01-05 or 2026-01-05T09:00:00Z")
+        })
+}
+
+/// Writes rows as an aligned table.
+pub fn write_text(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no entitlement was granted or revoked");
+    }
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            let commit = match r.trigger {
+                "time" => format!("({})", short(&r.commit)),
+                _ => short(&r.commit).to_string(),
+            };
+            [
+                r.time.clone(),
+                commit,
+                r.author.clone(),
+                if r.signer.is_empty() {
+                    "-".into()
+                } else {
+                    r.signer.clone()
+                },
+                format!("{}/{}", r.namespace, r.identity),
+                r.entitlement.clone(),
+                r.change.to_string(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "DATE",
+        "COMMIT",
+        "AUTHOR",
+        "SIGNER",
+        "IDENTITY",
+        "ENTITLEMENT",
+        "CHANGE",
+        "SOURCE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(48);
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str], reason: &str| -> io::Result<()> {
+        for (cell, w) in cells.iter().zip(widths) {
+            write!(out, "{cell:<w$}  ")?;
+        }
+        writeln!(out, "{reason}")
+    };
+    line(out, &header, "REASON")?;
+    for (row, r) in cells.iter().zip(rows) {
+        let refs: Vec<&str> = row.iter().map(String::as_str).collect();
+        let mut reason = r.reason.clone();
+        if !r.enforced {
+            reason.push_str(" [Observe: reported, not applied]");
+        }
+        line(out, &refs, &reason)?;
+    }
+    Ok(())
+}
+
+/// Writes rows as CSV: a header row, then one line per row, quoted per RFC 4180.
+pub fn write_csv(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
+    let line = |out: &mut dyn Write, fields: &[&str]| -> io::Result<()> {
+        let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        write!(out, "{}\r\n", quoted.join(","))
+    };
+    line(out, &CSV_HEADER)?;
+    for row in rows {
+        let fields = row.csv_fields();
+        let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        line(out, &refs)?;
+    }
+    Ok(())
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// A commit as the audit shows it.
+#[derive(Clone, Debug)]
+struct CommitRef {
+    id: String,
+    author: String,
+    signer: String,
+    time: Timestamp,
+}
+
+/// Replays the first-parent history of `options.reference` and returns the rows, oldest
+/// first. Problems with the input are passed to `warn` (commit, file and reason).
+pub fn audit(
+    repo: &Repository,
+    options: &AuditOptions,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<Row>, String> {
+    let head = repo
+        .revparse_single(&options.reference)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| {
+            format!(
+                "--ref {:?} does not name a commit: {}",
+                options.reference,
+                e.message()
+            )
+        })?;
+    let mut walk = repo.revwalk().map_err(|e| e.message().to_string())?;
+    walk.simplify_first_parent()
+        .map_err(|e| e.message().to_string())?;
+    walk.push(head.id()).map_err(|e| e.message().to_string())?;
+    let mut chain: Vec<Oid> = walk
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.message().to_string())?;
+    chain.reverse();
+    let subdir = options
+        .subdir
+        .as_deref()
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty());
+    let mut replay = Replay::new(options);
+    let mut previous_tree: Option<Oid> = None;
+    for oid in chain {
+        let commit = repo.find_commit(oid).map_err(|e| e.message().to_string())?;
+        let tree = subtree(repo, &commit, subdir)?;
+        let tree_id = tree.as_ref().map(|t| t.id());
+        if tree_id == previous_tree {
+            continue;
+        }
+        let old = previous_tree
+            .map(|id| repo.find_tree(id))
+            .transpose()
+            .map_err(|e| e.message().to_string())?;
+        previous_tree = tree_id;
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), tree.as_ref(), None)
+            .map_err(|e| e.message().to_string())?;
+        let author = commit.author();
+        let info = CommitRef {
+            id: oid.to_string(),
+            author: format!(
+                "{} <{}>",
+                author.name().unwrap_or("?"),
+                author.email().unwrap_or("?")
+            ),
+            signer: commit_signer(repo, oid, &options.keys).to_string(),
+            time: Timestamp::from_second(commit.committer().when().seconds())
+                .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
+        };
+        let mut changes = Vec::new();
+        for delta in diff.deltas() {
+            let path = delta
+                .new_file()
+                .path()
+                .or(delta.old_file().path())
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let file = delta.new_file();
+            let change = match delta.status() {
+                Delta::Deleted => FileChange::Gone,
+                _ if file.mode() == FileMode::Commit => FileChange::Problem(
+                    "submodules are not read: commit the manifests into this repository".into(),
+                ),
+                _ if !is_manifest(std::path::Path::new(&path)) => {
+                    // A file that stopped being a manifest (renamed away) is gone.
+                    FileChange::Gone
+                }
+                _ if file.mode() == FileMode::Link => FileChange::Problem(
+                    "symbolic links are not followed: commit the file itself".into(),
+                ),
+                _ => {
+                    let blob = repo
+                        .find_blob(file.id())
+                        .map_err(|e| format!("commit {oid}: {path}: {}", e.message()))?;
+                    if blob.size() > MAX_FILE_BYTES {
+                        FileChange::Problem(format!(
+                            "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
+                            blob.size()
+                        ))
+                    } else {
+                        FileChange::Content(blob.content().to_vec())
+                    }
+                }
+            };
+            // Submodules are reported whatever their name; other non-manifests are ignored.
+            if matches!(change, FileChange::Gone)
+                && !is_manifest(std::path::Path::new(&path))
+                && !replay.files.contains_key(&path)
+            {
+                continue;
+            }
+            changes.push((path, change));
+        }
+        if !changes.is_empty() {
+            replay.commit(info, changes, warn);
+        }
+    }
+    replay.advance(options.until);
+    Ok(replay.rows)
+}
+
+/// What a commit did to one file.
+enum FileChange {
+    /// Deleted (or no longer a manifest).
+    Gone,
+    /// New content.
+    Content(Vec<u8>),
+    /// Present but unreadable, with the reason.
+    Problem(String),
+}
+
+/// The objects in force and the replay state.
+struct Replay<'o> {
+    options: &'o AuditOptions,
+    /// Every manifest file under the folder, parsed on its own, by path.
+    files: BTreeMap<String, Loaded>,
+    /// The files defining each object (`Kind/namespace/name`): the first one wins.
+    owners: HashMap<String, BTreeSet<String>>,
+    /// Files with errors, and objects defined more than once: while any, commits are
+    /// not applied.
+    broken_files: BTreeSet<String>,
+    duplicates: BTreeSet<String>,
+    /// Objects changed since the last applied commit.
+    pending: BTreeSet<String>,
+    /// Whether a policy, exception or target changed since the last applied commit.
+    rules_pending: bool,
+    /// The engine of the commit in force.
+    engine: Option<Engine>,
+    /// The commit in force.
+    in_force: Option<CommitRef>,
+    /// Each identity's verdict as of the last evaluation.
+    current: BTreeMap<IdentityKey, IdentityAccess>,
+    /// When each identity's verdict next changes without an edit.
+    timers: BTreeSet<(Timestamp, IdentityKey)>,
+    timer_of: HashMap<IdentityKey, Timestamp>,
+    /// Identities whose own record the commit being applied changed.
+    edited: BTreeSet<IdentityKey>,
+    rows: Vec<Row>,
+}
+
+/// What the identities held before an evaluation, for separation of duties.
+struct Current<'a>(&'a BTreeMap<IdentityKey, IdentityAccess>);
+
+impl Held for Current<'_> {
+    fn holds(&self, identity: &IdentityKey, entitlement: &crate::api::EntitlementRef) -> bool {
+        self.0.get(identity).is_some_and(|a| {
+            a.entitlements
+                .iter()
+                .any(|g| *g.entitlement == *entitlement)
+        })
+    }
+}
+
+/// The label of an object in a [`Loaded`]'s `files` map.
+fn label_of<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The valid object of one label in one file.
+enum Object<'a> {
+    Identity(&'a Identity),
+    Rule,
+}
+
+fn find_object<'a>(loaded: &'a Loaded, label: &str) -> Option<Object<'a>> {
+    let s = &loaded.snapshot;
+    if label.starts_with("Identity/") {
+        return s
+            .identities
+            .iter()
+            .find(|o| label_of(*o) == label)
+            .map(Object::Identity);
+    }
+    let rule = s.policies.iter().any(|o| label_of(o) == label)
+        || s.exceptions.iter().any(|o| label_of(o) == label)
+        || s.targets.iter().any(|o| label_of(o) == label);
+    rule.then_some(Object::Rule)
+}
+
+fn identity_key(label: &str) -> Option<IdentityKey> {
+    let mut parts = label.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("Identity"), Some(ns), Some(name)) => Some(IdentityKey::new(ns, name)),
+        _ => None,
+    }
+}
+
+fn parse_files(
+    namespace: &str,
+    provenance: &Provenance,
+    files: Vec<(String, Vec<u8>)>,
+) -> Vec<(String, Loaded)> {
+    let parse = |(path, bytes): (String, Vec<u8>)| {
+        let mut loader = Loader::new(namespace);
+        loader.add_file(&path, &bytes, provenance);
+        (path, loader.finish())
+    };
+    if files.len() < 64 {
+        return files.into_iter().map(parse).collect();
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let chunk = files.len().div_ceil(workers);
+    let mut parts: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        parts.push(files.by_ref().take(chunk).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("parser threads do not panic"))
+            .collect()
+    })
+}
+
+impl<'o> Replay<'o> {
+    fn new(options: &'o AuditOptions) -> Self {
+        Self {
+            options,
+            files: BTreeMap::new(),
+            owners: HashMap::new(),
+            broken_files: BTreeSet::new(),
+            duplicates: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            rules_pending: false,
+            engine: None,
+            in_force: None,
+            current: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            edited: BTreeSet::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Applies one commit's file changes; evaluates when the whole tree is valid.
+    fn commit(
+        &mut self,
+        info: CommitRef,
+        changes: Vec<(String, FileChange)>,
+        warn: &mut dyn FnMut(String),
+    ) {
+        // Time passes up to this commit under the state in force.
+        self.advance(info.time);
+        let provenance = Provenance {
+            commit: Some(info.id.clone()),
+            author: Some(info.author.clone()),
+            signer: (!info.signer.is_empty()).then(|| info.signer.clone()),
+            path: None,
+        };
+        let mut contents = Vec::new();
+        let mut updates: Vec<(String, Option<Loaded>)> = Vec::new();
+        for (path, change) in changes {
+            match change {
+                FileChange::Gone => updates.push((path, None)),
+                FileChange::Content(bytes) => contents.push((path, bytes)),
+                FileChange::Problem(message) => {
+                    let mut loader = Loader::new(&self.options.namespace);
+                    loader.diagnostics.error(&path, None, None, message);
+                    updates.push((path, Some(loader.finish())));
+                }
+            }
+        }
+        updates.extend(
+            parse_files(&self.options.namespace, &provenance, contents)
+                .into_iter()
+                .map(|(p, l)| (p, Some(l))),
+        );
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut new_problems: Vec<Diagnostic> = Vec::new();
+        let changed_files: BTreeSet<String> = updates.iter().map(|(p, _)| p.clone()).collect();
+        for (path, loaded) in updates {
+            if let Some(old) = self.files.remove(&path) {
+                for label in old.files.keys() {
+                    touched.insert(label.clone());
+                    if let Some(set) = self.owners.get_mut(label) {
+                        set.remove(&path);
+                        if set.is_empty() {
+                            self.owners.remove(label);
+                        }
+                    }
+                }
+            }
+            self.broken_files.remove(&path);
+            if let Some(loaded) = loaded {
+                for label in loaded.files.keys() {
+                    touched.insert(label.clone());
+                    self.owners
+                        .entry(label.clone())
+                        .or_default()
+                        .insert(path.clone());
+                }
+                if loaded.diagnostics.has_errors() {
+                    self.broken_files.insert(path.clone());
+                    new_problems.extend(loaded.diagnostics.0.iter().cloned());
+                }
+                self.files.insert(path, loaded);
+            }
+        }
+        for label in &touched {
+            match self.owners.get(label) {
+                Some(files) if files.len() > 1 => {
+                    if self.duplicates.insert(label.clone())
+                        || files.iter().any(|f| changed_files.contains(f))
+                    {
+                        let list: Vec<&str> = files.iter().map(String::as_str).collect();
+                        new_problems.push(Diagnostic {
+                            severity: crate::engine::Severity::Error,
+                            file: list[1..].join(", "),
+                            object: Some(label.clone()),
+                            field: Some("metadata.name".into()),
+                            message: format!(
+                                "duplicate: {label} is also defined in {}; names are unique per kind and namespace",
+                                list[0]
+                            ),
+                        });
+                    }
+                }
+                _ => {
+                    self.duplicates.remove(label);
+                }
+            }
+            if label.starts_with("Identity/") {
+                self.pending.insert(label.clone());
+            } else {
+                self.rules_pending = true;
+            }
+        }
+        if !self.broken_files.is_empty() || !self.duplicates.is_empty() {
+            let at = format!(
+                "commit {} ({}, {})",
+                short(&info.id),
+                info.time,
+                info.author
+            );
+            for d in &new_problems {
+                warn(format!("{at}: {d}"));
+            }
+            let older: Vec<&str> = self
+                .broken_files
+                .iter()
+                .filter(|f| !changed_files.contains(*f))
+                .map(String::as_str)
+                .collect();
+            if !older.is_empty() {
+                warn(format!("{at}: still invalid: {}", older.join(", ")));
+            }
+            let kept = match &self.in_force {
+                Some(c) => format!("commit {} stays in force", short(&c.id)),
+                None => "nothing is in force yet".into(),
+            };
+            warn(format!(
+                "{at} is not applied (a commit with an invalid file is applied by nothing, as by the controller); {kept}"
+            ));
+            return;
+        }
+        self.apply(info);
+    }
+
+    /// Makes the parsed tree the state in force at `info`'s time, and records the changes.
+    fn apply(&mut self, info: CommitRef) {
+        let now = info.time;
+        self.in_force = Some(info.clone());
+        let pending = std::mem::take(&mut self.pending);
+        self.edited = pending.iter().filter_map(|l| identity_key(l)).collect();
+        if self.engine.is_none() || std::mem::take(&mut self.rules_pending) {
+            let engine = Engine::new(&self.snapshot(), self.options.settings.clone());
+            let desired = engine.evaluate(now, &Current(&self.current));
+            self.engine = Some(engine);
+            let mut gone: Vec<IdentityKey> = self
+                .current
+                .keys()
+                .filter(|k| !desired.identities.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in gone.drain(..) {
+                self.record(&key, None, now, &info, "commit");
+            }
+            for (key, access) in desired.identities {
+                self.record(&key, Some(access), now, &info, "commit");
+            }
+            return;
+        }
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let mut affected: BTreeSet<IdentityKey> = BTreeSet::new();
+        for label in &pending {
+            let Some(key) = identity_key(label) else {
+                continue;
+            };
+            let winner = self.owners.get(label.as_str()).and_then(|files| {
+                let file = files.first()?;
+                match find_object(self.files.get(file)?, label)? {
+                    Object::Identity(identity) => Some(identity),
+                    Object::Rule => None,
+                }
+            });
+            match winner {
+                Some(identity) => affected.extend(engine.upsert_identity(identity)),
+                None => affected.extend(engine.remove_identity(&key)),
+            }
+            affected.insert(key);
+        }
+        for key in affected {
+            let access = self.evaluate(&key, now);
+            self.record(&key, access, now, &info, "commit");
+        }
+    }
+
+    fn evaluate(&self, key: &IdentityKey, now: Timestamp) -> Option<IdentityAccess> {
+        self.engine
+            .as_ref()?
+            .evaluate_identity(key, now, &Current(&self.current))
+            .map(|(access, _)| access)
+    }
+
+    /// Replays the changes time makes, under the state in force, up to `until`
+    /// (inclusive: a change due at a commit's instant happens before the commit).
+    fn advance(&mut self, until: Timestamp) {
+        let Some(info) = self.in_force.clone() else {
+            return;
+        };
+        while let Some((at, key)) = self.timers.first().cloned() {
+            if at > until {
+                break;
+            }
+            self.timers.pop_first();
+            self.timer_of.remove(&key);
+            let access = self.evaluate(&key, at);
+            self.record(&key, access, at, &info, "time");
+        }
+    }
+
+    /// Every valid object in force, in file order (first definition wins).
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        fn take<K: kube::Resource<DynamicType = ()> + Clone>(
+            owners: &HashMap<String, BTreeSet<String>>,
+            path: &str,
+            objects: &[K],
+            out: &mut Vec<K>,
+        ) {
+            for o in objects {
+                let label = label_of(o);
+                if owners
+                    .get(&label)
+                    .and_then(|f| f.first())
+                    .is_some_and(|f| f == path)
+                {
+                    out.push(o.clone());
+                }
+            }
+        }
+        for (path, loaded) in &self.files {
+            let s = &loaded.snapshot;
+            take(&self.owners, path, &s.identities, &mut snapshot.identities);
+            take(&self.owners, path, &s.policies, &mut snapshot.policies);
+            take(&self.owners, path, &s.exceptions, &mut snapshot.exceptions);
+            take(&self.owners, path, &s.targets, &mut snapshot.targets);
+        }
+        snapshot
+    }
+
+    /// Diffs an identity's new verdict against its current one and records the rows.
+    fn record(
+        &mut self,
+        key: &IdentityKey,
+        new: Option<IdentityAccess>,
+        now: Timestamp,
+        info: &CommitRef,
+        trigger: &'static str,
+    ) {
+        let next = new
+            .as_ref()
+            .and_then(|a| a.next_change)
+            .filter(|t| *t > now);
+        if let Some(old) = self.timer_of.remove(key) {
+            self.timers.remove(&(old, key.clone()));
+        }
+        if let Some(t) = next {
+            self.timers.insert((t, key.clone()));
+            self.timer_of.insert(key.clone(), t);
+        }
+        let old = match &new {
+            Some(access) => self.current.insert(key.clone(), access.clone()),
+            None => self.current.remove(key),
+        };
+        let wanted = match &self.options.identity {
+            Some((ns, name)) => {
+                name == &key.name && ns.as_ref().is_none_or(|ns| ns == &key.namespace)
+            }
+            None => true,
+        };
+        if !wanted || self.options.since.is_some_and(|since| now < since) {
+            return;
+        }
+        let empty = Vec::new();
+        let before = old.as_ref().map_or(&empty, |a| &a.entitlements);
+        let after = new.as_ref().map_or(&empty, |a| &a.entitlements);
+        let row = |grant: &crate::engine::Grant, change: &'static str, reason: String| {
+            let source = &grant.sources[0];
+            Row {
+                time: now.to_string(),
+                commit: info.id.clone(),
+                author: info.author.clone(),
+                signer: info.signer.clone(),
+                trigger,
+                namespace: key.namespace.clone(),
+                identity: key.name.clone(),
+                target: grant.entitlement.target.clone(),
+                entitlement: grant.entitlement.to_string(),
+                change,
+                source: source.to_string(),
+                source_path: source.provenance.path.clone().unwrap_or_default(),
+                source_commit: source.provenance.commit.clone().unwrap_or_default(),
+                reason,
+                enforced: grant.enforced,
+            }
+        };
+        // A change to the identity's own record that keeps its phase: a mover.
+        let mover = trigger == "commit"
+            && self.edited.contains(key)
+            && old
+                .as_ref()
+                .zip(new.as_ref())
+                .is_some_and(|(o, n)| o.phase == n.phase);
+        let mut rows = Vec::new();
+        for grant in before {
+            if !after.iter().any(|g| g.entitlement == grant.entitlement) {
+                let mut reason = self.why_revoked(key, grant, old.as_ref(), new.as_ref(), now);
+                if mover {
+                    reason.insert_str(0, "mover: ");
+                }
+                rows.push(row(grant, "revoked", reason));
+            }
+        }
+        for grant in after {
+            if !before.iter().any(|g| g.entitlement == grant.entitlement) {
+                let mut reason = why_granted(grant, old.as_ref(), new.as_ref());
+                if mover {
+                    reason.insert_str(0, "mover: ");
+                }
+                rows.push(row(grant, "granted", reason));
+            }
+        }
+        self.rows.extend(rows);
+    }
+
+    /// Why an entitlement ended, as far as the engine and the objects tell.
+    fn why_revoked(
+        &self,
+        key: &IdentityKey,
+        grant: &crate::engine::Grant,
+        old: Option<&IdentityAccess>,
+        new: Option<&IdentityAccess>,
+        now: Timestamp,
+    ) -> String {
+        let Some(new) = new else {
+            return "identity removed from the repository".into();
+        };
+        let phase_changed = old.is_some_and(|o| o.phase != new.phase);
+        match new.phase {
+            Phase::Terminated => return "leaver: identity is Terminated".into(),
+            Phase::OwnerTerminated | Phase::Unowned => {
+                return format!("owner gone: identity is {}", new.phase);
+            }
+            Phase::PreHire if phase_changed => return "identity is PreHire".into(),
+            _ => {}
+        }
+        if let Some(w) = new
+            .withheld
+            .iter()
+            .find(|w| w.entitlement == grant.entitlement)
+        {
+            return format!("withheld: {} ({})", w.reason, w.source);
+        }
+        let reasons: Vec<String> = grant
+            .sources
+            .iter()
+            .map(|source| match source.kind {
+                SourceKind::AccessPolicy => self.policy_gone(key, &source.name),
+                SourceKind::Exception => self.exception_gone(key, &source.name, grant, now),
+            })
+            .collect();
+        reasons.join("; ")
+    }
+
+    fn policy_gone(&self, key: &IdentityKey, name: &str) -> String {
+        let report = self
+            .engine
+            .as_ref()
+            .map(|e| e.selector_report(key))
+            .unwrap_or_default();
+        match report.into_iter().find(|(p, _)| p == name) {
+            None => format!("AccessPolicy/{name} deleted"),
+            Some((_, Some(why))) => format!("no longer matched by AccessPolicy/{name}: {why}"),
+            Some((_, None)) => format!("AccessPolicy/{name} no longer lists it"),
+        }
+    }
+
+    fn exception_gone(
+        &self,
+        key: &IdentityKey,
+        name: &str,
+        grant: &crate::engine::Grant,
+        now: Timestamp,
+    ) -> String {
+        let label = format!("Exception/{}/{name}", key.namespace);
+        let exception: Option<&Exception> = self.owners.get(&label).and_then(|files| {
+            self.files
+                .get(files.first()?)?
+                .snapshot
+                .exceptions
+                .iter()
+                .find(|e| label_of(*e) == label)
+        });
+        let Some(exception) = exception else {
+            return format!("Exception/{name} deleted");
+        };
+        let spec = &exception.spec;
+        if let Ok(end) = spec.expires_at.parse::<Timestamp>()
+            && end <= now
+        {
+            return format!("Exception/{name} expired at {end}");
+        }
+        if !spec.entitlements.iter().any(|e| *e == *grant.entitlement) {
+            return format!("Exception/{name} no longer lists it");
+        }
+        if spec.identity != key.name {
+            return format!("Exception/{name} now names {}", spec.identity);
+        }
+        format!("Exception/{name} is no longer valid (approvals or window)")
+    }
+}
+
+fn why_granted(
+    grant: &crate::engine::Grant,
+    old: Option<&IdentityAccess>,
+    new: Option<&IdentityAccess>,
+) -> String {
+    let sources: Vec<String> = grant
+        .sources
+        .iter()
+        .map(|s| match s.kind {
+            SourceKind::AccessPolicy => format!("matched by AccessPolicy/{}", s.name),
+            SourceKind::Exception => format!("Exception/{} is active", s.name),
+        })
+        .collect();
+    let phase = new.map(|n| n.phase);
+    let lifecycle = match (old.map(|o| o.phase), phase) {
+        (None | Some(Phase::PreHire), Some(Phase::Active)) => "joiner: ",
+        (Some(Phase::Terminated), Some(Phase::Active)) => "rehire: ",
+        _ => "",
+    };
+    format!("{lifecycle}{}", sources.join(", "))
+}

@@ -1,0 +1,624 @@
+//! `gatehouse audit` on a real repository built with the git CLI and signed with
+//! ssh-keygen keys: joiner, policy edit, mover, exception (and its expiry, which is not a
+//! commit), an invalid commit, a future start date, a leaver, and a force-push.
+
+mod gitrepo;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gitrepo::{Repo, SigningKey, write_allowed_signers};
+use serde_json::Value;
+
+const NOW: &str = "2026-05-01T00:00:00Z";
+const IAM: &str = "Ivan Iam <ivan@iam.example>";
+const HR: &str = "Hana Hr <hana@hr.example>";
+/// An author whose name needs CSV quoting.
+const HR_QUOTED: &str = "Doe, Jane \"JJ\" Smith <jane@hr.example>";
+const DIR: &str = "tenants/acme";
+
+fn identity(name: &str, department: &str, status: &str, start: &str) -> String {
+    format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  type: Human\n  employment:\n    status: {status}\n    type: Employee\n    department: {department}\n    manager: ceo\n    startDate: \"{start}\"\n"
+    )
+}
+
+fn policy(name: &str, selector: &str, entitlements: &[&str]) -> String {
+    let list: String = entitlements
+        .iter()
+        .map(|e| format!("    - {e}\n"))
+        .collect();
+    format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  selector:\n    matchAttributes: {{{selector}}}\n  entitlements:\n{list}"
+    )
+}
+
+fn target(name: &str, kind: &str, block: &str) -> String {
+    format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {{name: {name}, namespace: acme}}\nspec: {{type: {kind}, {block}}}\n"
+    )
+}
+
+struct History {
+    _tmp: tempfile::TempDir,
+    repo: Repo,
+    allowed: std::path::PathBuf,
+    /// Commit ids by step name.
+    ids: std::collections::HashMap<&'static str, String>,
+    intruder: SigningKey,
+}
+
+fn history() -> History {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let hr = SigningKey::generate(&keys, "hr-bot");
+    let iam = SigningKey::generate(&keys, "iam-lead");
+    let intruder = SigningKey::generate(&keys, "intruder");
+    let allowed = write_allowed_signers(&tmp.path().join("allowed_signers"), &[&hr, &iam]);
+    let mut repo = Repo::init(&tmp.path().join("repo"));
+    let mut ids = std::collections::HashMap::new();
+    let at = |repo: &mut Repo, date: &str| repo.set_date(Some(date));
+    let f = |p: &str| format!("{DIR}/{p}");
+
+    at(&mut repo, "2026-01-05T10:00:00Z");
+    repo.write(
+        &f("targets/corp-ldap.yaml"),
+        &target(
+            "corp-ldap",
+            "LDAP",
+            "ldap: {url: 'ldaps://ldap', baseDN: 'dc=acme'}",
+        ),
+    );
+    repo.write(
+        &f("targets/k8s.yaml"),
+        &target("k8s", "Kubernetes", "kubernetes: {}"),
+    );
+    repo.write(
+        &f("targets/ledger-db.yaml"),
+        &target(
+            "ledger-db",
+            "PostgreSQL",
+            "postgresql: {host: db, database: ledger}",
+        ),
+    );
+    repo.write(
+        &f("policies/all-staff.yaml"),
+        &policy(
+            "all-staff",
+            "type: Human",
+            &["{target: corp-ldap, name: vpn}"],
+        ),
+    );
+    repo.write(
+        &f("policies/finance-base.yaml"),
+        &policy(
+            "finance-base",
+            "department: finance",
+            &["{target: corp-ldap, name: finance}"],
+        ),
+    );
+    repo.write(
+        &f("policies/eng-base.yaml"),
+        &policy(
+            "eng-base",
+            "department: engineering",
+            &[
+                "{target: k8s, kind: ClusterRole, name: view}",
+                "{target: corp-ldap, name: engineering}",
+            ],
+        ),
+    );
+    repo.write(
+        &f("identities/ceo.yaml"),
+        &identity("ceo", "exec", "Active", "2020-01-01"),
+    );
+    ids.insert(
+        "rules",
+        repo.commit("IAM: targets and baseline policies", IAM, Some(&iam)),
+    );
+
+    at(&mut repo, "2026-01-10T09:00:00Z");
+    repo.write(
+        &f("identities/alice.yaml"),
+        &identity("alice", "finance", "Active", "2026-01-01"),
+    );
+    repo.write(
+        &f("identities/carol.yaml"),
+        &identity("carol", "finance", "Active", "2025-06-01"),
+    );
+    ids.insert(
+        "joiners",
+        repo.commit("HR: alice and carol join finance", HR, Some(&hr)),
+    );
+
+    at(&mut repo, "2026-01-20T09:00:00Z");
+    repo.write("README.md", "outside the audited folder\n");
+    ids.insert("readme", repo.commit("docs", HR, None));
+
+    at(&mut repo, "2026-02-01T09:00:00Z");
+    repo.write(
+        &f("policies/finance-base.yaml"),
+        &policy(
+            "finance-base",
+            "department: finance",
+            &[
+                "{target: corp-ldap, name: finance}",
+                "{target: ledger-db, name: ledger_read}",
+            ],
+        ),
+    );
+    ids.insert(
+        "policy-edit",
+        repo.commit("IAM: finance reads the ledger", IAM, Some(&iam)),
+    );
+
+    at(&mut repo, "2026-02-10T09:00:00Z");
+    repo.write(
+        &f("identities/alice.yaml"),
+        &identity("alice", "engineering", "Active", "2026-01-01"),
+    );
+    ids.insert(
+        "mover",
+        repo.commit("HR: alice moves to engineering", HR_QUOTED, Some(&hr)),
+    );
+
+    at(&mut repo, "2026-02-15T09:00:00Z");
+    repo.write(&f("exceptions/alice-ledger.yaml"), "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {name: alice-ledger, namespace: acme}\nspec:\n  identity: alice\n  entitlements: [{target: ledger-db, name: ledger_admin}]\n  justification: migration\n  requestedBy: ceo\n  approvedBy: [carol]\n  validFrom: \"2026-02-15T00:00:00Z\"\n  expiresAt: \"2026-03-01T00:00:00Z\"\n");
+    ids.insert(
+        "exception",
+        repo.commit(
+            "IAM: temporary ledger admin for alice",
+            IAM,
+            Some(&intruder),
+        ),
+    );
+
+    at(&mut repo, "2026-03-10T09:00:00Z");
+    repo.write(
+        &f("identities/bob.yaml"),
+        &identity("bob", "finance", "Active", "2026-03-01"),
+    );
+    repo.write(&f("identities/broken.yaml"), "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {name: broken, namespace: acme}\nspec: {type: Human, colour: blue}\n");
+    ids.insert(
+        "invalid",
+        repo.commit("HR: bob joins (with a broken file)", HR, None),
+    );
+
+    at(&mut repo, "2026-03-12T09:00:00Z");
+    repo.remove(&f("identities/broken.yaml"));
+    repo.write(
+        &f("identities/dave.yaml"),
+        &identity("dave", "finance", "Active", "2026-03-20"),
+    );
+    ids.insert(
+        "fix",
+        repo.commit(
+            "HR: remove the broken file; dave starts on the 20th",
+            HR,
+            Some(&hr),
+        ),
+    );
+
+    at(&mut repo, "2026-04-01T09:00:00Z");
+    repo.write(
+        &f("identities/alice.yaml"),
+        &identity("alice", "engineering", "Terminated", "2026-01-01"),
+    );
+    ids.insert("leaver", repo.commit("HR: alice leaves", HR, Some(&hr)));
+
+    History {
+        _tmp: tmp,
+        repo,
+        allowed,
+        ids,
+        intruder,
+    }
+}
+
+fn audit(h: &History, extra: &[&str]) -> Output {
+    let allowed = h.allowed.display().to_string();
+    let repo = h.repo.path().display().to_string();
+    let mut args = vec![
+        "audit",
+        "--repo",
+        &repo,
+        "--path",
+        DIR,
+        "--allowed-signers",
+        &allowed,
+        "--now",
+        NOW,
+    ];
+    args.extend_from_slice(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(&args)
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "gatehouse {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_rows(h: &History, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--output", "json"];
+    args.extend_from_slice(extra);
+    let out = audit(h, &args);
+    let value: Value = serde_json::from_slice(&out.stdout).expect("JSON output parses");
+    value.as_array().expect("an array of rows").clone()
+}
+
+/// The rows of one identity and entitlement, as (change, commit, trigger).
+fn find<'a>(rows: &'a [Value], identity: &str, entitlement: &str) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|r| r["identity"] == identity && r["entitlement"] == entitlement)
+        .collect()
+}
+
+#[test]
+fn the_timeline_of_joiner_policy_edit_mover_exception_and_leaver() {
+    let h = history();
+    let rows = json_rows(&h, &[]);
+    let id = |step: &str| h.ids[step].clone();
+    let fingerprint_prefix = "untrusted SHA256:";
+
+    // Every row carries the documented fields.
+    for row in &rows {
+        for field in [
+            "time",
+            "commit",
+            "author",
+            "signer",
+            "trigger",
+            "namespace",
+            "identity",
+            "target",
+            "entitlement",
+            "change",
+            "source",
+            "sourcePath",
+            "sourceCommit",
+            "reason",
+            "enforced",
+        ] {
+            assert!(row.get(field).is_some(), "{field} missing in {row}");
+        }
+        assert_eq!(row["namespace"], "acme");
+    }
+    // No commit outside the folder appears.
+    assert!(rows.iter().all(|r| r["commit"] != id("readme")));
+
+    // ceo: vpn from the first commit, signed by the IAM key.
+    let ceo = find(&rows, "ceo", "corp-ldap:vpn");
+    assert_eq!(ceo.len(), 1, "{ceo:?}");
+    assert_eq!(ceo[0]["change"], "granted");
+    assert_eq!(ceo[0]["commit"], id("rules"));
+    assert_eq!(ceo[0]["author"], IAM);
+    assert_eq!(ceo[0]["signer"], "iam-lead");
+    assert_eq!(ceo[0]["time"], "2026-01-05T10:00:00Z");
+    assert_eq!(ceo[0]["source"], "AccessPolicy/all-staff");
+    assert_eq!(ceo[0]["sourcePath"], "policies/all-staff.yaml");
+    assert_eq!(ceo[0]["trigger"], "commit");
+
+    // Joiner: alice gets finance and vpn at the HR commit, signed by hr-bot.
+    let finance = find(&rows, "alice", "corp-ldap:finance");
+    assert_eq!(finance.len(), 2, "{finance:?}");
+    assert_eq!(finance[0]["change"], "granted");
+    assert_eq!(finance[0]["commit"], id("joiners"));
+    assert_eq!(finance[0]["author"], HR);
+    assert_eq!(finance[0]["signer"], "hr-bot");
+    assert_eq!(finance[0]["source"], "AccessPolicy/finance-base");
+    assert!(
+        finance[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("joiner: "),
+        "{}",
+        finance[0]
+    );
+
+    // Policy edit by another author: the ledger read is granted by the IAM commit, to
+    // alice and carol alike.
+    for who in ["alice", "carol"] {
+        let read = find(&rows, who, "ledger-db:ledger_read");
+        assert_eq!(read[0]["change"], "granted");
+        assert_eq!(read[0]["commit"], id("policy-edit"));
+        assert_eq!(read[0]["author"], IAM);
+        assert_eq!(read[0]["signer"], "iam-lead");
+        assert_eq!(read[0]["sourceCommit"], id("policy-edit"));
+    }
+
+    // Mover: in the same commit, finance access revoked and engineering access granted.
+    let moved: Vec<&Value> = rows.iter().filter(|r| r["commit"] == id("mover")).collect();
+    let mut changes: Vec<(String, String)> = moved
+        .iter()
+        .map(|r| {
+            (
+                r["change"].as_str().unwrap().to_string(),
+                r["entitlement"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            ("granted".to_string(), "corp-ldap:engineering".to_string()),
+            ("granted".into(), "k8s:ClusterRole/view".into()),
+            ("revoked".into(), "corp-ldap:finance".into()),
+            ("revoked".into(), "ledger-db:ledger_read".into()),
+        ]
+    );
+    assert!(
+        moved
+            .iter()
+            .all(|r| r["identity"] == "alice" && r["author"] == HR_QUOTED)
+    );
+    let revoked = moved
+        .iter()
+        .find(|r| r["entitlement"] == "corp-ldap:finance")
+        .unwrap();
+    assert_eq!(revoked["source"], "AccessPolicy/finance-base");
+    let reason = revoked["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("mover: no longer matched by AccessPolicy/finance-base"),
+        "{reason}"
+    );
+    assert!(reason.contains("engineering"), "{reason}");
+    // vpn stays: no row for it at the mover commit.
+    assert_eq!(find(&rows, "alice", "corp-ldap:vpn").len(), 2);
+
+    // Exception, signed by a key that is not trusted; it ends at its expiry, which is no
+    // commit: a `time` row at that instant, naming the commit then in force.
+    let admin = find(&rows, "alice", "ledger-db:ledger_admin");
+    assert_eq!(admin.len(), 2, "{admin:?}");
+    assert_eq!(admin[0]["change"], "granted");
+    assert_eq!(admin[0]["commit"], id("exception"));
+    assert!(
+        admin[0]["signer"]
+            .as_str()
+            .unwrap()
+            .starts_with(fingerprint_prefix),
+        "{}",
+        admin[0]
+    );
+    assert_eq!(admin[0]["source"], "Exception/alice-ledger");
+    assert_eq!(admin[1]["change"], "revoked");
+    assert_eq!(admin[1]["trigger"], "time");
+    assert_eq!(admin[1]["time"], "2026-03-01T00:00:00Z");
+    assert_eq!(admin[1]["commit"], id("exception"));
+    assert!(
+        admin[1]["reason"].as_str().unwrap().contains("expired"),
+        "{}",
+        admin[1]
+    );
+    let _ = &h.intruder;
+
+    // The invalid commit is not applied: bob's access starts with the fixing commit.
+    assert!(rows.iter().all(|r| r["commit"] != id("invalid")));
+    let bob = find(&rows, "bob", "corp-ldap:finance");
+    assert_eq!(bob.len(), 1);
+    assert_eq!(bob[0]["commit"], id("fix"));
+    assert_eq!(bob[0]["time"], "2026-03-12T09:00:00Z");
+
+    // A start date in the future: dave's access starts on the day, not at the commit.
+    let dave = find(&rows, "dave", "corp-ldap:finance");
+    assert_eq!(dave.len(), 1, "{dave:?}");
+    assert_eq!(dave[0]["trigger"], "time");
+    assert_eq!(dave[0]["time"], "2026-03-20T00:00:00Z");
+    assert_eq!(dave[0]["commit"], id("fix"));
+    assert!(dave[0]["reason"].as_str().unwrap().starts_with("joiner: "));
+
+    // Leaver: everything alice still held is revoked at the HR commit.
+    let left: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["commit"] == id("leaver"))
+        .collect();
+    let mut gone: Vec<&str> = left
+        .iter()
+        .map(|r| r["entitlement"].as_str().unwrap())
+        .collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            "corp-ldap:engineering",
+            "corp-ldap:vpn",
+            "k8s:ClusterRole/view"
+        ]
+    );
+    for r in &left {
+        assert_eq!(r["change"], "revoked");
+        assert_eq!(r["identity"], "alice");
+        assert_eq!(r["signer"], "hr-bot");
+        assert_eq!(r["reason"], "leaver: identity is Terminated");
+    }
+    // Rows are in time order.
+    let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+}
+
+#[test]
+fn invalid_commits_are_reported_on_stderr_naming_commit_and_file() {
+    let h = history();
+    let out = audit(&h, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let short = &h.ids["invalid"][..12];
+    assert!(stderr.contains(short), "{stderr}");
+    assert!(stderr.contains("identities/broken.yaml"), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+    assert!(stderr.contains("is not applied"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "commit {} stays in force",
+            &h.ids["exception"][..12]
+        )),
+        "{stderr}"
+    );
+    // The fixed commit is not warned about.
+    assert!(!stderr.contains(&h.ids["fix"][..12]), "{stderr}");
+}
+
+#[test]
+fn identity_filter_and_since() {
+    let h = history();
+    let carol = json_rows(&h, &["carol"]);
+    assert!(!carol.is_empty());
+    assert!(carol.iter().all(|r| r["identity"] == "carol"));
+    let namespaced = json_rows(&h, &["acme/carol"]);
+    assert_eq!(namespaced, carol);
+    assert!(json_rows(&h, &["other/carol"]).is_empty());
+
+    let all = json_rows(&h, &[]);
+    let since = json_rows(&h, &["--since", "2026-02-10"]);
+    assert!(!since.is_empty() && since.len() < all.len());
+    assert!(
+        since
+            .iter()
+            .all(|r| r["time"].as_str().unwrap() >= "2026-02-10")
+    );
+    // The state before --since is still right: the mover's revocations are there.
+    assert!(
+        since
+            .iter()
+            .any(|r| r["commit"] == h.ids["mover"] && r["change"] == "revoked")
+    );
+    let expected: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["time"].as_str().unwrap() >= "2026-02-10")
+        .collect();
+    assert_eq!(since.iter().collect::<Vec<_>>(), expected);
+    let rfc3339 = json_rows(&h, &["alice", "--since", "2026-04-01T09:00:00Z"]);
+    assert_eq!(rfc3339.len(), 3);
+}
+
+/// A minimal RFC 4180 reader: fields, quotes, doubled quotes, CRLF records.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    records
+}
+
+#[test]
+fn csv_and_text_outputs() {
+    let h = history();
+    let json = json_rows(&h, &[]);
+    let out = audit(&h, &["--output", "csv"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"Doe, Jane \"\"JJ\"\" Smith <jane@hr.example>\""),
+        "{text}"
+    );
+    let records = parse_csv(&text);
+    assert_eq!(records[0][0], "time");
+    assert_eq!(records.len(), json.len() + 1);
+    let header = &records[0];
+    for (record, row) in records[1..].iter().zip(&json) {
+        assert_eq!(record.len(), header.len());
+        for (name, value) in header.iter().zip(record) {
+            let expected = match &row[name.as_str()] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(&expected, value, "field {name}");
+        }
+    }
+
+    let text = String::from_utf8(audit(&h, &["alice"]).stdout).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    for column in [
+        "DATE",
+        "COMMIT",
+        "AUTHOR",
+        "SIGNER",
+        "IDENTITY",
+        "ENTITLEMENT",
+        "CHANGE",
+        "SOURCE",
+        "REASON",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let leaver = text
+        .lines()
+        .find(|l| l.contains(&h.ids["leaver"][..12]) && l.contains("k8s:ClusterRole/view"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(leaver.contains("revoked") && leaver.contains("hr-bot") && leaver.contains("leaver"));
+}
+
+#[test]
+fn a_force_push_rewrites_what_a_linear_walk_sees() {
+    // The audit walks the history of --ref as it is now: after a force-push back to an
+    // older commit the dropped commits are not in that history. They remain readable by
+    // id while the objects exist (here: --ref with the old head).
+    let h = history();
+    let leaver = h.ids["leaver"].clone();
+    h.repo.reset_hard(&h.ids["fix"]);
+    let rows = json_rows(&h, &["alice"]);
+    assert!(rows.iter().all(|r| r["commit"] != leaver));
+    assert!(
+        rows.iter()
+            .all(|r| r["reason"] != "leaver: identity is Terminated")
+    );
+    let old = json_rows(&h, &["alice", "--ref", &leaver]);
+    assert!(old.iter().any(|r| r["commit"] == leaver));
+}
+
+#[test]
+fn without_allowed_signers_signatures_show_as_untrusted_and_usage_errors_are_clear() {
+    let h = history();
+    let repo = h.repo.path().display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args([
+            "audit", "--repo", &repo, "--path", DIR, "--now", NOW, "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let signers: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["signer"].as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(signers, ["untrusted"].into_iter().collect());
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["audit", "--repo", &repo, "--since", "last tuesday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["audit", "--repo", &repo, "--ref", "no-such-branch"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no-such-branch"));
+    assert!(Path::new(&repo).exists());
+}
