@@ -212,6 +212,17 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
         since: args.since.as_deref().map(parse_since).transpose()?,
         until: args.common.now()?,
     };
+    // Each commit reads the folder's trees again; a flat folder of 10,000 files is one tree
+    // of ~400 KB. libgit2 caches trees only up to 4 KiB and re-hashes every object it reads
+    // (git itself does neither: objects are checked when fetched, and by `git fsck`). Cache
+    // trees and skip the re-hash: the replay reads each tree once instead of twice per commit.
+    git2::opts::strict_hash_verification(false);
+    // SAFETY: process-wide libgit2 settings, changed before any repository is opened and
+    // while no other thread uses libgit2 (the CLI runs one command).
+    unsafe {
+        let _ = git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 16 << 20);
+        let _ = git2::opts::set_cache_max_size(64 << 20);
+    }
     let repo = open_repo(&args.repo)?;
     let rows = audit(&repo, &options, &mut |warning| {
         eprintln!("warning: {warning}")
@@ -794,8 +805,30 @@ impl<'o> Replay<'o> {
             }
             self.timers.pop_first();
             self.timer_of.remove(&key);
-            let access = self.evaluate(&key, at);
-            self.record(&key, access, at, &info, "time");
+            // Those whose verdict depends on this identity (reports, owned machines,
+            // exception subjects) may change at the same instant: re-inserting the record
+            // unchanged names them. Skipped while a newer, unapplied record is pending.
+            let mut affected = BTreeSet::from([key.clone()]);
+            let label = format!("Identity/{}/{}", key.namespace, key.name);
+            if !self.pending.contains(&label)
+                && let Some(identity) = self.identity_object(&label).cloned()
+                && let Some(engine) = self.engine.as_mut()
+            {
+                affected.extend(engine.upsert_identity(&identity));
+            }
+            for key in affected {
+                let access = self.evaluate(&key, at);
+                self.record(&key, access, at, &info, "time");
+            }
+        }
+    }
+
+    /// The valid Identity parsed for a label (from the first file defining it).
+    fn identity_object(&self, label: &str) -> Option<&Identity> {
+        let file = self.owners.get(label)?.first()?;
+        match find_object(self.files.get(file)?, label)? {
+            Object::Identity(identity) => Some(identity),
+            Object::Rule => None,
         }
     }
 
