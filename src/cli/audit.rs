@@ -386,6 +386,7 @@ pub fn audit(
         .filter(|s| !s.is_empty());
     let mut replay = Replay::new(options);
     let mut previous_tree: Option<Oid> = None;
+    let mut touched = false;
     for oid in chain {
         let commit = repo.find_commit(oid).map_err(|e| e.message().to_string())?;
         let tree = subtree(repo, &commit, subdir)?;
@@ -459,7 +460,15 @@ pub fn audit(
         }
         if !changes.is_empty() {
             replay.commit(info, changes, warn);
+            touched = true;
         }
+    }
+    if !touched {
+        return Err(format!(
+            "no commit in the history of {:?} has manifests under {:?}: check --path",
+            options.reference,
+            subdir.unwrap_or("the repository root")
+        ));
     }
     replay.advance(options.until);
     Ok(replay.rows)
