@@ -455,7 +455,7 @@ async fn a_bad_file_blocks_the_whole_commit_and_names_file_and_reason() {
         (
             "identities/bomb.yaml",
             "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n".to_string(),
-            "bomb.yaml",
+            "repetition limit exceeded",
         ),
         ("identities/huge.yaml", format!("{}# {}\n", person("huge", "finance"), "x".repeat(1024 * 1024)), "over the 1048576-byte limit"),
         ("identities/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n".to_string(), "only gatehouse.dev/v1alpha1"),
