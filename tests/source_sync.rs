@@ -4,6 +4,8 @@
 
 mod gitrepo;
 mod harness;
+#[allow(dead_code)] // only `run`, `var` and `stop_at_exit` are used here
+mod peer_script;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -648,4 +650,60 @@ async fn suspend_stops_syncing_until_resumed() {
     w.source(&w.repo.url_file(), "  suspend: false\n").await;
     w.applied(&held).await;
     assert_eq!(w.names::<Identity>().await, ["alice", "bob", "ian"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_transport_checks_the_host_key() {
+    // A private sshd on loopback (Debian's openssh-server) serving this user's repositories.
+    let sshd_dir = std::env::temp_dir().join(format!("gatehouse-sshd-{}", std::process::id()));
+    let vars = peer_script::run("start-sshd.sh", &sshd_dir, &[], "see stderr above");
+    peer_script::stop_at_exit("start-sshd.sh", &sshd_dir);
+    let var = |k: &str| peer_script::var(&vars, "start-sshd.sh", k);
+    let read = |k: &str| std::fs::read_to_string(var(k)).unwrap();
+    let w = World::new("src-ssh").await;
+    let (_, rules) = w.baseline();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        var("SSH_USER"),
+        var("SSHD_PORT"),
+        w.repo.path().canonicalize().unwrap().display()
+    );
+    let secret = |known_hosts: &str| {
+        serde_json::json!({
+            "metadata": {"name": "repo-ssh"},
+            "stringData": {"identity": read("SSH_IDENTITY"), "known_hosts": known_hosts},
+        })
+        .to_string()
+    };
+    // A known_hosts line for another host key: refused before any credential is sent.
+    let other = SigningKey::generate(&w.root.join("other-host"), "other-host");
+    let wrong = format!("[127.0.0.1]:{} {}", var("SSHD_PORT"), other.public_key);
+    harness::apply::<k8s_openapi::api::core::v1::Secret>(&w.client, &w.ns, &secret(&wrong)).await;
+    w.source(&url, "  secretRef: {name: repo-ssh}\n").await;
+    let (reason, message) = harness::wait_for_condition::<PolicySource>(
+        &w.client,
+        &w.ns,
+        "access",
+        "Stalled",
+        "True",
+        |s| s.status.clone().unwrap_or_default().conditions,
+    )
+    .await;
+    assert_eq!(reason, "FetchFailed", "{message}");
+    assert!(
+        message.contains("host key of 127.0.0.1 is not in known_hosts"),
+        "{message}"
+    );
+    assert!(!message.contains("BEGIN OPENSSH PRIVATE KEY"), "{message}");
+    assert!(w.names::<Identity>().await.is_empty());
+
+    // The right host key: synced over SSH with the client key.
+    harness::apply::<k8s_openapi::api::core::v1::Secret>(
+        &w.client,
+        &w.ns,
+        &secret(&read("SSH_KNOWN_HOSTS")),
+    )
+    .await;
+    w.applied(&rules).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
 }
