@@ -1,6 +1,8 @@
 //! PolicySource end to end: real repositories built with the git CLI and signed with
 //! `ssh-keygen` keys, served over `file://` and smart HTTP (`git http-backend`), synced by
 //! the controller into the real API server.
+// The harness carries its own copy of tests/peer_script.rs; the SSH test starts sshd with it.
+#![allow(clippy::duplicate_mod)]
 
 mod gitrepo;
 mod harness;
