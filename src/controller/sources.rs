@@ -46,7 +46,7 @@ const QUOTED_PROBLEMS: usize = 5;
 struct Memory {
     files: SourceMemory,
     /// The head last prepared, the generation it was prepared for, and what it yielded.
-    prepared: Option<(Oid, Option<i64>, Option<Desired>)>,
+    prepared: Option<(Oid, Option<i64>, Option<Arc<Desired>>)>,
     /// The `metadata.generation` of each object as this controller last applied it: an
     /// object still at that generation needs no comparison of its spec.
     generations: HashMap<(String, String), i64>,
@@ -121,12 +121,12 @@ fn jittered(interval: &str) -> Duration {
 /// What the Git side of a pass found.
 enum GitOutcome {
     /// The head is the one already handled; `desired` is what it yielded, if accepted.
-    Unchanged(Option<Desired>),
+    Unchanged(Option<Arc<Desired>>),
     /// A new head (or spec), prepared.
     Changed {
         head: Oid,
         movement: Movement,
-        result: Result<Desired, Refusal>,
+        result: Result<Arc<Desired>, Refusal>,
     },
 }
 
@@ -167,6 +167,7 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
         .await
         .map_err(|e| SourceError(format!("Git task failed: {e}")))?
     };
+    let git_time = started.elapsed();
     ctx.memory
         .lock()
         .expect("memory lock")
@@ -242,6 +243,7 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
             }
         }
     };
+    tracing::debug!(source = %key, result, git = ?git_time, total = ?started.elapsed(), "policy source pass");
     record(&ctx, &ns, &name, result, started);
     Ok(Action::requeue(interval))
 }
@@ -277,8 +279,10 @@ fn git_pass(
     memory: &mut Memory,
 ) -> Result<GitOutcome, FetchError> {
     let spec = &source.spec;
+    let started = Instant::now();
     let repo = fetch::open_cache(cache_dir, ns, name).map_err(FetchError::Config)?;
     let remote = fetch::remote_head(&repo, &spec.url, &spec.git_ref, credentials)?;
+    let polled = started.elapsed();
     let generation = source.metadata.generation;
     if let Some((head, prepared_for, desired)) = &memory.prepared
         && *head == remote
@@ -293,11 +297,14 @@ fn git_pass(
         .and_then(|s| s.last_applied_commit.as_deref())
         .and_then(|id| Oid::from_str(id).ok());
     let movement = history::movement(&repo, applied, head);
-    let result =
-        sync::prepare(&repo, &mut memory.files, spec, ns, name, applied, head).map_err(|e| {
+    let fetched = started.elapsed();
+    let result = sync::prepare(&repo, &mut memory.files, spec, ns, name, applied, head)
+        .map_err(|e| {
             FetchError::Unreachable(format!("reading commit {}: {e}", short(&head.to_string())))
-        })?;
+        })?
+        .map(Arc::new);
     memory.prepared = Some((head, generation, result.as_ref().ok().cloned()));
+    tracing::debug!(source = %format!("{ns}/{name}"), ?polled, ?fetched, prepared = ?started.elapsed(), "policy source Git work");
     Ok(GitOutcome::Changed {
         head,
         movement,
@@ -336,47 +343,40 @@ async fn read_credentials(
     })
 }
 
-/// What the cache holds about one object: enough to tell whether it is up to date.
-struct Cached {
-    generation: Option<i64>,
-    digest: Option<String>,
-    owner: Option<String>,
-    /// The spec as JSON (computed only when asked: it costs a serialization).
-    spec: Box<dyn Fn() -> Option<Value>>,
-}
-
-/// The cached object of `kind` `ns/name`.
-fn cached(caches: &Caches, kind: &str, ns: &str, name: &str) -> Option<Cached> {
-    fn get<K>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> Option<Cached>
+/// Reads `kind` `ns/name` from its cache with `f` (the object as JSON when `f` asks for it).
+fn with_cached<R>(
+    caches: &Caches,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    f: impl FnOnce(&kube::api::ObjectMeta, &dyn Fn() -> Option<Value>) -> R,
+) -> Option<R> {
+    fn get<K, R>(
+        store: &Store<DeserializeGuard<K>>,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&kube::api::ObjectMeta, &dyn Fn() -> Option<Value>) -> R,
+    ) -> Option<R>
     where
         K: Resource<DynamicType = ()> + Clone + serde::Serialize + 'static,
     {
         let object = store.get(&ObjectRef::new(name).within(ns))?;
+        let json = || match &object.0 {
+            Ok(k) => serde_json::to_value(k).ok(),
+            // An unreadable object is always re-applied.
+            Err(_) => None,
+        };
         let meta = match &object.0 {
             Ok(k) => k.meta(),
             Err(e) => &e.metadata,
         };
-        let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key)).cloned();
-        Some(Cached {
-            generation: meta.generation,
-            digest: annotation(annotations::DIGEST),
-            owner: meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::SOURCE))
-                .cloned(),
-            spec: Box::new(move || match &object.0 {
-                Ok(k) => serde_json::to_value(k).ok()?.get("spec").cloned(),
-                // An unreadable object is always re-applied.
-                Err(_) => None,
-            }),
-        })
+        Some(f(meta, &json))
     }
     match kind {
-        "Identity" => get(&caches.identities, ns, name),
-        "AccessPolicy" => get(&caches.policies, ns, name),
-        "Exception" => get(&caches.exceptions, ns, name),
-        "TargetSystem" => get(&caches.targets, ns, name),
+        "Identity" => get(&caches.identities, ns, name, f),
+        "AccessPolicy" => get(&caches.policies, ns, name, f),
+        "Exception" => get(&caches.exceptions, ns, name, f),
+        "TargetSystem" => get(&caches.targets, ns, name, f),
         _ => None,
     }
 }
@@ -417,13 +417,22 @@ fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(String, Strin
 
 /// Whether the cluster's copy already is what Git says: the same digest, and the same
 /// spec (the generation this controller last applied, or else an equal spec).
-fn up_to_date(existing: &Cached, applied_generation: Option<i64>, wanted: &DesiredObject) -> bool {
-    if existing.digest.as_deref() != Some(wanted.digest.as_str()) {
+fn up_to_date(
+    meta: &kube::api::ObjectMeta,
+    json: &dyn Fn() -> Option<Value>,
+    applied_generation: Option<i64>,
+    wanted: &DesiredObject,
+) -> bool {
+    let digest = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::DIGEST));
+    if digest != Some(&wanted.digest) {
         return false;
     }
     match applied_generation {
-        Some(g) if existing.generation == Some(g) => true,
-        _ => (existing.spec)().as_ref() == wanted.body.get("spec"),
+        Some(g) if meta.generation == Some(g) => true,
+        _ => json().as_ref().and_then(|o| o.get("spec")) == wanted.body.get("spec"),
     }
 }
 
@@ -446,8 +455,13 @@ fn conflicts(ctx: &Context, source: &PolicySource, desired: &Desired) -> Vec<Dia
         .objects
         .iter()
         .filter_map(|object| {
-            let existing = cached(&ctx.caches, &object.kind, &ns, &object.name)?;
-            let other = existing.owner.filter(|o| *o != name)?;
+            let other = with_cached(&ctx.caches, &object.kind, &ns, &object.name, |meta, _| {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::SOURCE))
+                    .filter(|o| **o != name)
+                    .cloned()
+            })??;
             Some(Diagnostic {
                 severity: crate::engine::Severity::Error,
                 file: object.file.clone(),
@@ -472,29 +486,31 @@ async fn apply_and_prune(
     let ns = source.namespace().unwrap_or_default();
     let name = source.name_any();
     let key = format!("{ns}/{name}");
-    let applied_generations = ctx
-        .memory
-        .lock()
-        .expect("memory lock")
-        .get(&key)
-        .map(|m| m.generations.clone())
-        .unwrap_or_default();
-    let mut changed = Vec::new();
-    for object in &desired.objects {
-        if let Some(existing) = cached(&ctx.caches, &object.kind, &ns, &object.name) {
-            if existing.owner.as_deref().is_some_and(|o| o != name) {
-                // Another source's object is never taken over (see `conflicts`).
-                continue;
-            }
-            let applied = applied_generations
-                .get(&(object.kind.clone(), object.name.clone()))
-                .copied();
-            if up_to_date(&existing, applied, object) {
-                continue;
-            }
-        }
-        changed.push(object);
-    }
+    let changed: Vec<&DesiredObject> = {
+        let memory = ctx.memory.lock().expect("memory lock");
+        let applied_generations = memory.get(&key).map(|m| &m.generations);
+        desired
+            .objects
+            .iter()
+            .filter(|object| {
+                let applied = applied_generations
+                    .and_then(|g| g.get(&(object.kind.clone(), object.name.clone())))
+                    .copied();
+                with_cached(
+                    &ctx.caches,
+                    &object.kind,
+                    &ns,
+                    &object.name,
+                    |meta, json| {
+                        let owner = meta.labels.as_ref().and_then(|l| l.get(labels::SOURCE));
+                        // Another source's object is never taken over (see `conflicts`).
+                        owner.is_some_and(|o| *o != name) || up_to_date(meta, json, applied, object)
+                    },
+                )
+                .is_none_or(|skip| !skip)
+            })
+            .collect()
+    };
     let params = PatchParams::apply(SOURCE_MANAGER).force();
     let client = &ctx.client;
     let writes: Vec<_> = changed
@@ -508,7 +524,7 @@ async fn apply_and_prune(
             );
             let params = params.clone();
             async move {
-                api.patch(&object.name, &params, &Patch::Apply(&object.body))
+                api.patch(&object.name, &params, &Patch::Apply(&*object.body))
                     .await
                     .map_err(|e| {
                         format!(

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use kube::Resource;
@@ -30,8 +31,8 @@ pub struct DesiredObject {
     /// The file it came from.
     pub file: String,
     /// The object as applied: apiVersion, kind, metadata (name, namespace, labels,
-    /// annotations) and spec.
-    pub body: Value,
+    /// annotations) and spec. Shared: a commit's objects are kept between polls.
+    pub body: Arc<Value>,
     /// Digest of `body` without the digest annotation itself.
     pub digest: String,
 }
@@ -262,8 +263,8 @@ pub fn prepare(
     let mut to_parse: Vec<(String, Vec<u8>, Provenance)> = Vec::new();
     let mut files: HashMap<String, FileEntry> = HashMap::with_capacity(blobs.len());
     for (path, relative, blob) in &blobs {
-        if let Some(entry) = memory.files.get(path).filter(|e| e.blob == *blob) {
-            files.insert(path.clone(), entry.clone());
+        if let Some(entry) = memory.files.remove(path).filter(|e| e.blob == *blob) {
+            files.insert(path.clone(), entry);
             continue;
         }
         let object = repo.find_blob(*blob).map_err(|e| e.message().to_string())?;
@@ -507,7 +508,7 @@ fn desired(
         kind: kind.to_string(),
         name: name.to_string(),
         file: file.to_string(),
-        body,
+        body: Arc::new(body),
         digest,
     }
 }
