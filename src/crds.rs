@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use crate::api::{AccessPolicy, Exception, Identity, PolicySource, TargetSystem};
 
 /// Every CRD with the file name it is committed under in `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -12,6 +12,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("accesspolicy.yaml", AccessPolicy::crd()),
         ("exception.yaml", Exception::crd()),
         ("targetsystem.yaml", TargetSystem::crd()),
+        ("policysource.yaml", PolicySource::crd()),
     ]
 }
 

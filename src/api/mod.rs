@@ -15,12 +15,15 @@ mod exception;
 #[allow(clippy::duplicated_attributes)]
 mod identity;
 #[allow(clippy::duplicated_attributes)]
+mod policy_source;
+#[allow(clippy::duplicated_attributes)]
 mod target_system;
 
 pub use access_policy::*;
 pub use conditions::*;
 pub use exception::*;
 pub use identity::*;
+pub use policy_source::*;
 pub use target_system::*;
 
 use schemars::JsonSchema;
@@ -43,6 +46,16 @@ pub mod annotations {
     pub const AUTHOR: &str = "gatehouse.dev/author";
     /// Key that signed that commit, when verified.
     pub const SIGNER: &str = "gatehouse.dev/signer";
+    /// Digest of the object as last applied from Git, to skip unchanged objects.
+    pub const DIGEST: &str = "gatehouse.dev/digest";
+    /// Set (to a timestamp) on a PolicySource to ask for a sync now; the webhook does this.
+    pub const REQUESTED_AT: &str = "gatehouse.dev/requested-at";
+}
+
+/// Labels gatehouse puts on objects it manages.
+pub mod labels {
+    /// The PolicySource an object was applied from, for pruning.
+    pub const SOURCE: &str = "gatehouse.dev/source";
 }
 
 /// Whether an object's decisions are carried out or only reported.

@@ -3,7 +3,9 @@
 
 mod diagnostics;
 mod git_tree;
+pub mod history;
 mod manifest;
+pub mod verify;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use git_tree::{CommitInfo, GitTree, changed_paths, read_tree};

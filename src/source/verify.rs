@@ -1,0 +1,415 @@
+//! Commit signature checks: SSH signatures (git's `gpg.format=ssh`) against named trusted
+//! keys, and path ownership (which keys may change which files).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use git2::{Oid, Repository};
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use ssh_key::{HashAlg, PublicKey, SshSig};
+
+use super::history::Change;
+use crate::api::PathOwner;
+
+/// The namespace git signs commits in (`ssh-keygen -Y sign -n git`).
+const GIT_NAMESPACE: &str = "git";
+
+/// Named OpenSSH public keys trusted to sign commits.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedKeys {
+    keys: Vec<(String, PublicKey)>,
+}
+
+impl TrustedKeys {
+    /// Parses `(name, "ssh-ed25519 AAAA… comment")` pairs.
+    pub fn new(keys: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (name, text) in keys {
+            let key = PublicKey::from_openssh(text.trim()).map_err(|e| {
+                format!("key {name:?} is not an OpenSSH public key ({e}): paste the one line of its .pub file")
+            })?;
+            if out.iter().any(|(n, _)| n == &name) {
+                return Err(format!("key name {name:?} is listed twice"));
+            }
+            out.push((name, key));
+        }
+        Ok(Self { keys: out })
+    }
+
+    /// Parses git's allowed-signers file (`gpg.ssh.allowedSignersFile`): one
+    /// `<principal> [options] <keytype> <base64> [comment]` per line.
+    pub fn from_allowed_signers(text: &str) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields
+                .iter()
+                .position(|f| {
+                    f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-")
+                })
+                .filter(|&i| i >= 1 && i + 1 < fields.len())
+                .ok_or_else(|| {
+                    format!(
+                        "allowed signers line {}: expected `<principal> <keytype> <base64>`",
+                        number + 1
+                    )
+                })?;
+            pairs.push((fields[0].to_string(), fields[at..].join(" ")));
+        }
+        Self::new(pairs)
+    }
+
+    /// Whether no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether a key of this name is trusted.
+    pub fn contains(&self, name: &str) -> bool {
+        self.keys.iter().any(|(n, _)| n == name)
+    }
+
+    fn find(&self, key: &ssh_key::public::KeyData) -> Option<(&str, &PublicKey)> {
+        self.keys
+            .iter()
+            .find(|(_, k)| k.key_data() == key)
+            .map(|(n, k)| (n.as_str(), k))
+    }
+}
+
+/// Who signed a commit, as far as the trusted keys tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// A valid signature by this trusted key.
+    Trusted(String),
+    /// A valid-looking signature by a key that is not trusted.
+    Untrusted {
+        /// SHA-256 fingerprint of the signing key.
+        fingerprint: String,
+    },
+    /// No signature.
+    Unsigned,
+    /// A signature that does not verify.
+    Invalid(String),
+    /// A signature format gatehouse does not check.
+    Unsupported(String),
+}
+
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signer::Trusted(name) => f.write_str(name),
+            Signer::Untrusted { fingerprint } => write!(f, "untrusted {fingerprint}"),
+            Signer::Unsigned => f.write_str("unsigned"),
+            Signer::Invalid(why) => write!(f, "invalid signature ({why})"),
+            Signer::Unsupported(what) => write!(f, "unsupported signature ({what})"),
+        }
+    }
+}
+
+/// Checks the signature of one commit against the trusted keys.
+pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Signer {
+    let (signature, data) = match repo.extract_signature(&commit, None) {
+        Ok(parts) => parts,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Signer::Unsigned,
+        Err(e) => return Signer::Invalid(e.message().to_string()),
+    };
+    let Ok(text) = std::str::from_utf8(&signature) else {
+        return Signer::Invalid("signature is not text".into());
+    };
+    if text.starts_with("-----BEGIN PGP SIGNATURE-----") {
+        return Signer::Unsupported(
+            "OpenPGP: sign with an SSH key (git config gpg.format ssh)".into(),
+        );
+    }
+    if !text.starts_with("-----BEGIN SSH SIGNATURE-----") {
+        return Signer::Unsupported("not an SSH signature".into());
+    }
+    let sig = match SshSig::from_pem(text) {
+        Ok(sig) => sig,
+        Err(e) => return Signer::Invalid(e.to_string()),
+    };
+    if sig.namespace() != GIT_NAMESPACE {
+        return Signer::Invalid(format!(
+            "signed for namespace {:?}, not {GIT_NAMESPACE:?}",
+            sig.namespace()
+        ));
+    }
+    match keys.find(sig.public_key()) {
+        Some((name, key)) => match key.verify(GIT_NAMESPACE, &data, &sig) {
+            Ok(()) => Signer::Trusted(name.to_string()),
+            Err(e) => Signer::Invalid(format!("does not verify with key {name:?}: {e}")),
+        },
+        None => Signer::Untrusted {
+            fingerprint: PublicKey::from(sig.public_key().clone())
+                .fingerprint(HashAlg::Sha256)
+                .to_string(),
+        },
+    }
+}
+
+/// Path globs mapped to the key names allowed to change matching files.
+#[derive(Clone, Debug, Default)]
+pub struct PathRules {
+    rules: Vec<(String, GlobMatcher, BTreeSet<String>)>,
+}
+
+impl PathRules {
+    /// Compiles `pathOwners`, checking that every key name is a trusted key.
+    pub fn new(owners: &[PathOwner], keys: &TrustedKeys) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for (i, owner) in owners.iter().enumerate() {
+            let glob: Glob = GlobBuilder::new(owner.path.trim_start_matches('/'))
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("spec.pathOwners[{i}].path {:?}: {e}", owner.path))?;
+            for key in &owner.keys {
+                if !keys.contains(key) {
+                    return Err(format!(
+                        "spec.pathOwners[{i}].keys names {key:?}, which is not in spec.verify.keys"
+                    ));
+                }
+            }
+            rules.push((
+                owner.path.clone(),
+                glob.compile_matcher(),
+                owner.keys.iter().cloned().collect(),
+            ));
+        }
+        Ok(Self { rules })
+    }
+
+    /// The first rule that forbids `signer` to change `path`: its glob and allowed keys.
+    fn forbidding(&self, path: &str, signer: &str) -> Option<(&str, &BTreeSet<String>)> {
+        self.rules
+            .iter()
+            .find(|(_, glob, keys)| glob.is_match(path) && !keys.contains(signer))
+            .map(|(text, _, keys)| (text.as_str(), keys))
+    }
+}
+
+/// Why a range of commits was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The offending commit.
+    pub commit: String,
+    /// The key that signed it, if any.
+    pub key: Option<String>,
+    /// The file whose change was not allowed, for a path-ownership failure.
+    pub path: Option<String>,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "commit {}", short(&self.commit))?;
+        if let Some(path) = &self.path {
+            write!(f, " changes {path}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The first 12 characters of a commit id.
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Checks every change: each commit must be signed by a trusted key, and every path it
+/// changed must be one that key may change. Returns the signer of each commit, in order.
+pub fn verify_changes(
+    repo: &Repository,
+    changes: &[Change],
+    keys: &TrustedKeys,
+    rules: &PathRules,
+) -> Result<Vec<(Oid, String)>, Rejection> {
+    let mut signers = Vec::with_capacity(changes.len());
+    for change in changes {
+        let commit = change.commit.to_string();
+        let name = match commit_signer(repo, change.commit, keys) {
+            Signer::Trusted(name) => name,
+            other => {
+                let (key, reason) = match &other {
+                    Signer::Untrusted { fingerprint } => (
+                        Some(fingerprint.clone()),
+                        format!("signed by {fingerprint}, which is not in spec.verify.keys"),
+                    ),
+                    Signer::Unsigned => (
+                        None,
+                        "is not signed: every commit that changes this source must be signed by a key in spec.verify.keys".into(),
+                    ),
+                    _ => (None, format!("has an {other}")),
+                };
+                return Err(Rejection {
+                    commit,
+                    key,
+                    path: change.paths.first().cloned(),
+                    reason,
+                });
+            }
+        };
+        for path in &change.paths {
+            if let Some((glob, allowed)) = rules.forbidding(path, &name) {
+                return Err(Rejection {
+                    commit,
+                    key: Some(name.clone()),
+                    path: Some(path.clone()),
+                    reason: format!(
+                        "signed by {name}, but files matching {glob:?} may only be changed by {}",
+                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        signers.push((change.commit, name));
+    }
+    Ok(signers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::history::{Movement, changes, movement};
+    use std::path::Path;
+    use std::process::Command;
+
+    fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn key(dir: &Path, name: &str) -> (String, String) {
+        let path = dir.join(name);
+        run(
+            dir,
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                name,
+                "-f",
+                path.to_str().unwrap(),
+            ],
+        );
+        let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+        (path.display().to_string(), public.trim().to_string())
+    }
+
+    fn commit(repo: &Path, file: &str, signing_key: Option<&str>) -> Oid {
+        std::fs::create_dir_all(repo.join(file).parent().unwrap()).unwrap();
+        std::fs::write(
+            repo.join(file),
+            format!("{file} {:?}\n", std::time::Instant::now()),
+        )
+        .unwrap();
+        run(repo, "git", &["add", "-A"]);
+        let mut args = vec!["-c", "gpg.format=ssh"];
+        let config;
+        if let Some(k) = signing_key {
+            config = format!("user.signingkey={k}");
+            args.extend(["-c", &config, "commit", "-q", "-S", "-m", file]);
+        } else {
+            args.extend(["commit", "-q", "-m", file]);
+        }
+        run(repo, "git", &args);
+        Oid::from_str(&run(repo, "git", &["rev-parse", "HEAD"])).unwrap()
+    }
+
+    #[test]
+    fn signatures_and_path_owners_over_a_real_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        std::fs::create_dir(&keys_dir).unwrap();
+        let (hr_private, hr_public) = key(&keys_dir, "hr");
+        let (iam_private, iam_public) = key(&keys_dir, "iam");
+        let (_, stranger_public) = key(&keys_dir, "stranger");
+        let repo_dir = dir.path().join("repo");
+        std::fs::create_dir(&repo_dir).unwrap();
+        run(&repo_dir, "git", &["init", "-q", "-b", "main"]);
+        run(&repo_dir, "git", &["config", "user.name", "T"]);
+        run(&repo_dir, "git", &["config", "user.email", "t@example.org"]);
+        let first = commit(&repo_dir, "tenant/identities/a.yaml", Some(&hr_private));
+        let policy = commit(&repo_dir, "tenant/policies/p.yaml", Some(&iam_private));
+        let elsewhere = commit(&repo_dir, "other/x.yaml", None);
+        let unsigned = commit(&repo_dir, "tenant/identities/b.yaml", None);
+        let repo = Repository::open(&repo_dir).unwrap();
+
+        let trusted = TrustedKeys::new([
+            ("hr-bot".to_string(), hr_public.clone()),
+            ("iam-lead".to_string(), iam_public),
+        ])
+        .unwrap();
+        assert_eq!(
+            commit_signer(&repo, first, &trusted),
+            Signer::Trusted("hr-bot".into())
+        );
+        assert_eq!(commit_signer(&repo, unsigned, &trusted), Signer::Unsigned);
+        let only_stranger = TrustedKeys::new([("s".to_string(), stranger_public)]).unwrap();
+        assert!(matches!(
+            commit_signer(&repo, first, &only_stranger),
+            Signer::Untrusted { fingerprint } if fingerprint.starts_with("SHA256:")
+        ));
+        let signers =
+            TrustedKeys::from_allowed_signers(&format!("hr@acme.example {hr_public}\n")).unwrap();
+        assert_eq!(
+            commit_signer(&repo, first, &signers),
+            Signer::Trusted("hr@acme.example".into())
+        );
+
+        // Only commits that touch the source folder count; the other tenant's is skipped.
+        let range = changes(&repo, Some(first), unsigned, Some("tenant"), 100).unwrap();
+        let ids: Vec<Oid> = range.iter().map(|c| c.commit).collect();
+        assert_eq!(ids, vec![unsigned, policy]);
+        assert!(!ids.contains(&elsewhere));
+        assert_eq!(range[0].paths, vec!["identities/b.yaml".to_string()]);
+
+        let owners: Vec<PathOwner> = serde_json::from_str(
+            r#"[{"path": "identities/**", "keys": ["hr-bot"]}, {"path": "policies/**", "keys": ["iam-lead"]}]"#,
+        )
+        .unwrap();
+        let rules = PathRules::new(&owners, &trusted).unwrap();
+        let rejection = verify_changes(&repo, &range, &trusted, &rules).unwrap_err();
+        assert_eq!(rejection.commit, unsigned.to_string());
+        assert!(rejection.reason.contains("is not signed"), "{rejection}");
+
+        // The HR file changed with the IAM key is refused, naming path, key and owners.
+        let wrong = commit(&repo_dir, "tenant/identities/c.yaml", Some(&iam_private));
+        let range = changes(&repo, Some(unsigned), wrong, Some("tenant"), 100).unwrap();
+        let rejection = verify_changes(&repo, &range, &trusted, &rules).unwrap_err();
+        assert_eq!(rejection.path.as_deref(), Some("identities/c.yaml"));
+        assert_eq!(rejection.key.as_deref(), Some("iam-lead"));
+        assert!(
+            rejection.reason.contains("may only be changed by hr-bot"),
+            "{rejection}"
+        );
+
+        let good = commit(&repo_dir, "tenant/identities/d.yaml", Some(&hr_private));
+        let range = changes(&repo, Some(wrong), good, Some("tenant"), 100).unwrap();
+        assert_eq!(
+            verify_changes(&repo, &range, &trusted, &rules).unwrap(),
+            vec![(good, "hr-bot".to_string())]
+        );
+        assert_eq!(movement(&repo, Some(wrong), good), Movement::FastForward);
+        assert_eq!(movement(&repo, Some(good), first), Movement::Rollback);
+        assert_eq!(movement(&repo, None, good), Movement::First);
+
+        let bad_owner: Vec<PathOwner> =
+            serde_json::from_str(r#"[{"path": "identities/**", "keys": ["nobody"]}]"#).unwrap();
+        let error = PathRules::new(&bad_owner, &trusted).unwrap_err();
+        assert!(error.contains("not in spec.verify.keys"), "{error}");
+    }
+}
