@@ -3,6 +3,7 @@
 //! object with a server-side dry run; and the controller runs a joiner → mover → leaver
 //! scenario as a user bound only to the chart's roles, proving its RBAC is sufficient.
 
+mod gitrepo;
 mod harness;
 
 use std::collections::BTreeSet;
@@ -11,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use gatehouse::api::{AccessPolicy, Identity, PolicySource, TargetSystem};
 use gatehouse::controller::{LeaderOptions, Options, run};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -25,6 +26,8 @@ use serde_json::Value;
 
 const RELEASE_NS: &str = "gatehouse-system";
 const TENANT: &str = "chart-tenant";
+/// A second tenant, whose objects come from Git through a PolicySource.
+const SOURCE_TENANT: &str = "chart-source";
 const USER: &str = "gatehouse-e2e";
 
 fn repo() -> &'static Path {
@@ -673,12 +676,12 @@ fn pair(role: &str, subject: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
     let admin = harness::client().await;
-    for ns in [RELEASE_NS, TENANT, "not-a-tenant"] {
+    for ns in [RELEASE_NS, TENANT, SOURCE_TENANT, "not-a-tenant"] {
         ensure_namespace(&admin, ns).await;
     }
     let discovery = Discovery::new(admin.clone()).run().await.unwrap();
     // The chart's roles, bound to USER instead of the ServiceAccount.
-    let tenants = format!("rbac.tenantNamespaces={{{TENANT}}}");
+    let tenants = format!("rbac.tenantNamespaces={{{TENANT},{SOURCE_TENANT}}}");
     let mut rbac = 0;
     for mut object in template(&["--set", &tenants]) {
         match kind(&object) {
@@ -696,8 +699,8 @@ async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
         rbac += 1;
     }
     assert_eq!(
-        rbac, 6,
-        "2 ClusterRoles, 1 Role, 2 ClusterRoleBinding/RoleBinding for them, 1 tenant RoleBinding"
+        rbac, 7,
+        "2 ClusterRoles and their ClusterRoleBinding, the leader-election Role and its RoleBinding, 2 tenant RoleBindings"
     );
 
     let user = client_as(USER).await;
@@ -711,6 +714,7 @@ async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
     );
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cache = tempfile::tempdir().unwrap();
     let options = Options {
         resync: Duration::from_secs(60),
         leader: Some(LeaderOptions {
@@ -720,10 +724,17 @@ async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
             duration: Duration::from_secs(15),
         }),
         instance: Some("e2e-replica".into()),
+        source_cache_dir: cache.path().to_path_buf(),
         ..Options::default()
     };
     let health = options.health.clone();
     let metrics = options.metrics.clone();
+    // /metrics, /readyz and the Git webhook receiver, with the same identity.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let routes = gatehouse::http::router(health.clone(), metrics.clone())
+        .merge(gatehouse::http::hooks(user.clone()));
+    tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
     let controller = tokio::spawn(run(user.clone(), options, async {
         let _ = stopped.await;
     }));
@@ -951,6 +962,237 @@ async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
     );
     assert!(!rendered.contains("result=\"error\""), "{rendered}");
 
+    policy_source_phase(&admin, address).await;
+    let rendered = metrics.render();
+    assert!(!rendered.contains("result=\"error\""), "{rendered}");
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
+}
+
+/// One HTTP/1.1 POST; returns the whole response.
+async fn post(address: std::net::SocketAddr, path: &str, headers: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The objects come from Git: a PolicySource (with a credentials Secret and a webhook
+/// Secret) applies them, a webhook delivery wakes the next sync, and pruning a removed
+/// Identity revokes its access, all with the chart's permissions only.
+async fn policy_source_phase(admin: &Client, address: std::net::SocketAddr) {
+    const HR: &str = "Hanna HR <hanna@acme.example>";
+    let ns = SOURCE_TENANT;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = gitrepo::Repo::init(&dir.path().join("access"));
+    repo.write(
+        "tenants/acme/identities/carol.yaml",
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {name: carol}\nspec: {type: Human, employment: {status: Active, department: finance, manager: carol}}\n",
+    );
+    repo.write(
+        "tenants/acme/policies/finance.yaml",
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: finance}\nspec: {selector: {matchAttributes: {department: finance}}, entitlements: [{target: k8s, kind: ClusterRole, name: chart-e2e-reader}]}\n",
+    );
+    repo.write(
+        "tenants/acme/targets/k8s.yaml",
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: k8s}\nspec: {type: Kubernetes}\n",
+    );
+    let first = repo.commit("baseline", HR, None);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    for (name, data) in [
+        (
+            "access-repo",
+            "{username: gatehouse-bot, password: unused-for-file-urls}",
+        ),
+        ("access-hook", "{token: hook-secret}"),
+    ] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &yaml(&format!(
+                    "metadata: {{name: {name}, namespace: {ns}}}\nstringData: {data}"
+                )),
+            )
+            .await
+            .unwrap();
+    }
+    // A long interval: after the first sync only the webhook wakes the source.
+    harness::apply::<PolicySource>(
+        admin,
+        ns,
+        &format!(
+            "metadata: {{name: access}}\nspec:\n  url: {}\n  ref: {{branch: main}}\n  path: tenants/acme\n  interval: 1h\n  secretRef: {{name: access-repo}}\n  prune: true\n  webhook: {{secretRef: {{name: access-hook}}}}\n",
+            repo.url_file()
+        ),
+    )
+    .await;
+    let sources: Api<PolicySource> = Api::namespaced(admin.clone(), ns);
+    let applied = |commit: String| {
+        let sources = sources.clone();
+        async move {
+            harness::eventually(
+                &format!("commit {commit} applied"),
+                Duration::from_secs(30),
+                || async {
+                    let status = sources
+                        .get("access")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status
+                        .unwrap_or_default();
+                    let ready = harness::condition(&status.conditions, "Ready");
+                    if status.last_applied_commit.as_deref() == Some(commit.as_str())
+                        && ready.as_ref().is_some_and(|r| r.0 == "True")
+                    {
+                        Ok(())
+                    } else {
+                        Err(format!("{status:?}"))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    applied(first).await;
+    let bindings = |expected: Vec<(String, String)>| async move {
+        harness::eventually("the source's bindings", Duration::from_secs(30), || async {
+            let seen = bound(admin, ns).await;
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        })
+        .await
+    };
+    bindings(vec![pair("chart-e2e-reader", "User/carol")]).await;
+
+    // carol leaves Git; the Git host's webhook (GitLab's token header) wakes the source.
+    repo.remove("tenants/acme/identities/carol.yaml");
+    let second = repo.commit("carol leaves", HR, None);
+    let refused = post(
+        address,
+        &format!("/hook/{ns}/access"),
+        "X-Gitlab-Token: wrong\r\n",
+        "{}",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let response = post(
+        address,
+        &format!("/hook/{ns}/access"),
+        "X-Gitlab-Token: hook-secret\r\n",
+        "{}",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    applied(second).await;
+    bindings(vec![]).await;
+    let identities: Api<Identity> = Api::namespaced(admin.clone(), ns);
+    harness::eventually("carol pruned", Duration::from_secs(30), || async {
+        match identities
+            .get_opt("carol")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(i) => Err(format!("{:?}", i.metadata.deletion_timestamp)),
+        }
+    })
+    .await;
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response, or the connection error.
+async fn get(address: std::net::SocketAddr, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
+    let objects = template(&[]);
+    let deployment = objects.iter().find(|o| kind(o) == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| match a.as_str() {
+            "--listen=0.0.0.0:8080" => format!("--listen=127.0.0.1:{port}"),
+            "--source-cache-dir=/var/cache/gatehouse" => {
+                format!("--source-cache-dir={}", cache.path().display())
+            }
+            _ => a,
+        })
+        .collect();
+    // An API server that never answers: the process must start, serve /livez, and stay
+    // unready (its caches cannot fill) instead of exiting on a flag.
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:9'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let log = home.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", home.path())
+        .env("POD_NAMESPACE", RELEASE_NS)
+        .env("POD_NAME", "gatehouse-0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("gatehouse starts");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let live = harness::eventually("/livez", Duration::from_secs(20), || async {
+        get(address, "/livez").await
+    })
+    .await;
+    let exited = child.try_wait().unwrap();
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    let ready = get(address, "/readyz").await.unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "unready without an API server: {ready}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(exited.is_none(), "gatehouse {args:?} exited: {}", logs());
+    let logs = logs();
+    assert!(
+        !logs.is_empty()
+            && logs
+                .lines()
+                .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["level"].is_string())),
+        "--log-format=json writes one JSON object per line: {logs}"
+    );
 }
