@@ -24,6 +24,9 @@ bash scripts/install-postgres.sh
 # OpenLDAP slapd and ldap-utils (Debian packages) for the LDAP connector's tests.
 bash scripts/install-ldap.sh
 
+# OpenSSH's server (Debian package) for the PolicySource SSH transport test.
+bash scripts/install-sshd.sh
+
 # The SCIM peer: python-scim's scim2-server from PyPI, pinned, in a venv in the same cache.
 bash scripts/install-scim.sh >/dev/null
 

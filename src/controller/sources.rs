@@ -46,6 +46,9 @@ struct Memory {
     files: SourceMemory,
     /// The head last prepared, the generation it was prepared for, and what it yielded.
     prepared: Option<(Oid, Option<i64>, Option<Desired>)>,
+    /// The `metadata.generation` of each object as this controller last applied it: an
+    /// object still at that generation needs no comparison of its spec.
+    generations: HashMap<(String, String), i64>,
 }
 
 /// Shared by every source's reconcile.
@@ -321,18 +324,41 @@ async fn read_credentials(
     })
 }
 
-/// The cached object of `kind` `ns/name` as JSON, with its labels and annotations.
-fn cached(caches: &Caches, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    fn get<K>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> Option<Value>
+/// What the cache holds about one object: enough to tell whether it is up to date.
+struct Cached {
+    generation: Option<i64>,
+    digest: Option<String>,
+    owner: Option<String>,
+    /// The spec as JSON (computed only when asked: it costs a serialization).
+    spec: Box<dyn Fn() -> Option<Value>>,
+}
+
+/// The cached object of `kind` `ns/name`.
+fn cached(caches: &Caches, kind: &str, ns: &str, name: &str) -> Option<Cached> {
+    fn get<K>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> Option<Cached>
     where
         K: Resource<DynamicType = ()> + Clone + serde::Serialize + 'static,
     {
         let object = store.get(&ObjectRef::new(name).within(ns))?;
-        match &object.0 {
-            Ok(k) => serde_json::to_value(k).ok(),
-            // An unreadable object is always re-applied.
-            Err(_) => Some(Value::Null),
-        }
+        let meta = match &object.0 {
+            Ok(k) => k.meta(),
+            Err(e) => &e.metadata,
+        };
+        let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+        Some(Cached {
+            generation: meta.generation,
+            digest: annotation(annotations::DIGEST),
+            owner: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::SOURCE))
+                .cloned(),
+            spec: Box::new(move || match &object.0 {
+                Ok(k) => serde_json::to_value(k).ok()?.get("spec").cloned(),
+                // An unreadable object is always re-applied.
+                Err(_) => None,
+            }),
+        })
     }
     match kind {
         "Identity" => get(&caches.identities, ns, name),
@@ -377,13 +403,16 @@ fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(String, Strin
     out
 }
 
-/// Whether the cluster's copy already is what Git says: same digest, same spec.
-fn up_to_date(existing: &Value, wanted: &DesiredObject) -> bool {
-    let digest = existing
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(annotations::DIGEST))
-        .and_then(Value::as_str);
-    digest == Some(wanted.digest.as_str()) && existing.get("spec") == wanted.body.get("spec")
+/// Whether the cluster's copy already is what Git says: the same digest, and the same
+/// spec (the generation this controller last applied, or else an equal spec).
+fn up_to_date(existing: &Cached, applied_generation: Option<i64>, wanted: &DesiredObject) -> bool {
+    if existing.digest.as_deref() != Some(wanted.digest.as_str()) {
+        return false;
+    }
+    match applied_generation {
+        Some(g) if existing.generation == Some(g) => true,
+        _ => (existing.spec)().as_ref() == wanted.body.get("spec"),
+    }
 }
 
 fn resource(kind: &str) -> Option<ApiResource> {
@@ -406,22 +435,28 @@ async fn apply_and_prune(
 ) -> Result<(usize, usize), String> {
     let ns = source.namespace().unwrap_or_default();
     let name = source.name_any();
+    let key = format!("{ns}/{name}");
+    let applied_generations = ctx
+        .memory
+        .lock()
+        .expect("memory lock")
+        .get(&key)
+        .map(|m| m.generations.clone())
+        .unwrap_or_default();
     // Another source's objects are never taken over: refuse before writing anything.
     let mut changed = Vec::new();
     for object in &desired.objects {
-        let existing = cached(&ctx.caches, &object.kind, &ns, &object.name);
-        if let Some(existing) = &existing {
-            let owner = existing
-                .pointer("/metadata/labels")
-                .and_then(|l| l.get(labels::SOURCE))
-                .and_then(Value::as_str);
-            if let Some(other) = owner.filter(|o| *o != name) {
+        if let Some(existing) = cached(&ctx.caches, &object.kind, &ns, &object.name) {
+            if let Some(other) = existing.owner.as_deref().filter(|o| *o != name) {
                 return Err(format!(
                     "{} {ns}/{} in {} is already applied by PolicySource {other}: define it in one source only",
                     object.kind, object.name, object.file
                 ));
             }
-            if up_to_date(existing, object) {
+            let applied = applied_generations
+                .get(&(object.kind.clone(), object.name.clone()))
+                .copied();
+            if up_to_date(&existing, applied, object) {
                 continue;
             }
         }
@@ -451,12 +486,23 @@ async fn apply_and_prune(
             }
         })
         .collect();
-    let results: Vec<_> = futures::stream::iter(writes)
+    let results: Vec<Result<DynamicObject, String>> = futures::stream::iter(writes)
         .buffer_unordered(APPLY_CONCURRENCY)
         .collect()
         .await;
-    if let Some(Err(error)) = results.into_iter().find(Result::is_err) {
-        return Err(error);
+    let mut generations = Vec::with_capacity(results.len());
+    for result in results {
+        let object = result?;
+        if let (Some(kind), Some(name), Some(generation)) = (
+            object.types.as_ref().map(|t| t.kind.clone()),
+            object.metadata.name.clone(),
+            object.metadata.generation,
+        ) {
+            generations.push(((kind, name), generation));
+        }
+    }
+    if let Some(memory) = ctx.memory.lock().expect("memory lock").get_mut(&key) {
+        memory.generations.extend(generations);
     }
     let mut pruned = 0;
     if with_prune && source.spec.prune {

@@ -126,6 +126,7 @@ pub fn identity_status(
                     commit: source.provenance.commit.clone(),
                     path: source.provenance.path.clone(),
                     author: source.provenance.author.clone(),
+                    signer: source.provenance.signer.clone(),
                 },
                 state: Some(state),
             }

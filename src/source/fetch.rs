@@ -101,15 +101,23 @@ pub fn open_cache(cache_dir: &Path, namespace: &str, name: &str) -> Result<Repos
     }
 }
 
-fn callbacks<'a>(url: &'a str, credentials: &'a GitCredentials) -> RemoteCallbacks<'a> {
+/// Why a callback refused the connection: libgit2 replaces the callback's own message with
+/// a generic one, so the reason is kept here and used in the error.
+type Refusal = std::cell::RefCell<Option<String>>;
+
+fn callbacks<'a>(
+    url: &'a str,
+    credentials: &'a GitCredentials,
+    refusal: &'a Refusal,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let mut attempts = 0;
     callbacks.credentials(move |_url, username_from_url, allowed| {
         attempts += 1;
         if attempts > 2 {
-            return Err(git2::Error::from_str(
-                "the remote refused the credentials in spec.secretRef",
-            ));
+            let reason = "the remote refused the credentials in spec.secretRef";
+            *refusal.borrow_mut() = Some(reason.to_string());
+            return Err(git2::Error::from_str(reason));
         }
         if allowed.contains(git2::CredentialType::SSH_KEY)
             && let Some(identity) = &credentials.identity {
@@ -129,9 +137,9 @@ fn callbacks<'a>(url: &'a str, credentials: &'a GitCredentials) -> RemoteCallbac
                     .unwrap_or("git");
                 return Cred::userpass_plaintext(user, password);
             }
-        Err(git2::Error::from_str(
-            "the remote asks for credentials: set spec.secretRef to a Secret with username/password (HTTPS) or identity/known_hosts (SSH)",
-        ))
+        let reason = "the remote asks for credentials: set spec.secretRef to a Secret with username/password (HTTPS) or identity/known_hosts (SSH)";
+        *refusal.borrow_mut() = Some(reason.to_string());
+        Err(git2::Error::from_str(reason))
     });
     callbacks.certificate_check(move |cert, host| {
         let Some(hostkey) = cert.as_hostkey() else {
@@ -141,18 +149,18 @@ fn callbacks<'a>(url: &'a str, credentials: &'a GitCredentials) -> RemoteCallbac
         let Some(presented) = hostkey.hostkey() else {
             return Err(git2::Error::from_str("the SSH server sent no host key"));
         };
-        match &credentials.known_hosts {
+        let reason = match &credentials.known_hosts {
             Some(known) if known_host_matches(known, host, presented) => {
-                Ok(CertificateCheckStatus::CertificateOk)
+                return Ok(CertificateCheckStatus::CertificateOk);
             }
-            Some(_) => Err(git2::Error::from_str(&format!(
-                "the host key of {host} is not in known_hosts of spec.secretRef ({}): add `ssh-keyscan {host}` output",
+            Some(_) => format!(
+                "the host key of {host} is not in known_hosts of spec.secretRef ({}): add the `ssh-keyscan {host}` line for the right key",
                 redact(url)
-            ))),
-            None => Err(git2::Error::from_str(
-                "SSH needs a known_hosts key in the Secret of spec.secretRef, to check the server's host key",
-            )),
-        }
+            ),
+            None => "SSH needs a known_hosts key in the Secret of spec.secretRef, to check the server's host key".to_string(),
+        };
+        *refusal.borrow_mut() = Some(reason.clone());
+        Err(git2::Error::from_str(&reason))
     });
     callbacks
 }
@@ -176,7 +184,10 @@ fn known_host_matches(known_hosts: &str, host: &str, key: &[u8]) -> bool {
     })
 }
 
-fn classify(url: &str, error: git2::Error) -> FetchError {
+fn classify(url: &str, error: git2::Error, refusal: &Refusal) -> FetchError {
+    if let Some(reason) = refusal.borrow_mut().take() {
+        return FetchError::Config(reason);
+    }
     let message = format!("{}: {}", redact(url), error.message());
     match error.class() {
         git2::ErrorClass::Ssh | git2::ErrorClass::Callback => FetchError::Config(message),
@@ -198,12 +209,17 @@ pub fn remote_head(
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| FetchError::Config(format!("{}: {}", redact(url), e.message())))?;
+    let refusal = Refusal::default();
     let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks(url, credentials)), None)
-        .map_err(|e| classify(url, e))?;
+        .connect_auth(
+            Direction::Fetch,
+            Some(callbacks(url, credentials, &refusal)),
+            None,
+        )
+        .map_err(|e| classify(url, e, &refusal))?;
     let wanted = ref_name(git_ref);
     let peeled = format!("{wanted}^{{}}");
-    let heads = connection.list().map_err(|e| classify(url, e))?;
+    let heads = connection.list().map_err(|e| classify(url, e, &refusal))?;
     let mut found = None;
     for head in heads {
         if head.name() == peeled {
@@ -234,12 +250,13 @@ pub fn fetch(
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| FetchError::Config(format!("{}: {}", redact(url), e.message())))?;
+    let refusal = Refusal::default();
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(url, credentials));
+    options.remote_callbacks(callbacks(url, credentials, &refusal));
     options.download_tags(git2::AutotagOption::None);
     remote
         .fetch(&[format!("+{wanted}:{local}")], Some(&mut options), None)
-        .map_err(|e| classify(url, e))?;
+        .map_err(|e| classify(url, e, &refusal))?;
     let reference = repo.find_reference(local).map_err(|_| {
         FetchError::MissingRef(format!(
             "{wanted} does not exist in {}: check spec.ref",
