@@ -1196,3 +1196,79 @@ async fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
         "--log-format=json writes one JSON object per line: {logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_limited_to_named_roles_refuses_the_others() {
+    let admin = harness::client().await;
+    ensure_namespace(&admin, RELEASE_NS).await;
+    let discovery = Discovery::new(admin.clone()).run().await.unwrap();
+    for role in ["bind-allowed", "bind-refused"] {
+        let object = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+        });
+        apply_object(&admin, &discovery, &object, true)
+            .await
+            .unwrap();
+    }
+    // Another release of the chart, allowed to bind one ClusterRole by name, bound to a user.
+    let user_name = "gatehouse-limited";
+    for mut object in template(&[
+        "--set",
+        "fullnameOverride=limited,rbac.bind.clusterRoles.resourceNames={bind-allowed}",
+    ]) {
+        match kind(&object) {
+            "ClusterRole" | "Role" => {}
+            "ClusterRoleBinding" | "RoleBinding" => {
+                object["subjects"] = serde_json::json!([
+                    {"kind": "User", "name": user_name, "apiGroup": "rbac.authorization.k8s.io"}
+                ]);
+            }
+            _ => continue,
+        }
+        apply_object(&admin, &discovery, &object, true)
+            .await
+            .unwrap_or_else(|e| panic!("applying the chart's RBAC: {e}"));
+    }
+    let user = client_as(user_name).await;
+    let bindings: Api<ClusterRoleBinding> = Api::all(user);
+    let params = PatchParams::apply("gatehouse").force();
+    let binding = |role: &str| {
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("limited-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "User", "name": "someone", "apiGroup": "rbac.authorization.k8s.io"}],
+        })
+    };
+    bindings
+        .patch(
+            "limited-bind-allowed",
+            &params,
+            &Patch::Apply(binding("bind-allowed")),
+        )
+        .await
+        .expect("a listed role can be bound");
+    let refused = bindings
+        .patch(
+            "limited-bind-refused",
+            &params,
+            &Patch::Apply(binding("bind-refused")),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "{e:?}");
+            assert!(
+                e.message
+                    .contains("is attempting to grant RBAC permissions not currently held"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("binding an unlisted role must be forbidden: {other:?}"),
+    }
+}
