@@ -213,7 +213,7 @@ async fn first_sync_update_prune_and_provenance_over_file_url() {
         .unwrap();
     let a = alice.metadata.annotations.clone().unwrap();
     assert_eq!(a[annotations::COMMIT], people);
-    assert_eq!(a[annotations::PATH], "identities/alice.yaml");
+    assert_eq!(a[annotations::PATH], "tenants/acme/identities/alice.yaml");
     assert_eq!(a[annotations::AUTHOR], HR);
     assert_eq!(a[annotations::SIGNER], "hr-bot");
     let finance = Api::<AccessPolicy>::namespaced(w.client.clone(), &w.ns)
@@ -431,11 +431,49 @@ async fn force_push_to_an_older_commit_is_applied_and_reported() {
     w.applied(&newer).await;
     assert_eq!(w.names::<Identity>().await, ["alice", "bob", "erin"]);
 
+    // Rewritten history: a new commit on top of an older one (diverged), then a reset to
+    // the older commit itself (rollback). Both are applied and reported.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/fay.yaml",
+        &person("fay", "finance"),
+    );
+    let diverged = w.repo.commit("fay instead of erin", HR, Some(&w.hr));
+    let source = w.applied(&diverged).await;
+    let (_, _, message) = condition(&source, "Ready");
+    assert!(message.contains("history rewritten"), "{message}");
+    assert!(message.contains(&newer[..12]), "{message}");
+    harness::eventually(
+        "erin pruned, fay added",
+        Duration::from_secs(30),
+        || async {
+            let names = w.names::<Identity>().await;
+            if names == ["alice", "bob", "fay"] {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
+    // A diverged branch is verified from the common commit: an unsigned one is refused.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/gus.yaml",
+        &person("gus", "finance"),
+    );
+    let unsigned = w.repo.commit("gus, unsigned, rewritten", HR, None);
+    let (_, _, message) = condition(&w.refused(&unsigned).await, "Verified");
+    assert!(
+        message.contains(&unsigned[..12]) && message.contains("is not signed"),
+        "{message}"
+    );
+
     w.repo.reset_hard(&rules);
     let source = w.applied(&rules).await;
     let (_, _, message) = condition(&source, "Ready");
     assert!(message.contains("history rewritten"), "{message}");
-    harness::eventually("erin pruned", Duration::from_secs(30), || async {
+    harness::eventually("fay pruned", Duration::from_secs(30), || async {
         let names = w.names::<Identity>().await;
         if names == ["alice", "bob"] {
             Ok(())
@@ -444,6 +482,59 @@ async fn force_push_to_an_older_commit_is_applied_and_reported() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_never_fight_over_one_object() {
+    let w = World::new("src-two").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+    // A second repository in the same namespace defining alice too.
+    let other = Repo::init(&w.root.join("other"));
+    other.write("people/alice.yaml", &person("alice", "sales"));
+    other.write("people/zoe.yaml", &person("zoe", "sales"));
+    let head = other.commit("alice and zoe", HR, None);
+    harness::apply::<PolicySource>(
+        &w.client,
+        &w.ns,
+        &format!("metadata: {{name: other}}\nspec: {{url: '{}', ref: {{branch: main}}, path: people, interval: 1s}}", other.url_file()),
+    )
+    .await;
+    let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);
+    let message = harness::eventually(
+        "the second source refused",
+        Duration::from_secs(30),
+        || async {
+            let s = api.get("other").await.map_err(|e| e.to_string())?;
+            let status = s.status.unwrap_or_default();
+            match harness::condition(&status.conditions, "Ready") {
+                Some((st, reason, message))
+                    if st == "False" && status.last_attempted_commit.as_deref() == Some(&head) =>
+                {
+                    Ok((reason, message))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(message.0, "InvalidCommit", "{message:?}");
+    assert!(
+        message.1.contains("people/alice.yaml")
+            && message.1.contains("already applied by PolicySource access"),
+        "{message:?}"
+    );
+    // Nothing of that commit is applied, not even zoe; alice stays as the first source has her.
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+        .get("alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.spec.employment.unwrap().department.as_deref(),
+        Some("finance")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ use crate::api::{
     annotations, condition_types, labels,
 };
 use crate::http::{Metrics, SourceLabels};
+use crate::source::Diagnostic;
 use crate::source::fetch::{self, FetchError, GitCredentials};
 use crate::source::history::{self, Movement};
 use crate::source::sync::{self, Desired, DesiredObject, Refusal, SourceMemory};
@@ -212,23 +213,34 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
             head,
             movement,
             result: Ok(desired),
-        }) => match apply_and_prune(&ctx, &source, &desired, true).await {
-            Ok((applied, pruned)) => {
-                applied_status(&ctx, &source, head, movement, &desired, applied, pruned).await;
-                "applied"
-            }
-            Err(message) => {
+        }) => {
+            let problems = conflicts(&ctx, &source, &desired);
+            if !problems.is_empty() {
+                // Checked again at every poll: the other source may let go of the objects.
                 forget(&ctx, &key);
-                let status = PolicySourceStatus {
-                    last_attempted_commit: Some(head.to_string()),
-                    ..failed_status(&source, "ApplyFailed", &message, false)
-                };
-                ctx.writer
-                    .status(&*source, source.status.as_ref(), &status, |s| &s.conditions)
-                    .await;
-                return Err(SourceError(message));
+                refused(&ctx, &source, head, &Refusal::Invalid(problems)).await;
+                "refused"
+            } else {
+                match apply_and_prune(&ctx, &source, &desired, true).await {
+                    Ok((applied, pruned)) => {
+                        applied_status(&ctx, &source, head, movement, &desired, applied, pruned)
+                            .await;
+                        "applied"
+                    }
+                    Err(message) => {
+                        forget(&ctx, &key);
+                        let status = PolicySourceStatus {
+                            last_attempted_commit: Some(head.to_string()),
+                            ..failed_status(&source, "ApplyFailed", &message, false)
+                        };
+                        ctx.writer
+                            .status(&*source, source.status.as_ref(), &status, |s| &s.conditions)
+                            .await;
+                        return Err(SourceError(message));
+                    }
+                }
             }
-        },
+        }
     };
     record(&ctx, &ns, &name, result, started);
     Ok(Action::requeue(interval))
@@ -425,6 +437,30 @@ fn resource(kind: &str) -> Option<ApiResource> {
     })
 }
 
+/// Objects of this commit that another PolicySource already applied: a commit with any is
+/// refused as a whole, so that two sources never fight over one object.
+fn conflicts(ctx: &Context, source: &PolicySource, desired: &Desired) -> Vec<Diagnostic> {
+    let ns = source.namespace().unwrap_or_default();
+    let name = source.name_any();
+    desired
+        .objects
+        .iter()
+        .filter_map(|object| {
+            let existing = cached(&ctx.caches, &object.kind, &ns, &object.name)?;
+            let other = existing.owner.filter(|o| *o != name)?;
+            Some(Diagnostic {
+                severity: crate::engine::Severity::Error,
+                file: object.file.clone(),
+                object: Some(format!("{}/{ns}/{}", object.kind, object.name)),
+                field: Some("metadata.name".into()),
+                message: format!(
+                    "already applied by PolicySource {other}: define it in one source only"
+                ),
+            })
+        })
+        .collect()
+}
+
 /// Applies the objects that differ from the cluster and, when `prune` is on and
 /// `with_prune`, deletes this source's objects that left Git. Returns (applied, pruned).
 async fn apply_and_prune(
@@ -443,15 +479,12 @@ async fn apply_and_prune(
         .get(&key)
         .map(|m| m.generations.clone())
         .unwrap_or_default();
-    // Another source's objects are never taken over: refuse before writing anything.
     let mut changed = Vec::new();
     for object in &desired.objects {
         if let Some(existing) = cached(&ctx.caches, &object.kind, &ns, &object.name) {
-            if let Some(other) = existing.owner.as_deref().filter(|o| *o != name) {
-                return Err(format!(
-                    "{} {ns}/{} in {} is already applied by PolicySource {other}: define it in one source only",
-                    object.kind, object.name, object.file
-                ));
+            if existing.owner.as_deref().is_some_and(|o| o != name) {
+                // Another source's object is never taken over (see `conflicts`).
+                continue;
             }
             let applied = applied_generations
                 .get(&(object.kind.clone(), object.name.clone()))

@@ -215,11 +215,19 @@ pub fn prepare(
             ),
         }])));
     };
-    let mut blobs: Vec<(String, Oid)> = Vec::new();
+    // Files are named by their path in the repository (what `git show COMMIT:PATH` takes);
+    // history and path owners use paths relative to the source folder.
+    let prefix = subdir
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("{s}/"))
+        .unwrap_or_default();
+    let mut blobs: Vec<(String, String, Oid)> = Vec::new();
     let mut tree_errors = Diagnostics::default();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let path = format!("{dir}{}", entry.name().unwrap_or("?"));
-        let hidden = path.split('/').any(|part| part.starts_with('.'));
+        let relative = format!("{dir}{}", entry.name().unwrap_or("?"));
+        let hidden = relative.split('/').any(|part| part.starts_with('.'));
+        let path = format!("{prefix}{relative}");
         match entry.kind() {
             Some(ObjectType::Commit) => tree_errors.error(
                 &path,
@@ -236,7 +244,7 @@ pub fn prepare(
                         "symbolic links are not followed: commit the file itself".into(),
                     );
                 } else {
-                    blobs.push((path, entry.id()));
+                    blobs.push((path, relative, entry.id()));
                 }
             }
             _ => {}
@@ -253,7 +261,7 @@ pub fn prepare(
     };
     let mut to_parse: Vec<(String, Vec<u8>, Provenance)> = Vec::new();
     let mut files: HashMap<String, FileEntry> = HashMap::with_capacity(blobs.len());
-    for (path, blob) in &blobs {
+    for (path, relative, blob) in &blobs {
         if let Some(entry) = memory.files.get(path).filter(|e| e.blob == *blob) {
             files.insert(path.clone(), entry.clone());
             continue;
@@ -279,12 +287,12 @@ pub fn prepare(
             );
             continue;
         }
-        let changed_in = last_change.get(path.as_str()).copied().unwrap_or(head);
+        let changed_in = last_change.get(relative.as_str()).copied().unwrap_or(head);
         let signer = verified.get(&changed_in).cloned();
         let provenance = commits.provenance(changed_in, signer.as_deref());
         to_parse.push((path.clone(), object.content().to_vec(), provenance));
     }
-    let blob_of: HashMap<&str, Oid> = blobs.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+    let blob_of: HashMap<&str, Oid> = blobs.iter().map(|(p, _, b)| (p.as_str(), *b)).collect();
     for (path, entry) in parse(to_parse, namespace, source) {
         let blob = blob_of[path.as_str()];
         files.insert(path, FileEntry { blob, ..entry });
