@@ -16,6 +16,8 @@ done
 # Real peers: kube-apiserver and etcd, built once from Go modules into a cache outside the
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
+# helm, built once from its Go module into the same cache, for the chart tests (tests/chart.rs).
+GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-helm.sh >/dev/null
 # PostgreSQL server binaries (Debian's postgresql-15) for tests/postgres.rs and benches/postgres.rs.
 bash scripts/install-postgres.sh
 
