@@ -16,11 +16,16 @@ done
 # Real peers: kube-apiserver and etcd, built once from Go modules into a cache outside the
 # repository (${GATEHOUSE_CACHE:-~/.cache/gatehouse}); several minutes the first time.
 GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-control-plane.sh
+# helm, built once from its Go module into the same cache, for the chart tests (tests/chart.rs).
+GATEHOUSE_GO_JOBS="${GATEHOUSE_GO_JOBS:-2}" bash scripts/build-helm.sh >/dev/null
 # PostgreSQL server binaries (Debian's postgresql-15) for tests/postgres.rs and benches/postgres.rs.
 bash scripts/install-postgres.sh
 
 # OpenLDAP slapd and ldap-utils (Debian packages) for the LDAP connector's tests.
 bash scripts/install-ldap.sh
+
+# OpenSSH's server (Debian package) for the PolicySource SSH transport test.
+bash scripts/install-sshd.sh
 
 # The SCIM peer: python-scim's scim2-server from PyPI, pinned, in a venv in the same cache.
 bash scripts/install-scim.sh >/dev/null

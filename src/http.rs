@@ -1,4 +1,5 @@
-//! `/livez`, `/readyz` and `/metrics` for the controller.
+//! `/livez`, `/readyz` and `/metrics` for the controller, and the Git webhook receiver
+//! `POST /hook/<namespace>/<source>`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,22 @@ pub struct Metrics {
     /// The work queue: operations planned on a target but not carried out (Observe mode,
     /// the blast-radius guard, failures awaiting their retry).
     pub pending_operations: Family<TargetLabels, Gauge>,
+    /// PolicySource passes by outcome.
+    pub source_syncs: Family<SourceLabels, Counter>,
+    /// Duration of a PolicySource pass (poll, and when the head moved: fetch, verify, parse,
+    /// apply, prune).
+    pub source_sync_seconds: Histogram,
+}
+
+/// Labels of per-PolicySource series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Namespace of the PolicySource.
+    pub namespace: String,
+    /// PolicySource name.
+    pub source: String,
+    /// `unchanged`, `applied`, `repaired`, `refused` or `fetch_failed`.
+    pub result: String,
 }
 
 /// Labels of per-target series.
@@ -66,6 +83,18 @@ impl Default for Metrics {
         let operations = Family::<OperationLabels, Counter>::default();
         let leaver_revocation_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         let pending_operations = Family::<TargetLabels, Gauge>::default();
+        let source_syncs = Family::<SourceLabels, Counter>::default();
+        let source_sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "source_syncs",
+            "PolicySource passes by outcome",
+            source_syncs.clone(),
+        );
+        registry.register(
+            "source_sync_duration_seconds",
+            "Duration of a PolicySource pass",
+            source_sync_seconds.clone(),
+        );
         registry.register(
             "pending_operations",
             "Operations planned on a target but not carried out yet",
@@ -100,6 +129,8 @@ impl Default for Metrics {
             operations,
             leaver_revocation_seconds,
             pending_operations,
+            source_syncs,
+            source_sync_seconds,
         }
     }
 }
@@ -162,4 +193,162 @@ pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
                 }
             }),
         )
+}
+
+/// Checks a webhook delivery against the shared secret: GitHub's and Gitea's
+/// `X-Hub-Signature-256: sha256=<hex>`, Gitea's `X-Gitea-Signature: <hex>` (HMAC-SHA256 of
+/// the body), or GitLab's `X-Gitlab-Token: <secret>`. Comparisons are constant-time.
+pub fn check_webhook(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    secret: &[u8],
+) -> Result<(), &'static str> {
+    use hmac::{Hmac, Mac};
+    use subtle::ConstantTimeEq;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let hex_signature = header("x-hub-signature-256")
+        .map(|v| v.strip_prefix("sha256=").unwrap_or("").trim())
+        .or_else(|| header("x-gitea-signature").map(str::trim));
+    if let Some(hex_signature) = hex_signature {
+        let Ok(expected) = hex::decode(hex_signature) else {
+            return Err("the signature header is not hex");
+        };
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(body);
+        return mac
+            .verify_slice(&expected)
+            .map_err(|_| "the body's HMAC-SHA256 does not match the shared secret");
+    }
+    if let Some(token) = header("x-gitlab-token") {
+        return if bool::from(token.as_bytes().ct_eq(secret)) {
+            Ok(())
+        } else {
+            Err("X-Gitlab-Token does not match the shared secret")
+        };
+    }
+    Err("no X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token header")
+}
+
+/// The webhook route: a valid delivery marks the PolicySource with
+/// `gatehouse.dev/requested-at`, which wakes the leader's sync at once (any replica can
+/// receive it).
+pub fn hooks(client: kube::Client) -> Router {
+    Router::new()
+        .route(
+            "/hook/{namespace}/{source}",
+            axum::routing::post(receive_hook),
+        )
+        .with_state(client)
+}
+
+async fn receive_hook(
+    State(client): State<kube::Client>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams};
+    let sources: Api<crate::api::PolicySource> = Api::namespaced(client.clone(), &namespace);
+    let source = match sources.get_opt(&name).await {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no PolicySource {namespace}/{name}\n"),
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, namespace, name, "webhook: cannot read the PolicySource");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the PolicySource; retry\n".into(),
+            );
+        }
+    };
+    let Some(webhook) = &source.spec.webhook else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("PolicySource {namespace}/{name} has no spec.webhook\n"),
+        );
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get_opt(&webhook.secret_ref.name)
+        .await;
+    let token = match secret {
+        Ok(Some(secret)) => secret
+            .data
+            .unwrap_or_default()
+            .get("token")
+            .map(|t| t.0.clone()),
+        _ => None,
+    };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        tracing::warn!(namespace, name, secret = %webhook.secret_ref.name, "webhook: the Secret or its `token` key is missing");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook secret is not configured\n".into(),
+        );
+    };
+    if let Err(why) = check_webhook(&headers, &body, &token) {
+        tracing::warn!(namespace, name, why, "webhook: delivery refused");
+        return (StatusCode::UNAUTHORIZED, format!("{why}\n"));
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        crate::api::annotations::REQUESTED_AT: jiff::Timestamp::now().to_string(),
+    }}});
+    match sources
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => (StatusCode::ACCEPTED, "sync requested\n".into()),
+        Err(error) => {
+            tracing::warn!(%error, namespace, name, "webhook: cannot request the sync");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot request the sync; retry\n".into(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+    use hmac::{Hmac, Mac};
+
+    fn sign(secret: &[u8], body: &[u8]) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn webhook_signatures_of_github_gitea_and_gitlab() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let good = sign(b"s3cret", body);
+        let github = headers("x-hub-signature-256", &format!("sha256={good}"));
+        assert_eq!(check_webhook(&github, body, b"s3cret"), Ok(()));
+        assert!(check_webhook(&github, body, b"other").is_err());
+        assert!(check_webhook(&github, b"{}", b"s3cret").is_err());
+        let gitea = headers("x-gitea-signature", &good);
+        assert_eq!(check_webhook(&gitea, body, b"s3cret"), Ok(()));
+        let gitlab = headers("x-gitlab-token", "s3cret");
+        assert_eq!(check_webhook(&gitlab, body, b"s3cret"), Ok(()));
+        assert!(check_webhook(&gitlab, body, b"s3cret2").is_err());
+        assert!(check_webhook(&HeaderMap::new(), body, b"s3cret").is_err());
+        let not_hex = headers("x-hub-signature-256", "sha256=zz");
+        assert_eq!(
+            check_webhook(&not_hex, body, b"s3cret"),
+            Err("the signature header is not hex")
+        );
+    }
 }

@@ -27,4 +27,6 @@ pub mod condition_types {
     pub const CONNECTED: &str = "Connected";
     /// TargetSystem: observed state equals desired state.
     pub const IN_SYNC: &str = "InSync";
+    /// PolicySource: the commits applied are signed by trusted keys that may change them.
+    pub const VERIFIED: &str = "Verified";
 }

@@ -224,4 +224,7 @@ pub struct SourceStatus {
     /// Author of that commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Trusted key that signed that commit, when the PolicySource verifies signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }

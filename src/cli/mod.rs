@@ -80,6 +80,9 @@ struct RunArgs {
     /// This replica's name in the Lease and in Events (default: $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Folder for the PolicySources' Git repositories (default: a folder in the temp dir).
+    #[arg(long, env = "GATEHOUSE_SOURCE_CACHE_DIR")]
+    source_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +184,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 .map(|h| h.trim().to_string())
         }),
         clock_offset: Default::default(),
+        source_cache_dir: args
+            .source_cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("gatehouse-sources")),
     };
     let mut options = options;
     if args.leader_elect {
@@ -218,7 +225,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen} (--listen): {e}"))?;
-        let routes = crate::http::router(options.health.clone(), options.metrics.clone());
+        let routes = crate::http::router(options.health.clone(), options.metrics.clone())
+            .merge(crate::http::hooks(client.clone()));
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, routes).await {
                 tracing::error!(%error, "HTTP server stopped");

@@ -5,6 +5,7 @@
 //! Every replica keeps its caches warm; with leader election only the leader reconciles.
 
 pub mod leader;
+mod sources;
 pub mod status;
 pub mod targets;
 pub mod writer;
@@ -59,6 +60,9 @@ pub struct Options {
     /// it to stand seconds before a date boundary (a contractor's last day) and watch the
     /// controller cross it.
     pub clock_offset: jiff::SignedDuration,
+    /// Where PolicySources keep their bare Git repositories (outside the image's root
+    /// filesystem: an emptyDir in the chart).
+    pub source_cache_dir: std::path::PathBuf,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             leader: None,
             instance: None,
             clock_offset: jiff::SignedDuration::ZERO,
+            source_cache_dir: std::env::temp_dir().join("gatehouse-sources"),
         }
     }
 }
@@ -164,12 +169,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let caches = Caches {
+    let caches = Arc::new(Caches {
         identities: watch(&client, &options.namespace, wake.clone()),
         policies: watch(&client, &options.namespace, wake.clone()),
         exceptions: watch(&client, &options.namespace, wake.clone()),
         targets: watch(&client, &options.namespace, wake.clone()),
-    };
+    });
     for ready in [
         caches.identities.wait_until_ready().await,
         caches.policies.wait_until_ready().await,
@@ -184,6 +189,12 @@ pub async fn run(
         None => None,
     };
     tracing::info!(namespace = ?options.namespace, "caches ready");
+    tokio::spawn(run_sources_while_leading(
+        client.clone(),
+        options.clone(),
+        caches.clone(),
+        leading.clone(),
+    ));
     let mut reconciler = Reconciler {
         writer: Writer::new(client.clone(), options.instance.clone()),
         client,
@@ -230,6 +241,56 @@ pub async fn run(
                 }
             } => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Runs the PolicySource controller whenever this replica leads, stopping it when the
+/// Lease is lost.
+async fn run_sources_while_leading(
+    client: Client,
+    options: Options,
+    caches: Arc<Caches>,
+    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    loop {
+        if let Some(l) = leading.as_mut() {
+            while !*l.borrow_and_update() {
+                if l.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut watch = leading.clone();
+        tokio::spawn(async move {
+            if let Some(l) = watch.as_mut() {
+                while *l.borrow_and_update() {
+                    if l.changed().await.is_err() {
+                        break;
+                    }
+                }
+                let _ = stop.send(());
+            } else {
+                // Without election this replica leads for good.
+                std::future::pending::<()>().await;
+                drop(stop);
+            }
+        });
+        sources::run(
+            client.clone(),
+            options.namespace.clone(),
+            options.source_cache_dir.clone(),
+            options.metrics.clone(),
+            caches.clone(),
+            options.instance.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await;
+        if leading.is_none() {
+            return;
         }
     }
 }

@@ -47,7 +47,17 @@ impl<'a> Conditions<'a> {
 
     /// Sets `type_` to True or False.
     pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
-        let status = if ok { "True" } else { "False" };
+        self.set_status(type_, if ok { "True" } else { "False" }, reason, message);
+    }
+
+    /// Sets `type_` to `True`, `False` or `Unknown`.
+    pub fn set_status(
+        &mut self,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let last = self
             .previous
             .iter()
@@ -116,6 +126,7 @@ pub fn identity_status(
                     commit: source.provenance.commit.clone(),
                     path: source.provenance.path.clone(),
                     author: source.provenance.author.clone(),
+                    signer: source.provenance.signer.clone(),
                 },
                 state: Some(state),
             }

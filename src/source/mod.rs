@@ -2,9 +2,11 @@
 //! [`Snapshot`](crate::engine::Snapshot) plus every problem found on the way.
 
 mod diagnostics;
+pub mod fetch;
 mod git_tree;
 pub mod history;
 mod manifest;
+pub mod sync;
 pub mod verify;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

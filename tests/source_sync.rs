@@ -1,0 +1,802 @@
+//! PolicySource end to end: real repositories built with the git CLI and signed with
+//! `ssh-keygen` keys, served over `file://` and smart HTTP (`git http-backend`), synced by
+//! the controller into the real API server.
+// The harness carries its own copy of tests/peer_script.rs; the SSH test starts sshd with it.
+#![allow(clippy::duplicate_mod)]
+
+mod gitrepo;
+mod harness;
+#[allow(dead_code)] // only `run`, `var` and `stop_at_exit` are used here
+mod peer_script;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gatehouse::api::{AccessPolicy, Identity, PolicySource, annotations};
+use gatehouse::controller::{Options, run};
+use gitrepo::{GitHttpServer, Repo, SigningKey};
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+const HR: &str = "Hanna HR <hanna@acme.example>";
+const IAM: &str = "Ivan IAM <ivan@acme.example>";
+
+fn person(name: &str, dept: &str) -> String {
+    format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}}}\nspec:\n  type: Human\n  employment: {{status: Active, type: Employee, department: {dept}, manager: {name}, startDate: '2025-01-01'}}\n"
+    )
+}
+
+fn policy(name: &str, dept: &str, role: &str) -> String {
+    format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchAttributes: {{department: {dept}}}}}\n  entitlements: [{{target: k8s, kind: ClusterRole, name: {role}}}]\n"
+    )
+}
+
+const TARGET: &str = "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: k8s}\nspec: {type: Kubernetes}\n";
+
+/// A test world: keys, a repository under `tenants/acme`, a namespace and a controller.
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: Repo,
+    hr: SigningKey,
+    iam: SigningKey,
+    client: Client,
+    ns: String,
+    http: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl World {
+    async fn new(prefix: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("served");
+        let keys = dir.path().join("keys");
+        let hr = SigningKey::generate(&keys, "hr-bot");
+        let iam = SigningKey::generate(&keys, "iam-lead");
+        let repo = Repo::init(&root.join("access"));
+        let client = harness::client().await;
+        let ns = harness::namespace(&client, prefix).await;
+        let options = Options {
+            namespace: Some(ns.clone()),
+            resync: Duration::from_secs(60),
+            source_cache_dir: dir.path().join("cache"),
+            ..Options::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap();
+        let routes = gatehouse::http::router(options.health.clone(), options.metrics.clone())
+            .merge(gatehouse::http::hooks(client.clone()));
+        tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(run(client.clone(), options, async {
+            let _ = stopped.await;
+        }));
+        World {
+            _dir: dir,
+            root,
+            repo,
+            hr,
+            iam,
+            client,
+            ns,
+            http,
+            _stop: stop,
+        }
+    }
+
+    /// Commits the baseline: two people (HR) and a policy plus target (IAM).
+    fn baseline(&self) -> (String, String) {
+        self.repo.write(
+            "tenants/acme/identities/alice.yaml",
+            &person("alice", "finance"),
+        );
+        self.repo.write(
+            "tenants/acme/identities/bob.yaml",
+            &person("bob", "engineering"),
+        );
+        let people = self.repo.commit("people", HR, Some(&self.hr));
+        self.repo.write(
+            "tenants/acme/policies/finance.yaml",
+            &policy("finance", "finance", "view"),
+        );
+        self.repo.write("tenants/acme/targets/k8s.yaml", TARGET);
+        let rules = self.repo.commit("rules", IAM, Some(&self.iam));
+        (people, rules)
+    }
+
+    async fn source(&self, url: &str, extra: &str) {
+        self.source_polling(url, "1s", extra).await
+    }
+
+    async fn source_polling(&self, url: &str, interval: &str, extra: &str) {
+        let yaml = format!(
+            "metadata: {{name: access}}\nspec:\n  url: {url}\n  ref: {{branch: main}}\n  path: tenants/acme\n  interval: {interval}\n  verify:\n    keys:\n    - {{name: hr-bot, publicKey: '{}'}}\n    - {{name: iam-lead, publicKey: '{}'}}\n  pathOwners:\n  - {{path: 'identities/**', keys: [hr-bot]}}\n  - {{path: 'policies/**', keys: [iam-lead]}}\n  - {{path: 'targets/**', keys: [iam-lead]}}\n{extra}",
+            self.hr.public_key, self.iam.public_key
+        );
+        harness::apply::<PolicySource>(&self.client, &self.ns, &yaml).await;
+    }
+
+    async fn get(&self) -> PolicySource {
+        Api::<PolicySource>::namespaced(self.client.clone(), &self.ns)
+            .get("access")
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the source has applied `commit` and is Ready.
+    async fn applied(&self, commit: &str) -> PolicySource {
+        let api = Api::<PolicySource>::namespaced(self.client.clone(), &self.ns);
+        harness::eventually(
+            &format!("commit {commit} applied"),
+            Duration::from_secs(30),
+            || async {
+                let s = api.get("access").await.map_err(|e| e.to_string())?;
+                let status = s.status.clone().unwrap_or_default();
+                let ready = harness::condition(&status.conditions, "Ready");
+                if status.last_applied_commit.as_deref() == Some(commit)
+                    && ready.as_ref().is_some_and(|r| r.0 == "True")
+                {
+                    Ok(s)
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the source has attempted `commit` and refused it; returns the status.
+    async fn refused(&self, commit: &str) -> PolicySource {
+        let api = Api::<PolicySource>::namespaced(self.client.clone(), &self.ns);
+        harness::eventually(
+            &format!("commit {commit} refused"),
+            Duration::from_secs(30),
+            || async {
+                let s = api.get("access").await.map_err(|e| e.to_string())?;
+                let status = s.status.clone().unwrap_or_default();
+                let ready = harness::condition(&status.conditions, "Ready");
+                if status.last_attempted_commit.as_deref() == Some(commit)
+                    && ready.as_ref().is_some_and(|r| r.0 == "False")
+                {
+                    Ok(s)
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn names<K>(&self) -> Vec<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let mut names: Vec<String> = Api::<K>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter_map(|o| o.meta().name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn condition(source: &PolicySource, type_: &str) -> (String, String, String) {
+    harness::condition(&source.status.clone().unwrap_or_default().conditions, type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {:?}", source.status))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_update_prune_and_provenance_over_file_url() {
+    let w = World::new("src-sync").await;
+    let (people, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    let source = w.applied(&rules).await;
+    let status = source.status.clone().unwrap();
+    assert_eq!(status.inventory_count, Some(4));
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+
+    // Provenance: the commit that last changed each file, its author and verified signer.
+    let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+        .get("alice")
+        .await
+        .unwrap();
+    let a = alice.metadata.annotations.clone().unwrap();
+    assert_eq!(a[annotations::COMMIT], people);
+    assert_eq!(a[annotations::PATH], "tenants/acme/identities/alice.yaml");
+    assert_eq!(a[annotations::AUTHOR], HR);
+    assert_eq!(a[annotations::SIGNER], "hr-bot");
+    let finance = Api::<AccessPolicy>::namespaced(w.client.clone(), &w.ns)
+        .get("finance")
+        .await
+        .unwrap();
+    assert_eq!(
+        finance.metadata.annotations.clone().unwrap()[annotations::SIGNER],
+        "iam-lead"
+    );
+
+    // The controller reconciles what came from Git: alice's entitlement carries the
+    // policy's Git provenance into her status.
+    let provenance =
+        harness::eventually("alice's entitlement", Duration::from_secs(30), || async {
+            let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+                .get("alice")
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = alice.status.unwrap_or_default();
+            let json = serde_json::to_value(&status.entitlements).unwrap();
+            let text = json.to_string();
+            if text.contains(&rules) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+    assert!(provenance.contains("iam-lead"), "{provenance}");
+
+    // An update (mover) and a removal (prune) in one signed HR commit.
+    w.repo.write(
+        "tenants/acme/identities/alice.yaml",
+        &person("alice", "engineering"),
+    );
+    w.repo.remove("tenants/acme/identities/bob.yaml");
+    let moved = w
+        .repo
+        .commit("alice moves, bob leaves Git", HR, Some(&w.hr));
+    let source = w.applied(&moved).await;
+    assert_eq!(source.status.clone().unwrap().inventory_count, Some(3));
+    assert_eq!(
+        harness::eventually("bob pruned", Duration::from_secs(30), || async {
+            let names = w.names::<Identity>().await;
+            if names == ["alice"] {
+                Ok(names)
+            } else {
+                Err(format!("{names:?}"))
+            }
+        })
+        .await,
+        ["alice"]
+    );
+    let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+        .get("alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice
+            .spec
+            .employment
+            .as_ref()
+            .unwrap()
+            .department
+            .as_deref(),
+        Some("engineering")
+    );
+    assert_eq!(
+        alice.metadata.annotations.unwrap()[annotations::COMMIT],
+        moved
+    );
+
+    // A change made in the cluster to a Git-managed object is put back on the next poll.
+    harness::apply::<Identity>(
+        &w.client,
+        &w.ns,
+        &person("alice", "sales")
+            .replace("apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\n", ""),
+    )
+    .await;
+    harness::eventually("drift repaired", Duration::from_secs(30), || async {
+        let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+            .get("alice")
+            .await
+            .map_err(|e| e.to_string())?;
+        let dept = alice.spec.employment.unwrap().department;
+        if dept.as_deref() == Some("engineering") {
+            Ok(())
+        } else {
+            Err(format!("{dept:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_commit_in_the_middle_and_wrong_owner_are_refused() {
+    let w = World::new("src-verify").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+
+    // An unsigned commit followed by a signed one: the range is refused as a whole.
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    let unsigned = w.repo.commit("carol, unsigned", HR, None);
+    w.repo.write(
+        "tenants/acme/identities/dave.yaml",
+        &person("dave", "finance"),
+    );
+    let signed = w.repo.commit("dave", HR, Some(&w.hr));
+    let source = w.refused(&signed).await;
+    let (status, reason, message) = condition(&source, "Verified");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "VerificationFailed")
+    );
+    assert!(message.contains(&unsigned[..12]), "{message}");
+    assert!(message.contains("is not signed"), "{message}");
+    assert_eq!(condition(&source, "Stalled").0, "True");
+    let st = source.status.clone().unwrap();
+    assert_eq!(st.last_applied_commit.as_deref(), Some(rules.as_str()));
+    assert_eq!(
+        w.names::<Identity>().await,
+        ["alice", "bob"],
+        "nothing from the range applied"
+    );
+
+    // History rewritten without the unsigned commit, but an HR file signed by IAM.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    let wrong = w.repo.commit("carol, by IAM", IAM, Some(&w.iam));
+    let source = w.refused(&wrong).await;
+    let (_, _, message) = condition(&source, "Verified");
+    assert!(message.contains("identities/carol.yaml"), "{message}");
+    assert!(message.contains("iam-lead"), "{message}");
+    assert!(
+        message.contains("may only be changed by hr-bot"),
+        "{message}"
+    );
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    let events = warning_events(&w).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("VerificationFailed") && e.contains("identities/carol.yaml")),
+        "{events:?}"
+    );
+
+    // Signed by HR: applied.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    let good = w.repo.commit("carol, by HR", HR, Some(&w.hr));
+    let source = w.applied(&good).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert!(
+        source
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Stalled")
+    );
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "carol"]);
+}
+
+async fn warning_events(w: &World) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(w.client.clone(), &w.ns);
+    harness::eventually("events", Duration::from_secs(10), || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let texts: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.reason.clone().unwrap_or_default(),
+                    e.note.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        if texts.iter().any(|t| t.starts_with("VerificationFailed")) {
+            Ok(texts)
+        } else {
+            Err(format!("{texts:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_push_to_an_older_commit_is_applied_and_reported() {
+    let w = World::new("src-rollback").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+    w.repo.write(
+        "tenants/acme/identities/erin.yaml",
+        &person("erin", "finance"),
+    );
+    let newer = w.repo.commit("erin", HR, Some(&w.hr));
+    w.applied(&newer).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "erin"]);
+
+    // Rewritten history: a new commit on top of an older one (diverged), then a reset to
+    // the older commit itself (rollback). Both are applied and reported.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/fay.yaml",
+        &person("fay", "finance"),
+    );
+    let diverged = w.repo.commit("fay instead of erin", HR, Some(&w.hr));
+    let source = w.applied(&diverged).await;
+    let (_, _, message) = condition(&source, "Ready");
+    assert!(message.contains("history rewritten"), "{message}");
+    assert!(message.contains(&newer[..12]), "{message}");
+    harness::eventually(
+        "erin pruned, fay added",
+        Duration::from_secs(30),
+        || async {
+            let names = w.names::<Identity>().await;
+            if names == ["alice", "bob", "fay"] {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
+    // A diverged branch is verified from the common commit: an unsigned one is refused.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/acme/identities/gus.yaml",
+        &person("gus", "finance"),
+    );
+    let unsigned = w.repo.commit("gus, unsigned, rewritten", HR, None);
+    let (_, _, message) = condition(&w.refused(&unsigned).await, "Verified");
+    assert!(
+        message.contains(&unsigned[..12]) && message.contains("is not signed"),
+        "{message}"
+    );
+
+    w.repo.reset_hard(&rules);
+    let source = w.applied(&rules).await;
+    let (_, _, message) = condition(&source, "Ready");
+    assert!(message.contains("history rewritten"), "{message}");
+    harness::eventually("fay pruned", Duration::from_secs(30), || async {
+        let names = w.names::<Identity>().await;
+        if names == ["alice", "bob"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_never_fight_over_one_object() {
+    let w = World::new("src-two").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+    // A second repository in the same namespace defining alice too.
+    let other = Repo::init(&w.root.join("other"));
+    other.write("people/alice.yaml", &person("alice", "sales"));
+    other.write("people/zoe.yaml", &person("zoe", "sales"));
+    let head = other.commit("alice and zoe", HR, None);
+    harness::apply::<PolicySource>(
+        &w.client,
+        &w.ns,
+        &format!("metadata: {{name: other}}\nspec: {{url: '{}', ref: {{branch: main}}, path: people, interval: 1s}}", other.url_file()),
+    )
+    .await;
+    let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);
+    let message = harness::eventually(
+        "the second source refused",
+        Duration::from_secs(30),
+        || async {
+            let s = api.get("other").await.map_err(|e| e.to_string())?;
+            let status = s.status.unwrap_or_default();
+            match harness::condition(&status.conditions, "Ready") {
+                Some((st, reason, message))
+                    if st == "False" && status.last_attempted_commit.as_deref() == Some(&head) =>
+                {
+                    Ok((reason, message))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(message.0, "InvalidCommit", "{message:?}");
+    assert!(
+        message.1.contains("people/alice.yaml")
+            && message.1.contains("already applied by PolicySource access"),
+        "{message:?}"
+    );
+    // Nothing of that commit is applied, not even zoe; alice stays as the first source has her.
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    let alice = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+        .get("alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.spec.employment.unwrap().department.as_deref(),
+        Some("finance")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_blocks_the_whole_commit_and_names_file_and_reason() {
+    let w = World::new("src-bad").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+
+    // A good new person plus one bad file in the same commit: neither is applied.
+    let bad_files: Vec<(&str, String, &str)> = vec![
+        ("identities/typo.yaml", person("typo", "finance").replace("department", "departmnet"), "unknown field"),
+        (
+            "identities/bomb.yaml",
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n".to_string(),
+            "repetition limit exceeded",
+        ),
+        ("identities/huge.yaml", format!("{}# {}\n", person("huge", "finance"), "x".repeat(1024 * 1024)), "over the 1048576-byte limit"),
+        ("identities/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n".to_string(), "only gatehouse.dev/v1alpha1"),
+        ("identities/elsewhere.yaml", person("mallory", "finance").replace("metadata: {name: mallory}", "metadata: {name: mallory, namespace: kube-system}"), "applies into namespace"),
+    ];
+    for (file, text, expect) in bad_files {
+        w.repo.write(
+            "tenants/acme/identities/frank.yaml",
+            &person("frank", "finance"),
+        );
+        w.repo.write(&format!("tenants/acme/{file}"), &text);
+        let bad = w.repo.commit(&format!("frank and {file}"), HR, Some(&w.hr));
+        let source = w.refused(&bad).await;
+        let (_, reason, message) = condition(&source, "Ready");
+        assert_eq!(reason, "InvalidCommit", "{file}: {message}");
+        assert!(message.contains(file), "{file}: {message}");
+        assert!(
+            message.contains(expect),
+            "{file}: expected {expect:?} in {message}"
+        );
+        assert_eq!(condition(&source, "Stalled").0, "True");
+        assert_eq!(
+            w.names::<Identity>().await,
+            ["alice", "bob"],
+            "{file}: nothing applied"
+        );
+        w.repo.remove(&format!("tenants/acme/{file}"));
+    }
+    // A symlink and a submodule are refused by name too.
+    w.repo
+        .symlink("tenants/acme/identities/link.yaml", "alice.yaml");
+    let link = w.repo.commit("a symlink", HR, Some(&w.hr));
+    let (_, _, message) = condition(&w.refused(&link).await, "Ready");
+    assert!(
+        message.contains("identities/link.yaml") && message.contains("symbolic links"),
+        "{message}"
+    );
+    w.repo.remove("tenants/acme/identities/link.yaml");
+    w.repo.add_submodule_entry("tenants/acme/vendored");
+    let sub = w.repo.commit("a submodule", HR, Some(&w.hr));
+    let (_, _, message) = condition(&w.refused(&sub).await, "Ready");
+    assert!(
+        message.contains("vendored") && message.contains("submodules"),
+        "{message}"
+    );
+    gitrepo::git(
+        w.repo.path(),
+        &["rm", "-q", "--cached", "tenants/acme/vendored"],
+    );
+
+    // Fixed: everything in the commit arrives at once.
+    let fixed = w.repo.commit("fixed", HR, Some(&w.hr));
+    w.applied(&fixed).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "frank"]);
+}
+
+async fn post_hook(http: SocketAddr, path: &str, headers: &[(&str, String)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
+fn github_signature(secret: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_over_http_syncs_at_once_and_refuses_a_bad_hmac() {
+    let w = World::new("src-hook").await;
+    let server = GitHttpServer::start(&w.root);
+    let (_, rules) = w.baseline();
+    harness::apply::<k8s_openapi::api::core::v1::Secret>(
+        &w.client,
+        &w.ns,
+        "metadata: {name: hook}\nstringData: {token: s3cret}",
+    )
+    .await;
+    // Polling once an hour: only the webhook can bring the next commit in quickly.
+    w.source_polling(
+        &server.url("access"),
+        "1h",
+        "  webhook: {secretRef: {name: hook}}\n",
+    )
+    .await;
+    w.applied(&rules).await;
+
+    w.repo.write(
+        "tenants/acme/identities/gina.yaml",
+        &person("gina", "finance"),
+    );
+    let pushed = w.repo.commit("gina", HR, Some(&w.hr));
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let path = format!("/hook/{}/access", w.ns);
+    let bad = post_hook(
+        w.http,
+        &path,
+        &[("X-Hub-Signature-256", github_signature("wrong", body))],
+        body,
+    )
+    .await;
+    assert_eq!(bad, 401);
+    assert_eq!(
+        post_hook(w.http, &format!("/hook/{}/nope", w.ns), &[], body).await,
+        404
+    );
+    let started = Instant::now();
+    let good = post_hook(
+        w.http,
+        &path,
+        &[("X-Hub-Signature-256", github_signature("s3cret", body))],
+        body,
+    )
+    .await;
+    assert_eq!(good, 202);
+    w.applied(&pushed).await;
+    let took = started.elapsed();
+    eprintln!("webhook to applied: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the webhook should trigger a sync at once, not the hourly poll ({took:?})"
+    );
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "gina"]);
+
+    // Unreachable: the last good commit stays in force, and Ready says why.
+    server.set_down(true);
+    w.repo.write(
+        "tenants/acme/identities/hal.yaml",
+        &person("hal", "finance"),
+    );
+    w.repo.commit("hal", HR, Some(&w.hr));
+    let gitlab = post_hook(w.http, &path, &[("X-Gitlab-Token", "s3cret".into())], body).await;
+    assert_eq!(gitlab, 202);
+    let (reason, message) = harness::wait_for_condition::<PolicySource>(
+        &w.client,
+        &w.ns,
+        "access",
+        "Ready",
+        "False",
+        |s| s.status.clone().unwrap_or_default().conditions,
+    )
+    .await;
+    assert_eq!(reason, "FetchFailed", "{message}");
+    assert!(
+        message.contains(&format!("commit {} stays in force", &pushed[..12])),
+        "{message}"
+    );
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "gina"]);
+    server.set_down(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_stops_syncing_until_resumed() {
+    let w = World::new("src-suspend").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+    w.source(&w.repo.url_file(), "  suspend: true\n").await;
+    // Give the controller a moment to see the suspension before the new commit lands.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.repo.write(
+        "tenants/acme/identities/ian.yaml",
+        &person("ian", "finance"),
+    );
+    let held = w.repo.commit("ian", HR, Some(&w.hr));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        w.names::<Identity>().await,
+        ["alice", "bob"],
+        "suspended: nothing applied"
+    );
+    assert_eq!(
+        w.get().await.status.unwrap().last_applied_commit.as_deref(),
+        Some(rules.as_str())
+    );
+    w.source(&w.repo.url_file(), "  suspend: false\n").await;
+    w.applied(&held).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "ian"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_transport_checks_the_host_key() {
+    // A private sshd on loopback (Debian's openssh-server) serving this user's repositories.
+    let sshd_dir = std::env::temp_dir().join(format!("gatehouse-sshd-{}", std::process::id()));
+    let vars = peer_script::run("start-sshd.sh", &sshd_dir, &[], "see stderr above");
+    peer_script::stop_at_exit("start-sshd.sh", &sshd_dir);
+    let var = |k: &str| peer_script::var(&vars, "start-sshd.sh", k);
+    let read = |k: &str| std::fs::read_to_string(var(k)).unwrap();
+    let w = World::new("src-ssh").await;
+    let (_, rules) = w.baseline();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        var("SSH_USER"),
+        var("SSHD_PORT"),
+        w.repo.path().canonicalize().unwrap().display()
+    );
+    let secret = |known_hosts: &str| {
+        serde_json::json!({
+            "metadata": {"name": "repo-ssh"},
+            "stringData": {"identity": read("SSH_IDENTITY"), "known_hosts": known_hosts},
+        })
+        .to_string()
+    };
+    // A known_hosts line for another host key: refused before any credential is sent.
+    let other = SigningKey::generate(&w.root.join("other-host"), "other-host");
+    let wrong = format!("[127.0.0.1]:{} {}", var("SSHD_PORT"), other.public_key);
+    harness::apply::<k8s_openapi::api::core::v1::Secret>(&w.client, &w.ns, &secret(&wrong)).await;
+    w.source(&url, "  secretRef: {name: repo-ssh}\n").await;
+    let (reason, message) = harness::wait_for_condition::<PolicySource>(
+        &w.client,
+        &w.ns,
+        "access",
+        "Stalled",
+        "True",
+        |s| s.status.clone().unwrap_or_default().conditions,
+    )
+    .await;
+    assert_eq!(reason, "FetchFailed", "{message}");
+    assert!(
+        message.contains("host key of 127.0.0.1 is not in known_hosts"),
+        "{message}"
+    );
+    assert!(!message.contains("BEGIN OPENSSH PRIVATE KEY"), "{message}");
+    assert!(w.names::<Identity>().await.is_empty());
+
+    // The right host key: synced over SSH with the client key.
+    harness::apply::<k8s_openapi::api::core::v1::Secret>(
+        &w.client,
+        &w.ns,
+        &secret(&read("SSH_KNOWN_HOSTS")),
+    )
+    .await;
+    w.applied(&rules).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+}
