@@ -402,18 +402,6 @@ pub fn audit(
         let diff = repo
             .diff_tree_to_tree(old.as_ref(), tree.as_ref(), None)
             .map_err(|e| e.message().to_string())?;
-        let author = commit.author();
-        let info = CommitRef {
-            id: oid.to_string(),
-            author: format!(
-                "{} <{}>",
-                author.name().unwrap_or("?"),
-                author.email().unwrap_or("?")
-            ),
-            signer: commit_signer(repo, oid, &options.keys).to_string(),
-            time: Timestamp::from_second(commit.committer().when().seconds())
-                .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
-        };
         let mut changes = Vec::new();
         for delta in diff.deltas() {
             let path = delta
@@ -458,10 +446,23 @@ pub fn audit(
             }
             changes.push((path, change));
         }
-        if !changes.is_empty() {
-            replay.commit(info, changes, warn);
-            touched = true;
+        if changes.is_empty() {
+            continue;
         }
+        let author = commit.author();
+        let info = CommitRef {
+            id: oid.to_string(),
+            author: format!(
+                "{} <{}>",
+                author.name().unwrap_or("?"),
+                author.email().unwrap_or("?")
+            ),
+            signer: commit_signer(repo, oid, &options.keys).to_string(),
+            time: Timestamp::from_second(commit.committer().when().seconds())
+                .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
+        };
+        replay.commit(info, changes, warn);
+        touched = true;
     }
     if !touched {
         return Err(format!(
@@ -737,7 +738,7 @@ impl<'o> Replay<'o> {
                 None => "nothing is in force yet".into(),
             };
             warn(format!(
-                "{at} is not applied (a commit with an invalid file is applied by nothing, as by the controller); {kept}"
+                "{at} is not applied: the controller applies nothing from a commit with an invalid file; {kept}"
             ));
             return;
         }
