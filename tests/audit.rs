@@ -472,6 +472,8 @@ fn identity_filter_and_since() {
     let namespaced = json_rows(&h, &["acme/carol"]);
     assert_eq!(namespaced, carol);
     assert!(json_rows(&h, &["other/carol"]).is_empty());
+    let nobody = audit(&h, &["nobody"]);
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no identity nobody appears"));
 
     let all = json_rows(&h, &[]);
     let since = json_rows(&h, &["--since", "2026-02-10"]);

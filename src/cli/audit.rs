@@ -472,6 +472,18 @@ pub fn audit(
         ));
     }
     replay.advance(options.until);
+    if let Some((namespace, name)) = &options.identity
+        && !replay.identity_seen
+    {
+        let name = match namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.clone(),
+        };
+        warn(format!(
+            "no identity {name} appears in the history of {:?}: check the name",
+            options.reference
+        ));
+    }
     Ok(replay.rows)
 }
 
@@ -511,6 +523,8 @@ struct Replay<'o> {
     timer_of: HashMap<IdentityKey, Timestamp>,
     /// Identities whose own record the commit being applied changed.
     edited: BTreeSet<IdentityKey>,
+    /// Whether the identity filtered on was ever evaluated.
+    identity_seen: bool,
     rows: Vec<Row>,
 }
 
@@ -617,6 +631,7 @@ impl<'o> Replay<'o> {
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             edited: BTreeSet::new(),
+            identity_seen: false,
             rows: Vec::new(),
         }
     }
@@ -902,6 +917,7 @@ impl<'o> Replay<'o> {
             }
             None => true,
         };
+        self.identity_seen |= wanted;
         if !wanted || self.options.since.is_some_and(|since| now < since) {
             return;
         }
