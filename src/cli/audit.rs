@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::inputs::{CommonArgs, open_repo};
-use crate::api::{Exception, Identity};
+use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
 use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
 };
@@ -512,6 +512,10 @@ struct Replay<'o> {
     pending: BTreeSet<String>,
     /// Whether a policy, exception or target changed since the last applied commit.
     rules_pending: bool,
+    /// The objects in force (kept up to date object by object, never rebuilt), and the
+    /// position of each in its kind's list, by label.
+    applied: Snapshot,
+    slots: HashMap<String, usize>,
     /// The engine of the commit in force.
     engine: Option<Engine>,
     /// The commit in force.
@@ -552,26 +556,28 @@ fn label_of<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
     )
 }
 
-/// The valid object of one label in one file.
-enum Object<'a> {
-    Identity(&'a Identity),
-    Rule,
+/// The kinds of the snapshot, for looking objects up by label.
+trait Kind: kube::Resource<DynamicType = ()> + Clone + Sized {
+    fn all(snapshot: &Snapshot) -> &Vec<Self>;
+    fn all_mut(snapshot: &mut Snapshot) -> &mut Vec<Self>;
 }
 
-fn find_object<'a>(loaded: &'a Loaded, label: &str) -> Option<Object<'a>> {
-    let s = &loaded.snapshot;
-    if label.starts_with("Identity/") {
-        return s
-            .identities
-            .iter()
-            .find(|o| label_of(*o) == label)
-            .map(Object::Identity);
-    }
-    let rule = s.policies.iter().any(|o| label_of(o) == label)
-        || s.exceptions.iter().any(|o| label_of(o) == label)
-        || s.targets.iter().any(|o| label_of(o) == label);
-    rule.then_some(Object::Rule)
+macro_rules! kind {
+    ($type:ty, $field:ident) => {
+        impl Kind for $type {
+            fn all(snapshot: &Snapshot) -> &Vec<Self> {
+                &snapshot.$field
+            }
+            fn all_mut(snapshot: &mut Snapshot) -> &mut Vec<Self> {
+                &mut snapshot.$field
+            }
+        }
+    };
 }
+kind!(Identity, identities);
+kind!(AccessPolicy, policies);
+kind!(Exception, exceptions);
+kind!(TargetSystem, targets);
 
 fn identity_key(label: &str) -> Option<IdentityKey> {
     let mut parts = label.splitn(3, '/');
@@ -625,6 +631,8 @@ impl<'o> Replay<'o> {
             duplicates: BTreeSet::new(),
             pending: BTreeSet::new(),
             rules_pending: false,
+            applied: Snapshot::default(),
+            slots: HashMap::new(),
             engine: None,
             in_force: None,
             current: BTreeMap::new(),
@@ -723,11 +731,10 @@ impl<'o> Replay<'o> {
                     self.duplicates.remove(label);
                 }
             }
-            if label.starts_with("Identity/") {
-                self.pending.insert(label.clone());
-            } else {
+            if !label.starts_with("Identity/") {
                 self.rules_pending = true;
             }
+            self.pending.insert(label.clone());
         }
         if !self.broken_files.is_empty() || !self.duplicates.is_empty() {
             let at = format!(
@@ -766,17 +773,26 @@ impl<'o> Replay<'o> {
         self.in_force = Some(info.clone());
         let pending = std::mem::take(&mut self.pending);
         self.edited = pending.iter().filter_map(|l| identity_key(l)).collect();
+        for label in &pending {
+            match label.split('/').next() {
+                Some("Identity") => self.put::<Identity>(label),
+                Some("AccessPolicy") => self.put::<AccessPolicy>(label),
+                Some("Exception") => self.put::<Exception>(label),
+                Some("TargetSystem") => self.put::<TargetSystem>(label),
+                _ => {}
+            }
+        }
         if self.engine.is_none() || std::mem::take(&mut self.rules_pending) {
-            let engine = Engine::new(&self.snapshot(), self.options.settings.clone());
+            let engine = Engine::new(&self.applied, self.options.settings.clone());
             let desired = engine.evaluate(now, &Current(&self.current));
             self.engine = Some(engine);
-            let mut gone: Vec<IdentityKey> = self
+            let gone: Vec<IdentityKey> = self
                 .current
                 .keys()
                 .filter(|k| !desired.identities.contains_key(*k))
                 .cloned()
                 .collect();
-            for key in gone.drain(..) {
+            for key in gone {
                 self.record(&key, None, now, &info, "commit");
             }
             for (key, access) in desired.identities {
@@ -788,26 +804,48 @@ impl<'o> Replay<'o> {
             return;
         };
         let mut affected: BTreeSet<IdentityKey> = BTreeSet::new();
-        for label in &pending {
-            let Some(key) = identity_key(label) else {
-                continue;
-            };
-            let winner = self.owners.get(label.as_str()).and_then(|files| {
-                let file = files.first()?;
-                match find_object(self.files.get(file)?, label)? {
-                    Object::Identity(identity) => Some(identity),
-                    Object::Rule => None,
-                }
-            });
-            match winner {
-                Some(identity) => affected.extend(engine.upsert_identity(identity)),
-                None => affected.extend(engine.remove_identity(&key)),
+        for key in &self.edited {
+            let label = format!("Identity/{}/{}", key.namespace, key.name);
+            match self.slots.get(&label) {
+                Some(&i) => affected.extend(engine.upsert_identity(&self.applied.identities[i])),
+                None => affected.extend(engine.remove_identity(key)),
             }
-            affected.insert(key);
+            affected.insert(key.clone());
         }
         for key in affected {
             let access = self.evaluate(&key, now);
             self.record(&key, access, now, &info, "commit");
+        }
+    }
+
+    /// Puts the object of `label` now in force (the valid one from the first file defining
+    /// it, if any) into the applied snapshot, in place.
+    fn put<K: Kind>(&mut self, label: &str) {
+        let object: Option<K> = self
+            .owners
+            .get(label)
+            .and_then(|files| self.files.get(files.first()?))
+            .and_then(|loaded| {
+                K::all(&loaded.snapshot)
+                    .iter()
+                    .find(|o| label_of(*o) == label)
+            })
+            .cloned();
+        let objects = K::all_mut(&mut self.applied);
+        match (self.slots.get(label).copied(), object) {
+            (Some(i), Some(o)) => objects[i] = o,
+            (None, Some(o)) => {
+                self.slots.insert(label.to_string(), objects.len());
+                objects.push(o);
+            }
+            (Some(i), None) => {
+                self.slots.remove(label);
+                objects.swap_remove(i);
+                if let Some(moved) = objects.get(i) {
+                    self.slots.insert(label_of(moved), i);
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -832,59 +870,19 @@ impl<'o> Replay<'o> {
             self.timer_of.remove(&key);
             // Those whose verdict depends on this identity (reports, owned machines,
             // exception subjects) may change at the same instant: re-inserting the record
-            // unchanged names them. Skipped while a newer, unapplied record is pending.
+            // in force, unchanged, names them.
             let mut affected = BTreeSet::from([key.clone()]);
             let label = format!("Identity/{}/{}", key.namespace, key.name);
-            if !self.pending.contains(&label)
-                && let Some(identity) = self.identity_object(&label).cloned()
+            if let Some(&i) = self.slots.get(&label)
                 && let Some(engine) = self.engine.as_mut()
             {
-                affected.extend(engine.upsert_identity(&identity));
+                affected.extend(engine.upsert_identity(&self.applied.identities[i]));
             }
             for key in affected {
                 let access = self.evaluate(&key, at);
                 self.record(&key, access, at, &info, "time");
             }
         }
-    }
-
-    /// The valid Identity parsed for a label (from the first file defining it).
-    fn identity_object(&self, label: &str) -> Option<&Identity> {
-        let file = self.owners.get(label)?.first()?;
-        match find_object(self.files.get(file)?, label)? {
-            Object::Identity(identity) => Some(identity),
-            Object::Rule => None,
-        }
-    }
-
-    /// Every valid object in force, in file order (first definition wins).
-    fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        fn take<K: kube::Resource<DynamicType = ()> + Clone>(
-            owners: &HashMap<String, BTreeSet<String>>,
-            path: &str,
-            objects: &[K],
-            out: &mut Vec<K>,
-        ) {
-            for o in objects {
-                let label = label_of(o);
-                if owners
-                    .get(&label)
-                    .and_then(|f| f.first())
-                    .is_some_and(|f| f == path)
-                {
-                    out.push(o.clone());
-                }
-            }
-        }
-        for (path, loaded) in &self.files {
-            let s = &loaded.snapshot;
-            take(&self.owners, path, &s.identities, &mut snapshot.identities);
-            take(&self.owners, path, &s.policies, &mut snapshot.policies);
-            take(&self.owners, path, &s.exceptions, &mut snapshot.exceptions);
-            take(&self.owners, path, &s.targets, &mut snapshot.targets);
-        }
-        snapshot
     }
 
     /// Diffs an identity's new verdict against its current one and records the rows.
@@ -907,10 +905,24 @@ impl<'o> Replay<'o> {
             self.timers.insert((t, key.clone()));
             self.timer_of.insert(key.clone(), t);
         }
-        let old = match &new {
-            Some(access) => self.current.insert(key.clone(), access.clone()),
-            None => self.current.remove(key),
-        };
+        let old = self.current.remove(key);
+        let rows = self.rows_of(key, old.as_ref(), new.as_ref(), now, info, trigger);
+        self.rows.extend(rows);
+        if let Some(access) = new {
+            self.current.insert(key.clone(), access);
+        }
+    }
+
+    /// The rows of one identity's change from `old` to `new`, when the filters want them.
+    fn rows_of(
+        &mut self,
+        key: &IdentityKey,
+        old: Option<&IdentityAccess>,
+        new: Option<&IdentityAccess>,
+        now: Timestamp,
+        info: &CommitRef,
+        trigger: &'static str,
+    ) -> Vec<Row> {
         let wanted = match &self.options.identity {
             Some((ns, name)) => {
                 name == &key.name && ns.as_ref().is_none_or(|ns| ns == &key.namespace)
@@ -919,11 +931,11 @@ impl<'o> Replay<'o> {
         };
         self.identity_seen |= wanted;
         if !wanted || self.options.since.is_some_and(|since| now < since) {
-            return;
+            return Vec::new();
         }
         let empty = Vec::new();
-        let before = old.as_ref().map_or(&empty, |a| &a.entitlements);
-        let after = new.as_ref().map_or(&empty, |a| &a.entitlements);
+        let before = old.map_or(&empty, |a| &a.entitlements);
+        let after = new.map_or(&empty, |a| &a.entitlements);
         let row = |grant: &crate::engine::Grant, change: &'static str, reason: String| {
             let source = &grant.sources[0];
             Row {
@@ -947,14 +959,11 @@ impl<'o> Replay<'o> {
         // A change to the identity's own record that keeps its phase: a mover.
         let mover = trigger == "commit"
             && self.edited.contains(key)
-            && old
-                .as_ref()
-                .zip(new.as_ref())
-                .is_some_and(|(o, n)| o.phase == n.phase);
+            && old.zip(new).is_some_and(|(o, n)| o.phase == n.phase);
         let mut rows = Vec::new();
         for grant in before {
             if !after.iter().any(|g| g.entitlement == grant.entitlement) {
-                let mut reason = self.why_revoked(key, grant, old.as_ref(), new.as_ref(), now);
+                let mut reason = self.why_revoked(key, grant, old, new, now);
                 if mover {
                     reason.insert_str(0, "mover: ");
                 }
@@ -963,14 +972,14 @@ impl<'o> Replay<'o> {
         }
         for grant in after {
             if !before.iter().any(|g| g.entitlement == grant.entitlement) {
-                let mut reason = why_granted(grant, old.as_ref(), new.as_ref());
+                let mut reason = why_granted(grant, old, new);
                 if mover {
                     reason.insert_str(0, "mover: ");
                 }
                 rows.push(row(grant, "granted", reason));
             }
         }
-        self.rows.extend(rows);
+        rows
     }
 
     /// Why an entitlement ended, as far as the engine and the objects tell.
