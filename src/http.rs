@@ -239,6 +239,8 @@ pub fn hooks(client: kube::Client) -> Router {
             "/hook/{namespace}/{source}",
             axum::routing::post(receive_hook),
         )
+        // Push payloads of large pushes exceed axum's default 2 MB; GitHub caps them at 25 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(25 * 1024 * 1024))
         .with_state(client)
 }
 

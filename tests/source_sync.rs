@@ -725,11 +725,17 @@ async fn suspend_stops_syncing_until_resumed() {
     w.source(&w.repo.url_file(), "  suspend: true\n").await;
     // Give the controller a moment to see the suspension before the new commit lands.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // While suspended: an unsigned commit, then a signed one on top of it.
+    w.repo.write(
+        "tenants/acme/identities/jon.yaml",
+        &person("jon", "finance"),
+    );
+    let unsigned = w.repo.commit("jon, unsigned", HR, None);
     w.repo.write(
         "tenants/acme/identities/ian.yaml",
         &person("ian", "finance"),
     );
-    let held = w.repo.commit("ian", HR, Some(&w.hr));
+    let on_top = w.repo.commit("ian", HR, Some(&w.hr));
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         w.names::<Identity>().await,
@@ -740,8 +746,58 @@ async fn suspend_stops_syncing_until_resumed() {
         w.get().await.status.unwrap().last_applied_commit.as_deref(),
         Some(rules.as_str())
     );
+    // Resumed: every commit made meanwhile is verified, not only the newest.
     w.source(&w.repo.url_file(), "  suspend: false\n").await;
+    let (_, _, message) = condition(&w.refused(&on_top).await, "Verified");
+    assert!(message.contains(&unsigned[..12]), "{message}");
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    // Rewritten: another tenant's unsigned commit (outside this source's folder, so not
+    // checked), then ian, signed.
+    w.repo.reset_hard(&rules);
+    w.repo.write(
+        "tenants/beta/identities/kim.yaml",
+        &person("kim", "finance"),
+    );
+    let beta = w.repo.commit("beta, unsigned", HR, None);
+    w.repo.write(
+        "tenants/acme/identities/ian.yaml",
+        &person("ian", "finance"),
+    );
+    let held = w.repo.commit("ian", HR, Some(&w.hr));
     w.applied(&held).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "ian"]);
+
+    // Pointing the source at the other folder, at the same head, checks the commit that
+    // shaped that folder: what was verified for the old path proves nothing for the new one.
+    w.source(&w.repo.url_file(), "").await;
+    let patch = serde_json::json!({"spec": {"path": "tenants/beta"}});
+    Api::<PolicySource>::namespaced(w.client.clone(), &w.ns)
+        .patch(
+            "access",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);
+    let message = harness::eventually(
+        "the new folder refused",
+        Duration::from_secs(30),
+        || async {
+            let s = api.get("access").await.map_err(|e| e.to_string())?;
+            let v =
+                harness::condition(&s.status.clone().unwrap_or_default().conditions, "Verified");
+            match v {
+                Some((st, _, m)) if st == "False" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains(&beta[..12]) && message.contains("is not signed"),
+        "{message}"
+    );
     assert_eq!(w.names::<Identity>().await, ["alice", "bob", "ian"]);
 }
 

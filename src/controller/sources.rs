@@ -296,13 +296,25 @@ fn git_pass(
         .as_ref()
         .and_then(|s| s.last_applied_commit.as_deref())
         .and_then(|id| Oid::from_str(id).ok());
+    // A changed spec (another path, other keys or owners) is also checked like a first
+    // sync: what was verified under the old spec proves nothing under the new one.
+    let spec_changed = source.status.as_ref().and_then(|s| s.observed_generation) != generation;
     let movement = history::movement(&repo, applied, head);
     let fetched = started.elapsed();
-    let result = sync::prepare(&repo, &mut memory.files, spec, ns, name, applied, head)
-        .map_err(|e| {
-            FetchError::Unreachable(format!("reading commit {}: {e}", short(&head.to_string())))
-        })?
-        .map(Arc::new);
+    let result = sync::prepare(
+        &repo,
+        &mut memory.files,
+        spec,
+        ns,
+        name,
+        applied,
+        head,
+        spec_changed,
+    )
+    .map_err(|e| {
+        FetchError::Unreachable(format!("reading commit {}: {e}", short(&head.to_string())))
+    })?
+    .map(Arc::new);
     memory.prepared = Some((head, generation, result.as_ref().ok().cloned()));
     tracing::debug!(source = %format!("{ns}/{name}"), ?polled, ?fetched, prepared = ?started.elapsed(), "policy source Git work");
     Ok(GitOutcome::Changed {

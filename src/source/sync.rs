@@ -111,6 +111,8 @@ impl<'r> Commits<'r> {
 }
 
 /// Prepares the objects of `head`, moving from the commit applied before (`applied`).
+/// `spec_changed` also checks the newest commit that shaped the folder, as a first sync does.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     repo: &Repository,
     memory: &mut SourceMemory,
@@ -119,6 +121,7 @@ pub fn prepare(
     source: &str,
     applied: Option<Oid>,
     head: Oid,
+    spec_changed: bool,
 ) -> Result<Result<Desired, Refusal>, String> {
     let subdir = spec.path.as_deref();
     let movement = history::movement(repo, applied, head);
@@ -135,6 +138,7 @@ pub fn prepare(
     // Files that are new to memory need a last-changing commit too (a first sync reads the
     // whole history once).
     let full_history = memory.files.is_empty()
+        || spec_changed
         || matches!(
             movement,
             Movement::First | Movement::Rollback | Movement::Diverged(None)
@@ -171,14 +175,20 @@ pub fn prepare(
         // A fast-forward or rewritten branch: every new commit. A first sync or a reset to
         // an older commit: the newest commit that shaped the folder (trust on first use of
         // what came before it, as Flux verifies HEAD).
-        let to_check: &[Change] = match movement {
-            Movement::FastForward | Movement::Diverged(Some(_)) => &range,
-            Movement::First | Movement::Rollback | Movement::Diverged(None) => {
-                &history_changes[..history_changes.len().min(1)]
-            }
-            Movement::Same => &[],
+        let newest = &history_changes[..history_changes.len().min(1)];
+        let mut to_check: Vec<Change> = match movement {
+            Movement::FastForward | Movement::Diverged(Some(_)) => range.clone(),
+            Movement::First | Movement::Rollback | Movement::Diverged(None) => newest.to_vec(),
+            Movement::Same => Vec::new(),
         };
-        match verify::verify_changes(repo, to_check, keys, &rules) {
+        if spec_changed {
+            for change in newest {
+                if !to_check.iter().any(|c| c.commit == change.commit) {
+                    to_check.push(change.clone());
+                }
+            }
+        }
+        match verify::verify_changes(repo, &to_check, keys, &rules) {
             Ok(signers) => {
                 verified_commits = signers.len();
                 for (oid, name) in signers.into_iter().rev() {
