@@ -590,6 +590,43 @@ fn a_force_push_rewrites_what_a_linear_walk_sees() {
     );
     let old = json_rows(&h, &["alice", "--ref", &leaver]);
     assert!(old.iter().any(|r| r["commit"] == leaver));
+
+    // The reflog holds every position the branch had: the leaver, then the step back,
+    // which grants alice's access again as a `rewind`.
+    let moves = json_rows(&h, &["alice", "--reflog", "--ref", "main"]);
+    let left: Vec<&Value> = moves.iter().filter(|r| r["commit"] == leaver).collect();
+    assert_eq!(left.len(), 3, "{moves:?}");
+    assert!(
+        left.iter()
+            .all(|r| r["change"] == "revoked" && r["trigger"] == "commit")
+    );
+    let back: Vec<&Value> = moves.iter().filter(|r| r["trigger"] == "rewind").collect();
+    let mut regained: Vec<&str> = back
+        .iter()
+        .map(|r| r["entitlement"].as_str().unwrap())
+        .collect();
+    regained.sort();
+    assert_eq!(
+        regained,
+        [
+            "corp-ldap:engineering",
+            "corp-ldap:vpn",
+            "k8s:ClusterRole/view"
+        ]
+    );
+    for r in &back {
+        assert_eq!(r["change"], "granted");
+        assert_eq!(r["commit"], h.ids["fix"]);
+        assert!(
+            r["reason"].as_str().unwrap().starts_with("rewind to "),
+            "{r}"
+        );
+        assert!(r["time"].as_str().unwrap() > "2026-04-01T09:00:00Z");
+    }
+    // Before the step back, the reflog replay and the history replay agree.
+    let linear = json_rows(&h, &["alice", "--ref", &leaver]);
+    let before: Vec<&Value> = moves.iter().filter(|r| r["trigger"] != "rewind").collect();
+    assert_eq!(before, linear.iter().collect::<Vec<_>>());
 }
 
 #[test]

@@ -46,7 +46,10 @@ target:entitlement, granted|revoked, the policy or exception behind it and the r
 A commit with any invalid file is not applied, as the controller would not apply it: its \
 problems are printed on stderr naming the commit and file, and the last good commit stays \
 in force. Changes caused by time alone (an exception expiring, an end date passing) are \
-rows with trigger \"time\" at the instant they happen, up to --now after the last commit."
+rows with trigger \"time\" at the instant they happen, up to --now after the last commit.\n\n\
+A force-push to older history is not in the first-parent history of the branch as it is \
+now: --reflog replays every position the branch had instead (rows of a step back are \
+trigger \"rewind\", dated when the branch moved)."
 )]
 pub struct AuditArgs {
     /// Only this identity's rows: `name` or `namespace/name`.
@@ -57,6 +60,10 @@ pub struct AuditArgs {
     /// Revision whose first-parent history is replayed.
     #[arg(long = "ref", value_name = "REF", default_value = "HEAD")]
     reference: String,
+    /// Replay the reflog of --ref (every position the branch had, in order, including
+    /// force-pushes and resets to older commits) instead of its first-parent history.
+    #[arg(long)]
+    reflog: bool,
     /// The folder inside the repository holding the manifests.
     #[arg(long, value_name = "SUBDIR")]
     path: Option<String>,
@@ -91,6 +98,8 @@ pub enum AuditOutput {
 pub struct AuditOptions {
     /// Revision whose first-parent history is replayed.
     pub reference: String,
+    /// Replay the reflog of `reference` instead.
+    pub reflog: bool,
     /// Folder holding the manifests.
     pub subdir: Option<String>,
     /// Namespace for objects that do not set one.
@@ -120,7 +129,7 @@ pub struct Row {
     pub author: String,
     /// Who signed the commit: a trusted key's name, `untrusted SHA256:…`, `unsigned`, …
     pub signer: String,
-    /// `commit` or `time`.
+    /// `commit`, `time`, or `rewind` (a reflog step back to older history).
     pub trigger: &'static str,
     /// The identity's namespace.
     pub namespace: String,
@@ -204,6 +213,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
         });
     let options = AuditOptions {
         reference: args.reference.clone(),
+        reflog: args.reflog,
         subdir: args.path.clone(),
         namespace: args.common.namespace.clone(),
         settings: args.common.settings()?,
@@ -352,6 +362,9 @@ struct CommitRef {
     author: String,
     signer: String,
     time: Timestamp,
+    /// `commit`, or `rewind` for a reflog step to a commit that does not descend from the
+    /// one before (a force-push or reset to older history).
+    trigger: &'static str,
 }
 
 /// Replays the first-parent history of `options.reference` and returns the rows, oldest
@@ -371,14 +384,19 @@ pub fn audit(
                 e.message()
             )
         })?;
-    let mut walk = repo.revwalk().map_err(|e| e.message().to_string())?;
-    walk.simplify_first_parent()
-        .map_err(|e| e.message().to_string())?;
-    walk.push(head.id()).map_err(|e| e.message().to_string())?;
-    let mut chain: Vec<Oid> = walk
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.message().to_string())?;
-    chain.reverse();
+    let chain = if options.reflog {
+        reflog_steps(repo, &options.reference)?
+    } else {
+        let mut walk = repo.revwalk().map_err(|e| e.message().to_string())?;
+        walk.simplify_first_parent()
+            .map_err(|e| e.message().to_string())?;
+        walk.push(head.id()).map_err(|e| e.message().to_string())?;
+        let mut oids: Vec<Oid> = walk
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.message().to_string())?;
+        oids.reverse();
+        oids.into_iter().map(|oid| (oid, None, "commit")).collect()
+    };
     let subdir = options
         .subdir
         .as_deref()
@@ -387,8 +405,13 @@ pub fn audit(
     let mut replay = Replay::new(options);
     let mut previous_tree: Option<Oid> = None;
     let mut touched = false;
-    for oid in chain {
-        let commit = repo.find_commit(oid).map_err(|e| e.message().to_string())?;
+    for (oid, moved_at, trigger) in chain {
+        let commit = repo.find_commit(oid).map_err(|e| {
+            format!(
+                "commit {oid} is no longer in the repository: {}",
+                e.message()
+            )
+        })?;
         let tree = subtree(repo, &commit, subdir)?;
         let tree_id = tree.as_ref().map(|t| t.id());
         if tree_id == previous_tree {
@@ -458,8 +481,12 @@ pub fn audit(
                 author.email().unwrap_or("?")
             ),
             signer: commit_signer(repo, oid, &options.keys).to_string(),
-            time: Timestamp::from_second(commit.committer().when().seconds())
-                .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
+            time: match moved_at {
+                Some(t) => t,
+                None => Timestamp::from_second(commit.committer().when().seconds())
+                    .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
+            },
+            trigger,
         };
         replay.commit(info, changes, warn);
         touched = true;
@@ -485,6 +512,49 @@ pub fn audit(
         ));
     }
     Ok(replay.rows)
+}
+
+/// One state to replay: a commit, when the ref moved there (for reflog steps; otherwise
+/// the committer time counts), and the trigger of its rows (`commit` or `rewind`).
+type Step = (Oid, Option<Timestamp>, &'static str);
+
+/// The positions `reference` had, oldest first.
+fn reflog_steps(repo: &Repository, reference: &str) -> Result<Vec<Step>, String> {
+    let name = if reference == "HEAD" {
+        "HEAD".to_string()
+    } else {
+        repo.resolve_reference_from_short_name(reference)
+            .ok()
+            .and_then(|r| r.name().ok().map(str::to_string))
+            .ok_or_else(|| {
+                format!("--reflog needs --ref to name a branch; {reference:?} is not one")
+            })?
+    };
+    let log = repo
+        .reflog(&name)
+        .map_err(|e| format!("cannot read the reflog of {name}: {}", e.message()))?;
+    if log.is_empty() {
+        return Err(format!(
+            "{name} has no reflog (core.logAllRefUpdates, or a bare clone): replay its history without --reflog"
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut previous: Option<Oid> = None;
+    for entry in log.iter().collect::<Vec<_>>().into_iter().rev() {
+        let oid = entry.id_new();
+        if oid.is_zero() || previous == Some(oid) {
+            continue;
+        }
+        let when = Timestamp::from_second(entry.committer().when().seconds())
+            .map_err(|e| format!("reflog of {name}: impossible time: {e}"))?;
+        let forward = match previous {
+            None => true,
+            Some(before) => repo.graph_descendant_of(oid, before).unwrap_or(false),
+        };
+        steps.push((oid, Some(when), if forward { "commit" } else { "rewind" }));
+        previous = Some(oid);
+    }
+    Ok(steps)
 }
 
 /// What a commit did to one file.
@@ -793,10 +863,10 @@ impl<'o> Replay<'o> {
                 .cloned()
                 .collect();
             for key in gone {
-                self.record(&key, None, now, &info, "commit");
+                self.record(&key, None, now, &info, info.trigger);
             }
             for (key, access) in desired.identities {
-                self.record(&key, Some(access), now, &info, "commit");
+                self.record(&key, Some(access), now, &info, info.trigger);
             }
             return;
         }
@@ -814,7 +884,7 @@ impl<'o> Replay<'o> {
         }
         for key in affected {
             let access = self.evaluate(&key, now);
-            self.record(&key, access, now, &info, "commit");
+            self.record(&key, access, now, &info, info.trigger);
         }
     }
 
@@ -956,8 +1026,13 @@ impl<'o> Replay<'o> {
                 enforced: grant.enforced,
             }
         };
+        let rewind = if trigger == "rewind" {
+            format!("rewind to {} (force-push or reset): ", short(&info.id))
+        } else {
+            String::new()
+        };
         // A change to the identity's own record that keeps its phase: a mover.
-        let mover = trigger == "commit"
+        let mover = trigger != "time"
             && self.edited.contains(key)
             && old.zip(new).is_some_and(|(o, n)| o.phase == n.phase);
         let mut rows = Vec::new();
@@ -967,6 +1042,7 @@ impl<'o> Replay<'o> {
                 if mover {
                     reason.insert_str(0, "mover: ");
                 }
+                reason.insert_str(0, &rewind);
                 rows.push(row(grant, "revoked", reason));
             }
         }
@@ -976,6 +1052,7 @@ impl<'o> Replay<'o> {
                 if mover {
                     reason.insert_str(0, "mover: ");
                 }
+                reason.insert_str(0, &rewind);
                 rows.push(row(grant, "granted", reason));
             }
         }
