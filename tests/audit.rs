@@ -665,6 +665,15 @@ fn without_allowed_signers_signatures_show_as_untrusted_and_usage_errors_are_cle
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("check --path"));
+    let help = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["audit", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("as of that commit's committer time"),
+        "{help}"
+    );
     assert!(Path::new(&repo).exists());
 }
 

@@ -35,10 +35,8 @@ use crate::engine::{
 use crate::source::verify::{TrustedKeys, commit_signer};
 use crate::source::{Diagnostic, Loaded, Loader, MAX_FILE_BYTES, history::subtree, is_manifest};
 
-/// Arguments of `gatehouse audit`.
-#[derive(Args, Debug)]
-#[command(
-    long_about = "Replay the repository's history: who had what access, when, and why.\n\n\
+/// The long help of `gatehouse audit`.
+pub const LONG_ABOUT: &str = "Replay the repository's history: who had what access, when, and why.\n\n\
 Walks the first-parent history of --ref from the oldest commit and, at each commit that \
 changed something under --path, evaluates the engine as of that commit's committer time. \
 Prints one row per entitlement granted or revoked: date, commit, author, signer, identity, \
@@ -49,8 +47,10 @@ in force. Changes caused by time alone (an exception expiring, an end date passi
 rows with trigger \"time\" at the instant they happen, up to --now after the last commit.\n\n\
 A force-push to older history is not in the first-parent history of the branch as it is \
 now: --reflog replays every position the branch had instead (rows of a step back are \
-trigger \"rewind\", dated when the branch moved)."
-)]
+trigger \"rewind\", dated when the branch moved).";
+
+/// Arguments of `gatehouse audit`.
+#[derive(Args, Debug)]
 pub struct AuditArgs {
     /// Only this identity's rows: `name` or `namespace/name`.
     identity: Option<String>,

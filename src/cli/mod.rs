@@ -41,6 +41,7 @@ enum Command {
     /// Explain one identity's access: what it holds and why, what it does not and why not.
     Explain(explain::ExplainArgs),
     /// Replay Git history: who had what access, when, and why (granted and revoked rows).
+    #[command(long_about = audit::LONG_ABOUT)]
     Audit(audit::AuditArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(CrdsArgs),
