@@ -193,6 +193,15 @@ pub fn identity_status(
                 .join("; ")
         },
     );
+    // kstatus reads `Reconciling`, not `Ready`: while operations are outstanding (and will be
+    // retried) the Identity is in progress, not current.
+    conditions.set_if(
+        condition_types::RECONCILING,
+        (errors.is_empty() && !problems.is_empty()).then(|| ("Pending", problems.join("; "))),
+    );
+    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
+        conditions.set(type_, ok, reason, message)
+    };
     set(
         condition_types::ATTRIBUTES_VALID,
         attribute_problems.is_empty(),
@@ -483,9 +492,18 @@ mod tests {
         let pending = identity_status(&a, &[], &BTreeMap::new(), None, Some(1), t0);
         assert_eq!(condition(&pending, "Ready").status, "False");
         assert_eq!(pending.entitlements[0].state.as_deref(), Some("Pending"));
+        assert_eq!(
+            condition(&pending, "Reconciling").status,
+            "True",
+            "kstatus sees work in progress"
+        );
         let applied = BTreeMap::from([(view.clone(), ApplyState::Applied)]);
         let ready = identity_status(&a, &[], &applied, Some(&pending), Some(1), t1);
         assert_eq!(condition(&ready, "Ready").status, "True");
+        assert!(
+            ready.conditions.iter().all(|c| c.type_ != "Reconciling"),
+            "Reconciling appears only while true"
+        );
         assert_eq!(
             condition(&ready, "Ready").last_transition_time,
             Time(t1),
