@@ -30,28 +30,6 @@ fn rss_mib() -> f64 {
         / 1024.0
 }
 
-/// Mutating requests the API server has served, leases (leader election) excepted.
-async fn writes(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            [
-                "verb=\"POST\"",
-                "verb=\"PUT\"",
-                "verb=\"PATCH\"",
-                "verb=\"DELETE\"",
-                "verb=\"APPLY\"",
-            ]
-            .iter()
-            .any(|v| l.contains(v))
-        })
-        .filter(|l| !l.contains("resource=\"leases\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 fn identity(name: &str, status: &str) -> Identity {
     serde_yaml::from_str(&format!(
         "metadata: {{name: {name}}}\nspec: {{type: Human, employment: {{status: {status}, type: Employee, department: finance, manager: {name}, startDate: '2026-01-01'}}}}"
@@ -193,10 +171,10 @@ async fn main() {
     );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = writes(&client).await;
+    let before = harness::api_writes(&client, &["leases"]).await;
     let passes_before = metrics.reconciles.get();
     tokio::time::sleep(idle).await;
-    let after = writes(&client).await;
+    let after = harness::api_writes(&client, &["leases"]).await;
     println!(
         "controller: idle {idle:?}: {} API writes (leases excluded), {} reconcile passes",
         after - before,

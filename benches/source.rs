@@ -17,26 +17,9 @@ use gatehouse::api::{Identity, PolicySource};
 use gatehouse::controller::{Options, run};
 use gatehouse::synthetic::{self, OrgSize};
 use gitrepo::{BulkCommit, GitHttpServer, Repo, SigningKey};
-use kube::Client;
 use kube::api::{Api, ListParams};
 
 const HR: &str = "Hanna HR <hanna@acme.example>";
-
-/// Mutating requests the API server has served, leases (leader election) excepted.
-async fn writes(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter(|l| !l.contains("resource=\"leases\"") && !l.contains("resource=\"events\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// A value from the controller's own metrics text.
 fn metric(text: &str, series: &str) -> f64 {
@@ -197,37 +180,31 @@ async fn main() {
     // Let the main reconciler write every Identity's status before counting writes.
     let settle = Instant::now();
     loop {
-        let before = writes(&client).await;
+        let before = harness::api_writes(&client, &["leases", "events"]).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        if writes(&client).await == before || settle.elapsed() > Duration::from_secs(600) {
+        if harness::api_writes(&client, &["leases", "events"]).await == before
+            || settle.elapsed() > Duration::from_secs(600)
+        {
             break;
         }
     }
-    let text = metrics.render();
-    let (sum0, count0, unchanged0) = (
-        metric(&text, "gatehouse_source_sync_duration_seconds_sum"),
-        metric(&text, "gatehouse_source_sync_duration_seconds_count"),
-        metric(
-            &text,
-            &format!(
-                "gatehouse_source_syncs_total{{namespace=\"{ns}\",source=\"access\",result=\"unchanged\"}}"
-            ),
-        ),
+    // (pass duration sum, pass count, unchanged passes) from the controller's own metrics.
+    let unchanged = format!(
+        "gatehouse_source_syncs_total{{namespace=\"{ns}\",source=\"access\",result=\"unchanged\"}}"
     );
-    let writes0 = writes(&client).await;
+    let passes = || {
+        let text = metrics.render();
+        (
+            metric(&text, "gatehouse_source_sync_duration_seconds_sum"),
+            metric(&text, "gatehouse_source_sync_duration_seconds_count"),
+            metric(&text, &unchanged),
+        )
+    };
+    let (sum0, count0, unchanged0) = passes();
+    let writes0 = harness::api_writes(&client, &["leases", "events"]).await;
     tokio::time::sleep(window).await;
-    let writes1 = writes(&client).await;
-    let text = metrics.render();
-    let (sum1, count1, unchanged1) = (
-        metric(&text, "gatehouse_source_sync_duration_seconds_sum"),
-        metric(&text, "gatehouse_source_sync_duration_seconds_count"),
-        metric(
-            &text,
-            &format!(
-                "gatehouse_source_syncs_total{{namespace=\"{ns}\",source=\"access\",result=\"unchanged\"}}"
-            ),
-        ),
-    );
+    let writes1 = harness::api_writes(&client, &["leases", "events"]).await;
+    let (sum1, count1, unchanged1) = passes();
     let polls = count1 - count0;
     println!(
         "source: no-change polls over {window:?}: {polls} passes ({} unchanged), mean {:.1} ms, {} API writes (leases and events excluded)",

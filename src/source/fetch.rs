@@ -198,6 +198,13 @@ fn classify(url: &str, error: git2::Error, refusal: &Refusal) -> FetchError {
     }
 }
 
+/// A remote for `url` that is not saved in the cache's configuration.
+fn anonymous<'r>(repo: &'r Repository, url: &str) -> Result<git2::Remote<'r>, FetchError> {
+    set_timeouts();
+    repo.remote_anonymous(url)
+        .map_err(|e| FetchError::Config(format!("{}: {}", redact(url), e.message())))
+}
+
 /// The commit the remote's branch or tag points at, without fetching anything.
 pub fn remote_head(
     repo: &Repository,
@@ -205,10 +212,7 @@ pub fn remote_head(
     git_ref: &GitRef,
     credentials: &GitCredentials,
 ) -> Result<Oid, FetchError> {
-    set_timeouts();
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| FetchError::Config(format!("{}: {}", redact(url), e.message())))?;
+    let mut remote = anonymous(repo, url)?;
     let refusal = Refusal::default();
     let connection = remote
         .connect_auth(
@@ -244,12 +248,9 @@ pub fn fetch(
     git_ref: &GitRef,
     credentials: &GitCredentials,
 ) -> Result<Oid, FetchError> {
-    set_timeouts();
     let wanted = ref_name(git_ref);
     let local = "refs/gatehouse/head";
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| FetchError::Config(format!("{}: {}", redact(url), e.message())))?;
+    let mut remote = anonymous(repo, url)?;
     let refusal = Refusal::default();
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks(url, credentials, &refusal));

@@ -339,13 +339,7 @@ impl Loader {
                         meta.namespace.as_deref().unwrap_or_default(),
                         meta.name.as_deref().unwrap_or_default()
                     );
-                    let file = meta
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(annotations::PATH))
-                        .cloned()
-                        .unwrap_or_default();
-                    !rejected.contains(&(label, file))
+                    !rejected.contains(&(label, file_of(meta)))
                 });
             }
             keep(&rejected, &mut snapshot.identities);
@@ -360,6 +354,15 @@ impl Loader {
             files,
         }
     }
+}
+
+/// The file an object was read from (its `gatehouse.dev/path` annotation).
+pub fn file_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::PATH))
+        .cloned()
+        .unwrap_or_default()
 }
 
 static IDENTITY: OnceLock<KindSchema> = OnceLock::new();

@@ -406,12 +406,7 @@ fn parse_part(
     }
     let snapshot = loaded.snapshot;
     let mut add = |meta: &kube::api::ObjectMeta, kind: &str, body: Value| {
-        let file = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::PATH))
-            .cloned()
-            .unwrap_or_default();
+        let file = super::manifest::file_of(meta);
         let name = meta.name.clone().unwrap_or_default();
         let Some(entry) = out.get_mut(&file) else {
             return;

@@ -229,3 +229,24 @@ pub async fn metric(address: std::net::SocketAddr, series: &str) -> Option<f64> 
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Mutating requests (POST, PUT, PATCH, DELETE, server-side APPLY) the API server has served,
+/// from its own `/metrics`, except on the `excluded` resources (e.g. `leases`).
+pub async fn api_writes(client: &Client, excluded: &[&str]) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
+                .iter()
+                .any(|v| l.contains(&format!("verb=\"{v}\"")))
+        })
+        .filter(|l| {
+            !excluded
+                .iter()
+                .any(|r| l.contains(&format!("resource=\"{r}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
