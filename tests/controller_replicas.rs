@@ -27,6 +27,10 @@ impl Replica {
     }
 
     fn start_with(ns: &str, name: &str, kubeconfig: &std::path::Path) -> Self {
+        Self::start_leasing(ns, name, kubeconfig, "4s")
+    }
+
+    fn start_leasing(ns: &str, name: &str, kubeconfig: &std::path::Path, lease: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -41,7 +45,7 @@ impl Replica {
                 "--leader-election-namespace",
                 ns,
                 "--lease-duration",
-                "4s",
+                lease,
                 "--instance",
                 name,
                 "--log-format",
@@ -64,6 +68,14 @@ impl Replica {
         harness::metric(self.metrics, "gatehouse_reconciles_total")
             .await
             .map(|v| v as u64)
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the process to exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
     }
 
     fn kill_9(&mut self) {
@@ -416,4 +428,41 @@ async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns(
     .await;
     assert!(replica.child.try_wait().unwrap().is_none());
     replica.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_and_the_standby_takes_over() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "sigterm").await;
+    setup(&client, &ns).await;
+    let kubeconfig = &harness::control_plane().kubeconfig;
+    let mut first = Replica::start_leasing(&ns, "first", kubeconfig, "6s");
+    eventually("first holds the Lease", Duration::from_secs(30), || async {
+        match holder(&client, &ns).await {
+            Some(h) if h == "first" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let _second = Replica::start_leasing(&ns, "second", kubeconfig, "6s");
+    let exited = first.terminate();
+    assert!(exited.success(), "a SIGTERM is a clean shutdown: {exited}");
+    // Released on the way out, not left to expire: nobody holds it right after the exit.
+    let holder_after_exit = holder(&client, &ns).await;
+    assert_ne!(
+        holder_after_exit.as_deref(),
+        Some("first"),
+        "the Lease is released at shutdown"
+    );
+    eventually(
+        "second takes the Lease",
+        Duration::from_secs(20),
+        || async {
+            match holder(&client, &ns).await {
+                Some(h) if h == "second" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }

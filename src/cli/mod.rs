@@ -216,10 +216,13 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        // Installed now, not when the controller first polls it: a SIGTERM during start-up
+        // is then a clean shutdown too.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let shutdown = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match interrupt.as_mut() { Some(i) => { i.recv().await; } None => std::future::pending().await } } => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };

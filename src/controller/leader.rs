@@ -21,12 +21,17 @@ pub struct LeaderOptions {
     pub duration: Duration,
 }
 
-/// Joins the election. The receiver says whether this replica leads now; dropping it
-/// releases the Lease.
-pub async fn elect(
-    client: Client,
-    options: &LeaderOptions,
-) -> anyhow::Result<watch::Receiver<bool>> {
+/// This replica's part in the election.
+pub struct Election {
+    /// Whether this replica leads now.
+    pub leading: watch::Receiver<bool>,
+    /// The Lease keeper. Once every receiver of `leading` is dropped it releases the Lease
+    /// and ends: await it at shutdown, so that a standby takes over at once.
+    pub released: tokio::task::JoinHandle<()>,
+}
+
+/// Joins the election.
+pub async fn elect(client: Client, options: &LeaderOptions) -> anyhow::Result<Election> {
     let duration = options.duration.as_secs().max(2);
     // Renew when a third of the lease is left, as client-go's defaults do (15 s / 10 s).
     let grace = (duration / 3).max(1);
@@ -45,10 +50,10 @@ pub async fn elect(
             )
         })?;
     let (leading, task) = manager.watch().await;
-    tokio::spawn(async move {
+    let released = tokio::spawn(async move {
         if let Ok(Err(error)) = task.await {
             tracing::error!(%error, "leader election stopped");
         }
     });
-    Ok(leading)
+    Ok(Election { leading, released })
 }

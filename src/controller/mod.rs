@@ -184,12 +184,17 @@ pub async fn run(
         ready.map_err(|e| anyhow::anyhow!("cache never filled: {e}"))?;
     }
     options.health.set_ready();
-    let mut leading = match &options.leader {
-        Some(leader) => Some(leader::elect(client.clone(), leader).await?),
-        None => None,
+    let (mut leading, released) = match &options.leader {
+        Some(leader) => {
+            let election = leader::elect(client.clone(), leader).await?;
+            (Some(election.leading), Some(election.released))
+        }
+        None => (None, None),
     };
     tracing::info!(namespace = ?options.namespace, "caches ready");
-    tokio::spawn(run_sources_while_leading(
+    // Aborted at shutdown, so that it lets go of its handle on the Lease channel with the
+    // reconciler's: the Lease is released only once every receiver is dropped.
+    let sources = tokio::spawn(run_sources_while_leading(
         client.clone(),
         options.clone(),
         caches.clone(),
@@ -226,8 +231,14 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
-                // Dropping the receiver releases the Lease, so a standby takes over at once.
+                sources.abort();
+                let _ = sources.await;
+                // Dropping the last receiver makes the keeper release the Lease, so that a
+                // standby takes over at once; wait (briefly) for that write.
                 drop(leading.take());
+                if let Some(released) = released {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), released).await;
+                }
                 return Ok(());
             }
             _ = wake.notified() => {
@@ -261,20 +272,12 @@ async fn run_sources_while_leading(
                 }
             }
         }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut watch = leading.clone();
-        tokio::spawn(async move {
-            if let Some(l) = watch.as_mut() {
-                while *l.borrow_and_update() {
-                    if l.changed().await.is_err() {
-                        break;
-                    }
+        // Stops the PolicySource controller when this replica loses the Lease.
+        let lost = leading.clone().map(|mut l| async move {
+            while *l.borrow_and_update() {
+                if l.changed().await.is_err() {
+                    break;
                 }
-                let _ = stop.send(());
-            } else {
-                // Without election this replica leads for good.
-                std::future::pending::<()>().await;
-                drop(stop);
             }
         });
         sources::run(
@@ -285,7 +288,11 @@ async fn run_sources_while_leading(
             caches.clone(),
             options.instance.clone(),
             async move {
-                let _ = stopped.await;
+                match lost {
+                    Some(lost) => lost.await,
+                    // Without election this replica leads for good.
+                    None => std::future::pending().await,
+                }
             },
         )
         .await;
