@@ -142,7 +142,7 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
     let credentials = match read_credentials(&ctx.client, &ns, &source).await {
         Ok(c) => c,
         Err(message) => {
-            let status = failed_status(&source, "SecretNotFound", &message, false);
+            let status = failed_status(&source, "SecretNotFound", &message, false, false);
             ctx.writer
                 .status(&*source, source.status.as_ref(), &status, |s| &s.conditions)
                 .await;
@@ -179,7 +179,7 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
                 FetchError::MissingRef(_) => ("RefNotFound", true),
                 FetchError::Config(_) => ("FetchFailed", true),
             };
-            let status = failed_status(&source, reason, &error.to_string(), stalled);
+            let status = failed_status(&source, reason, &error.to_string(), stalled, false);
             ctx.writer
                 .status(&*source, source.status.as_ref(), &status, |s| &s.conditions)
                 .await;
@@ -232,7 +232,7 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
                         forget(&ctx, &key);
                         let status = PolicySourceStatus {
                             last_attempted_commit: Some(head.to_string()),
-                            ..failed_status(&source, "ApplyFailed", &message, false)
+                            ..failed_status(&source, "ApplyFailed", &message, false, false)
                         };
                         ctx.writer
                             .status(&*source, source.status.as_ref(), &status, |s| &s.conditions)
@@ -592,12 +592,14 @@ fn conditions_of(source: &PolicySource) -> Option<&[Condition]> {
     source.status.as_ref().map(|s| s.conditions.as_slice())
 }
 
-/// Status after a failure that keeps the last good commit in force.
+/// Status after a failure that keeps the last good commit in force. `Verified` turns
+/// False when the failure is `unverified`, and is kept as it was otherwise.
 fn failed_status(
     source: &PolicySource,
     reason: &str,
     message: &str,
     stalled: bool,
+    unverified: bool,
 ) -> PolicySourceStatus {
     let previous = source.status.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
@@ -612,7 +614,9 @@ fn failed_status(
         reason,
         format!("{message}{kept}"),
     );
-    if let Some(verified) = previous
+    if unverified {
+        conditions.set(condition_types::VERIFIED, false, reason, message);
+    } else if let Some(verified) = previous
         .conditions
         .iter()
         .find(|c| c.type_ == condition_types::VERIFIED)
@@ -685,26 +689,8 @@ async fn refused(ctx: &Context, source: &PolicySource, head: Oid, refusal: &Refu
     } {
         tracing::warn!(source = %source.name_any(), commit = %short(&head_id), %problem, "commit refused");
     }
-    let mut status = failed_status(source, reason, &message, true);
+    let mut status = failed_status(source, reason, &message, true, unverified);
     status.last_attempted_commit = Some(head_id);
-    let now = jiff::Timestamp::now();
-    let mut conditions = Conditions::new(conditions_of(source), source.metadata.generation, now);
-    for c in &status.conditions {
-        if c.type_ == condition_types::VERIFIED {
-            continue;
-        }
-        conditions.set_status(&c.type_, &c.status, &c.reason, c.message.clone());
-    }
-    if unverified {
-        conditions.set(condition_types::VERIFIED, false, reason, message.clone());
-    } else if let Some(v) = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition_types::VERIFIED)
-    {
-        conditions.set_status(&v.type_, &v.status, &v.reason, v.message.clone());
-    }
-    status.conditions = conditions.finish();
     let first_time = source
         .status
         .as_ref()
