@@ -91,6 +91,10 @@ impl Drop for Replica {
     }
 }
 
+/// The tests here run `gatehouse run` processes with short Leases: one at a time, so that
+/// the load of one test's processes cannot make another's Lease lapse.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn holder(client: &Client, ns: &str) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), ns)
         .get_opt("gatehouse-controller")
@@ -156,6 +160,7 @@ async fn setup(client: &Client, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
+    let _serial = SERIAL.lock().await;
     let client = harness::client().await;
     let ns = harness::namespace(&client, "replicas").await;
     setup(&client, &ns).await;
@@ -221,6 +226,7 @@ async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart() {
+    let _serial = SERIAL.lock().await;
     let client = harness::client().await;
     let ns = harness::namespace(&client, "kill").await;
     setup(&client, &ns).await;
@@ -346,6 +352,7 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns() {
+    let _serial = SERIAL.lock().await;
     let client = harness::client().await;
     let ns = harness::namespace(&client, "outage").await;
     setup(&client, &ns).await;
@@ -432,6 +439,7 @@ async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lease_and_the_standby_takes_over() {
+    let _serial = SERIAL.lock().await;
     let client = harness::client().await;
     let ns = harness::namespace(&client, "sigterm").await;
     setup(&client, &ns).await;
