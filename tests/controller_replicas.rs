@@ -184,10 +184,14 @@ async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
         .expect("a replica holds the Lease");
     let (lead, follow) = if leader == "a" { (0, 1) } else { (1, 0) };
     assert_eq!(replicas[lead].name, leader);
-    assert!(
-        replicas[lead].passes().await.unwrap_or(0) > 0,
-        "the leader reconciles"
-    );
+    // Read until it answers: a busy replica's /metrics may be slow to answer once.
+    eventually("the leader reconciles", Duration::from_secs(10), || async {
+        match replicas[lead].passes().await {
+            Some(n) if n > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     assert_eq!(
         replicas[follow].passes().await,
         Some(0),
@@ -221,7 +225,17 @@ async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
         holder(&client, &ns).await.as_deref(),
         Some(replicas[follow].name.as_str())
     );
-    assert!(replicas[follow].passes().await.unwrap_or(0) > 0);
+    eventually(
+        "the new leader reconciles",
+        Duration::from_secs(10),
+        || async {
+            match replicas[follow].passes().await {
+                Some(n) if n > 0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
