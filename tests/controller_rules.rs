@@ -193,11 +193,20 @@ spec:
         "revoked {} after expiry",
         revoked_at.duration_since(until)
     );
-    let expired = Api::<Exception>::namespaced(client.clone(), &ns)
-        .get("dave-edit")
-        .await
-        .unwrap();
-    assert_eq!(expired.status.unwrap().phase.as_deref(), Some("Expired"));
+    // Status is written in the same pass, just after the revocation is applied.
+    let exceptions = Api::<Exception>::namespaced(client.clone(), &ns);
+    let phase = eventually("the exception's phase", Duration::from_secs(10), || async {
+        let e = exceptions
+            .get("dave-edit")
+            .await
+            .map_err(|e| e.to_string())?;
+        match e.status.and_then(|s| s.phase) {
+            Some(p) if p == "Expired" => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(phase, "Expired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
