@@ -418,6 +418,8 @@ impl Connector for KubernetesRbac {
         Ok(Observed {
             held: state,
             orphans: Vec::new(),
+
+            findings: Vec::new(),
         })
     }
 

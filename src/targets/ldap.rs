@@ -1082,6 +1082,8 @@ impl Connector for LdapDirectory {
         Ok(Observed {
             held: state,
             orphans: orphans.into_iter().collect(),
+
+            findings: Vec::new(),
         })
     }
 

@@ -62,6 +62,9 @@ pub struct Observed {
     /// Accounts in the managed scope that belong to no Identity, sorted. They are reported
     /// in the TargetSystem status and never removed by the controller.
     pub orphans: Vec<String>,
+    /// Things the connector found on the target that a person should look at, one
+    /// sentence each; reported in the TargetSystem status.
+    pub findings: Vec<String>,
 }
 
 /// A failure talking to a target, classified for the retry policy.
@@ -70,6 +73,10 @@ pub enum TargetError {
     /// Worth retrying with backoff: timeouts, unavailability, conflicts.
     #[error("transient: {0}")]
     Transient(String),
+    /// Transient, and the target said when to come back (`Retry-After`): not retried
+    /// before then.
+    #[error("transient: {0} (retry after {secs}s)", secs = .1.as_secs())]
+    RetryAfter(String, std::time::Duration),
     /// Retrying will not help until someone changes something: permissions, bad input.
     #[error("permanent: {0}")]
     Permanent(String),
@@ -82,7 +89,22 @@ pub enum TargetError {
 impl TargetError {
     /// Whether a retry with backoff can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::RetryAfter(..))
+    }
+
+    /// The message, without the classification.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Transient(m) | Self::RetryAfter(m, _) | Self::Permanent(m) | Self::Config(m) => m,
+        }
+    }
+
+    /// The earliest retry the target asked for, if it named one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RetryAfter(_, after) => Some(*after),
+            _ => None,
+        }
     }
 }
 

@@ -875,6 +875,8 @@ impl Connector for Postgres {
         Ok(Observed {
             held,
             orphans: orphans.into_iter().collect(),
+
+            findings: Vec::new(),
         })
     }
 
@@ -1104,9 +1106,7 @@ fn sqlstate_class(code: &str) -> &str {
 }
 
 fn message(error: &TargetError) -> String {
-    match error {
-        TargetError::Transient(m) | TargetError::Permanent(m) | TargetError::Config(m) => m.clone(),
-    }
+    error.message().to_string()
 }
 
 #[cfg(test)]

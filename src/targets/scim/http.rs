@@ -307,9 +307,8 @@ impl Http {
                         && method == Method::POST
                     {
                         // The server may have done it before failing to answer.
-                        let (TargetError::Transient(message)
-                        | TargetError::Permanent(message)
-                        | TargetError::Config(message)) = reply.error();
+                        let error = reply.error();
+                        let message = error.message();
                         return Err(TargetError::Transient(format!(
                             "{message}; not retried, since the server may have carried it out: the next sync looks first"
                         )));

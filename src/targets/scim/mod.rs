@@ -1376,6 +1376,7 @@ fn same_kind(error: &TargetError, text: String) -> TargetError {
         .unwrap_or(text);
     match error {
         TargetError::Transient(_) => TargetError::Transient(text),
+        TargetError::RetryAfter(_, after) => TargetError::RetryAfter(text, *after),
         TargetError::Permanent(_) => TargetError::Permanent(text),
         TargetError::Config(_) => TargetError::Config(text),
     }
@@ -1490,6 +1491,8 @@ impl Connector for Scim {
         Ok(Observed {
             held: state,
             orphans,
+
+            findings: Vec::new(),
         })
     }
 
