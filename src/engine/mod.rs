@@ -101,13 +101,33 @@ impl Engine {
 
     /// Evaluates every identity at `now`.
     pub fn evaluate(&self, now: Timestamp, held: &dyn Held) -> DesiredState {
+        self.evaluate_where(now, held, |_| true)
+    }
+
+    /// Evaluates the identities of one namespace (a tenant) at `now`: what the controller
+    /// decides for one tenant's pass. Empty when the namespace has no objects.
+    pub fn evaluate_namespace(
+        &self,
+        namespace: &str,
+        now: Timestamp,
+        held: &dyn Held,
+    ) -> DesiredState {
+        self.evaluate_where(now, held, |ns| ns == namespace)
+    }
+
+    fn evaluate_where(
+        &self,
+        now: Timestamp,
+        held: &dyn Held,
+        include: impl Fn(&str) -> bool,
+    ) -> DesiredState {
         let mut state = DesiredState {
             now,
             ..DesiredState::default()
         };
         let mut violations = Vec::new();
         let mut verdicts_by_identity = Vec::new();
-        for ns in self.namespaces.values() {
+        for ns in self.namespaces.values().filter(|ns| include(&ns.name)) {
             let verdicts = self.judge_exceptions(ns, now, &mut violations);
             for (name, info) in &ns.targets {
                 state
@@ -152,6 +172,19 @@ impl Engine {
         violations.dedup();
         state.violations = violations;
         state
+    }
+
+    /// When the identity became a leaver by its record alone: the instant its (inclusive)
+    /// end date passed, if it has. `None` when it is no leaver by date (HR's status, a
+    /// deletion or an owner's exit make a leaver at the moment the change is seen).
+    pub fn leaver_since(&self, key: &IdentityKey, now: Timestamp) -> Option<Timestamp> {
+        let rec = self
+            .namespaces
+            .get(&key.namespace)?
+            .identities
+            .get(&key.name)?;
+        let end = lifecycle::end_of(rec.human.as_ref()?.end_date?);
+        (end <= now).then_some(end)
     }
 
     /// Evaluates one identity at `now`, with the findings about it (exception findings

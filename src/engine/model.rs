@@ -302,6 +302,18 @@ impl ViolationKind {
             | Self::OwnerInactive => Severity::Warning,
         }
     }
+
+    /// Whether the finding is about the HR record's attributes (an Identity's
+    /// `AttributesValid` condition), rather than about policies or exceptions.
+    pub fn is_attribute_problem(self) -> bool {
+        matches!(
+            self,
+            Self::MissingAttributes
+                | Self::InvalidValue
+                | Self::UnknownReference
+                | Self::ManagerCycle
+        )
+    }
 }
 
 /// A finding about the input, naming the object and field to fix.

@@ -5,6 +5,7 @@
 //! entitlement revocation and account deletion comes before any account creation or
 //! grant, and leavers come first within each step.
 
+pub mod decide;
 pub mod guard;
 
 use std::collections::BTreeMap;
