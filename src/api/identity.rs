@@ -4,6 +4,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::Condition;
 
 /// A person or a machine whose access gatehouse manages. Owned by HR (or the system of
@@ -188,9 +190,43 @@ pub struct IdentityStatus {
     /// Effective entitlements with provenance and per-target apply state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entitlements: Vec<EntitlementStatus>,
+    /// Per target: whether what the identity should have there is applied, pending or
+    /// failed, and for a leaver when the target confirmed the cut-off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<IdentityTargetStatus>,
+    /// For a leaver: when it became one (its end date passing, or the HR change or
+    /// deletion first seen). The revocation SLA is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaver_since: Option<Time>,
     /// Conditions: `Ready`, `AttributesValid`, `Provisioned`, `Revoked`, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where an identity stands on one target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityTargetStatus {
+    /// TargetSystem name.
+    pub target: String,
+    /// `Applied` (the target holds what it should, or acknowledged every operation),
+    /// `Pending` (operations not carried out yet, with the reason) or `Failed`.
+    pub state: String,
+    /// Operations outstanding on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operations: Option<i64>,
+    /// The first failed or held operation, e.g. `revoke erp-scim:payments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Why: the target's answer, or the reason the operation is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For a leaver: when a re-observation of the target confirmed nothing is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+    /// For a leaver: seconds from `leaverSince` to `revokedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_seconds: Option<f64>,
 }
 
 /// One effective entitlement as reported in Identity status.

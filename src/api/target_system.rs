@@ -265,6 +265,14 @@ pub struct TargetSystemStatus {
     /// The first orphan account names, sorted. They are reported, never removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<String>,
+    /// What the connector found on the target that a person should look at (for example
+    /// a role that became too powerful to grant), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    /// Operations that failed and wait for their retry, with the target's answer: the
+    /// first few, for `Stalled` and for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_operations: Vec<String>,
     /// Conditions: `Ready`, `Connected`, `InSync`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
