@@ -41,9 +41,14 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// Operations applied per target.
     pub operations: Family<OperationLabels, Counter>,
-    /// From the Identity update that made someone a leaver to the pass that revoked their
-    /// last entitlement.
-    pub leaver_revocation_seconds: Histogram,
+    /// Per target: from the moment an identity became a leaver (the HR change or deletion
+    /// seen, or its end date passing) to the target confirming, on re-observation, that
+    /// nothing of theirs is left enabled there.
+    pub leaver_revocation_seconds: Family<TargetLabels, Histogram>,
+    /// Reconcile passes per tenant.
+    pub tenant_passes: Family<TenantLabels, Counter>,
+    /// Full observations of a target (one per target per pass that observed it).
+    pub target_observations: Family<TargetLabels, Counter>,
     /// The work queue: operations planned on a target but not carried out (Observe mode,
     /// the blast-radius guard, failures awaiting their retry).
     pub pending_operations: Family<TargetLabels, Gauge>,
@@ -65,6 +70,20 @@ pub struct SourceLabels {
     pub result: String,
 }
 
+/// Labels of per-tenant series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// Tenant namespace.
+    pub namespace: String,
+}
+
+/// Bucket bounds of the leaver revocation histogram, in seconds: fine below a minute (the
+/// usual case), then up to the 4 h (FedRAMP PS-4) and 24 h (typical SOC 2) commitments.
+pub const LEAVER_BUCKETS: [f64; 18] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 86400.0, 172800.0,
+];
+
 /// Labels of per-target series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -74,6 +93,10 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+fn leaver_histogram() -> Histogram {
+    Histogram::new(LEAVER_BUCKETS)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gatehouse");
@@ -81,7 +104,11 @@ impl Default for Metrics {
         let errors = Counter::default();
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let operations = Family::<OperationLabels, Counter>::default();
-        let leaver_revocation_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let leaver_revocation_seconds = Family::<TargetLabels, Histogram>::new_with_constructor(
+            leaver_histogram as fn() -> Histogram,
+        );
+        let tenant_passes = Family::<TenantLabels, Counter>::default();
+        let target_observations = Family::<TargetLabels, Counter>::default();
         let pending_operations = Family::<TargetLabels, Gauge>::default();
         let source_syncs = Family::<SourceLabels, Counter>::default();
         let source_sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -118,8 +145,18 @@ impl Default for Metrics {
         );
         registry.register(
             "leaver_revocation_seconds",
-            "From the Identity update making someone a leaver to their access revoked",
+            "Per target, from an identity becoming a leaver to the target confirming its cut-off",
             leaver_revocation_seconds.clone(),
+        );
+        registry.register(
+            "tenant_passes",
+            "Reconcile passes per tenant",
+            tenant_passes.clone(),
+        );
+        registry.register(
+            "target_observations",
+            "Full observations of a target",
+            target_observations.clone(),
         );
         Self {
             registry,
@@ -128,6 +165,8 @@ impl Default for Metrics {
             reconcile_seconds,
             operations,
             leaver_revocation_seconds,
+            tenant_passes,
+            target_observations,
             pending_operations,
             source_syncs,
             source_sync_seconds,

@@ -1,18 +1,24 @@
-//! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches, and on
-//! every change (or when a date boundary or a target's retry comes due) evaluates with the
-//! engine, plans and applies per target through connectors, and writes status and Events.
+//! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches and
+//! queues the tenant (namespace) of every object whose spec or metadata changed (status
+//! writes, the controller's own included, wake nothing). A queued tenant gets one pass
+//! ([`pass`]): observe its targets, decide once, apply, and write what [`report`] built.
+//! Tenants are also due again at a date boundary, a retry, and the periodic resync.
 //!
-//! Every replica keeps its caches warm; with leader election only the leader reconciles.
+//! Every replica keeps its caches warm; with leader election only the leader reconciles,
+//! and it checks the Lease before every apply batch.
 
+pub mod connectors;
 pub mod leader;
+pub mod pass;
+pub mod report;
 mod sources;
 pub mod status;
-pub mod targets;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -24,13 +30,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 
-use crate::api::{AccessPolicy, EntitlementRef, Exception, Identity, TargetSystem};
-use crate::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
-use crate::http::{Health, Metrics};
-use crate::targets::Subject;
+use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use crate::engine::{IdentityKey, Settings, Snapshot};
+use crate::http::{Health, Metrics, TargetLabels, TenantLabels};
+use connectors::{Factory, KubeFactory, Slots};
 pub use leader::LeaderOptions;
-use status::{ApplyState, identity_status};
-use targets::Targets;
+use pass::{PassContext, TenantObjects};
 use writer::Writer;
 
 /// Status writes in flight at once.
@@ -101,6 +106,29 @@ struct Caches {
     targets: Store<DeserializeGuard<TargetSystem>>,
 }
 
+/// The work queue: tenants with a change not yet reconciled.
+#[derive(Default)]
+pub struct Queue {
+    tenants: Mutex<BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl Queue {
+    /// Queues a tenant and wakes the reconciler.
+    pub fn push(&self, namespace: &str) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string());
+        self.wake.notify_one();
+    }
+
+    /// Takes every queued tenant.
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.tenants.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -111,11 +139,23 @@ where
     }
 }
 
-/// Starts a watch feeding a cache; every event wakes the reconciler.
+/// What of an object can change a decision: everything but its status. Status-only
+/// updates (the controller's own writes among them) hash the same and wake nothing.
+fn relevant_hash(meta: &kube::api::ObjectMeta) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0).hash(&mut h);
+    h.finish()
+}
+
+/// Starts a watch feeding a cache; every relevant change queues the object's tenant.
 fn watch<K>(
     client: &Client,
     namespace: &Option<String>,
-    wake: Arc<Notify>,
+    queue: Arc<Queue>,
 ) -> Store<DeserializeGuard<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -132,8 +172,8 @@ where
         watcher::Config::default(),
     )
     .default_backoff()
-    // managedFields are most of an object's size and the controller needs only their latest
-    // time (the leaver-latency metric): keep that, drop the rest before caching.
+    // managedFields are most of an object's size and the controller needs only the latest
+    // write to the spec (the leaver SLA's start): keep that, drop the rest before caching.
     .modify(|object| {
         let meta = object.meta_mut();
         let latest = meta
@@ -141,22 +181,40 @@ where
             .take()
             .into_iter()
             .flatten()
-            .filter(|f| f.time.is_some())
+            .filter(|f| f.time.is_some() && f.subresource.as_deref() != Some("status"))
             .max_by_key(|f| f.time.as_ref().map(|t| t.0));
         meta.managed_fields = latest.map(|mut f| {
             f.fields_v1 = None;
             vec![f]
         });
     })
-    .reflect(writer)
-    .touched_objects();
+    .reflect(writer);
     tokio::spawn(async move {
+        let mut seen: HashMap<(String, String), u64> = HashMap::new();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = K::kind(&()).as_ref(), "watch error; retrying with backoff");
+            let object = match event {
+                Err(error) => {
+                    tracing::warn!(%error, kind = K::kind(&()).as_ref(), "watch error; retrying with backoff");
+                    continue;
+                }
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                Ok(watcher::Event::Delete(o)) => (o, true),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+            };
+            let (object, deleted) = object;
+            let meta = object.meta();
+            let ns = meta.namespace.clone().unwrap_or_default();
+            let id = (ns.clone(), meta.name.clone().unwrap_or_default());
+            if deleted {
+                seen.remove(&id);
+                queue.push(&ns);
+                continue;
             }
-            wake.notify_one();
+            let hash = relevant_hash(meta);
+            if seen.insert(id, hash) != Some(hash) {
+                queue.push(&ns);
+            }
         }
     });
     reader
@@ -168,12 +226,12 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let wake = Arc::new(Notify::new());
+    let queue = Arc::new(Queue::default());
     let caches = Arc::new(Caches {
-        identities: watch(&client, &options.namespace, wake.clone()),
-        policies: watch(&client, &options.namespace, wake.clone()),
-        exceptions: watch(&client, &options.namespace, wake.clone()),
-        targets: watch(&client, &options.namespace, wake.clone()),
+        identities: watch(&client, &options.namespace, queue.clone()),
+        policies: watch(&client, &options.namespace, queue.clone()),
+        exceptions: watch(&client, &options.namespace, queue.clone()),
+        targets: watch(&client, &options.namespace, queue.clone()),
     });
     for ready in [
         caches.identities.wait_until_ready().await,
@@ -202,29 +260,54 @@ pub async fn run(
     ));
     let mut reconciler = Reconciler {
         writer: Writer::new(client.clone(), options.instance.clone()),
-        client,
-        targets: Targets::default(),
+        client: client.clone(),
+        slots: Slots::new(KubeFactory { client }),
+        due: BTreeMap::new(),
     };
     futures::pin_mut!(shutdown);
     let mut was_leading = false;
+    let mut last_resync: Option<Instant> = None;
     loop {
         let leads = leading.as_ref().is_none_or(|l| *l.borrow());
         if leads != was_leading {
             tracing::info!(leading = leads, "leadership changed");
             was_leading = leads;
+            // A new leader starts from a full pass over every tenant.
+            last_resync = None;
         }
         let wait = if leads {
-            let next = reconciler.pass(&caches, &options).await;
-            let until_boundary = next
-                .map(|at| Duration::try_from(options.now().duration_until(at)).unwrap_or_default());
-            let until_retry = reconciler
-                .targets
-                .next_retry()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            [until_boundary, until_retry]
-                .into_iter()
-                .flatten()
-                .fold(options.resync, Duration::min)
+            let now = Instant::now();
+            let mut due = queue.take();
+            let resync = last_resync.is_none_or(|at| now >= at + options.resync);
+            if resync {
+                due.extend(tenants(&caches));
+                for ns in &due {
+                    reconciler.slots.resync(ns);
+                }
+                last_resync = Some(now);
+            }
+            due.extend(
+                reconciler
+                    .due
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(ns, _)| ns.clone()),
+            );
+            for ns in due {
+                reconciler.due.remove(&ns);
+                let is_leading = || leading.as_ref().is_none_or(|l| *l.borrow());
+                if let Some(at) = reconciler.pass(&caches, &options, &ns, &is_leading).await {
+                    reconciler.due.insert(ns, at);
+                }
+            }
+            let next_resync = last_resync.map_or(options.resync, |at| {
+                (at + options.resync).saturating_duration_since(Instant::now())
+            });
+            reconciler
+                .due
+                .values()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .fold(next_resync, Duration::min)
         } else {
             options.resync
         };
@@ -241,7 +324,7 @@ pub async fn run(
                 }
                 return Ok(());
             }
-            _ = wake.notified() => {
+            _ = queue.wake.notified() => {
                 // Let a burst of events (a `kubectl apply -f dir/`) settle into one pass.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -254,6 +337,25 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Every namespace with at least one gatehouse object.
+fn tenants(caches: &Caches) -> BTreeSet<String> {
+    fn namespaces<K>(store: &Store<DeserializeGuard<K>>) -> impl Iterator<Item = String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
+    {
+        store
+            .state()
+            .into_iter()
+            .map(|o| o.meta().namespace.clone().unwrap_or_default())
+    }
+    let mut out = BTreeSet::new();
+    out.extend(namespaces(&caches.identities));
+    out.extend(namespaces(&caches.policies));
+    out.extend(namespaces(&caches.exceptions));
+    out.extend(namespaces(&caches.targets));
+    out
 }
 
 /// Runs the PolicySource controller whenever this replica leads, stopping it when the
@@ -302,16 +404,21 @@ async fn run_sources_while_leading(
     }
 }
 
-/// The objects that deserialized, and the metadata and error of those that did not.
-fn split<K: Clone>(
+/// The objects of one namespace that deserialized, and the metadata and error of those
+/// that did not.
+fn split<K: Clone + Resource>(
     objects: Vec<Arc<DeserializeGuard<K>>>,
+    namespace: &str,
 ) -> (Vec<K>, Vec<(kube::api::ObjectMeta, String)>) {
-    let mut valid = Vec::with_capacity(objects.len());
+    let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for object in objects {
         match &object.0 {
-            Ok(k) => valid.push(k.clone()),
-            Err(e) => invalid.push((e.metadata.clone(), e.error.clone())),
+            Ok(k) if k.meta().namespace.as_deref() == Some(namespace) => valid.push(k.clone()),
+            Err(e) if e.metadata.namespace.as_deref() == Some(namespace) => {
+                invalid.push((e.metadata.clone(), e.error.clone()))
+            }
+            _ => {}
         }
     }
     (valid, invalid)
@@ -326,17 +433,27 @@ struct Invalid {
     targets: Vec<(kube::api::ObjectMeta, String)>,
 }
 
-fn snapshot(caches: &Caches) -> (Snapshot, Invalid) {
-    let (identities, bad_identities) = split(caches.identities.state());
-    let (policies, bad_policies) = split(caches.policies.state());
-    let (exceptions, bad_exceptions) = split(caches.exceptions.state());
-    let (targets, bad_targets) = split(caches.targets.state());
+/// One tenant's objects from the caches; identities being deleted apart.
+fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) {
+    let (identities, bad_identities) = split(caches.identities.state(), namespace);
+    let (policies, bad_policies) = split(caches.policies.state(), namespace);
+    let (exceptions, bad_exceptions) = split(caches.exceptions.state(), namespace);
+    let (targets, bad_targets) = split(caches.targets.state(), namespace);
+    // An Identity being deleted is planned as a leaver: it is left out of the engine's
+    // input (absent means revoke everything), but kept so its access can be found.
+    let (deleting, present): (Vec<Identity>, Vec<Identity>) = identities
+        .into_iter()
+        .partition(|i| i.metadata.deletion_timestamp.is_some());
     (
-        Snapshot {
-            identities,
-            policies,
-            exceptions,
-            targets,
+        TenantObjects {
+            namespace: namespace.to_string(),
+            snapshot: Snapshot {
+                identities: present,
+                policies,
+                exceptions,
+                targets,
+            },
+            deleting,
         },
         Invalid {
             identities: bad_identities,
@@ -347,152 +464,47 @@ fn snapshot(caches: &Caches) -> (Snapshot, Invalid) {
     )
 }
 
-fn key_of(meta: &kube::api::ObjectMeta) -> IdentityKey {
-    IdentityKey::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
 /// State kept between passes.
-struct Reconciler {
+struct Reconciler<F: Factory> {
     client: Client,
     writer: Writer,
-    targets: Targets,
+    slots: Slots<F>,
+    /// When each tenant is due again without a change (a date boundary, a retry, the
+    /// confirmation of revocations).
+    due: BTreeMap<String, Instant>,
 }
 
-impl Reconciler {
-    /// One pass over everything; returns when the next date boundary falls due.
-    async fn pass(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
-        let started = std::time::Instant::now();
-        let next = self.pass_once(caches, options).await;
-        tracing::debug!(took = ?started.elapsed(), "reconcile pass");
-        options.metrics.reconciles.inc();
-        options
-            .metrics
-            .reconcile_seconds
-            .observe(started.elapsed().as_secs_f64());
-        next
-    }
+/// How soon a pass that applied revocations re-observes to confirm them.
+const CONFIRM_AFTER: Duration = Duration::from_millis(250);
 
-    async fn pass_once(&mut self, caches: &Caches, options: &Options) -> Option<Timestamp> {
+impl<F: Factory> Reconciler<F> {
+    /// One pass over one tenant; returns when it is due again.
+    async fn pass(
+        &mut self,
+        caches: &Caches,
+        options: &Options,
+        namespace: &str,
+        leading: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Instant> {
+        let started = Instant::now();
         let now = options.now();
-        let (mut snapshot, invalid) = snapshot(caches);
-        // An Identity being deleted is planned as a leaver: it is left out of the engine's
-        // input (absent means revoke everything), but its subject is kept so its access can
-        // be found.
-        let (deleting, present): (Vec<Identity>, Vec<Identity>) =
-            std::mem::take(&mut snapshot.identities)
-                .into_iter()
-                .partition(|i| i.metadata.deletion_timestamp.is_some());
-        snapshot.identities = present;
-        let engine = Engine::new(&snapshot, options.settings.clone());
-        let desired = engine.evaluate(now, &NothingHeld);
-        let subject = |identity: &Identity, target: &str| -> (IdentityKey, Subject) {
-            let key = key_of(&identity.metadata);
-            let enabled = desired
-                .identities
-                .get(&key)
-                .is_some_and(|a| a.account == AccountIntent::Enabled);
-            let account = identity
-                .spec
-                .accounts
-                .get(target)
-                .cloned()
-                .unwrap_or_else(|| key.name.clone());
-            (
-                key.clone(),
-                Subject {
-                    identity: key,
-                    identity_type: identity.spec.type_,
-                    account,
-                    enabled,
-                },
-            )
+        let (tenant, invalid) = tenant_objects(caches, namespace);
+        let ctx = PassContext {
+            now,
+            settings: &options.settings,
+            resync: options.resync,
+            leading,
+            metrics: &options.metrics,
         };
-
-        let mut applied: HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>> =
-            HashMap::new();
-        let mut unfinished: BTreeSet<IdentityKey> = BTreeSet::new();
-        let mut revoked_leavers: BTreeSet<IdentityKey> = BTreeSet::new();
-        let live: BTreeSet<(String, String)> = snapshot
-            .targets
-            .iter()
-            .map(|t| {
-                let k = key_of(&t.metadata);
-                (k.namespace, k.name)
-            })
-            .collect();
-        self.targets.retain(&live);
-        for target in &snapshot.targets {
-            let IdentityKey {
-                namespace: ns,
-                name,
-            } = key_of(&target.metadata);
-            let in_tenant: BTreeMap<IdentityKey, Subject> = snapshot
-                .identities
-                .iter()
-                .chain(&deleting)
-                .filter(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
-                .map(|i| subject(i, &name))
-                .collect();
-            let synced = self
-                .targets
-                .sync(
-                    &self.client,
-                    target,
-                    &engine,
-                    now,
-                    &in_tenant,
-                    &options.metrics,
-                )
-                .await;
-            if synced.report.unreachable.is_some() || synced.report.failed > 0 {
-                options.metrics.errors.inc();
-            }
-            options
-                .metrics
-                .pending_operations
-                .get_or_create(&crate::http::TargetLabels {
-                    namespace: ns.clone(),
-                    target: name.clone(),
-                })
-                .set(synced.report.outstanding() as i64);
-            unfinished.extend(synced.unfinished.iter().cloned());
-            revoked_leavers.extend(synced.leavers.iter().cloned());
-            for (key, access) in desired.identities.iter().filter(|(k, _)| k.namespace == ns) {
-                let slot = applied.entry(key.clone()).or_default();
-                for grant in access.enforced().filter(|g| g.entitlement.target == name) {
-                    let state = synced.blanket.clone().unwrap_or_else(|| {
-                        synced
-                            .failures
-                            .get(&(key.clone(), (*grant.entitlement).clone()))
-                            .cloned()
-                            .unwrap_or(ApplyState::Applied)
-                    });
-                    slot.insert((*grant.entitlement).clone(), state);
-                }
-            }
-            let status = status::target_status(
-                &synced.report,
-                target.status.as_ref(),
-                target.metadata.generation,
-                now,
-            );
-            self.writer
-                .status(target, target.status.as_ref(), &status, |s| &s.conditions)
-                .await;
+        let result = match pass::run(&mut self.slots, &tenant, &ctx).await {
+            Ok(result) => result,
+            Err(pass::LostLeadership) => return None,
+        };
+        let report = report::report(&tenant, &result, &result.leaver_dates, now);
+        if !leading() {
+            return None;
         }
-        self.observe_leaver_latency(
-            &snapshot.identities,
-            &deleting,
-            &revoked_leavers,
-            &unfinished,
-            options,
-        );
-        manage_finalizers(&self.client, &snapshot.identities, &deleting, &unfinished).await;
-        self.write_statuses(&snapshot, &desired, &applied, now)
-            .await;
+        self.write(&tenant, report, options).await;
         for (meta, error) in &invalid.identities {
             self.writer.invalid::<Identity>(meta, error, now).await;
         }
@@ -505,131 +517,124 @@ impl Reconciler {
         for (meta, error) in &invalid.targets {
             self.writer.invalid::<TargetSystem>(meta, error, now).await;
         }
-        desired.next_change
+        options.metrics.reconciles.inc();
+        options
+            .metrics
+            .tenant_passes
+            .get_or_create(&TenantLabels {
+                namespace: namespace.to_string(),
+            })
+            .inc();
+        options
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(%namespace, took = ?started.elapsed(), "tenant pass");
+        let boundary = result.decision.desired.next_change.map(|at| {
+            Instant::now() + Duration::try_from(now.duration_until(at)).unwrap_or_default()
+        });
+        let confirm = result.confirm_soon.then(|| Instant::now() + CONFIRM_AFTER);
+        [boundary, result.next_retry, confirm]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Leaver revocation latency: from the latest write to the Identity (an HR update or a
-    /// delete, which is what made them a leaver) to the pass that revoked them everywhere.
-    fn observe_leaver_latency(
-        &self,
-        present: &[Identity],
-        deleting: &[Identity],
-        revoked: &BTreeSet<IdentityKey>,
-        unfinished: &BTreeSet<IdentityKey>,
-        options: &Options,
-    ) {
-        for identity in present.iter().chain(deleting) {
-            let key = key_of(&identity.metadata);
-            if !revoked.contains(&key) || unfinished.contains(&key) {
-                continue;
-            }
-            let changed = identity
-                .metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .filter_map(|f| f.time.as_ref())
-                .map(|t| t.0)
-                .max();
-            let since = identity
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or(changed);
-            if let Some(since) = since {
-                let seconds = since
-                    .duration_until(Timestamp::now())
-                    .as_secs_f64()
-                    .max(0.0);
-                options.metrics.leaver_revocation_seconds.observe(seconds);
+    /// Writes what a pass reported: finalizers, statuses, Events, metrics.
+    async fn write(&mut self, tenant: &TenantObjects, report: report::Report, options: &Options) {
+        let namespace = tenant.namespace.as_str();
+        let identity = |key: &IdentityKey| {
+            tenant
+                .all_identities()
+                .find(|i| i.metadata.name.as_deref() == Some(key.name.as_str()))
+        };
+        for key in &report.hold {
+            if let Some(i) = identity(key) {
+                set_finalizer(&self.client, i, true).await;
             }
         }
-    }
-
-    async fn write_statuses(
-        &self,
-        snapshot: &Snapshot,
-        desired: &crate::engine::DesiredState,
-        applied: &HashMap<IdentityKey, BTreeMap<EntitlementRef, ApplyState>>,
-        now: Timestamp,
-    ) {
-        let empty = BTreeMap::new();
-        // Statuses are computed here and only the changed ones written, several at a time:
-        // after a mass change (a re-org, the first start) thousands may be due.
-        let changed: Vec<_> = snapshot
+        for key in &report.release {
+            if let Some(i) = identity(key) {
+                set_finalizer(&self.client, i, false).await;
+            }
+        }
+        for (target, seconds) in &report.revocations {
+            options
+                .metrics
+                .leaver_revocation_seconds
+                .get_or_create(&TargetLabels {
+                    namespace: namespace.to_string(),
+                    target: target.clone(),
+                })
+                .observe(*seconds);
+        }
+        for (target, outstanding) in &report.outstanding {
+            options
+                .metrics
+                .pending_operations
+                .get_or_create(&TargetLabels {
+                    namespace: namespace.to_string(),
+                    target: target.clone(),
+                })
+                .set(*outstanding as i64);
+        }
+        for event in &report.events {
+            if let Some(i) = identity(&event.identity) {
+                self.writer
+                    .event(
+                        writer::object_ref::<Identity>(&i.metadata),
+                        false,
+                        event.reason,
+                        &event.note,
+                    )
+                    .await;
+            }
+        }
+        let writes: Vec<_> = report
             .identities
-            .iter()
-            .filter_map(|identity| {
-                let key = key_of(&identity.metadata);
-                let access = desired.identities.get(&key)?;
-                let findings: Vec<_> = desired
-                    .violations
-                    .iter()
-                    .filter(|v| {
-                        v.namespace == key.namespace
-                            && v.identity.as_deref() == Some(key.name.as_str())
-                    })
-                    .collect();
-                let status = identity_status(
-                    access,
-                    &findings,
-                    applied.get(&key).unwrap_or(&empty),
-                    identity.status.as_ref(),
-                    identity.metadata.generation,
-                    now,
-                );
-                (identity.status.as_ref() != Some(&status)).then_some((identity, status))
-            })
-            .collect();
-        let writes: Vec<_> = changed
             .into_iter()
-            .map(|(identity, status)| write_identity_status(&self.writer, identity, status))
+            .filter_map(|(key, status)| identity(&key).map(|i| (i, status)))
+            .map(|(i, status)| write_identity_status(&self.writer, i, status))
             .collect();
         futures::stream::iter(writes)
             .buffer_unordered(STATUS_WRITERS)
             .collect::<Vec<()>>()
             .await;
-        for policy in &snapshot.policies {
-            let key = key_of(&policy.metadata);
-            let object = format!("AccessPolicy/{}", key.name);
-            let findings: Vec<_> = desired
-                .violations
+        for (name, status) in &report.targets {
+            if let Some(t) = tenant
+                .snapshot
+                .targets
                 .iter()
-                .filter(|v| v.namespace == key.namespace && v.object == object)
-                .collect();
-            let matched = desired
-                .policy_matches
-                .get(&(key.namespace.clone(), key.name.clone()))
-                .copied()
-                .unwrap_or(0);
-            let status = status::policy_status(
-                matched,
-                &findings,
-                policy.status.as_ref(),
-                policy.metadata.generation,
-                now,
-            );
-            self.writer
-                .status(policy, policy.status.as_ref(), &status, |s| &s.conditions)
-                .await;
+                .find(|t| t.metadata.name.as_ref() == Some(name))
+            {
+                self.writer
+                    .status(t, t.status.as_ref(), status, |s| &s.conditions)
+                    .await;
+            }
         }
-        for exception in &snapshot.exceptions {
-            let key = key_of(&exception.metadata);
-            let Some(verdict) = desired.exceptions.get(&(key.namespace, key.name)) else {
-                continue;
-            };
-            let status = status::exception_status(
-                verdict,
-                exception.status.as_ref(),
-                exception.metadata.generation,
-                now,
-            );
-            self.writer
-                .status(exception, exception.status.as_ref(), &status, |s| {
-                    &s.conditions
-                })
-                .await;
+        for (name, status) in &report.policies {
+            if let Some(p) = tenant
+                .snapshot
+                .policies
+                .iter()
+                .find(|p| p.metadata.name.as_ref() == Some(name))
+            {
+                self.writer
+                    .status(p, p.status.as_ref(), status, |s| &s.conditions)
+                    .await;
+            }
+        }
+        for (name, status) in &report.exceptions {
+            if let Some(e) = tenant
+                .snapshot
+                .exceptions
+                .iter()
+                .find(|e| e.metadata.name.as_ref() == Some(name))
+            {
+                self.writer
+                    .status(e, e.status.as_ref(), status, |s| &s.conditions)
+                    .await;
+            }
         }
     }
 }
@@ -660,49 +665,30 @@ async fn write_identity_status(
     }
 }
 
-/// Holds every Identity with a finalizer so that deleting it revokes its access first;
-/// releases a deleted one once every target revoked it.
-async fn manage_finalizers(
-    client: &Client,
-    present: &[Identity],
-    deleting: &[Identity],
-    unfinished: &BTreeSet<IdentityKey>,
-) {
-    let has = |i: &Identity| {
-        i.metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == FINALIZER)
-    };
-    let changes = present.iter().filter(|i| !has(i)).map(|i| (i, true)).chain(
-        deleting
-            .iter()
-            .filter(|i| has(i) && !unfinished.contains(&key_of(&i.metadata)))
-            .map(|i| (i, false)),
-    );
-    for (identity, hold) in changes {
-        let mut finalizers: Vec<String> = identity
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        if hold {
-            finalizers.push(FINALIZER.to_string());
-        }
-        // The resourceVersion makes this a compare-and-swap: a stale cache loses, and the
-        // next pass retries with fresh data.
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": identity.metadata.resource_version}});
-        let k = key_of(&identity.metadata);
-        let api: Api<Identity> = Api::namespaced(client.clone(), &k.namespace);
-        if let Err(error) = api
-            .patch(&k.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::debug!(identity = %k, %error, "finalizer update deferred");
-        }
+/// Adds (`hold`) or removes the finalizer that keeps an Identity until its access is
+/// revoked everywhere.
+async fn set_finalizer(client: &Client, identity: &Identity, hold: bool) {
+    let mut finalizers: Vec<String> = identity
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if hold {
+        finalizers.push(FINALIZER.to_string());
+    }
+    // The resourceVersion makes this a compare-and-swap: a stale cache loses, and the
+    // next pass retries with fresh data.
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": identity.metadata.resource_version}});
+    let namespace = identity.metadata.namespace.clone().unwrap_or_default();
+    let name = identity.metadata.name.clone().unwrap_or_default();
+    let api: Api<Identity> = Api::namespaced(client.clone(), &namespace);
+    if let Err(error) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(identity = %format!("{namespace}/{name}"), %error, "finalizer update deferred");
     }
 }

@@ -8,10 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     AccessPolicyStatus, Condition, EntitlementRef, EntitlementStatus, ExceptionStatus,
-    IdentityStatus, SourceStatus, TargetSystemStatus, condition_types,
+    IdentityStatus, IdentityTargetStatus, SourceStatus, TargetSystemStatus, condition_types,
 };
 use crate::engine::{
-    ExceptionPhase, ExceptionVerdict, IdentityAccess, Phase, Severity, Violation, ViolationKind,
+    AccountIntent, ExceptionPhase, ExceptionVerdict, IdentityAccess, Severity, Violation,
+    ViolationKind,
 };
 
 /// Where one entitlement stands on its target after a sync.
@@ -88,18 +89,56 @@ impl<'a> Conditions<'a> {
     }
 }
 
+/// Where an identity stands on one target after a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    /// The target holds what it should: nothing was planned against a fresh observation
+    /// (`confirmed`), or the target acknowledged every planned operation.
+    Applied {
+        /// Seen on a fresh observation, not only acknowledged.
+        confirmed: bool,
+    },
+    /// Operations not carried out yet: (the first one, why).
+    Pending(String, String),
+    /// An operation failed: (the operation, the target's answer, permanent).
+    Failed(String, String, bool),
+}
+
+/// One target of an identity, for its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetLine {
+    /// The state.
+    pub state: TargetState,
+    /// Operations planned and not done.
+    pub outstanding: usize,
+}
+
+/// Everything an Identity's status is built from.
+pub struct IdentityFacts<'a> {
+    /// The engine's verdict (for a deleted identity: a leaver with nothing).
+    pub access: &'a IdentityAccess,
+    /// Findings naming the identity.
+    pub findings: &'a [&'a Violation],
+    /// Per target the identity has (or had, or should have) something on.
+    pub targets: &'a BTreeMap<String, TargetLine>,
+    /// Apply state per entitlement.
+    pub entitlements: &'a BTreeMap<EntitlementRef, ApplyState>,
+    /// When it became a leaver, if it is one.
+    pub leaver_since: Option<Timestamp>,
+}
+
 /// Builds an Identity's status. `previous` keeps `lastTransitionTime` of conditions whose
-/// status did not change.
+/// status did not change, and each target's `revokedAt`.
 pub fn identity_status(
-    access: &IdentityAccess,
-    findings: &[&Violation],
-    applied: &BTreeMap<EntitlementRef, ApplyState>,
+    facts: &IdentityFacts<'_>,
     previous: Option<&IdentityStatus>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> IdentityStatus {
+    let access = facts.access;
     let state_of = |e: &EntitlementRef| {
-        applied
+        facts
+            .entitlements
             .get(e)
             .cloned()
             .unwrap_or(ApplyState::Pending("not synced yet".into()))
@@ -132,51 +171,115 @@ pub fn identity_status(
             }
         })
         .collect();
-    let problems: Vec<String> = access
-        .enforced()
-        .filter_map(|g| match state_of(&g.entitlement) {
-            ApplyState::Applied => None,
-            ApplyState::Pending(why) => Some(format!("{} pending: {why}", g.entitlement)),
-            ApplyState::Failed(why) => Some(format!("{} failed: {why}", g.entitlement)),
+    let leaver = access.account == AccountIntent::Revoked;
+    let previous_targets: BTreeMap<&str, &IdentityTargetStatus> = previous
+        .map(|p| p.targets.iter().map(|t| (t.target.as_str(), t)).collect())
+        .unwrap_or_default();
+    let leaver_since = facts.leaver_since.filter(|_| leaver);
+    let mut failed = Vec::new();
+    let mut pending = Vec::new();
+    let mut permanent = false;
+    let mut unconfirmed = Vec::new();
+    let targets: Vec<IdentityTargetStatus> = facts
+        .targets
+        .iter()
+        .map(|(target, line)| {
+            let before = previous_targets.get(target.as_str());
+            let (state, operation, message) = match &line.state {
+                TargetState::Applied { confirmed } => {
+                    if !confirmed {
+                        unconfirmed.push(target.clone());
+                    }
+                    ("Applied", None, None)
+                }
+                TargetState::Pending(op, why) => {
+                    pending.push(format!("{target}: {op} pending: {why}"));
+                    ("Pending", Some(op.clone()), Some(why.clone()))
+                }
+                TargetState::Failed(op, why, is_permanent) => {
+                    permanent |= is_permanent;
+                    failed.push(format!("{target}: {op} failed: {why}"));
+                    ("Failed", Some(op.clone()), Some(why.clone()))
+                }
+            };
+            let confirmed = line.state == TargetState::Applied { confirmed: true };
+            let (revoked_at, revocation_seconds) = match (leaver, confirmed) {
+                (true, true) => match before.and_then(|b| b.revoked_at.clone()) {
+                    Some(at) => (Some(at), before.and_then(|b| b.revocation_seconds)),
+                    None => (
+                        Some(Time(now)),
+                        leaver_since.map(|since| seconds_between(since, now)),
+                    ),
+                },
+                _ => (None, None),
+            };
+            IdentityTargetStatus {
+                target: target.clone(),
+                state: state.into(),
+                pending_operations: (line.outstanding > 0).then_some(line.outstanding as i64),
+                operation,
+                message,
+                revoked_at,
+                revocation_seconds,
+            }
         })
         .collect();
-    let attribute_problems: Vec<&str> = findings
+    // An entitlement pending or failed on a target with no line (not expected) still counts.
+    let mut problems: Vec<String> = failed.iter().chain(&pending).cloned().collect();
+    for g in access.enforced() {
+        match state_of(&g.entitlement) {
+            ApplyState::Applied => {}
+            ApplyState::Pending(why) if !facts.targets.contains_key(&g.entitlement.target) => {
+                problems.push(format!("{} pending: {why}", g.entitlement))
+            }
+            ApplyState::Failed(why) if !facts.targets.contains_key(&g.entitlement.target) => {
+                problems.push(format!("{} failed: {why}", g.entitlement))
+            }
+            _ => {}
+        }
+    }
+    let attribute_problems: Vec<&str> = facts
+        .findings
         .iter()
-        .filter(|v| {
-            matches!(
-                v.kind,
-                ViolationKind::MissingAttributes
-                    | ViolationKind::InvalidValue
-                    | ViolationKind::UnknownReference
-                    | ViolationKind::ManagerCycle
-            )
-        })
+        .filter(|v| v.kind.is_attribute_problem())
         .map(|v| v.message.as_str())
         .collect();
-    let errors: Vec<&str> = findings
+    let errors: Vec<&str> = facts
+        .findings
         .iter()
         .filter(|v| v.severity == Severity::Error)
         .map(|v| v.message.as_str())
         .collect();
-    let leaver = matches!(access.phase, Phase::Terminated | Phase::Unowned)
-        || (access.phase == Phase::OwnerTerminated && access.entitlements.is_empty());
+    // A leaver is revoked only when every target showed, on a fresh observation, that
+    // nothing of theirs is left: an acknowledgement alone is not enough.
+    let revoked = leaver && problems.is_empty() && unconfirmed.is_empty();
 
     let mut conditions =
         Conditions::new(previous.map(|p| p.conditions.as_slice()), generation, now);
-    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
-        conditions.set(type_, ok, reason, message)
+    let ready = errors.is_empty() && problems.is_empty() && (!leaver || revoked);
+    let reason = if !errors.is_empty() {
+        "Invalid"
+    } else if !failed.is_empty() {
+        "ApplyFailed"
+    } else if !ready {
+        "Pending"
+    } else {
+        "Reconciled"
     };
-    let ready = problems.is_empty() && errors.is_empty();
-    set(
+    let waiting = || {
+        if unconfirmed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "acknowledged; awaiting a re-observation of {}",
+                unconfirmed.join(", ")
+            )
+        }
+    };
+    conditions.set(
         condition_types::READY,
         ready,
-        if !errors.is_empty() {
-            "Invalid"
-        } else if problems.is_empty() {
-            "Reconciled"
-        } else {
-            "Pending"
-        },
+        reason,
         if ready {
             format!(
                 "{} with {} entitlements in force",
@@ -184,25 +287,32 @@ pub fn identity_status(
                 access.enforced().count()
             )
         } else {
-            errors
-                .iter()
-                .copied()
-                .map(str::to_string)
-                .chain(problems.iter().cloned())
-                .collect::<Vec<_>>()
-                .join("; ")
+            let mut parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            parts.extend(problems.iter().cloned());
+            if parts.is_empty() {
+                parts.push(waiting());
+            }
+            parts.join("; ")
         },
     );
-    // kstatus reads `Reconciling`, not `Ready`: while operations are outstanding (and will be
-    // retried) the Identity is in progress, not current.
+    // kstatus reads `Reconciling` and `Stalled`, not `Ready`: work that will be retried is
+    // in progress; a refusal that needs a person is stalled.
+    let in_progress = errors.is_empty() && !ready && !permanent;
     conditions.set_if(
         condition_types::RECONCILING,
-        (errors.is_empty() && !problems.is_empty()).then(|| ("Pending", problems.join("; "))),
+        in_progress.then(|| {
+            let mut parts = problems.clone();
+            if parts.is_empty() {
+                parts.push(waiting());
+            }
+            ("Pending", parts.join("; "))
+        }),
     );
-    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
-        conditions.set(type_, ok, reason, message)
-    };
-    set(
+    conditions.set_if(
+        condition_types::STALLED,
+        (errors.is_empty() && permanent).then(|| ("ApplyFailed", failed.join("; "))),
+    );
+    conditions.set(
         condition_types::ATTRIBUTES_VALID,
         attribute_problems.is_empty(),
         if attribute_problems.is_empty() {
@@ -213,20 +323,35 @@ pub fn identity_status(
         attribute_problems.join("; "),
     );
     if leaver {
-        set(
+        conditions.set(
             condition_types::REVOKED,
-            problems.is_empty(),
-            "Leaver",
-            format!("phase {}", access.phase),
+            revoked,
+            if revoked {
+                "Confirmed"
+            } else if !failed.is_empty() {
+                "ApplyFailed"
+            } else {
+                "Pending"
+            },
+            if revoked {
+                format!("phase {}: nothing left on any target", access.phase)
+            } else {
+                let mut parts = problems.clone();
+                if parts.is_empty() {
+                    parts.push(waiting());
+                }
+                parts.join("; ")
+            },
         );
     } else {
-        set(
+        let provisioned = problems.is_empty()
+            && matches!(
+                access.account,
+                AccountIntent::Enabled | AccountIntent::Disabled
+            );
+        conditions.set(
             condition_types::PROVISIONED,
-            problems.is_empty()
-                && matches!(
-                    access.phase,
-                    Phase::Active | Phase::OnLeave | Phase::OwnerTerminated
-                ),
+            provisioned,
             &access.phase.to_string(),
             problems.join("; "),
         );
@@ -236,8 +361,15 @@ pub fn identity_status(
         phase: Some(access.phase.to_string()),
         entitlement_count: Some(entitlements.len() as i64),
         entitlements,
+        targets,
+        leaver_since: leaver_since.map(Time),
         conditions: conditions.finish(),
     }
+}
+
+/// Seconds from `since` to `now`, never negative.
+pub fn seconds_between(since: Timestamp, now: Timestamp) -> f64 {
+    since.duration_until(now).as_secs_f64().max(0.0)
 }
 
 /// What one target's sync found, for its status.
@@ -258,21 +390,23 @@ pub struct TargetReport {
     pub first_failure: Option<String>,
     /// Accounts in the managed scope with no Identity.
     pub orphans: Vec<String>,
+    /// Operations planned and not carried out (held, failed or waiting for a retry).
+    pub outstanding: usize,
+    /// What the connector found that a person should look at.
+    pub findings: Vec<String>,
+    /// Failed operations waiting for their retry, with the target's answer.
+    pub failed_operations: Vec<String>,
 }
 
 impl TargetReport {
-    /// Operations planned but not carried out: all of them in Observe mode or when the
-    /// sync stalled before applying, else the ones that failed.
+    /// Operations planned but not carried out.
     pub fn outstanding(&self) -> usize {
-        if self.unreachable.is_some() {
-            0
-        } else if self.observe_only || (self.stalled.is_some() && self.failed == 0) {
-            self.planned
-        } else {
-            self.failed
-        }
+        self.outstanding
     }
 }
+
+/// How many failed operations a TargetSystem status lists.
+pub const FAILED_LISTED: usize = 20;
 
 /// How many orphan account names the status lists (the count is always complete).
 pub const ORPHANS_LISTED: usize = 50;
@@ -366,6 +500,13 @@ pub fn target_status(
             .cloned()
             .collect(),
         pending_operations: Some(report.outstanding() as i64),
+        findings: report.findings.clone(),
+        failed_operations: report
+            .failed_operations
+            .iter()
+            .take(FAILED_LISTED)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -483,22 +624,49 @@ mod tests {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
 
+    fn facts<'a>(
+        access: &'a IdentityAccess,
+        targets: &'a BTreeMap<String, TargetLine>,
+        entitlements: &'a BTreeMap<EntitlementRef, ApplyState>,
+    ) -> IdentityFacts<'a> {
+        IdentityFacts {
+            access,
+            findings: &[],
+            targets,
+            entitlements,
+            leaver_since: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+        }
+    }
+
+    fn line(state: TargetState, outstanding: usize) -> BTreeMap<String, TargetLine> {
+        BTreeMap::from([("k8s".to_string(), TargetLine { state, outstanding })])
+    }
+
     #[test]
     fn ready_follows_apply_state_and_keeps_transition_times() {
         let a = alice("Active");
         let view = (*a.entitlements[0].entitlement).clone();
         let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-12-01T00:05:00Z".parse().unwrap();
-        let pending = identity_status(&a, &[], &BTreeMap::new(), None, Some(1), t0);
+        let none = BTreeMap::new();
+        let waiting = line(
+            TargetState::Pending("grant view".into(), "queued".into()),
+            1,
+        );
+        let pending = identity_status(&facts(&a, &waiting, &none), None, Some(1), t0);
         assert_eq!(condition(&pending, "Ready").status, "False");
+        assert_eq!(condition(&pending, "Ready").reason, "Pending");
         assert_eq!(pending.entitlements[0].state.as_deref(), Some("Pending"));
+        assert_eq!(pending.targets[0].state, "Pending");
+        assert_eq!(pending.targets[0].pending_operations, Some(1));
         assert_eq!(
             condition(&pending, "Reconciling").status,
             "True",
             "kstatus sees work in progress"
         );
         let applied = BTreeMap::from([(view.clone(), ApplyState::Applied)]);
-        let ready = identity_status(&a, &[], &applied, Some(&pending), Some(1), t1);
+        let done = line(TargetState::Applied { confirmed: true }, 0);
+        let ready = identity_status(&facts(&a, &done, &applied), Some(&pending), Some(1), t1);
         assert_eq!(condition(&ready, "Ready").status, "True");
         assert!(
             ready.conditions.iter().all(|c| c.type_ != "Reconciling"),
@@ -516,10 +684,9 @@ mod tests {
         );
         assert_eq!(ready.entitlements[0].source.name, "p");
         assert_eq!(ready.phase.as_deref(), Some("Active"));
+        assert!(ready.leaver_since.is_none(), "not a leaver");
         let again = identity_status(
-            &a,
-            &[],
-            &applied,
+            &facts(&a, &done, &applied),
             Some(&ready),
             Some(1),
             "2026-12-01T01:00:00Z".parse().unwrap(),
@@ -531,19 +698,88 @@ mod tests {
     }
 
     #[test]
-    fn a_leaver_reports_revoked() {
-        let gone = identity_status(
-            &alice("Terminated"),
-            &[],
-            &BTreeMap::new(),
+    fn a_leaver_is_revoked_only_when_every_target_confirms() {
+        let gone = alice("Terminated");
+        let none = BTreeMap::new();
+        let at: Timestamp = "2026-12-01T00:10:00Z".parse().unwrap();
+        // (target state, Revoked, Ready reason, Stalled present)
+        let cases = [
+            (
+                TargetState::Applied { confirmed: true },
+                "True",
+                "Reconciled",
+                false,
+            ),
+            (
+                TargetState::Applied { confirmed: false },
+                "False",
+                "Pending",
+                false,
+            ),
+            (
+                TargetState::Pending("disable alice".into(), "Observe mode".into()),
+                "False",
+                "Pending",
+                false,
+            ),
+            (
+                TargetState::Failed("revoke view".into(), "501 Not Implemented".into(), true),
+                "False",
+                "ApplyFailed",
+                true,
+            ),
+            (
+                TargetState::Failed("revoke view".into(), "503".into(), false),
+                "False",
+                "ApplyFailed",
+                false,
+            ),
+        ];
+        for (state, revoked, reason, stalled) in cases {
+            let targets = line(state.clone(), 0);
+            let status = identity_status(&facts(&gone, &targets, &none), None, Some(2), at);
+            assert_eq!(condition(&status, "Revoked").status, revoked, "{state:?}");
+            assert_eq!(condition(&status, "Ready").reason, reason, "{state:?}");
+            assert_eq!(
+                condition(&status, "Ready").status == "True",
+                revoked == "True",
+                "{state:?}: Ready on a leaver means cut off"
+            );
+            assert_eq!(
+                status.conditions.iter().any(|c| c.type_ == "Stalled"),
+                stalled,
+                "{state:?}"
+            );
+            assert!(status.conditions.iter().all(|c| c.type_ != "Provisioned"));
+            assert_eq!(status.entitlement_count, Some(0));
+            let target = &status.targets[0];
+            if revoked == "True" {
+                assert_eq!(target.revoked_at, Some(Time(at)));
+                assert_eq!(target.revocation_seconds, Some(600.0));
+            } else {
+                assert_eq!(target.revoked_at, None, "{state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn revoked_at_is_kept_once_confirmed() {
+        let gone = alice("Terminated");
+        let none = BTreeMap::new();
+        let done = line(TargetState::Applied { confirmed: true }, 0);
+        let first = identity_status(
+            &facts(&gone, &done, &none),
             None,
             Some(2),
-            "2026-12-01T00:00:00Z".parse().unwrap(),
+            "2026-12-01T00:10:00Z".parse().unwrap(),
         );
-        assert_eq!(condition(&gone, "Revoked").status, "True");
-        assert_eq!(condition(&gone, "Ready").status, "True");
-        assert!(gone.conditions.iter().all(|c| c.type_ != "Provisioned"));
-        assert_eq!(gone.entitlement_count, Some(0));
+        let later = identity_status(
+            &facts(&gone, &done, &none),
+            Some(&first),
+            Some(2),
+            "2026-12-01T05:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(later, first, "the SLA figure does not grow on later passes");
     }
 
     #[test]
@@ -559,6 +795,7 @@ mod tests {
             (
                 TargetReport {
                     observe_only: true,
+                    outstanding: 4,
                     ..base.clone()
                 },
                 "True",
@@ -569,6 +806,7 @@ mod tests {
             (
                 TargetReport {
                     stalled: Some(("BlastRadiusExceeded".into(), "4 revocations".into())),
+                    outstanding: 4,
                     ..base.clone()
                 },
                 "False",
@@ -580,6 +818,7 @@ mod tests {
                 TargetReport {
                     failed: 1,
                     first_failure: Some("grant x: refused".into()),
+                    outstanding: 1,
                     ..base.clone()
                 },
                 "False",

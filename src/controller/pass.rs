@@ -1,0 +1,580 @@
+//! One tenant's pass, as a staged pipeline with a type for each stage:
+//! **observe** every target of the tenant ([`observe`]) → **decide** once, purely
+//! ([`crate::plan::decide`]) → **apply** ([`apply`]: cut-offs first, then revocations,
+//! then grants; one outcome per operation) → **report** (pure, in [`super::status`]).
+//!
+//! Nothing here talks to the API server: connectors come from a [`Factory`], leadership
+//! is a callback checked before every apply batch, so the whole path runs in unit tests
+//! with scripted connectors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::connectors::{Factory, Failure, OperationKey, Slots};
+use crate::api::Identity;
+use crate::engine::{AccountIntent, Engine, IdentityKey, Settings, Snapshot};
+use crate::http::{Metrics, OperationLabels, TargetLabels};
+use crate::plan::decide::{Decision, Hold, TargetView, decide, is_cut_off};
+use crate::plan::{Action, Operation};
+use crate::targets::{Applied, Connector, Subject, TargetError};
+
+/// How long an acknowledgement waits for the re-observation that confirms it. A planned
+/// operation that the target acknowledged less than this ago is not sent again: the
+/// target said it did it, yet still shows the access, so the operation fails instead of
+/// being repeated for ever.
+const CONFIRM_WINDOW: Duration = Duration::from_secs(120);
+
+/// The objects of one tenant (namespace) from the caches.
+#[derive(Clone, Debug, Default)]
+pub struct TenantObjects {
+    /// The namespace.
+    pub namespace: String,
+    /// Every kind but identities, and the identities not being deleted.
+    pub snapshot: Snapshot,
+    /// Identities being deleted: planned as leavers, their finalizer held until revoked.
+    pub deleting: Vec<Identity>,
+}
+
+impl TenantObjects {
+    /// Every identity of the tenant, present and being deleted.
+    pub fn all_identities(&self) -> impl Iterator<Item = &Identity> {
+        self.snapshot.identities.iter().chain(&self.deleting)
+    }
+}
+
+/// What happened to one planned operation this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target acknowledged it.
+    Done,
+    /// The target has no such notion (the sessions of a Kubernetes user): nothing to do.
+    Unsupported,
+    /// Tried this pass; the target refused or failed.
+    Failed(Failure),
+    /// Not tried: it failed before and waits for its retry.
+    Parked(Failure),
+    /// Not tried, with the reason (Observe mode, the guard, an unreachable target, a
+    /// revocation of the same identity not done yet).
+    Held(String),
+}
+
+impl Outcome {
+    /// The target holds what the operation asked for.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Done | Self::Unsupported)
+    }
+}
+
+/// What the apply stage did on one target.
+#[derive(Clone, Debug, Default)]
+pub struct TargetOutcome {
+    /// One outcome per operation of the target's plan, in the same order.
+    pub outcomes: Vec<Outcome>,
+    /// Why the target could not be observed (then nothing was applied).
+    pub unreachable: Option<Failure>,
+    /// Orphan accounts of the last observation.
+    pub orphans: Vec<String>,
+    /// Connector findings of the last observation.
+    pub findings: Vec<String>,
+    /// Every operation that failed and waits for its retry, including ones of earlier
+    /// passes no longer planned the same way: `(operation, failure)`.
+    pub parked: Vec<(String, Failure)>,
+}
+
+/// A tenant's pass: the decision and what applying it did.
+#[derive(Clone, Debug)]
+pub struct PassResult {
+    /// The one decision of the pass.
+    pub decision: Decision,
+    /// Per target.
+    pub targets: BTreeMap<String, TargetOutcome>,
+    /// The subjects the pass used, by identity.
+    pub subjects: BTreeMap<IdentityKey, crate::api::IdentityType>,
+    /// Cut-offs or revocations were acknowledged this pass: a re-observation soon turns
+    /// them into confirmed revocations.
+    pub confirm_soon: bool,
+    /// When something of this tenant is due again (a retry, a target's backoff).
+    pub next_retry: Option<Instant>,
+    /// Leavers by end date: the instant the date passed (the revocation SLA's start).
+    pub leaver_dates: BTreeMap<IdentityKey, Timestamp>,
+}
+
+/// What the pass needs besides the objects.
+pub struct PassContext<'a> {
+    /// The instant lifecycle rules are evaluated at.
+    pub now: Timestamp,
+    /// Engine settings.
+    pub settings: &'a Settings,
+    /// How long a permanent failure waits before it is retried without a change.
+    pub resync: Duration,
+    /// Whether this replica still leads; checked before every apply batch.
+    pub leading: &'a (dyn Fn() -> bool + Sync),
+    /// Metrics to update.
+    pub metrics: &'a Metrics,
+}
+
+/// The leader lost the Lease during the pass: nothing more was written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LostLeadership;
+
+fn account_of(identity: &Identity, target: &str, name: &str) -> String {
+    identity
+        .spec
+        .accounts
+        .get(target)
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> IdentityKey {
+    IdentityKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The subjects of a target: every identity of the tenant, enabled as `intent` says.
+fn subjects(
+    tenant: &TenantObjects,
+    target: &str,
+    intent: &dyn Fn(&IdentityKey) -> bool,
+) -> BTreeMap<IdentityKey, Subject> {
+    tenant
+        .all_identities()
+        .map(|identity| {
+            let key = key_of(&identity.metadata);
+            let subject = Subject {
+                identity: key.clone(),
+                identity_type: identity.spec.type_,
+                account: account_of(identity, target, &key.name),
+                enabled: intent(&key),
+            };
+            (key, subject)
+        })
+        .collect()
+}
+
+/// Runs one tenant's pass. `Err` when leadership was lost before an apply batch.
+pub async fn run<F: Factory>(
+    slots: &mut Slots<F>,
+    tenant: &TenantObjects,
+    ctx: &PassContext<'_>,
+) -> Result<PassResult, LostLeadership> {
+    let namespace = tenant.namespace.as_str();
+    let live: BTreeSet<String> = tenant
+        .snapshot
+        .targets
+        .iter()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    slots.retain(namespace, &live);
+    let views = observe(slots, tenant, ctx).await;
+    let engine = Engine::new(&tenant.snapshot, ctx.settings.clone());
+    let decision = decide(&engine, namespace, ctx.now, &views);
+    let outcomes = apply(slots, tenant, &decision, ctx).await?;
+    let confirm_soon = outcomes.1;
+    let mut targets = outcomes.0;
+    for target in &tenant.snapshot.targets {
+        let name = target.metadata.name.clone().unwrap_or_default();
+        let out = targets.entry(name.clone()).or_default();
+        if let Some(slot) = slots.get(namespace, &name) {
+            out.orphans = slot.last_orphans.clone();
+            out.findings = slot.last_findings.clone();
+            out.unreachable = slot.last_error.clone();
+            out.parked = slot
+                .parked
+                .iter()
+                .map(|((identity, action), p)| (describe(identity, action), p.failure.clone()))
+                .collect();
+        }
+    }
+    let subjects = tenant
+        .all_identities()
+        .map(|i| (key_of(&i.metadata), i.spec.type_))
+        .collect();
+    let leaver_dates = decision
+        .desired
+        .identities
+        .iter()
+        .filter(|(_, a)| a.account == AccountIntent::Revoked)
+        .filter_map(|(k, _)| engine.leaver_since(k, ctx.now).map(|t| (k.clone(), t)))
+        .collect();
+    Ok(PassResult {
+        leaver_dates,
+        decision,
+        targets,
+        subjects,
+        confirm_soon,
+        next_retry: slots.next_due(namespace),
+    })
+}
+
+/// `revoke corp-ldap:finance for acme/alice`: an operation, for messages.
+pub fn describe(identity: &IdentityKey, action: &Action) -> String {
+    match action {
+        Action::Grant { entitlement } | Action::Revoke { entitlement } => {
+            format!("{} {entitlement} for {identity}", action.name())
+        }
+        _ => format!("{} for {identity}", action.name()),
+    }
+}
+
+/// Observes every target of the tenant (those not backing off), concurrently.
+async fn observe<F: Factory>(
+    slots: &mut Slots<F>,
+    tenant: &TenantObjects,
+    ctx: &PassContext<'_>,
+) -> Vec<TargetView> {
+    let namespace = tenant.namespace.as_str();
+    // Connect first (sequentially: it touches the slots), then observe concurrently.
+    let mut work = Vec::new();
+    let mut views = Vec::new();
+    for target in &tenant.snapshot.targets {
+        let name = target.metadata.name.clone().unwrap_or_default();
+        let loaded = slots.factory.load(target).await;
+        let now = Instant::now();
+        let slot = slots.slot(namespace, &name, &loaded.fingerprint);
+        let last = slot.last_held.clone().unwrap_or_default();
+        if let Some(why) = slot.backing_off(now) {
+            views.push(view(&name, last, Some(why), false));
+            continue;
+        }
+        let connector = match &slot.connector {
+            Some(c) => Ok(c.clone()),
+            None => match loaded.config {
+                Err(e) => Err(e),
+                Ok(config) => match slots.factory.connect(&config).await {
+                    Ok(c) => {
+                        let c = Arc::new(c);
+                        slots.slot(namespace, &name, &loaded.fingerprint).connector =
+                            Some(c.clone());
+                        Ok(c)
+                    }
+                    Err(e) => Err(e),
+                },
+            },
+        };
+        match connector {
+            Ok(c) => work.push((name, c)),
+            Err(error) => {
+                ctx.metrics.errors.inc();
+                let failure = Failure::of(&error);
+                let message = failure.message.clone();
+                let slot = slots.slot(namespace, &name, &loaded.fingerprint);
+                slot.failed(failure, ctx.resync);
+                views.push(view(&name, last, Some(message), false));
+            }
+        }
+    }
+    let observations = futures::future::join_all(work.iter().map(|(name, connector)| {
+        let expected = subjects(tenant, name, &|_| false);
+        let connector = connector.clone();
+        async move { connector.observe(&expected).await }
+    }))
+    .await;
+    for ((name, connector), result) in work.into_iter().zip(observations) {
+        ctx.metrics
+            .target_observations
+            .get_or_create(&TargetLabels {
+                namespace: namespace.to_string(),
+                target: name.clone(),
+            })
+            .inc();
+        let Some(slot) = slots.get_mut(namespace, &name) else {
+            continue;
+        };
+        let case_insensitive = connector.capabilities().case_insensitive_names;
+        match result {
+            Ok(observed) => {
+                slot.observed(observed.held.clone(), observed.orphans, observed.findings);
+                views.push(view(&name, observed.held, None, case_insensitive));
+            }
+            Err(error) => {
+                ctx.metrics.errors.inc();
+                tracing::info!(%namespace, target = %name, %error, "observation failed");
+                let failure = Failure::of(&error);
+                let message = failure.message.clone();
+                let last = slot.last_held.clone().unwrap_or_default();
+                slot.failed(failure, ctx.resync);
+                views.push(view(&name, last, Some(message), case_insensitive));
+            }
+        }
+    }
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    views
+}
+
+fn view(
+    name: &str,
+    held: crate::plan::AccessState,
+    not_observed: Option<String>,
+    case_insensitive: bool,
+) -> TargetView {
+    TargetView {
+        name: name.to_string(),
+        held,
+        not_observed,
+        case_insensitive,
+    }
+}
+
+/// Which step of the apply stage an action belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    /// Account disables and session revocations: nothing waits in front of them.
+    CutOff,
+    /// Entitlement revocations and account deletions.
+    Revoke,
+    /// Account creation and enabling, grants: only for identities with nothing left to
+    /// revoke.
+    Grant,
+}
+
+fn step_of(action: &Action) -> Step {
+    if is_cut_off(action) {
+        Step::CutOff
+    } else if action.is_revocation() {
+        Step::Revoke
+    } else {
+        Step::Grant
+    }
+}
+
+type Applied2 = (BTreeMap<String, TargetOutcome>, bool);
+
+/// Applies the decision in three steps across all the tenant's targets at once: every
+/// cut-off, then every revocation, then the grants of identities whose revocations all
+/// succeeded. Each operation gets its own outcome; one failure never stops another.
+async fn apply<F: Factory>(
+    slots: &mut Slots<F>,
+    tenant: &TenantObjects,
+    decision: &Decision,
+    ctx: &PassContext<'_>,
+) -> Result<Applied2, LostLeadership> {
+    let namespace = tenant.namespace.as_str();
+    let now = Instant::now();
+    let enabled = |key: &IdentityKey| {
+        decision
+            .desired
+            .identities
+            .get(key)
+            .is_some_and(|a| a.account == AccountIntent::Enabled)
+    };
+    // `None`: still to be sent, in its step.
+    let mut results: BTreeMap<String, Vec<Option<Outcome>>> = BTreeMap::new();
+    let mut subjects_by_target: BTreeMap<String, BTreeMap<IdentityKey, Subject>> = BTreeMap::new();
+    // Outcomes decided before anything is sent: holds, parks, unconfirmed acknowledgements.
+    for (name, plan) in &decision.targets {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.operations.len()];
+        let slot = slots.get_mut(namespace, name);
+        if let Some(slot) = slot {
+            if plan.observed {
+                let planned: BTreeSet<OperationKey> = plan
+                    .operations
+                    .iter()
+                    .map(|op| ((*op.identity).clone(), op.action.clone()))
+                    .collect();
+                // What is no longer planned needs no retry; what was acknowledged and is
+                // planned again was not done, whatever the target answered.
+                slot.parked.retain(|k, _| planned.contains(k));
+                let acknowledged = std::mem::take(&mut slot.acknowledged);
+                for (i, op) in plan.operations.iter().enumerate() {
+                    let key = ((*op.identity).clone(), op.action.clone());
+                    if acknowledged
+                        .get(&key)
+                        .is_some_and(|at| now.saturating_duration_since(*at) < CONFIRM_WINDOW)
+                    {
+                        let failure = Failure {
+                            permanent: true,
+                            reason: Some("Rejected"),
+                            message: format!(
+                                "the target acknowledged {} but a re-observation still shows it undone; not sent again until the resync",
+                                describe(&op.identity, &op.action)
+                            ),
+                            retry_after: None,
+                        };
+                        slot.park(key, failure.clone(), ctx.resync);
+                        outcomes[i] = Some(Outcome::Failed(failure));
+                    }
+                }
+            }
+            for (i, op) in plan.operations.iter().enumerate() {
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                if !plan.may_apply(op) {
+                    let why = plan.hold.as_ref().map(|h| h.message()).unwrap_or_default();
+                    outcomes[i] = Some(Outcome::Held(why));
+                    continue;
+                }
+                let key = ((*op.identity).clone(), op.action.clone());
+                if let Some(p) = slot.parked.get(&key).filter(|p| p.until > now) {
+                    outcomes[i] = Some(Outcome::Parked(p.failure.clone()));
+                }
+            }
+        } else {
+            for o in &mut outcomes {
+                *o = Some(Outcome::Held("target not connected".into()));
+            }
+        }
+        results.insert(name.clone(), outcomes);
+        subjects_by_target.insert(name.clone(), subjects(tenant, name, &enabled));
+    }
+    let mut confirm_soon = false;
+    for step in [Step::CutOff, Step::Revoke, Step::Grant] {
+        // Identities with a revocation not done: their grants wait (revocations are
+        // applied before grants, per identity, across every target).
+        let blocked: BTreeSet<IdentityKey> = if step == Step::Grant {
+            decision
+                .targets
+                .iter()
+                .flat_map(|(name, plan)| {
+                    let observe_only = plan.hold == Some(Hold::ObserveMode);
+                    plan.operations
+                        .iter()
+                        .zip(&results[name])
+                        .filter(move |(op, o)| {
+                            op.action.is_revocation()
+                                && !observe_only
+                                && !o.as_ref().is_some_and(Outcome::succeeded)
+                        })
+                        .map(|(op, _)| (*op.identity).clone())
+                })
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut batches = Vec::new();
+        for (name, plan) in &decision.targets {
+            let outcome = results.get_mut(name).expect("inserted above");
+            let subjects = &subjects_by_target[name];
+            let mut indices = Vec::new();
+            for (i, op) in plan.operations.iter().enumerate() {
+                if step_of(&op.action) != step || outcome[i].is_some() {
+                    continue;
+                }
+                if !subjects.contains_key(&*op.identity) {
+                    outcome[i] = Some(Outcome::Failed(Failure {
+                        permanent: true,
+                        reason: Some("Rejected"),
+                        message: format!("no Identity {} is known to act for", op.identity),
+                        retry_after: None,
+                    }));
+                    continue;
+                }
+                if blocked.contains(&*op.identity) {
+                    outcome[i] = Some(Outcome::Held(format!(
+                        "waiting until every revocation of {} succeeds",
+                        op.identity
+                    )));
+                    continue;
+                }
+                indices.push(i);
+            }
+            if indices.is_empty() {
+                continue;
+            }
+            let Some(connector) = slots.get(namespace, name).and_then(|s| s.connector.clone())
+            else {
+                for i in indices {
+                    outcome[i] = Some(Outcome::Held("target not connected".into()));
+                }
+                continue;
+            };
+            batches.push((name.clone(), indices, connector));
+        }
+        if batches.is_empty() {
+            continue;
+        }
+        if !(ctx.leading)() {
+            tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
+            return Err(LostLeadership);
+        }
+        let sent = futures::future::join_all(batches.iter().map(|(name, indices, connector)| {
+            let plan = &decision.targets[name];
+            let subjects = &subjects_by_target[name];
+            async move {
+                let pairs: Vec<(&Operation, &Subject)> = indices
+                    .iter()
+                    .filter_map(|&i| {
+                        let op = &plan.operations[i];
+                        subjects.get(&op.identity).map(|s| (op, s))
+                    })
+                    .collect();
+                let mut out = connector.apply_batch(&pairs).await;
+                // A connector owes one result per operation; a missing one is a failure.
+                out.resize_with(pairs.len(), || {
+                    Err(TargetError::Transient(
+                        "the connector returned no result for this operation".into(),
+                    ))
+                });
+                out
+            }
+        }))
+        .await;
+        for ((name, indices, _), results_of) in batches.into_iter().zip(sent) {
+            let plan = &decision.targets[&name];
+            let slot = slots.get_mut(namespace, &name);
+            let Some(slot) = slot else { continue };
+            let outcome = results.get_mut(&name).expect("inserted above");
+            for (i, result) in indices.into_iter().zip(results_of) {
+                let op = &plan.operations[i];
+                let key = ((*op.identity).clone(), op.action.clone());
+                ctx.metrics
+                    .operations
+                    .get_or_create(&OperationLabels {
+                        namespace: namespace.to_string(),
+                        target: name.clone(),
+                        action: op.action.name().into(),
+                        result: match &result {
+                            Ok(Applied::Done) => "ok",
+                            Ok(Applied::Unsupported) => "unsupported",
+                            Err(_) => "error",
+                        }
+                        .into(),
+                    })
+                    .inc();
+                outcome[i] = Some(match result {
+                    Ok(applied) => {
+                        slot.parked.remove(&key);
+                        if op.action.is_revocation() && applied == Applied::Done {
+                            slot.acknowledged.insert(key, Instant::now());
+                            confirm_soon = true;
+                        }
+                        if applied == Applied::Done {
+                            Outcome::Done
+                        } else {
+                            Outcome::Unsupported
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
+                        let failure = Failure::of(&error);
+                        slot.park(key, failure.clone(), ctx.resync);
+                        Outcome::Failed(failure)
+                    }
+                });
+            }
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|(name, outcomes)| {
+            let outcomes = outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| Outcome::Held("not sent".into())))
+                .collect();
+            (
+                name,
+                TargetOutcome {
+                    outcomes,
+                    ..TargetOutcome::default()
+                },
+            )
+        })
+        .collect();
+    Ok((results, confirm_soon))
+}
