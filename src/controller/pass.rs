@@ -578,3 +578,6 @@ async fn apply<F: Factory>(
         .collect();
     Ok((results, confirm_soon))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,492 @@
+//! The whole decide → apply path of a pass, over scripted connectors that hold real state
+//! and fail the operations a test chooses.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::TargetSystem;
+use crate::controller::connectors::Loaded;
+use crate::plan::{AccessState, AccountState, Holding};
+use crate::targets::{Capabilities, Credentials, Observed, TargetConfig};
+
+/// Which operations a scripted target refuses, and how.
+type Refusal = Box<dyn Fn(&IdentityKey, &Action) -> Option<TargetError> + Send + Sync>;
+
+/// A target that keeps what it holds in memory, applies operations to it, and refuses
+/// the ones its refusal picks.
+struct Scripted {
+    name: String,
+    held: Mutex<AccessState>,
+    refuse: Refusal,
+    /// `identity action` per operation received, in order.
+    log: Mutex<Vec<String>>,
+    /// Acknowledge revocations without doing them (a server that lies).
+    ack_only: bool,
+}
+
+impl Scripted {
+    fn new(name: &str, refuse: Refusal) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            held: Mutex::default(),
+            refuse,
+            log: Mutex::default(),
+            ack_only: false,
+        })
+    }
+
+    fn grant(&self, identity: &str, group: &str) {
+        let mut held = self.held.lock().unwrap();
+        let holding = held
+            .identities
+            .entry(IdentityKey::new("t", identity))
+            .or_default();
+        holding
+            .accounts
+            .insert(self.name.clone(), AccountState::Enabled);
+        holding
+            .entitlements
+            .insert(Arc::new(group_ref(&self.name, group)), Default::default());
+    }
+
+    fn account(&self, identity: &str) -> Option<AccountState> {
+        self.held
+            .lock()
+            .unwrap()
+            .identities
+            .get(&IdentityKey::new("t", identity))
+            .and_then(|h| h.accounts.get(&self.name).copied())
+    }
+
+    fn groups(&self, identity: &str) -> Vec<String> {
+        self.held
+            .lock()
+            .unwrap()
+            .identities
+            .get(&IdentityKey::new("t", identity))
+            .map(|h| h.entitlements.keys().map(|e| e.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn group_ref(target: &str, name: &str) -> crate::api::EntitlementRef {
+    serde_yaml::from_str(&format!(
+        "{{target: {target}, kind: ClusterRole, name: {name}}}"
+    ))
+    .unwrap()
+}
+
+/// The connector a factory hands out: a shared scripted target.
+#[derive(Clone)]
+struct Handle(Arc<Scripted>);
+
+impl Connector for Handle {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: true,
+            case_insensitive_names: false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        _expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        Ok(Observed {
+            held: self.0.held.lock().unwrap().clone(),
+            ..Observed::default()
+        })
+    }
+
+    async fn apply(
+        &self,
+        operation: &Operation,
+        _subject: &Subject,
+    ) -> Result<Applied, TargetError> {
+        let target = &self.0;
+        target.log.lock().unwrap().push(format!(
+            "{} {}",
+            operation.identity.name,
+            operation.action.name()
+        ));
+        if let Some(error) = (target.refuse)(&operation.identity, &operation.action) {
+            return Err(error);
+        }
+        let mut held = target.held.lock().unwrap();
+        let holding = held
+            .identities
+            .entry((*operation.identity).clone())
+            .or_insert_with(Holding::default);
+        match &operation.action {
+            Action::DisableAccount => {
+                holding
+                    .accounts
+                    .insert(target.name.clone(), AccountState::Disabled);
+            }
+            Action::EnableAccount => {
+                holding
+                    .accounts
+                    .insert(target.name.clone(), AccountState::Enabled);
+            }
+            Action::CreateAccount { enabled } => {
+                let state = if *enabled {
+                    AccountState::Enabled
+                } else {
+                    AccountState::Disabled
+                };
+                holding.accounts.insert(target.name.clone(), state);
+            }
+            Action::RevokeSessions => {}
+            Action::Revoke { entitlement } if !target.ack_only => {
+                holding.entitlements.remove(entitlement);
+            }
+            Action::Revoke { .. } => {}
+            Action::DeleteAccount => {
+                holding.accounts.remove(&target.name);
+                holding.entitlements.retain(|e, _| e.target != target.name);
+            }
+            Action::Grant { entitlement } => {
+                holding
+                    .entitlements
+                    .insert(entitlement.clone(), Default::default());
+            }
+        }
+        if holding.accounts.is_empty() && holding.entitlements.is_empty() {
+            held.identities.remove(&*operation.identity);
+        }
+        Ok(Applied::Done)
+    }
+}
+
+/// Hands out the scripted targets by TargetSystem name.
+struct Fake(BTreeMap<String, Arc<Scripted>>);
+
+impl Factory for Fake {
+    type Connector = Handle;
+
+    async fn load(&self, target: &TargetSystem) -> Loaded {
+        Loaded {
+            fingerprint: (target.metadata.generation, None),
+            config: Ok(TargetConfig {
+                namespace: "t".into(),
+                name: target.metadata.name.clone().unwrap_or_default(),
+                spec: target.spec.clone(),
+                credentials: Credentials::default(),
+            }),
+        }
+    }
+
+    async fn connect(&self, config: &TargetConfig) -> Result<Handle, TargetError> {
+        self.0
+            .get(&config.name)
+            .map(|t| Handle(t.clone()))
+            .ok_or_else(|| TargetError::Transient(format!("{} is down", config.name)))
+    }
+}
+
+/// `(name, HR status, groups its policies grant)`.
+type Person<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+fn tenant(people: &[Person<'_>], targets: &[(&str, &str)]) -> TenantObjects {
+    let mut identities = Vec::new();
+    let mut policies = Vec::new();
+    for (name, status, groups) in people {
+        identities.push(serde_yaml::from_str(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: t}}\nspec: {{type: Human, employment: {{status: {status}, department: {name}, manager: {name}}}}}"
+        )).unwrap());
+        for (target, _) in targets {
+            for group in *groups {
+                policies.push(serde_yaml::from_str(&format!(
+                    "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}-{target}-{group}, namespace: t}}\nspec: {{selector: {{matchAttributes: {{department: {name}}}}}, entitlements: [{{target: {target}, kind: ClusterRole, name: {group}}}]}}"
+                )).unwrap());
+            }
+        }
+    }
+    let targets = targets
+        .iter()
+        .map(|(name, extra)| {
+            serde_yaml::from_str(&format!(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {{name: {name}, namespace: t, generation: 1}}\nspec: {{type: Kubernetes{extra}}}"
+            ))
+            .unwrap()
+        })
+        .collect();
+    TenantObjects {
+        namespace: "t".into(),
+        snapshot: Snapshot {
+            identities,
+            policies,
+            targets,
+            exceptions: vec![],
+        },
+        deleting: vec![],
+    }
+}
+
+async fn pass(
+    slots: &mut Slots<Fake>,
+    tenant: &TenantObjects,
+    leading: &(dyn Fn() -> bool + Sync),
+) -> Result<PassResult, LostLeadership> {
+    let metrics = Metrics::default();
+    let settings = Settings::default();
+    let ctx = PassContext {
+        now: "2026-12-01T00:00:00Z".parse().unwrap(),
+        settings: &settings,
+        resync: Duration::from_secs(600),
+        leading,
+        metrics: &metrics,
+    };
+    run(slots, tenant, &ctx).await
+}
+
+fn outcome_of<'a>(result: &'a PassResult, target: &str, who: &str, action: &str) -> &'a Outcome {
+    let plan = &result.decision.targets[target];
+    let i = plan
+        .operations
+        .iter()
+        .position(|op| op.identity.name == who && op.action.name() == action)
+        .unwrap_or_else(|| panic!("no {action} for {who} on {target}: {:?}", plan.operations));
+    &result.targets[target].outcomes[i]
+}
+
+fn refuse_revocations_of(who: &'static str, error: fn() -> TargetError) -> Refusal {
+    Box::new(move |id, action| {
+        (id.name == who && matches!(action, Action::Revoke { .. })).then(error)
+    })
+}
+
+#[tokio::test]
+async fn a_leavers_disable_goes_first_and_does_not_wait_on_failing_revocations() {
+    let ldap = Scripted::new(
+        "ldap",
+        refuse_revocations_of("alice", || {
+            TargetError::Permanent("501 Not Implemented: filter-path remove".into())
+        }),
+    );
+    ldap.grant("alice", "finance");
+    ldap.grant("alice", "payroll");
+    let tenant = tenant(&[("alice", "Terminated", &[])], &[("ldap", "")]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let result = pass(&mut slots, &tenant, &|| true).await.unwrap();
+
+    assert_eq!(
+        ldap.account("alice"),
+        Some(AccountState::Disabled),
+        "cut off"
+    );
+    let log = ldap.log();
+    assert_eq!(
+        &log[..2],
+        ["alice disableAccount", "alice revokeSessions"],
+        "the cut-off is sent before anything else: {log:?}"
+    );
+    assert_eq!(
+        outcome_of(&result, "ldap", "alice", "disableAccount"),
+        &Outcome::Done
+    );
+    let Outcome::Failed(f) = outcome_of(&result, "ldap", "alice", "revoke") else {
+        panic!("the refused revocation is reported as failed");
+    };
+    assert!(f.permanent && f.message.contains("501"), "{f:?}");
+    assert_eq!(ldap.groups("alice").len(), 2, "the server really refused");
+
+    // The permanent failure is parked until the resync: the next pass does not resend it.
+    let sent = ldap.log().len();
+    let again = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(
+        matches!(outcome_of(&again, "ldap", "alice", "revoke"), Outcome::Parked(p) if p.permanent)
+    );
+    assert_eq!(ldap.log().len(), sent, "nothing resent: {:?}", ldap.log());
+}
+
+#[tokio::test]
+async fn another_identitys_failures_and_another_target_being_down_hold_up_no_disable() {
+    let ldap = Scripted::new(
+        "ldap",
+        Box::new(|id, action| {
+            (id.name == "bob" && matches!(action, Action::Grant { .. }))
+                .then(|| TargetError::Transient("503 Service Unavailable".into()))
+        }),
+    );
+    ldap.grant("alice", "finance");
+    let tenant = tenant(
+        &[
+            ("alice", "Terminated", &[]),
+            ("bob", "Active", &["finance"]),
+        ],
+        &[("ldap", ""), ("down", "")],
+    );
+    // `down` has no connector: connecting fails every pass.
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let result = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert_eq!(ldap.account("alice"), Some(AccountState::Disabled));
+    assert!(ldap.groups("alice").is_empty(), "revoked");
+    assert!(matches!(
+        outcome_of(&result, "ldap", "bob", "grant"),
+        Outcome::Failed(f) if !f.permanent
+    ));
+    assert!(result.targets["down"].unreachable.is_some());
+}
+
+#[tokio::test]
+async fn a_transfer_revokes_before_it_grants_and_a_failed_revocation_holds_the_grant() {
+    let ldap = Scripted::new(
+        "ldap",
+        refuse_revocations_of("carol", || TargetError::Permanent("403".into())),
+    );
+    ldap.grant("carol", "old");
+    let tenant = tenant(&[("carol", "Active", &["new"])], &[("ldap", "")]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let result = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(matches!(
+        outcome_of(&result, "ldap", "carol", "grant"),
+        Outcome::Held(why) if why.contains("revocation")
+    ));
+    assert_eq!(ldap.groups("carol"), ["old"], "nothing new granted");
+}
+
+#[tokio::test]
+async fn losing_the_lease_stops_before_the_first_apply_batch() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    ldap.grant("alice", "finance");
+    let tenant = tenant(&[("alice", "Terminated", &[])], &[("ldap", "")]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let lost = pass(&mut slots, &tenant, &|| false).await;
+    assert_eq!(lost.err(), Some(LostLeadership));
+    assert!(ldap.log().is_empty(), "nothing written without the Lease");
+}
+
+#[tokio::test]
+async fn the_blast_radius_guard_holds_revocations_but_never_a_disable() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    for group in ["a", "b", "c"] {
+        ldap.grant("alice", group);
+    }
+    let tenant = tenant(
+        &[("alice", "Terminated", &[])],
+        &[("ldap", ", limits: {maxRevocationsPerSync: 1}")],
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let result = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert_eq!(ldap.account("alice"), Some(AccountState::Disabled));
+    assert_eq!(
+        ldap.groups("alice").len(),
+        3,
+        "revocations held by the guard"
+    );
+    assert!(matches!(
+        outcome_of(&result, "ldap", "alice", "revoke"),
+        Outcome::Held(_)
+    ));
+}
+
+#[tokio::test]
+async fn observe_mode_applies_nothing() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    ldap.grant("alice", "finance");
+    let tenant = tenant(
+        &[("alice", "Terminated", &[])],
+        &[("ldap", ", mode: Observe")],
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(ldap.log().is_empty());
+}
+
+#[tokio::test]
+async fn an_acknowledged_revocation_that_a_reobservation_contradicts_fails_instead_of_looping() {
+    let ldap = Arc::new(Scripted {
+        ack_only: true,
+        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
+    });
+    ldap.grant("alice", "finance");
+    let tenant = tenant(&[("alice", "Terminated", &[])], &[("ldap", "")]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let first = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert_eq!(
+        outcome_of(&first, "ldap", "alice", "revoke"),
+        &Outcome::Done
+    );
+    assert!(first.confirm_soon, "a re-observation is due");
+    let second = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(matches!(
+        outcome_of(&second, "ldap", "alice", "revoke"),
+        Outcome::Failed(f) if f.permanent && f.message.contains("re-observation")
+    ));
+    let revokes = ldap.log().iter().filter(|l| l.ends_with("revoke")).count();
+    assert_eq!(revokes, 1, "sent once, not again: {:?}", ldap.log());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever subset of operations the targets refuse, permanently or not, every
+    /// leaver's account is disabled on every target, in the pass the leaver appears, and no
+    /// identity is granted anything on a target where one of its revocations failed.
+    #[test]
+    fn every_leaver_is_disabled_whatever_else_fails(
+        refused in proptest::collection::btree_set((0usize..4, 0usize..3, any::<bool>()), 0..12),
+        statuses in proptest::collection::vec(prop_oneof![Just("Active"), Just("Terminated")], 4),
+    ) {
+        let people = ["p0", "p1", "p2", "p3"];
+        let kinds = ["revoke", "grant", "revokeSessions"];
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let refused = Arc::new(refused);
+        let mut targets = BTreeMap::new();
+        for name in ["ldap", "scim"] {
+            let refused = refused.clone();
+            let target = Scripted::new(name, Box::new(move |id, action| {
+                let who = people.iter().position(|p| *p == id.name)?;
+                let kind = kinds.iter().position(|k| *k == action.name())?;
+                refused.iter().find(|(w, k, _)| *w == who && *k == kind).map(|(_, _, permanent)| {
+                    if *permanent { TargetError::Permanent("refused".into()) } else { TargetError::Transient("busy".into()) }
+                })
+            }));
+            for p in people {
+                target.grant(p, "old");
+            }
+            targets.insert(name.to_string(), target);
+        }
+        let roster: Vec<Person<'_>> = people
+            .iter()
+            .zip(&statuses)
+            .map(|(p, s)| (*p, *s, &["new"][..]))
+            .collect();
+        let tenant = tenant(&roster, &[("ldap", ""), ("scim", "")]);
+        let mut slots = Slots::new(Fake(targets.clone()));
+        let result = runtime.block_on(pass(&mut slots, &tenant, &|| true)).unwrap();
+        for (p, status) in people.iter().zip(&statuses) {
+            // A revocation of `p` not done anywhere holds every grant of `p` everywhere.
+            let revoke_failed = result.targets.iter().any(|(name, out)| {
+                out.outcomes
+                    .iter()
+                    .zip(&result.decision.targets[name].operations)
+                    .any(|(o, op)| op.identity.name == *p && op.action.is_revocation() && !o.succeeded())
+            });
+            for target in targets.values() {
+                let log = target.log();
+                if *status == "Terminated" {
+                    prop_assert_eq!(target.account(p), Some(AccountState::Disabled), "{} on {}", p, target.name);
+                    let disabled = log.iter().position(|l| *l == format!("{p} disableAccount"));
+                    let first_revoke = log.iter().position(|l| *l == format!("{p} revoke"));
+                    prop_assert!(disabled < first_revoke || first_revoke.is_none(), "{:?}", log);
+                } else if revoke_failed {
+                    prop_assert!(!target.groups(p).contains(&"new".to_string()), "{} granted while a revocation failed", p);
+                } else {
+                    let refused_grant = refused.iter().any(|(w, k, _)| people[*w] == *p && *k == 1);
+                    prop_assert_eq!(target.groups(p).contains(&"new".to_string()), !refused_grant, "{} on {}: {:?}", p, target.name, log);
+                }
+            }
+        }
+    }
+}
