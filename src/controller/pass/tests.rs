@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::TargetSystem;
 use crate::controller::connectors::Loaded;
-use crate::plan::{AccessState, AccountState, Holding};
+use crate::plan::{AccessState, AccountState};
 use crate::targets::{Capabilities, Credentials, Observed, TargetConfig};
 
 /// Which operations a scripted target refuses, and how.
@@ -125,7 +125,7 @@ impl Connector for Handle {
         let holding = held
             .identities
             .entry((*operation.identity).clone())
-            .or_insert_with(Holding::default);
+            .or_default();
         match &operation.action {
             Action::DisableAccount => {
                 holding
