@@ -196,6 +196,16 @@ async fn joiner_mover_leaver_through_the_controller() {
         "{:?}",
         status.conditions
     );
+    // The revocation SLA, per target, measured from the HR change to the confirmation.
+    assert!(status.leaver_since.is_some(), "{status:?}");
+    let k8s = status.targets.iter().find(|t| t.target == "k8s").unwrap();
+    assert_eq!(k8s.state, "Applied");
+    assert!(k8s.revoked_at.is_some(), "{k8s:?}");
+    assert!(
+        k8s.revocation_seconds
+            .is_some_and(|s| (0.0..120.0).contains(&s)),
+        "{k8s:?}"
+    );
 
     assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
     assert!(get(address, "/livez").await.starts_with("HTTP/1.1 200"));
@@ -209,7 +219,7 @@ async fn joiner_mover_leaver_through_the_controller() {
         format!(
             "gatehouse_target_operations_total{{namespace=\"{ns}\",target=\"k8s\",action=\"revoke\",result=\"ok\"}} 2"
         ),
-        "gatehouse_leaver_revocation_seconds_count 1".to_string(),
+        format!("gatehouse_leaver_revocation_seconds_count{{namespace=\"{ns}\",target=\"k8s\"}} 1"),
     ] {
         assert!(exposed.contains(&series), "missing {series} in:\n{exposed}");
     }

@@ -427,7 +427,10 @@ async fn a_contractor_loses_access_when_the_end_date_passes_while_the_controller
         identity_conditions,
     )
     .await;
-    assert_eq!(reason, "Leaver");
+    assert_eq!(
+        reason, "Confirmed",
+        "confirmed by a re-observation of the target"
+    );
     let phase = Api::<Identity>::namespaced(client.clone(), &ns)
         .get("connie")
         .await

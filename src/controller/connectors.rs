@@ -202,10 +202,18 @@ impl<C> Slot<C> {
     }
 
     /// Records a failure to connect or observe; returns when the target is tried again.
+    /// Even a permanent one (permission denied, a bad Secret) backs off rather than
+    /// waiting for the resync: reading the target is one cheap request, and the fix
+    /// (an operator granting the connector's role) is often made outside the
+    /// TargetSystem, so the target recovers within the backoff, not the resync.
     pub fn failed(&mut self, failure: Failure, resync: Duration) -> Instant {
         self.connector = None;
         self.failures = self.failures.saturating_add(1);
-        let wait = failure.wait(self.failures, resync);
+        let wait = if failure.permanent {
+            backoff(self.failures).min(resync)
+        } else {
+            failure.wait(self.failures, resync)
+        };
         let at = Instant::now() + wait;
         self.retry_at = Some(at);
         self.last_error = Some(failure);

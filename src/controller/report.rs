@@ -109,10 +109,12 @@ pub fn report(
     // Per identity, per target: the operations and their outcomes.
     type Ops<'a> = Vec<(&'a Action, &'a Outcome, bool)>;
     let mut by_identity: BTreeMap<&IdentityKey, BTreeMap<&str, Ops<'_>>> = BTreeMap::new();
+    // An operation without an outcome was not sent: never reported as done.
+    let not_sent = Outcome::Held("not sent".into());
     for (target, plan) in &decision.targets {
         let outcomes = pass.targets.get(target).map(|t| t.outcomes.as_slice());
         for (i, op) in plan.operations.iter().enumerate() {
-            let outcome = outcomes.and_then(|o| o.get(i)).unwrap_or(&Outcome::Done);
+            let outcome = outcomes.and_then(|o| o.get(i)).unwrap_or(&not_sent);
             by_identity
                 .entry(&*op.identity)
                 .or_default()
@@ -185,7 +187,19 @@ pub fn report(
                     .find(|(_, o, _)| pick(o))
                     .map(|(a, o, _)| (describe(&key, a), (*o).clone()))
             };
-            let state = if mine.is_empty() {
+            // A target that refuses to be observed for good (permissions, configuration):
+            // what it would take is a person, so the identity's line there is a failure.
+            let refused = pass
+                .targets
+                .get(target)
+                .and_then(|t| t.unreachable.as_ref())
+                .filter(|f| f.permanent && !plan.observed);
+            let state = if let Some(f) = refused {
+                let op = mine
+                    .first()
+                    .map_or_else(|| "observe".to_string(), |(a, _, _)| describe(&key, a));
+                TargetState::Failed(op, f.message.clone(), true)
+            } else if mine.is_empty() {
                 if plan.observed {
                     TargetState::Applied { confirmed: true }
                 } else {

@@ -34,8 +34,10 @@ pub enum Hold {
     NotObserved(String),
     /// The target is in Observe mode: operations are reported, never applied.
     ObserveMode,
-    /// More revocations than the limit allows: only the cut-offs (account disables and
-    /// session revocations, which take nothing away for good) go ahead.
+    /// More revocations than the limit allows: only leavers' cut-offs (account disables
+    /// and session revocations, which take nothing away for good) go ahead. A disable of
+    /// someone who is not a leaver (a mover left with nothing on the target: the mark of a
+    /// bad policy change) is held with the rest.
     BlastRadius(BlastRadiusExceeded),
 }
 
@@ -72,7 +74,7 @@ impl TargetPlan {
     pub fn may_apply(&self, operation: &Operation) -> bool {
         match &self.hold {
             None => true,
-            Some(Hold::BlastRadius(_)) => is_cut_off(&operation.action),
+            Some(Hold::BlastRadius(_)) => operation.leaver && is_cut_off(&operation.action),
             Some(Hold::NotObserved(_) | Hold::ObserveMode) => false,
         }
     }

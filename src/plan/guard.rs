@@ -8,7 +8,8 @@ use super::{Action, Operation};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{count} revocations planned, over the limit of {limit} (spec.limits.maxRevocationsPerSync); \
-     nothing was applied: check the change, then raise the limit to let it through"
+     only leavers' account disables and session revocations were applied: check the change, \
+     then raise the limit to let it through"
 )]
 pub struct BlastRadiusExceeded {
     /// Revocations and account deletions in the plan.

@@ -391,6 +391,28 @@ async fn the_blast_radius_guard_holds_revocations_but_never_a_disable() {
 }
 
 #[tokio::test]
+async fn under_the_guard_a_non_leaver_left_with_nothing_is_not_disabled() {
+    // A bad policy change takes everyone's only group: the guard stops it, and the
+    // disables it implies for people still employed are held too.
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    for who in ["bob", "carol"] {
+        ldap.grant(who, "view");
+    }
+    let tenant = tenant(
+        &[("bob", "Active", &[]), ("carol", "Active", &[])],
+        &[("ldap", ", limits: {maxRevocationsPerSync: 1}")],
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let result = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(ldap.log().is_empty(), "{:?}", ldap.log());
+    assert_eq!(ldap.account("bob"), Some(AccountState::Enabled));
+    assert!(matches!(
+        outcome_of(&result, "ldap", "bob", "disableAccount"),
+        Outcome::Held(why) if why.contains("maxRevocationsPerSync")
+    ));
+}
+
+#[tokio::test]
 async fn observe_mode_applies_nothing() {
     let ldap = Scripted::new("ldap", Box::new(|_, _| None));
     ldap.grant("alice", "finance");
