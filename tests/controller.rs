@@ -298,3 +298,110 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
+
+/// Passes and target reads of one tenant, from the controller's own counters.
+fn passes_and_reads(metrics: &gatehouse::http::Metrics, ns: &str) -> (u64, u64) {
+    use gatehouse::http::{TargetLabels, TenantLabels};
+    let passes = metrics
+        .tenant_passes
+        .get_or_create(&TenantLabels {
+            namespace: ns.to_string(),
+        })
+        .get();
+    let reads = metrics
+        .target_observations
+        .get_or_create(&TargetLabels {
+            namespace: ns.to_string(),
+            target: "k8s".into(),
+        })
+        .get();
+    (passes, reads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_change_costs_one_pass_and_one_read_of_the_target() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "cost").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = options(&ns);
+    let metrics = options.metrics.clone();
+    let controller = tokio::spawn(run(client.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let policy: AccessPolicy = yaml(&format!(
+        "metadata: {{name: finance, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: finance}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
+    ));
+    Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+        .create(&post, &policy)
+        .await
+        .unwrap();
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let person = |name: &str| -> Identity {
+        yaml(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: Active, department: finance, manager: {name}}}}}"
+        ))
+    };
+    let apply = PatchParams::apply("hr-sync").force();
+    let ready = |name: &'static str| {
+        let identities = identities.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let status = identities.get(name).await.unwrap().status;
+                if status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                }) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{name} never Ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    identities
+        .patch("alice", &apply, &Patch::Apply(&person("alice")))
+        .await
+        .unwrap();
+    ready("alice").await;
+    let before = passes_and_reads(&metrics, &ns);
+
+    // One joiner: one pass, one read of the target, and the status write wakes nothing.
+    identities
+        .patch("bob", &apply, &Patch::Apply(&person("bob")))
+        .await
+        .unwrap();
+    ready("bob").await;
+    let after_bob = passes_and_reads(&metrics, &ns);
+    // A second change is the fence: had bob's status write queued a pass, it would have run
+    // before carol's (the queue is FIFO per tenant and settles for 100 ms).
+    identities
+        .patch("carol", &apply, &Patch::Apply(&person("carol")))
+        .await
+        .unwrap();
+    ready("carol").await;
+    let after_carol = passes_and_reads(&metrics, &ns);
+    assert_eq!(
+        (after_bob.0 - before.0, after_bob.1 - before.1),
+        (1, 1),
+        "bob: (passes, reads) before {before:?} after {after_bob:?}"
+    );
+    assert_eq!(
+        (after_carol.0 - after_bob.0, after_carol.1 - after_bob.1),
+        (1, 1),
+        "carol: (passes, reads) {after_bob:?} -> {after_carol:?}"
+    );
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}
