@@ -139,14 +139,19 @@ where
     }
 }
 
-/// What of an object can change a decision: everything but its status. Status-only
-/// updates (the controller's own writes among them) hash the same and wake nothing.
+/// What of an object can change a decision: everything but its status and the
+/// controller's own finalizer. The controller's writes (status, adding its finalizer to a
+/// joiner) hash the same and wake nothing; the resync restores a finalizer removed by hand.
 fn relevant_hash(meta: &kube::api::ObjectMeta) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.generation.hash(&mut h);
     meta.labels.hash(&mut h);
     meta.annotations.hash(&mut h);
-    meta.finalizers.hash(&mut h);
+    meta.finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .for_each(|f| f.hash(&mut h));
     meta.deletion_timestamp.as_ref().map(|t| t.0).hash(&mut h);
     h.finish()
 }
@@ -487,6 +492,14 @@ impl<F: Factory> Reconciler<F> {
         leading: &(dyn Fn() -> bool + Sync),
     ) -> Option<Instant> {
         let started = Instant::now();
+        // Counted as it starts, so that a status it writes is never seen before its pass.
+        options
+            .metrics
+            .tenant_passes
+            .get_or_create(&TenantLabels {
+                namespace: namespace.to_string(),
+            })
+            .inc();
         let now = options.now();
         let (tenant, invalid) = tenant_objects(caches, namespace);
         let ctx = PassContext {
@@ -518,13 +531,6 @@ impl<F: Factory> Reconciler<F> {
             self.writer.invalid::<TargetSystem>(meta, error, now).await;
         }
         options.metrics.reconciles.inc();
-        options
-            .metrics
-            .tenant_passes
-            .get_or_create(&TenantLabels {
-                namespace: namespace.to_string(),
-            })
-            .inc();
         options
             .metrics
             .reconcile_seconds
