@@ -1126,7 +1126,8 @@ mod tests {
     #[test]
     fn server_errors_are_classified_by_sqlstate() {
         use TargetError as E;
-        let cases: [(&str, fn(&E) -> bool); 16] = [
+        type Expect = fn(&E) -> bool;
+        let cases: [(&str, Expect); 16] = [
             (
                 "28P01",
                 |e| matches!(e, E::Config(m) if m.contains("Secret")),
