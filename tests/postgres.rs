@@ -868,7 +868,8 @@ async fn bad_credentials_unreachable_servers_and_bad_tls_are_classified() {
         }
     };
 
-    // Wrong password: permanent, names the keys, never shows the password.
+    // Wrong password: the Secret is wrong (configuration), names the keys, never shows
+    // the password.
     let wrong = credentials_with(
         postgres_peer::CONTROLLER,
         "not-the-password",
@@ -876,7 +877,7 @@ async fn bad_credentials_unreachable_servers_and_bad_tls_are_classified() {
     );
     let error = connect(spec.clone(), wrong).await;
     assert!(
-        matches!(&error, TargetError::Permanent(m) if m.contains("28P01") && m.contains("\"password\"")),
+        matches!(&error, TargetError::Config(m) if m.contains("28P01") && m.contains("\"password\"")),
         "{error}"
     );
     assert!(!error.to_string().contains("not-the-password"));
