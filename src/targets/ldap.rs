@@ -624,6 +624,11 @@ impl LdapDirectory {
                     .read(&dn, &["objectClass", s.account_attribute.as_str()])
                     .await?
                 else {
+                    if s.ad && result.text.contains("2071") {
+                        // Nothing at our DN: the sAMAccountName (unique in the whole
+                        // domain) belongs to an entry elsewhere.
+                        return Err(self.rc_error(&format!("add {dn}"), &result));
+                    }
                     return Err(TargetError::Transient(format!(
                         "add {dn}: entryAlreadyExists (68), but the entry is gone now; the next sync retries"
                     )));
@@ -797,7 +802,12 @@ impl LdapDirectory {
     fn grant_error(&self, group: &str, result: &LdapResult) -> TargetError {
         if result.rc == 32 {
             TargetError::Permanent(format!(
-                "group {group} does not exist: gatehouse grants membership of existing groups under spec.ldap.groupsOU; create the group or correct the entitlement's name"
+                "modify {group}: noSuchObject (32){}: the group (or the account being added to it) does not exist: gatehouse grants membership of existing groups under spec.ldap.groupsOU; create the group or correct the entitlement's name",
+                if result.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", result.text)
+                }
             ))
         } else {
             self.rc_error(&format!("modify {group}"), result)
