@@ -670,7 +670,10 @@ async fn wrong_credentials_and_unreachable_server() {
         credentials,
     );
     let error = LdapDirectory::connect(&config).await.unwrap_err();
-    assert!(matches!(error, TargetError::Permanent(_)), "{error}");
+    assert!(
+        matches!(error, TargetError::Config(_)),
+        "a refused service bind is a configuration error: {error}"
+    );
     let message = error.to_string();
     assert!(
         message.contains("invalidCredentials")

@@ -68,7 +68,80 @@ pub const CA_KEY: &str = "ca.crt";
 pub const LOCKED: &str = "000001010000Z";
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 const ACCOUNTDISABLE: u32 = 0x2;
+const PASSWD_NOTREQD: u32 = 0x20;
 const NORMAL_ACCOUNT: u32 = 0x200;
+
+/// What an LDAP result code means for the retry policy, by its meaning (RFC 4511 4.1.9).
+/// The idempotent answers (removing a value that is not there, adding one that is) are
+/// decided where the operation is known, before this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Retried with backoff: the server is busy, down or timed out.
+    Transient,
+    /// Retried only after someone changes something: refused by access control, schema
+    /// or policy, or an entry the plan expects is missing.
+    Permanent,
+    /// The TargetSystem or its Secret is wrong (a bad service bind, TLS required).
+    Config,
+}
+
+/// The class of result code `rc` of operation `bind`-or-not: a refused service bind
+/// (invalidCredentials, 49) is a configuration error, anything else is classified by the
+/// code's meaning.
+pub fn classify(rc: u32, service_bind: bool) -> Class {
+    match rc {
+        49 if service_bind => Class::Config,
+        // strongerAuthRequired, confidentialityRequired: the URL or startTLS is wrong.
+        8 | 13 => Class::Config,
+        // timeLimitExceeded, adminLimitExceeded, busy, unavailable, other, and the
+        // client-side serverDown, timeout and connectError.
+        3 | 11 | 51 | 52 | 80 | 81 | 85 | 91 => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
+/// Whether the server refused the paged-results control itself (RFC 2696), so the search
+/// is worth repeating without it: unavailableCriticalExtension (12), or unwillingToPerform
+/// (53) / protocolError (2) answered to the first page of a paged search.
+pub fn refuses_paging(rc: u32, first_page: bool) -> bool {
+    first_page && matches!(rc, 2 | 12 | 53)
+}
+
+/// Whether an answer to removing `member` says the value was not there: noSuchAttribute
+/// (16), or Active Directory's unwillingToPerform (53) with WILL_NOT_PERFORM (0x561) on
+/// Windows or "Attribute member already deleted" on Samba.
+pub fn already_removed(rc: u32, text: &str, ad: bool) -> bool {
+    rc == 16
+        || (ad
+            && rc == 53
+            && (text.contains("561") || text.to_ascii_lowercase().contains("already deleted")))
+}
+
+/// A random password for a new Active Directory account: 24 random characters between a
+/// fixed upper-case, lower-case, digit and symbol, so any domain complexity policy up to 28
+/// characters accepts it. Never stored, never logged: nobody, gatehouse included, knows it
+/// afterwards; the person sets their own through the organisation's reset process.
+fn random_password() -> Result<String, TargetError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.+=!";
+    let mut bytes = [0u8; 24];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| TargetError::Transient("no random numbers for a password".into()))?;
+    let body: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    Ok(format!("Gh{body}7#"))
+}
+
+/// The `unicodePwd` value Active Directory takes: the password in double quotes, UTF-16LE.
+fn unicode_pwd(password: &str) -> Vec<u8> {
+    format!("\"{password}\"")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
 
 /// Everything a TargetSystem and its Secret say, checked.
 struct Settings {
@@ -117,6 +190,9 @@ pub struct LdapDirectory {
     accounts: Mutex<HashMap<String, Found>>,
     /// Managed groups (normalized DN) known to hold the placeholder member.
     placeholders: Mutex<HashSet<String>>,
+    /// The server refused the paged-results control once: searched without it for the
+    /// connector's life.
+    no_paging: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -145,6 +221,7 @@ impl LdapDirectory {
             conn: tokio::sync::Mutex::new(None),
             accounts: Mutex::new(HashMap::new()),
             placeholders: Mutex::new(HashSet::new()),
+            no_paging: std::sync::atomic::AtomicBool::new(false),
         };
         directory.handle().await?;
         Ok(directory)
@@ -241,7 +318,7 @@ impl LdapDirectory {
             .map_err(|e| self.ldap_error("bind", e))?;
         match bound.rc {
             0 => Ok(ldap),
-            49 => Err(TargetError::Permanent(format!(
+            49 => Err(TargetError::Config(format!(
                 "{}: the server rejected the bind as {:?} (invalidCredentials, 49); check keys {BIND_DN_KEY:?} and {PASSWORD_KEY:?} of Secret {}",
                 s.url, s.bind_dn, s.secret
             ))),
@@ -306,25 +383,49 @@ impl LdapDirectory {
         filter: &str,
         attrs: &[&str],
     ) -> Result<Result<Option<Vec<Entry>>, TargetError>, LdapError> {
+        use std::sync::atomic::Ordering;
         let s = &self.settings;
         let mut cookie = Vec::new();
         let mut out = Vec::new();
+        let mut first = true;
         loop {
-            let control: RawControl = PagedResults {
-                size: s.page_size,
-                cookie: std::mem::take(&mut cookie),
+            let paged = !self.no_paging.load(Ordering::Relaxed);
+            let mut request = ldap.with_timeout(s.timeout);
+            if paged {
+                let control: RawControl = PagedResults {
+                    size: s.page_size,
+                    cookie: std::mem::take(&mut cookie),
+                }
+                .into();
+                request = request.with_controls(control);
             }
-            .into();
-            let SearchResult(entries, result) = ldap
-                .with_controls(control)
-                .with_timeout(s.timeout)
-                .search(base, scope, filter, attrs.to_vec())
-                .await?;
+            let SearchResult(entries, result) =
+                request.search(base, scope, filter, attrs.to_vec()).await?;
             match result.rc {
                 0 => {}
                 32 => return Ok(Ok(None)),
+                rc if paged && refuses_paging(rc, first) => {
+                    if !self.no_paging.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            target = %self.target,
+                            url = %s.url,
+                            answer = %describe(&result),
+                            "the server refused the paged-results control; searching without it from now on"
+                        );
+                    }
+                    out.clear();
+                    continue;
+                }
+                4 if !paged => {
+                    return Ok(Err(TargetError::Permanent(format!(
+                        "search {base}: {}; the server does not page results and its size limit is below the number of entries there: lift the size limit for {:?}, or split the OU",
+                        describe(&result),
+                        s.bind_dn
+                    ))));
+                }
                 _ => return Ok(Err(self.rc_error(&format!("search {base}"), &result))),
             }
+            first = false;
             if !result.refs.is_empty() {
                 return Ok(Err(TargetError::Permanent(format!(
                     "search {base}: the server answered with referrals to {}; gatehouse does not follow referrals: point spec.ldap.url at the server that holds the managed OUs",
@@ -341,7 +442,11 @@ impl LdapDirectory {
                     }
                 }
             }
-            cookie = paged_cookie(&result.ctrls).unwrap_or_default();
+            cookie = if paged {
+                paged_cookie(&result.ctrls).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             if cookie.is_empty() {
                 return Ok(Ok(Some(out)));
             }
@@ -505,8 +610,8 @@ impl LdapDirectory {
                         names: vec![account.to_string()],
                     },
                 );
-                if s.ad && enabled {
-                    self.set_enabled(subject, true).await?;
+                if s.ad {
+                    self.set_password(&dn, enabled).await?;
                 }
                 Ok(())
             }
@@ -519,6 +624,11 @@ impl LdapDirectory {
                     .read(&dn, &["objectClass", s.account_attribute.as_str()])
                     .await?
                 else {
+                    if s.ad && result.text.contains("2071") {
+                        // Nothing at our DN: the sAMAccountName (unique in the whole
+                        // domain) belongs to an entry elsewhere.
+                        return Err(self.rc_error(&format!("add {dn}"), &result));
+                    }
                     return Err(TargetError::Transient(format!(
                         "add {dn}: entryAlreadyExists (68), but the entry is gone now; the next sync retries"
                     )));
@@ -555,13 +665,25 @@ impl LdapDirectory {
             ))
         };
         if self.settings.ad {
-            let Some(entry) = self.read(&dn, &["userAccountControl"]).await? else {
+            let Some(entry) = self
+                .read(&dn, &["userAccountControl", "pwdLastSet"])
+                .await?
+            else {
                 return if enabled { Err(vanished()) } else { Ok(()) };
             };
             let uac: u32 = entry
                 .first("useraccountcontrol")
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(NORMAL_ACCOUNT);
+            // Never given a password and allowed to have none (how an LDAP add without one
+            // leaves it, 546): enabling it would make a password-less login; it gets a
+            // random password first. An administrator's initial password with "must
+            // change at next logon" also reads pwdLastSet 0 but has no PASSWD_NOTREQD.
+            let no_password =
+                entry.first("pwdlastset").map(str::trim) == Some("0") && uac & PASSWD_NOTREQD != 0;
+            if enabled && no_password {
+                return self.set_password(&dn, true).await;
+            }
             let wanted = if enabled {
                 uac & !ACCOUNTDISABLE
             } else {
@@ -680,7 +802,12 @@ impl LdapDirectory {
     fn grant_error(&self, group: &str, result: &LdapResult) -> TargetError {
         if result.rc == 32 {
             TargetError::Permanent(format!(
-                "group {group} does not exist: gatehouse grants membership of existing groups under spec.ldap.groupsOU; create the group or correct the entitlement's name"
+                "modify {group}: noSuchObject (32){}: the group (or the account being added to it) does not exist: gatehouse grants membership of existing groups under spec.ldap.groupsOU; create the group or correct the entitlement's name",
+                if result.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", result.text)
+                }
             ))
         } else {
             self.rc_error(&format!("modify {group}"), result)
@@ -712,8 +839,8 @@ impl LdapDirectory {
         match result.rc {
             // Removed, not a member, or no such group: either way nothing is held.
             0 | 16 | 32 => Ok(()),
-            // Active Directory refuses to remove a non-member with WILL_NOT_PERFORM (0x561).
-            53 if s.ad && result.text.contains("561") => Ok(()),
+            // Active Directory refuses to remove a non-member with unwillingToPerform.
+            rc if already_removed(rc, &result.text, s.ad) => Ok(()),
             65 if !s.ad => {
                 // The last member of a groupOfNames: the placeholder takes its place.
                 let result = self
@@ -870,13 +997,15 @@ impl LdapDirectory {
         let s = &self.settings;
         let text = format!("{what}: {}", describe(result));
         match result.rc {
-            3 | 11 | 51 | 52 | 80 => TargetError::Transient(text),
             4 => TargetError::Permanent(format!(
                 "{text}; the server's size limit cut a paged search short: lift it for {:?}",
                 s.bind_dn
             )),
             8 | 13 => TargetError::Config(format!(
                 "{text}; the server requires a protected connection: use ldaps:// or spec.ldap.startTLS: true"
+            )),
+            68 if s.ad && result.text.contains("2071") => TargetError::Permanent(format!(
+                "{text}; the sAMAccountName is taken by an entry elsewhere in the domain (outside spec.ldap.usersOU): rename that account or give the identity another account name (spec.accounts)"
             )),
             10 => TargetError::Permanent(format!(
                 "{text}; referred to {}; gatehouse does not follow referrals: point spec.ldap.url at the server that holds the managed OUs",
@@ -886,7 +1015,51 @@ impl LdapDirectory {
                 "{text}; {:?} needs write access to spec.ldap.usersOU and groupsOU",
                 s.bind_dn
             )),
-            _ => TargetError::Permanent(text),
+            rc => match classify(rc, false) {
+                Class::Transient => TargetError::Transient(text),
+                Class::Permanent => TargetError::Permanent(text),
+                Class::Config => TargetError::Config(text),
+            },
+        }
+    }
+
+    /// Gives a new (or never-passworded) Active Directory account a random password over
+    /// the TLS connection, and the wanted state: NORMAL_ACCOUNT with ACCOUNTDISABLE as
+    /// `enabled` says and PASSWD_NOTREQD cleared, in one modify.
+    async fn set_password(&self, dn: &str, enabled: bool) -> Result<(), TargetError> {
+        let password = unicode_pwd(&random_password()?);
+        let uac = if enabled {
+            NORMAL_ACCOUNT
+        } else {
+            NORMAL_ACCOUNT | ACCOUNTDISABLE
+        };
+        let timeout = self.settings.timeout;
+        let result = self
+            .run(&format!("modify {dn}"), |mut ldap| {
+                let password = password.clone();
+                async move {
+                    let mods: Vec<Mod<Vec<u8>>> = vec![
+                        Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([password])),
+                        Mod::Replace(
+                            b"userAccountControl".to_vec(),
+                            HashSet::from([uac.to_string().into_bytes()]),
+                        ),
+                    ];
+                    ldap.with_timeout(timeout).modify(dn, mods).await
+                }
+            })
+            .await?;
+        match result.rc {
+            0 => Ok(()),
+            32 => Err(TargetError::Transient(format!(
+                "{dn} does not exist (deleted meanwhile?); the next sync creates it again"
+            ))),
+            // The message never holds the password: only the server's diagnostic.
+            19 | 53 => Err(TargetError::Permanent(format!(
+                "set a password on {dn}: the domain controller refused ({}); gatehouse gives a new account a random password (unicodePwd over TLS) before enabling it: check that the domain password policy accepts 28 characters of letters, digits and symbols, and that the bind account may reset passwords in spec.ldap.usersOU",
+                describe(&result)
+            ))),
+            _ => Err(self.rc_error(&format!("set a password on {dn}"), &result)),
         }
     }
 }
@@ -938,6 +1111,9 @@ fn describe(result: &LdapResult) -> String {
         68 => "entryAlreadyExists",
         69 => "objectClassModsProhibited",
         80 => "other",
+        81 => "serverDown",
+        85 => "timeout",
+        91 => "connectError",
         _ => "error",
     };
     if result.text.is_empty() {
@@ -1620,6 +1796,79 @@ mod tests {
         assert!(!adoptable(true, &names(&["alice", "bob"]), "alice"));
         assert!(!adoptable(true, &[], "alice"));
         assert!(!adoptable(false, &names(&["alice"]), "alice"));
+    }
+
+    #[test]
+    fn result_codes_are_classified_by_meaning() {
+        use Class::*;
+        let table: &[(u32, bool, Class)] = &[
+            (49, true, Config),     // invalidCredentials on the service bind
+            (49, false, Permanent), // ... on anything else (a user's bind is not ours)
+            (8, false, Config),     // strongerAuthRequired
+            (13, false, Config),    // confidentialityRequired
+            (3, false, Transient),  // timeLimitExceeded
+            (11, false, Transient), // adminLimitExceeded
+            (51, false, Transient), // busy
+            (52, false, Transient), // unavailable
+            (80, false, Transient), // other
+            (81, false, Transient), // serverDown
+            (85, false, Transient), // timeout
+            (91, false, Transient), // connectError
+            (4, false, Permanent),  // sizeLimitExceeded
+            (19, false, Permanent), // constraintViolation
+            (32, false, Permanent), // noSuchObject (an entry the plan expects)
+            (50, false, Permanent), // insufficientAccessRights
+            (53, false, Permanent), // unwillingToPerform
+            (65, false, Permanent), // objectClassViolation
+            (68, false, Permanent), // entryAlreadyExists, not ours
+        ];
+        for (rc, bind, class) in table {
+            assert_eq!(classify(*rc, *bind), *class, "rc {rc}, service bind {bind}");
+        }
+    }
+
+    #[test]
+    fn removing_a_non_member_counts_as_done() {
+        assert!(already_removed(16, "", false));
+        assert!(already_removed(
+            53,
+            "00002077: Attribute member already deleted",
+            true
+        ));
+        assert!(already_removed(
+            53,
+            "00000561: SvcErr: DSID-031A1254, problem 5003 (WILL_NOT_PERFORM), data 0",
+            true
+        ));
+        assert!(!already_removed(53, "something else", true));
+        assert!(!already_removed(53, "already deleted", false));
+        assert!(!already_removed(50, "", true));
+    }
+
+    #[test]
+    fn paging_is_dropped_only_when_the_first_page_refuses_the_control() {
+        assert!(refuses_paging(12, true));
+        assert!(refuses_paging(53, true));
+        assert!(refuses_paging(2, true));
+        assert!(!refuses_paging(12, false), "a later page: a real error");
+        assert!(
+            !refuses_paging(4, true),
+            "sizeLimitExceeded is not about the control"
+        );
+        assert!(!refuses_paging(50, true));
+    }
+
+    #[test]
+    fn passwords_are_random_complex_and_encoded_as_ad_wants() {
+        let a = random_password().unwrap();
+        let b = random_password().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.chars().count(), 28);
+        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(a.chars().any(|c| c.is_ascii_digit()));
+        assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
+        assert_eq!(unicode_pwd("ab"), b"\"\0a\0b\0\"\0");
     }
 
     #[test]
