@@ -24,6 +24,9 @@ bash scripts/install-postgres.sh
 # OpenLDAP slapd and ldap-utils (Debian packages) for the LDAP connector's tests.
 bash scripts/install-ldap.sh
 
+# Samba's Active Directory domain controller (Debian packages) for tests/active_directory.rs.
+bash scripts/install-samba.sh
+
 # OpenSSH's server (Debian package) for the PolicySource SSH transport test.
 bash scripts/install-sshd.sh
 
