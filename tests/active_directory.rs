@@ -273,7 +273,7 @@ async fn delete_orphans_and_a_taken_account_name() {
     let joined = org(&spec, &[person(&bob, "finance", "Active")]);
     sync_ok(&connector, &joined).await;
     let observed = connector.observe(&subjects(&joined)).await.unwrap();
-    assert_eq!(observed.orphans, [orphan.clone()]);
+    assert_eq!(observed.orphans, std::slice::from_ref(&orphan));
 
     // onLeave Delete: the account goes (and with it its memberships).
     let left = org(&spec, &[person(&bob, "finance", "Terminated")]);

@@ -559,7 +559,7 @@ async fn a_server_without_patch_bulk_filters_or_etags_still_converges() {
 }
 
 #[tokio::test]
-async fn a_wrong_token_is_a_permanent_error_naming_the_credentials() {
+async fn a_wrong_token_is_a_configuration_error_naming_the_credentials() {
     let peer = peer();
     let tenant = peer.tenant("auth");
     let mut config = peer.config(NS, "saas", &tenant, "", "Disable");
@@ -568,7 +568,8 @@ async fn a_wrong_token_is_a_permanent_error_naming_the_credentials() {
         BTreeMap::from([("token".to_string(), b"not-the-token".to_vec())]),
     );
     let error = Scim::connect(&config).await.err().expect("refused");
-    let TargetError::Permanent(message) = &error else {
+    // A refused token is the Secret's fault: Config, so the retry waits for a Secret change.
+    let TargetError::Config(message) = &error else {
         panic!("{error:?}")
     };
     assert!(

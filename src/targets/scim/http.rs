@@ -40,6 +40,8 @@ pub struct Reply {
     pub path: String,
     pub status: StatusCode,
     pub etag: Option<String>,
+    /// The server's `Retry-After` hint, when it sent one.
+    pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
 }
 
@@ -71,8 +73,8 @@ impl Reply {
         self.scim_error().scim_type
     }
 
-    /// This (failed) answer as a classified error: throttling, conflicts and server errors
-    /// are transient, everything else needs a person.
+    /// This (failed) answer as a classified error (see [`classify_status`]), with the
+    /// server's `scimType` and detail in the message.
     pub fn error(&self) -> TargetError {
         let error = self.scim_error();
         let detail = match (&error.scim_type, &error.detail) {
@@ -81,20 +83,8 @@ impl Reply {
             (Some(t), None) => t.clone(),
             (None, None) => excerpt(&self.body),
         };
-        let code = self.status.as_u16();
-        let what = format!("{} {}: HTTP {code}", self.method, self.path);
-        let message = match code {
-            401 => format!(
-                "{what}: the server rejected the credentials; check the token (or username and password) in the credentials Secret ({detail})"
-            ),
-            403 => format!("{what}: permission denied ({detail})"),
-            405 | 501 => format!("{what}: the server does not support this request ({detail})"),
-            _ => format!("{what}: {detail}"),
-        };
-        match code {
-            408 | 412 | 425 | 429 | 500..=599 => TargetError::Transient(message),
-            _ => TargetError::Permanent(message),
-        }
+        let what = format!("{} {}", self.method, self.path);
+        classify_status(self.status.as_u16(), self.retry_after, &what, &detail)
     }
 
     /// The id at the end of a `Location` style URL.
@@ -105,6 +95,43 @@ impl Reply {
             .next()
             .filter(|s| !s.is_empty())
             .map(percent_decode)
+    }
+}
+
+/// A failed SCIM answer classified by what it means for the controller:
+///
+/// | status | class |
+/// |---|---|
+/// | 401 | `Config`: the credentials Secret's token (or username and password) is wrong |
+/// | 429, 503, 409 with `Retry-After` | `RetryAfter`: not before the server's time |
+/// | 408, 412, 425, 429, 500, 502, 503, 504, other 5xx but 501 | `Transient` |
+/// | 400, 403, 404, 405, 409 without `Retry-After`, 501, other 4xx | `Permanent`: the same request fails the same way until someone changes something |
+///
+/// `what` names the request, `detail` carries the server's `scimType` and detail.
+pub fn classify_status(
+    status: u16,
+    retry_after: Option<Duration>,
+    what: &str,
+    detail: &str,
+) -> TargetError {
+    let what = format!("{what}: HTTP {status}");
+    let message = match status {
+        401 => format!(
+            "{what}: the server rejected the credentials; check the token (or username and password) in the credentials Secret ({detail})"
+        ),
+        403 => format!(
+            "{what}: permission denied; give the service account the right to this request ({detail})"
+        ),
+        405 | 501 => format!("{what}: the server does not support this request ({detail})"),
+        409 => format!("{what}: conflict with the server's state ({detail})"),
+        _ => format!("{what}: {detail}"),
+    };
+    match (status, retry_after) {
+        (401, _) => TargetError::Config(message),
+        (409 | 429 | 503, Some(wait)) => TargetError::RetryAfter(message, wait),
+        (501, _) => TargetError::Permanent(message),
+        (408 | 412 | 425 | 429 | 500..=599, _) => TargetError::Transient(message),
+        _ => TargetError::Permanent(message),
     }
 }
 
@@ -300,6 +327,7 @@ impl Http {
                         path: shown.clone(),
                         status,
                         etag,
+                        retry_after,
                         body,
                     };
                     if !retryable
@@ -665,12 +693,76 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_classified_and_messages_carry_the_scim_detail() {
+    fn statuses_are_classified_by_meaning() {
+        use TargetError::*;
+        let wait = Some(Duration::from_secs(7));
+        // (status, Retry-After, expected class)
+        type Expect = fn(&TargetError) -> bool;
+        let table: &[(u16, Option<Duration>, Expect)] = &[
+            (400, None, |e| matches!(e, Permanent(_))),
+            (
+                401,
+                None,
+                |e| matches!(e, Config(m) if m.contains("credentials Secret")),
+            ),
+            (
+                403,
+                None,
+                |e| matches!(e, Permanent(m) if m.contains("permission denied")),
+            ),
+            (404, None, |e| matches!(e, Permanent(_))),
+            (
+                405,
+                None,
+                |e| matches!(e, Permanent(m) if m.contains("does not support")),
+            ),
+            (
+                409,
+                None,
+                |e| matches!(e, Permanent(m) if m.contains("conflict")),
+            ),
+            (
+                409,
+                wait,
+                |e| matches!(e, RetryAfter(_, d) if d.as_secs() == 7),
+            ),
+            (408, None, |e| matches!(e, Transient(_))),
+            (412, None, |e| matches!(e, Transient(_))),
+            (422, None, |e| matches!(e, Permanent(_))),
+            (429, None, |e| matches!(e, Transient(_))),
+            (
+                429,
+                wait,
+                |e| matches!(e, RetryAfter(_, d) if d.as_secs() == 7),
+            ),
+            (500, None, |e| matches!(e, Transient(_))),
+            (
+                501,
+                None,
+                |e| matches!(e, Permanent(m) if m.contains("does not support")),
+            ),
+            (501, wait, |e| matches!(e, Permanent(_))),
+            (502, None, |e| matches!(e, Transient(_))),
+            (503, None, |e| matches!(e, Transient(_))),
+            (503, wait, |e| matches!(e, RetryAfter(..))),
+            (504, None, |e| matches!(e, Transient(_))),
+        ];
+        for (status, retry_after, expected) in table {
+            let e = classify_status(*status, *retry_after, "PATCH Groups/1", "noTarget: gone");
+            assert!(expected(&e), "{status} {retry_after:?}: {e:?}");
+            assert!(
+                e.message().contains("PATCH Groups/1: HTTP")
+                    && e.message().contains("noTarget: gone"),
+                "{e:?}"
+            );
+        }
+
         let reply = |code: u16, body: &str| Reply {
             method: Method::PATCH,
             path: "Groups/1".into(),
             status: StatusCode::from_u16(code).unwrap(),
             etag: None,
+            retry_after: None,
             body: body.as_bytes().to_vec(),
         };
         let e = reply(
@@ -679,10 +771,12 @@ mod tests {
         )
         .error();
         assert!(matches!(&e, TargetError::Permanent(m) if m.contains("invalidValue: bad")));
-        assert!(reply(503, "<html>down</html>").error().is_transient());
-        assert!(reply(429, "").error().is_transient());
-        let e = reply(401, "").error();
-        assert!(matches!(&e, TargetError::Permanent(m) if m.contains("credentials")));
+        assert!(
+            reply(503, "<html>down</html>")
+                .error()
+                .message()
+                .contains("<html>down</html>")
+        );
         let e = reply(200, "{not json")
             .json::<serde_json::Value>()
             .unwrap_err();
