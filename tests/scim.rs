@@ -789,6 +789,71 @@ async fn throttling_and_server_errors_are_retried() {
 }
 
 #[tokio::test]
+async fn refused_member_removals_fall_back_shape_by_shape_and_are_learned_once() {
+    // The front answers 501 to a filter-path removal (as django-scim2 does); scim2-server
+    // itself refuses removal by value (400 invalidValue): the connector ends at a PUT of
+    // the member list under If-Match, and never sends the refused shapes again.
+    let tenant = peer().tenant("nofilterpath");
+    let config = proxy().config(NS, &tenant, "bulk: false");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let raw = Raw::new(peer(), &tenant);
+    let joined = org(
+        &config,
+        &[
+            person("ona", "finance", "Active"),
+            person("pia", "finance", "Active"),
+            person("quin", "engineering", "Active"),
+        ],
+    );
+    sync_with(&connector, &joined, true).await;
+    assert_eq!(raw.members("finance").await, ["ona", "pia"]);
+
+    // A mover: the old group goes in the same plan as the new one comes.
+    let moved = org(
+        &config,
+        &[
+            person("ona", "engineering", "Active"),
+            person("pia", "finance", "Active"),
+            person("quin", "engineering", "Active"),
+        ],
+    );
+    let plan = sync_with(&connector, &moved, true).await;
+    assert_eq!(steps(&plan), ["ona -finance", "ona +engineering"]);
+    assert_eq!(raw.members("finance").await, ["pia"]);
+    assert_eq!(raw.members("engineering").await, ["ona", "quin"]);
+
+    // A leaver: disabled and out of every group.
+    let left = org(
+        &config,
+        &[
+            person("ona", "engineering", "Active"),
+            person("pia", "finance", "Active"),
+            person("quin", "engineering", "Terminated"),
+        ],
+    );
+    sync_with(&connector, &left, true).await;
+    assert_eq!(raw.user("quin").await.unwrap()["active"], false);
+    assert_eq!(raw.members("engineering").await, ["ona"]);
+    assert_eq!(raw.members("staff").await, ["ona", "pia"]);
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+
+    let refused: Vec<String> = proxy()
+        .requests(&tenant)
+        .into_iter()
+        .filter(|l| l.starts_with("PATCH") && (l.ends_with(" 501") || l.ends_with(" 400")))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        2,
+        "one 501 to the filter path, one 400 to the value: each learned once: {refused:#?}"
+    );
+    assert!(
+        refused[0].ends_with(" 501") && refused[1].ends_with(" 400"),
+        "{refused:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_post_whose_answer_is_lost_is_not_sent_again() {
     // Every POST reaches the server and is carried out, but the answer is replaced by a 502.
     for (prefix, extra) in [("lostpost", "bulk: false"), ("lostbulk", "")] {

@@ -11,6 +11,9 @@ one of these words (the first path segment, `/<tenant>/v2/...`):
 - ``garbage``: GET of /Groups answers 200 with truncated JSON.
 - ``slow``: every request waits 3 s before it is passed on.
 - ``lost``: every POST is passed on (and carried out), but answered 502: the answer is lost.
+- ``nofilterpath``: a PATCH whose body has a value-filter path (``members[value eq "…"]``)
+  answers 501 with django-scim2's body, as RFC 7644 §3.12 allows a server to; the rest
+  passes. (scim2-server then refuses removal by value itself, 400 ``invalidValue``.)
 
 It makes its own CA and a server certificate for 127.0.0.1 with openssl, serves HTTPS on a
 free loopback port, and prints ``PORT=`` and ``CA=`` (the CA's PEM file) once ready.
@@ -86,6 +89,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "garbage" in tenant and self.command == "GET" and resource == "Groups":
             return self.answer(200, '{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "Resources": [',
                                "application/scim+json")
+        if "nofilterpath" in tenant and self.command == "PATCH" and body and b"[value eq" in body:
+            return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
         if "slow" in tenant:
             time.sleep(3)
         conn = http.client.HTTPConnection(UP.hostname, UP.port, timeout=60)

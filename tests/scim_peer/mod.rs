@@ -293,6 +293,8 @@ pub struct Proxy {
     pub base: String,
     /// The PEM of the CA that signed its certificate.
     pub ca: Vec<u8>,
+    /// Its directory; `proxy.log` has one line per request with the status answered.
+    pub dir: PathBuf,
 }
 
 pub fn proxy() -> &'static Proxy {
@@ -343,11 +345,23 @@ pub fn proxy() -> &'static Proxy {
         Proxy {
             base: format!("https://127.0.0.1:{port}"),
             ca,
+            dir,
         }
     })
 }
 
 impl Proxy {
+    /// The request lines it logged for `tenant` with the status it answered, e.g.
+    /// `PATCH /t/v2/Groups/1 HTTP/1.1" 501`.
+    pub fn requests(&self, tenant: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default();
+        let needle = format!(" /{tenant}/");
+        log.lines()
+            .filter(|l| l.contains(&needle))
+            .map(|l| l.trim_start_matches('"').trim_end_matches(" -").to_string())
+            .collect()
+    }
+
     /// A configuration reaching `tenant` through the proxy, trusting its CA.
     pub fn config(&self, ns: &str, tenant: &str, extra: &str) -> TargetConfig {
         let upstream = peer();

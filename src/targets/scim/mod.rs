@@ -12,17 +12,23 @@
 //! sent as `If-Match` when supported (a `412` re-reads the resource, and the change is
 //! retried once if it is still needed), Bulk is used within `maxOperations` and
 //! `maxPayloadSize` by [`Connector::apply_batch`], filters find single resources (else the
-//! connector lists and searches), and lists are paged with `startIndex`/`count`. Without
-//! PATCH, changes are read-modify-write PUTs. PATCH may answer `200` with a body or `204`
-//! without; members are removed by the filter path `members[value eq "id"]`, or by value on
-//! servers that refuse the filter; members that name no user (deleted users some servers
-//! leave behind) are ignored.
+//! connector lists and searches), and lists are paged with `startIndex`/`count`. Filters
+//! announced as unsupported are never sent. Without PATCH, changes are read-modify-write
+//! PUTs. PATCH may answer `200` with a body or `204` without.
+//!
+//! **Learning from answers.** Servers announce more than they do. A `501`/`405` to a PATCH,
+//! or a `400` about its path, filter or syntax, moves the connector to the next shape for
+//! its life (logged once): members are removed by the filter path `members[value eq "id"]`,
+//! then by value, then by a PUT of the group's member list; a refused filter query lists
+//! instead. A successful answer that shows the resource must show the change: a server
+//! that answers `200` and ignores `members` or `active` gets a permanent error, never
+//! `Done`. Members that name no user (deleted users some servers leave behind) are ignored.
 
 pub mod http;
+mod learned;
 pub mod types;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
@@ -30,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use self::http::{Http, Reply};
+use self::learned::{Learned, MemberRemoval, refuses_shape};
 use self::types::*;
 use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig, TargetError};
 use crate::api::EntitlementRef;
@@ -79,10 +86,8 @@ pub struct Scim {
     target: String,
     features: Features,
     cache: Mutex<Cache>,
-    /// The server accepted `externalId sw "…"`; cleared on its first refusal.
-    filter_sw: AtomicBool,
-    /// The server accepted member removal by filter path; cleared on its first refusal.
-    remove_by_filter: AtomicBool,
+    /// What the server's answers taught beyond its announced features.
+    learned: Learned,
 }
 
 impl Scim {
@@ -137,8 +142,7 @@ impl Scim {
             target: config.name.clone(),
             features,
             cache: Mutex::default(),
-            filter_sw: AtomicBool::new(true),
-            remove_by_filter: AtomicBool::new(true),
+            learned: Learned::new(&config.name, features.patch, features.filter),
         })
     }
 
@@ -220,13 +224,12 @@ impl Scim {
     async fn managed_users(&self) -> Result<Vec<User>, TargetError> {
         let prefix = self.prefix();
         let mut users = None;
-        if self.features.filter && self.filter_sw.load(Ordering::Relaxed) {
+        if self.learned.filter_sw() {
             let filter = format!("externalId sw {}", quote(&prefix));
             match self.list::<User>("Users", Some(&filter)).await? {
                 Ok(found) => users = Some(found),
-                Err(reply) if reply.status.as_u16() == 400 || reply.status.as_u16() == 501 => {
-                    tracing::info!(target = %self.target, "the SCIM server refused an `sw` filter; listing every user instead");
-                    self.filter_sw.store(false, Ordering::Relaxed);
+                Err(reply) if filter_refused(&reply) => {
+                    self.learned.no_filter_sw(&reply.error().to_string());
                 }
                 Err(reply) => return Err(reply.error()),
             }
@@ -259,21 +262,20 @@ impl Scim {
         value: &str,
         matches: impl Fn(&T) -> bool,
     ) -> Result<Option<T>, TargetError> {
-        let found = if self.features.filter {
+        if self.learned.filter() {
             let filter = format!("{attribute} eq {}", quote(value));
             match self.list::<T>(resource, Some(&filter)).await? {
-                Ok(found) => found,
-                Err(reply) if reply.status.as_u16() == 400 || reply.status.as_u16() == 501 => self
-                    .list::<T>(resource, None)
-                    .await?
-                    .map_err(|r| r.error())?,
+                Ok(found) => return Ok(found.into_iter().find(matches)),
+                Err(reply) if filter_refused(&reply) => {
+                    self.learned.no_filter(&reply.error().to_string());
+                }
                 Err(reply) => return Err(reply.error()),
             }
-        } else {
-            self.list::<T>(resource, None)
-                .await?
-                .map_err(|r| r.error())?
-        };
+        }
+        let found = self
+            .list::<T>(resource, None)
+            .await?
+            .map_err(|r| r.error())?;
         Ok(found.into_iter().find(matches))
     }
 
@@ -457,40 +459,31 @@ impl Scim {
         };
         let path = http::resource_path("Users", &known.id)?;
         for attempt in 0..2 {
-            let reply = if self.features.patch {
-                let mut ops = vec![PatchOperation {
+            let mut ops = vec![PatchOperation {
+                op: "replace",
+                path: "userName".into(),
+                value: Some(Value::String(subject.account.clone())),
+            }];
+            if let Some(active) = active {
+                ops.push(PatchOperation {
                     op: "replace",
-                    path: "userName".into(),
-                    value: Some(Value::String(subject.account.clone())),
-                }];
-                if let Some(active) = active {
-                    ops.push(PatchOperation {
-                        op: "replace",
-                        path: "active".into(),
-                        value: Some(Value::Bool(active)),
-                    });
-                }
-                let body = serde_json::to_value(PatchOp::new(ops)).unwrap_or_default();
-                self.http
-                    .send(
-                        Method::PATCH,
-                        &path,
-                        &[],
-                        Some(&body),
-                        self.if_match(&known),
-                    )
-                    .await?
-            } else {
-                self.put_modified::<User>(&path, |u| {
+                    path: "active".into(),
+                    value: Some(Value::Bool(active)),
+                });
+            }
+            let reply = self
+                .change_user(&path, &known, ops, |u| {
                     u.user_name = Some(subject.account.clone());
                     if let Some(active) = active {
                         u.active = Some(active);
                     }
                 })
-                .await?
-            };
+                .await?;
             match reply.status.as_u16() {
                 200..=299 => {
+                    if let Some(active) = active {
+                        confirm_active(&reply, active)?;
+                    }
                     self.remember_user(key, &known.id, &reply);
                     return Ok(());
                 }
@@ -522,28 +515,17 @@ impl Scim {
         };
         let path = http::resource_path("Users", &known.id)?;
         for attempt in 0..2 {
-            let reply = if self.features.patch {
-                let body = serde_json::to_value(PatchOp::new(vec![PatchOperation {
-                    op: "replace",
-                    path: "active".into(),
-                    value: Some(Value::Bool(active)),
-                }]))
-                .unwrap_or_default();
-                self.http
-                    .send(
-                        Method::PATCH,
-                        &path,
-                        &[],
-                        Some(&body),
-                        self.if_match(&known),
-                    )
-                    .await?
-            } else {
-                self.put_modified::<User>(&path, |u| u.active = Some(active))
-                    .await?
-            };
+            let ops = vec![PatchOperation {
+                op: "replace",
+                path: "active".into(),
+                value: Some(Value::Bool(active)),
+            }];
+            let reply = self
+                .change_user(&path, &known, ops, |u| u.active = Some(active))
+                .await?;
             match reply.status.as_u16() {
                 200..=299 => {
+                    confirm_active(&reply, active)?;
                     self.remember_user(key, &known.id, &reply);
                     return Ok(Applied::Done);
                 }
@@ -613,6 +595,29 @@ impl Scim {
         );
     }
 
+    /// Changes a user: PATCH with `ops` while the server takes PATCH; else, and from the
+    /// first answer saying it does not (`501`, `405`), a read-modify-write PUT of `change`.
+    async fn change_user(
+        &self,
+        path: &str,
+        known: &Known,
+        ops: Vec<PatchOperation>,
+        change: impl FnOnce(&mut User),
+    ) -> Result<Reply, TargetError> {
+        if self.learned.patch() {
+            let body = serde_json::to_value(PatchOp::new(ops)).unwrap_or_default();
+            let reply = self
+                .http
+                .send(Method::PATCH, path, &[], Some(&body), self.if_match(known))
+                .await?;
+            if !matches!(reply.status.as_u16(), 405 | 501) {
+                return Ok(reply);
+            }
+            self.learned.no_patch(&reply.error().to_string());
+        }
+        self.put_modified::<User>(path, change).await
+    }
+
     /// Read-modify-write for servers without PATCH: GET, change, PUT with the tag read.
     async fn put_modified<T>(
         &self,
@@ -669,42 +674,57 @@ impl Scim {
         while attempt < 2 {
             attempt += 1;
             let path = http::resource_path("Groups", &known.id)?;
-            let reply = if self.features.patch {
-                let by_filter = self.remove_by_filter.load(Ordering::Relaxed);
+            // Adds go by PATCH while the server takes it; removals by the learned shape.
+            let shape = if add {
+                self.learned.patch().then_some(None)
+            } else {
+                match self.learned.removal() {
+                    MemberRemoval::Put => None,
+                    shape => Some(Some(shape)),
+                }
+            };
+            let reply = if let Some(shape) = shape {
                 let reply = self
                     .http
                     .send(
                         Method::PATCH,
                         &path,
                         &[],
-                        Some(&member_patch(add, by_filter, &users)),
+                        Some(&member_patch(shape, &users)),
                         self.if_match(&known),
                     )
                     .await?;
-                if !add && by_filter && reply.status.as_u16() == 400 {
-                    match reply.scim_type().as_deref() {
-                        // Already gone. PATCH is atomic: with several members, the
-                        // others were not removed either, so one at a time.
-                        Some("noTarget") if users.len() == 1 => return Ok(()),
-                        Some("noTarget") => {
-                            for user in &users {
-                                Box::pin(self.change_members(
-                                    name,
-                                    false,
-                                    std::slice::from_ref(user),
-                                ))
-                                .await?;
-                            }
+                let status = reply.status.as_u16();
+                let scim_type = reply.scim_type();
+                if let Some(shape) = shape {
+                    if status == 400 && scim_type.as_deref() == Some("noTarget") {
+                        // Already gone. PATCH is atomic: with several members, the others
+                        // were not removed either, so one at a time.
+                        if users.len() == 1 {
                             return Ok(());
                         }
-                        Some("invalidPath" | "invalidFilter" | "invalidSyntax") => {
-                            tracing::info!(target = %self.target, "the SCIM server refused member removal by filter; removing by value");
-                            self.remove_by_filter.store(false, Ordering::Relaxed);
-                            attempt -= 1;
-                            continue;
+                        for user in &users {
+                            Box::pin(self.change_members(name, false, std::slice::from_ref(user)))
+                                .await?;
                         }
-                        _ => {}
+                        return Ok(());
                     }
+                    if refuses_shape(
+                        status,
+                        scim_type.as_deref(),
+                        shape == MemberRemoval::ByValue,
+                    ) {
+                        // The next shape, not counted as an attempt: learning only narrows,
+                        // so this ends at PUT.
+                        self.learned
+                            .removal_refused(shape, &reply.error().to_string());
+                        attempt -= 1;
+                        continue;
+                    }
+                } else if matches!(status, 405 | 501) {
+                    self.learned.no_patch(&reply.error().to_string());
+                    attempt -= 1;
+                    continue;
                 }
                 reply
             } else {
@@ -730,6 +750,8 @@ impl Scim {
             };
             match reply.status.as_u16() {
                 200..=299 => {
+                    self.confirm_members(&path, &reply, add, &users, shape.is_none())
+                        .await?;
                     self.remember_group(name, &known.id, &reply);
                     return Ok(());
                 }
@@ -777,6 +799,41 @@ impl Scim {
         }
         Err(TargetError::Transient(format!(
             "group {name:?} kept changing on the server (412 twice); the next sync retries"
+        )))
+    }
+
+    /// A successful answer must show the change wherever it shows the members: a server
+    /// that answers `200` to a PUT and ignores `members` (some do) must not pass for a
+    /// revoked membership. After a PUT whose answer lists no members, the group is read.
+    async fn confirm_members(
+        &self,
+        path: &str,
+        reply: &Reply,
+        add: bool,
+        users: &[String],
+        put: bool,
+    ) -> Result<(), TargetError> {
+        let shown = serde_json::from_slice::<Group>(&reply.body)
+            .ok()
+            .and_then(|g| g.members);
+        let shown = match shown {
+            Some(members) => members,
+            None if put => match self.reread::<Group>(path).await? {
+                Some((group, _)) => group.members.unwrap_or_default(),
+                None => return Ok(()), // gone: the next sync sees it
+            },
+            None => return Ok(()),
+        };
+        let wrong = unconfirmed_members(&shown, add, users);
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        Err(TargetError::Permanent(format!(
+            "{} {path}: HTTP {} but the group {} {wrong:?}; the server accepted the change and ignored it, so gatehouse cannot {} this membership through SCIM (every shape it supports was tried): change it in the application, and fix its SCIM support",
+            reply.method,
+            reply.status.as_u16(),
+            if add { "still lacks" } else { "still lists" },
+            if add { "grant" } else { "revoke" },
         )))
     }
 
@@ -979,8 +1036,14 @@ impl Scim {
         });
         let mut fallback: Vec<usize> = Vec::new();
         match self.features.bulk {
-            Some(limits) if self.features.patch && requests.len() > 1 => {
-                let by_filter = self.remove_by_filter.load(Ordering::Relaxed);
+            // Bulk carries PATCHes only; once removals go by PUT, every request goes the
+            // careful way below.
+            Some(limits)
+                if self.learned.patch()
+                    && self.learned.removal() != MemberRemoval::Put
+                    && requests.len() > 1 =>
+            {
+                let removal = self.learned.removal();
                 // One group may appear in several chunks: its tag changes with each, so only
                 // the first carries `version`.
                 let mut tagged: HashSet<String> = HashSet::new();
@@ -997,7 +1060,7 @@ impl Scim {
                             "/{}",
                             http::resource_path("Groups", &r.known.id).unwrap_or_default()
                         ),
-                        data: Some(member_patch(r.add, by_filter, &r.users)),
+                        data: Some(member_patch((!r.add).then_some(removal), &r.users)),
                     })
                     .collect();
                 let outcomes = self.bulk(bulk_ops, limits).await;
@@ -1119,7 +1182,7 @@ impl Scim {
                 })
             }
             (Action::EnableAccount | Action::DisableAccount, Some(known))
-                if self.features.patch =>
+                if self.learned.patch() =>
             {
                 let active = op.action == Action::EnableAccount;
                 Some(BulkOperation {
@@ -1326,9 +1389,9 @@ struct MemberRequest {
     users: Vec<String>,
 }
 
-/// A PATCH adding or removing members.
-fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
-    let ops = if add {
+/// A PATCH adding members (`None`) or removing them in the given shape.
+fn member_patch(removal: Option<MemberRemoval>, users: &[String]) -> Value {
+    let ops = if removal.is_none() {
         vec![PatchOperation {
             op: "add",
             path: "members".into(),
@@ -1339,7 +1402,7 @@ fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
                     .collect(),
             )),
         }]
-    } else if by_filter {
+    } else if removal == Some(MemberRemoval::FilterPath) {
         users
             .iter()
             .map(|u| PatchOperation {
@@ -1361,6 +1424,40 @@ fn member_patch(add: bool, by_filter: bool, users: &[String]) -> Value {
         }]
     };
     serde_json::to_value(PatchOp::new(ops)).unwrap_or_default()
+}
+
+/// Of `users`, those whose membership `shown` contradicts: still listed after a removal,
+/// missing after an add.
+fn unconfirmed_members<'a>(shown: &[Member], add: bool, users: &'a [String]) -> Vec<&'a str> {
+    let present: HashSet<&str> = shown.iter().filter_map(|m| m.value.as_deref()).collect();
+    users
+        .iter()
+        .filter(|u| present.contains(u.as_str()) != add)
+        .map(String::as_str)
+        .collect()
+}
+
+/// Whether a listing's answer refuses the filter itself (so listing without one can help).
+fn filter_refused(reply: &Reply) -> bool {
+    matches!(reply.status.as_u16(), 400 | 501)
+}
+
+/// A successful answer that carries the user must show `active` as asked: a server that
+/// accepts the request and ignores the attribute must not pass for a disabled account.
+fn confirm_active(reply: &Reply, active: bool) -> Result<(), TargetError> {
+    let Ok(user) = serde_json::from_slice::<User>(&reply.body) else {
+        return Ok(()); // 204, or a body without the resource: the status is the answer
+    };
+    match user.active {
+        Some(shown) if shown != active => Err(TargetError::Permanent(format!(
+            "{} {}: HTTP {} but the user still shows active={shown}; the server ignores `active`, so the account cannot be {} through SCIM; do it in the application and fix its SCIM support",
+            reply.method,
+            reply.path,
+            reply.status.as_u16(),
+            if active { "enabled" } else { "disabled" }
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A SCIM filter string literal (JSON string syntax).
@@ -1531,5 +1628,55 @@ impl Connector for Scim {
             start = end;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ids: &[&str]) -> Vec<Member> {
+        ids.iter()
+            .map(|id| Member {
+                value: Some(id.to_string()),
+                extra: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_what_the_answer_shows_is_confirmed() {
+        let users = vec!["1".to_string(), "2".to_string()];
+        // (shown, add, contradicted)
+        let table: [(&[&str], bool, &[&str]); 6] = [
+            (&["1", "2", "3"], true, &[]),
+            (&["1", "3"], true, &["2"]),
+            (&[], true, &["1", "2"]),
+            (&["3"], false, &[]),
+            (&["2", "3"], false, &["2"]),
+            (&["1", "2"], false, &["1", "2"]),
+        ];
+        for (shown, add, wrong) in table {
+            assert_eq!(
+                unconfirmed_members(&members(shown), add, &users),
+                wrong.to_vec(),
+                "shown {shown:?} add={add}"
+            );
+        }
+    }
+
+    #[test]
+    fn member_patches_take_the_learned_shape() {
+        let users = vec!["u1".to_string()];
+        let add = member_patch(None, &users);
+        assert_eq!(add["Operations"][0]["op"], "add");
+        assert_eq!(add["Operations"][0]["value"][0]["value"], "u1");
+        let filter = member_patch(Some(MemberRemoval::FilterPath), &users);
+        assert_eq!(filter["Operations"][0]["path"], r#"members[value eq "u1"]"#);
+        assert!(filter["Operations"][0].get("value").is_none());
+        let by_value = member_patch(Some(MemberRemoval::ByValue), &users);
+        assert_eq!(by_value["Operations"][0]["op"], "remove");
+        assert_eq!(by_value["Operations"][0]["path"], "members");
+        assert_eq!(by_value["Operations"][0]["value"][0]["value"], "u1");
     }
 }

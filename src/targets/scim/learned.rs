@@ -1,0 +1,212 @@
+//! What a SCIM server's answers taught the connector about its capabilities, beyond what
+//! `/ServiceProviderConfig` announced. Learning only ever narrows (a refused shape is never
+//! tried again for the connector's life), and each lesson is logged once.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// How members leave a group, most precise first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MemberRemoval {
+    /// `remove` with a value-filter path, `members[value eq "…"]` (RFC 7644 §3.5.2.2).
+    FilterPath = 0,
+    /// `remove` on `members` with the members to remove as the value (what Azure AD sends).
+    ByValue = 1,
+    /// GET the group, drop the members, PUT it back (under If-Match when ETags are offered).
+    Put = 2,
+}
+
+impl MemberRemoval {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::FilterPath,
+            1 => Self::ByValue,
+            _ => Self::Put,
+        }
+    }
+
+    /// The next, more widely supported, strategy.
+    pub fn next(self) -> Self {
+        match self {
+            Self::FilterPath => Self::ByValue,
+            Self::ByValue | Self::Put => Self::Put,
+        }
+    }
+}
+
+/// Whether an answer says the server does not support the request's *shape* (as opposed to
+/// refusing its content): the cue to fall back to the next strategy instead of failing.
+/// `501` and `405` always; `400` with a `scimType` about the path, filter or syntax, or
+/// (for a remove by value, which some servers read as "not a value I can match")
+/// `invalidValue`.
+pub fn refuses_shape(status: u16, scim_type: Option<&str>, by_value: bool) -> bool {
+    match status {
+        501 | 405 => true,
+        400 => matches!(
+            (scim_type, by_value),
+            (Some("invalidPath" | "invalidFilter" | "invalidSyntax"), _)
+                | (Some("invalidValue"), true)
+        ),
+        _ => false,
+    }
+}
+
+/// The capabilities learned so far; shared by every request of one connector.
+#[derive(Debug)]
+pub struct Learned {
+    target: String,
+    patch: AtomicBool,
+    filter: AtomicBool,
+    filter_sw: AtomicBool,
+    removal: AtomicU8,
+}
+
+impl Learned {
+    /// Starts from what the server announced. A server without filters is not sent a
+    /// filter path either.
+    pub fn new(target: &str, patch: bool, filter: bool) -> Self {
+        let removal = if filter {
+            MemberRemoval::FilterPath
+        } else {
+            MemberRemoval::ByValue
+        };
+        Self {
+            target: target.to_string(),
+            patch: AtomicBool::new(patch),
+            filter: AtomicBool::new(filter),
+            filter_sw: AtomicBool::new(filter),
+            removal: AtomicU8::new(removal as u8),
+        }
+    }
+
+    /// PATCH may be sent.
+    pub fn patch(&self) -> bool {
+        self.patch.load(Ordering::Relaxed)
+    }
+
+    /// Query filters (`eq`) may be sent.
+    pub fn filter(&self) -> bool {
+        self.filter.load(Ordering::Relaxed)
+    }
+
+    /// The `sw` operator may be sent.
+    pub fn filter_sw(&self) -> bool {
+        self.filter() && self.filter_sw.load(Ordering::Relaxed)
+    }
+
+    /// How to remove members now (PUT once PATCH is known unsupported).
+    pub fn removal(&self) -> MemberRemoval {
+        if !self.patch() {
+            return MemberRemoval::Put;
+        }
+        MemberRemoval::from_u8(self.removal.load(Ordering::Relaxed))
+    }
+
+    /// The server refused PATCH itself: PUT from now on.
+    pub fn no_patch(&self, why: &str) {
+        if self.patch.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server does not support PATCH after all; using read-modify-write PUT from now on");
+        }
+    }
+
+    /// The server refused an `eq` filter: list and match locally from now on.
+    pub fn no_filter(&self, why: &str) {
+        if self.filter.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server refused a filter; listing and matching locally from now on");
+        }
+    }
+
+    /// The server refused an `sw` filter: list every user from now on.
+    pub fn no_filter_sw(&self, why: &str) {
+        if self.filter_sw.swap(false, Ordering::Relaxed) {
+            tracing::info!(target = %self.target, %why, "the SCIM server refused an `sw` filter; listing every user instead");
+        }
+    }
+
+    /// `refused` was refused for its shape: move to the next strategy (never back) and
+    /// return the one to use now.
+    pub fn removal_refused(&self, refused: MemberRemoval, why: &str) -> MemberRemoval {
+        let next = refused.next();
+        let before = self.removal.fetch_max(next as u8, Ordering::Relaxed);
+        if before < next as u8 {
+            tracing::warn!(target = %self.target, from = ?refused, to = ?next, %why, "the SCIM server refused this way of removing group members; falling back for the connector's life");
+        }
+        self.removal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_refusals_are_told_from_content_refusals() {
+        // (status, scimType, by value, refuses the shape)
+        let table = [
+            (501, None, false, true),
+            (501, Some("invalidValue"), true, true),
+            (405, None, false, true),
+            (400, Some("invalidPath"), false, true),
+            (400, Some("invalidFilter"), false, true),
+            (400, Some("invalidSyntax"), true, true),
+            (400, Some("invalidValue"), true, true),
+            (400, Some("invalidValue"), false, false),
+            (400, Some("noTarget"), false, false),
+            (400, Some("mutability"), true, false),
+            (400, None, false, false),
+            (404, None, false, false),
+            (409, Some("uniqueness"), false, false),
+            (500, None, true, false),
+        ];
+        for (status, scim_type, by_value, expected) in table {
+            assert_eq!(
+                refuses_shape(status, scim_type, by_value),
+                expected,
+                "{status} {scim_type:?} by_value={by_value}"
+            );
+        }
+    }
+
+    #[test]
+    fn learning_only_narrows() {
+        let learned = Learned::new("t", true, true);
+        assert_eq!(learned.removal(), MemberRemoval::FilterPath);
+        assert_eq!(
+            learned.removal_refused(MemberRemoval::FilterPath, "501"),
+            MemberRemoval::ByValue
+        );
+        // A late answer to an earlier filter-path request does not move it back or skip on.
+        assert_eq!(
+            learned.removal_refused(MemberRemoval::FilterPath, "501"),
+            MemberRemoval::ByValue
+        );
+        assert_eq!(
+            learned.removal_refused(MemberRemoval::ByValue, "400 invalidValue"),
+            MemberRemoval::Put
+        );
+        assert_eq!(
+            learned.removal_refused(MemberRemoval::FilterPath, "late"),
+            MemberRemoval::Put
+        );
+        assert!(learned.patch(), "groups by PUT does not stop user PATCH");
+
+        let learned = Learned::new("t", true, true);
+        learned.no_patch("405");
+        assert!(!learned.patch());
+        assert_eq!(learned.removal(), MemberRemoval::Put);
+
+        let learned = Learned::new("t", true, false);
+        assert_eq!(
+            learned.removal(),
+            MemberRemoval::ByValue,
+            "no filters announced"
+        );
+        assert!(!learned.filter() && !learned.filter_sw());
+
+        let learned = Learned::new("t", false, true);
+        assert_eq!(learned.removal(), MemberRemoval::Put);
+        learned.no_filter_sw("400");
+        assert!(learned.filter() && !learned.filter_sw());
+        learned.no_filter("400");
+        assert!(!learned.filter());
+    }
+}
