@@ -28,12 +28,16 @@ req() {
   code="$(curl "${args[@]}" "$base$path")"
 }
 
-# js EXPR: EXPR in Python over the response body as `d` (None when empty), printed as JSON.
+# js EXPR: EXPR in Python over the response body as `d` (None when empty), printed as JSON;
+# `<KeyError 'id'>` and the like when the body has no such thing.
 js() {
   python3 -c 'import json, sys
 text = open(sys.argv[1]).read()
-d = json.loads(text) if text.strip() else None
-print(json.dumps(eval(sys.argv[2]), separators=(",", ":")))' "$tmp/body" "$1"
+try:
+    d = json.loads(text) if text.strip() else None
+    print(json.dumps(eval(sys.argv[2]), separators=(",", ":")))
+except Exception as e:
+    print(f"<{type(e).__name__} {e}>")' "$tmp/body" "$1"
 }
 
 # header NAME: the response header's value, or "-" when it is absent.
@@ -73,6 +77,7 @@ check "  patch/bulk/filter/sort/etag supported" \
   "$(js '[d[k]["supported"] for k in ("patch","bulk","filter","sort","etag")]')" '[true,false,false,false,false]'
 check "  filter.maxResults" "$(js 'd["filter"]["maxResults"]')" 50
 check "  Connection header" "$(header Connection)" close
+check "  Content-Length header" "$(header Content-Length)" -
 
 echo "== Users"
 req POST /Users "$(user alice)"
@@ -131,6 +136,8 @@ check "remove displayName" "$code" 501
 req PATCH /Users/1 "$(patch_op '{"op":"replace","path":"userName","value":"bob"}')"
 check "replace userName with bob's" "$code" 500
 check "  error detail" "$(js 'd["detail"]')" '"Exception occurred while processing the SCIM request"'
+req GET /Users/1
+check "  meta.lastModified after the PATCHes" "$(js 'd["meta"]["lastModified"] == d["meta"]["created"]')" true
 req PUT /Users/3 '{"userName":"carol"}' -H 'If-Match: W/"no-such-version"'
 check "PUT /Users/3 {userName} with a stale If-Match" "$code" 200
 check "  names, externalId, emails, active after" \
@@ -150,12 +157,26 @@ req PATCH /Groups/1 "$(patch_op '{"op":"remove","path":"members","value":[{"valu
 check "remove path members value [1]" "$code $(js '[m["value"] for m in d["members"]]')" '200 ["2"]'
 req PATCH /Groups/1 "$(patch_op '{"op":"remove","path":"members","value":[{"value":"3"}]}')"
 check "remove members [3] (exists, not a member)" "$code" 200
+req PATCH /Groups/1 "$(patch_op '{"op":"remove","path":"members"}')"
+check "remove path members without a value (RFC 7644: all of them)" "$code $(js '[m["value"] for m in d["members"]]')" '200 ["2"]'
+req PATCH /Groups/1 "$(patch_op '{"op":"add","value":{"members":[{"value":"3"}]}}')"
+check "add without path, value {members: [3]}" "$code $(js '[m["value"] for m in d["members"]]')" '200 ["2","3"]'
+req PATCH /Groups/1 "$(patch_op '{"op":"Remove","path":"members","value":[{"value":"3"}]}')"
+check "Remove (capitalised op) members [3]" "$code $(js '[m["value"] for m in d["members"]]')" '200 ["2"]'
 req PATCH /Groups/1 "$(patch_op '{"op":"remove","path":"members","value":[{"value":"999"}]}')"
 check "remove members [999] (no such user)" "$code" 400
 req PATCH /Groups/1 "$(patch_op '{"op":"add","path":"members","value":[{"value":"999"}]}')"
 check "add members [999] (no such user)" "$code" 400
+req PATCH /Groups/1 "$(patch_op '{"op":"add","path":"members","value":[{"value":"3"}]},{"op":"add","path":"members","value":[{"value":"999"}]}')"
+check "add members [3], then [999], in one PATCH" "$code" 400
+req GET /Groups/1
+check "  members after (the PATCH is undone whole)" "$(js '[m["value"] for m in d["members"]]')" '["2"]'
 req PATCH /Groups/1 "$(patch_op '{"op":"add","path":"members","value":[{"value":"abc"}]}')"
 check "add members [\"abc\"] (not a number)" "$code" 500
+req PATCH /Groups/1 "$(patch_op '{"op":"remove"}')"
+check "remove without path (RFC 7644: 400 noTarget)" "$code $(js '"scimType" in d')" "500 false"
+req PATCH /Groups/1 "$(patch_op '{"op":"move","path":"members"}')"
+check "op move" "$code" 400
 req PATCH /Groups/1 "$(patch_op '{"op":"replace","path":"members","value":[{"value":"3"}]}')"
 check "replace members" "$code" 501
 req PATCH /Groups/1 "$(patch_op '{"op":"replace","path":"displayName","value":"devs3"}')"
