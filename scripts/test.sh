@@ -32,6 +32,8 @@ bash scripts/install-sshd.sh
 
 # The SCIM peer: python-scim's scim2-server from PyPI, pinned, in a venv in the same cache.
 bash scripts/install-scim.sh >/dev/null
+# The second SCIM peer: django-scim2 on Django (PyPI, pinned), in its own venv in the cache.
+bash scripts/install-django-scim.sh >/dev/null
 
 # Each benchmark once, on a small organisation, so a broken benchmark fails here.
 cargo test --locked --benches

@@ -1,6 +1,7 @@
-//! The SCIM connector against a real scim2-server (python-scim, from PyPI), driven the way
-//! the controller drives it: evaluate, observe, plan, apply; then once more to prove the
-//! second pass has nothing to do. The server's state is checked with plain HTTP calls.
+//! The SCIM connector against two real servers, python-scim's scim2-server and django-scim2
+//! (both from PyPI), driven the way the controller drives it: evaluate, observe, plan,
+//! apply; then once more to prove the second pass has nothing to do. The servers' state is
+//! checked with plain HTTP calls.
 
 mod scim_peer;
 
@@ -12,7 +13,7 @@ use gatehouse::plan::{Action, Plan, guard, plan};
 use gatehouse::targets::scim::Scim;
 use gatehouse::targets::{Applied, Connector, Subject, TargetConfig, TargetError};
 use reqwest::Method;
-use scim_peer::{Peer, Raw, minimal_peer, peer, proxy};
+use scim_peer::{Peer, Raw, django_peer, django_proxy, minimal_peer, peer, proxy};
 
 const NOW: &str = "2026-12-01T09:00:00Z";
 const NS: &str = "acme";
@@ -850,6 +851,114 @@ async fn refused_member_removals_fall_back_shape_by_shape_and_are_learned_once()
     assert!(
         refused[0].ends_with(" 501") && refused[1].ends_with(" 400"),
         "{refused:#?}"
+    );
+}
+
+/// django-scim2 shares one store between tests: this is its only test, in two acts.
+#[tokio::test]
+async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_accepts() {
+    let django = django_peer();
+    let config = django.config(NS, "saas", "", "", "Disable");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let f = connector.features();
+    assert!(
+        f.patch && !f.filter && !f.etag && f.bulk.is_none() && f.page_size == 50,
+        "as its ServiceProviderConfig says: {f:?}"
+    );
+    let raw = Raw::new(django, "");
+    let mut people = vec![
+        person("ona", "finance", "Active"),
+        person("pia", "finance", "Active"),
+        person("quin", "engineering", "Active"),
+    ];
+    sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(raw.members("finance").await, ["ona", "pia"]);
+    assert_eq!(raw.members("staff").await, ["ona", "pia", "quin"]);
+
+    // A mover, in one plan: out of finance (by value: filters are not announced, so no
+    // filter path is sent), into engineering.
+    people[0] = person("ona", "engineering", "Active");
+    let plan = sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(steps(&plan), ["ona -finance", "ona +engineering"]);
+    assert_eq!(raw.members("finance").await, ["pia"]);
+    assert_eq!(raw.members("engineering").await, ["ona", "quin"]);
+
+    // A leaver: disabled, out of every group; a membership added back by hand is revoked.
+    people[2] = person("quin", "engineering", "Terminated");
+    let left = org(&config, &people);
+    sync_with(&connector, &left, true).await;
+    assert_eq!(raw.user("quin").await.unwrap()["active"], false);
+    assert_eq!(raw.members("engineering").await, ["ona"]);
+    assert_eq!(raw.members("staff").await, ["ona", "pia"]);
+    let staff = raw.group("staff").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let quin = raw.user("quin").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    raw.membership(&staff, &quin, true).await;
+    assert_eq!(steps(&sync(&connector, &left).await), ["quin -staff"]);
+    assert_eq!(raw.members("staff").await, ["ona", "pia"]);
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+    let log = django.log();
+    assert!(
+        log.contains("\"PATCH /scim/v2/Groups/") && !log.contains("\" 501 "),
+        "no request shape the server refuses was sent:\n{log}"
+    );
+
+    // The same server behind a front that refuses removal by value too: its PUT answers
+    // 200 and ignores `members`. The leaver is still disabled at once, and the revocations
+    // fail permanently, saying so, instead of passing for done.
+    let front = django_proxy("novalueremove");
+    let config = front.config(NS, "", "");
+    let connector = Scim::connect(&config)
+        .await
+        .expect("connect through the front");
+    people.push(person("sue", "finance", "Active"));
+    sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(raw.members("finance").await, ["pia", "sue"]);
+    people[3] = person("sue", "finance", "Terminated");
+    let (plan, errors) = try_sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(
+        steps(&plan),
+        [
+            "sue disableAccount",
+            "sue revokeSessions",
+            "sue -finance",
+            "sue -staff"
+        ]
+    );
+    assert_eq!(raw.user("sue").await.unwrap()["active"], false, "cut off");
+    let failed: Vec<String> = errors
+        .iter()
+        .map(|(op, e)| {
+            assert!(
+                matches!(e, TargetError::Permanent(m) if m.contains("still lists") && m.contains("PUT")),
+                "{op:?}: {e:?}"
+            );
+            steps(&Plan {
+                operations: vec![op.clone()],
+            })
+            .remove(0)
+        })
+        .collect();
+    assert_eq!(failed, ["sue -finance", "sue -staff"]);
+    assert_eq!(
+        raw.members("finance").await,
+        ["pia", "sue"],
+        "what the server shows"
+    );
+    let refused: Vec<String> = front
+        .requests("scim")
+        .into_iter()
+        .filter(|l| l.ends_with(" 501"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "removal by value refused once, then learned: {refused:#?}"
     );
 }
 

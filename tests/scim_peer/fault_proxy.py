@@ -15,12 +15,20 @@ one of these words (the first path segment, `/<tenant>/v2/...`):
   answers 501 with django-scim2's body, as RFC 7644 §3.12 allows a server to; the rest
   passes. (scim2-server then refuses removal by value itself, 400 ``invalidValue``.)
 
+- ``novalueremove``: a PATCH removing members by value (path ``members`` with a value)
+  answers 501, so a server whose PUT ignores ``members`` (django-scim2) is left with no
+  way to remove a member.
+
+Words given as FAULTS apply to every request, whatever the path (for an upstream without
+tenants, such as django-scim2 at ``/scim/v2``).
+
 It makes its own CA and a server certificate for 127.0.0.1 with openssl, serves HTTPS on a
 free loopback port, and prints ``PORT=`` and ``CA=`` (the CA's PEM file) once ready.
-Usage: fault_proxy.py DIR UPSTREAM_BASE_URL
+Usage: fault_proxy.py DIR UPSTREAM_BASE_URL [FAULTS]
 """
 
 import http.client
+import json
 import http.server
 import os
 import ssl
@@ -31,6 +39,7 @@ import time
 import urllib.parse
 
 DIR, UPSTREAM = sys.argv[1], sys.argv[2]
+FAULTS = sys.argv[3] if len(sys.argv) > 3 else ""
 UP = urllib.parse.urlsplit(UPSTREAM)
 COUNTS = {}
 LOCK = threading.Lock()
@@ -74,31 +83,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         tenant = self.path.lstrip("/").split("/", 1)[0]
+        words = tenant + " " + FAULTS
         with LOCK:
             n = COUNTS.get(tenant, 0)
             COUNTS[tenant] = n + 1
-        if "throttle" in tenant and n % 4 == 0:
+        if "throttle" in words and n % 4 == 0:
             return self.answer(429, '{"status": "429", "detail": "slow down"}',
                                "application/scim+json", [("Retry-After", "1")])
-        if "flaky" in tenant and n % 2 == 0:
+        if "flaky" in words and n % 2 == 0:
             headers = [("Retry-After", "1")] if self.command == "POST" else []
             return self.answer(503, "<html><body>maintenance</body></html>", headers=headers)
-        if "down" in tenant:
+        if "down" in words:
             return self.answer(502, "<html><body>bad gateway</body></html>")
         resource = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        if "garbage" in tenant and self.command == "GET" and resource == "Groups":
+        if "garbage" in words and self.command == "GET" and resource == "Groups":
             return self.answer(200, '{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "Resources": [',
                                "application/scim+json")
-        if "nofilterpath" in tenant and self.command == "PATCH" and body and b"[value eq" in body:
+        if "nofilterpath" in words and self.command == "PATCH" and body and b"[value eq" in body:
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
-        if "slow" in tenant:
+        if "novalueremove" in words and self.command == "PATCH" and removes_by_value(body):
+            return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
+        if "slow" in words:
             time.sleep(3)
         conn = http.client.HTTPConnection(UP.hostname, UP.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         conn.request(self.command, self.path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
-        if "lost" in tenant and self.command == "POST":
+        if "lost" in words and self.command == "POST":
             conn.close()
             return self.answer(502, "<html><body>bad gateway</body></html>")
         self.send_response(response.status)
@@ -111,6 +123,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         conn.close()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+
+def removes_by_value(body):
+    try:
+        ops = json.loads(body or b"{}").get("Operations") or []
+    except ValueError:
+        return False
+    return any(str(op.get("op", "")).lower() == "remove"
+               and str(op.get("path", "")).lower() == "members"
+               and op.get("value") is not None for op in ops)
 
 
 def main():

@@ -25,6 +25,9 @@ pub struct Peer {
     pub token: String,
     /// Its directory (log in `scim.log`).
     pub dir: PathBuf,
+    /// Whether `/<tenant>/v2` prefixes are separate stores (scim2-server); else `base` is
+    /// the SCIM root and every test shares the one store (django-scim2).
+    pub tenants: bool,
 }
 
 fn repo() -> &'static Path {
@@ -47,7 +50,29 @@ fn start(name: &str, spc: Option<&str>) -> Peer {
         base: get("SCIM_BASE="),
         token: get("SCIM_TOKEN="),
         dir,
+        tenants: true,
     }
+}
+
+/// The second real server: django-scim2 (`scripts/start-django-scim.sh`), whose SCIM root
+/// is `base`. It has no tenants: tests on it use their own names.
+pub fn django_peer() -> &'static Peer {
+    static PEER: OnceLock<Peer> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let name = "start-django-scim.sh";
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-django-scim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let vars = peer_script::run(name, &dir, &[], "see stderr above");
+        peer_script::stop_at_exit(name, &dir);
+        let get = |k: &str| peer_script::var(&vars, name, k);
+        Peer {
+            base: get("DJANGO_SCIM_BASE"),
+            token: get("DJANGO_SCIM_TOKEN"),
+            dir,
+            tenants: false,
+        }
+    })
 }
 
 /// The server with every feature on (PATCH, Bulk, filters, ETags, sorting).
@@ -84,7 +109,11 @@ impl Peer {
 
     /// The SCIM root of a tenant.
     pub fn url(&self, tenant: &str) -> String {
-        format!("{}/{tenant}/v2", self.base)
+        if self.tenants {
+            format!("{}/{tenant}/v2", self.base)
+        } else {
+            self.base.clone()
+        }
     }
 
     /// A connector configuration for target `target` of namespace `ns` on `tenant`;
@@ -120,7 +149,12 @@ impl Peer {
 
     /// The server's request log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("scim.log")).unwrap_or_default()
+        let file = if self.tenants {
+            "scim.log"
+        } else {
+            "django-scim.log"
+        };
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
 }
 
@@ -295,59 +329,69 @@ pub struct Proxy {
     pub ca: Vec<u8>,
     /// Its directory; `proxy.log` has one line per request with the status answered.
     pub dir: PathBuf,
+    /// The server behind it.
+    pub upstream: &'static Peer,
 }
 
 pub fn proxy() -> &'static Proxy {
-    use std::io::BufRead;
     static PROXY: OnceLock<Proxy> = OnceLock::new();
-    PROXY.get_or_init(|| {
-        let upstream = peer();
-        let dir = std::env::temp_dir().join(format!("gatehouse-scim-proxy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
-        let mut child = Command::new("python3")
-            .arg(repo().join("tests/scim_peer/fault_proxy.py"))
-            .arg(&dir)
-            .arg(&upstream.base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("python3 runs the fault proxy");
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut get = |key: &str| {
-            let line = lines
-                .next()
-                .and_then(Result::ok)
-                .unwrap_or_else(|| panic!("the fault proxy did not start; see {}", dir.display()));
-            line.strip_prefix(key)
-                .unwrap_or_else(|| panic!("expected {key}, got {line}"))
-                .to_string()
-        };
-        let port = get("PORT=");
-        let ca = std::fs::read(get("CA=")).expect("CA file");
-        let watcher = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill {child}; rm -rf '{dir}'",
-            pid = std::process::id(),
-            child = child.id(),
-            dir = dir.display()
-        );
-        #[allow(clippy::zombie_processes)]
-        let _watcher = Command::new("bash")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the cleanup watcher starts");
-        // The proxy runs until the watcher stops it; its handle is dropped on purpose.
-        std::mem::forget(child);
-        Proxy {
-            base: format!("https://127.0.0.1:{port}"),
-            ca,
-            dir,
-        }
-    })
+    PROXY.get_or_init(|| start_proxy(peer(), "scim-proxy", ""))
+}
+
+/// The front of [`django_peer`] with `faults` (fault_proxy.py's words) on every request.
+pub fn django_proxy(faults: &'static str) -> Proxy {
+    start_proxy(django_peer(), &format!("django-proxy-{faults}"), faults)
+}
+
+fn start_proxy(upstream: &'static Peer, name: &str, faults: &str) -> Proxy {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/scim_peer/fault_proxy.py"))
+        .arg(&dir)
+        .arg(&upstream.base)
+        .arg(faults)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("python3 runs the fault proxy");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut get = |key: &str| {
+        let line = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("the fault proxy did not start; see {}", dir.display()));
+        line.strip_prefix(key)
+            .unwrap_or_else(|| panic!("expected {key}, got {line}"))
+            .to_string()
+    };
+    let port = get("PORT=");
+    let ca = std::fs::read(get("CA=")).expect("CA file");
+    let watcher = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill {child}; rm -rf '{dir}'",
+        pid = std::process::id(),
+        child = child.id(),
+        dir = dir.display()
+    );
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("bash")
+        .args(["-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the cleanup watcher starts");
+    // The proxy runs until the watcher stops it; its handle is dropped on purpose.
+    std::mem::forget(child);
+    Proxy {
+        base: format!("https://127.0.0.1:{port}"),
+        ca,
+        dir,
+        upstream,
+    }
 }
 
 impl Proxy {
@@ -364,9 +408,10 @@ impl Proxy {
 
     /// A configuration reaching `tenant` through the proxy, trusting its CA.
     pub fn config(&self, ns: &str, tenant: &str, extra: &str) -> TargetConfig {
-        let upstream = peer();
+        let upstream = self.upstream;
         let mut config = upstream.config(ns, "saas", tenant, extra, "Disable");
-        config.spec.scim.as_mut().unwrap().url = format!("{}/{tenant}/v2", self.base);
+        config.spec.scim.as_mut().unwrap().url =
+            format!("{}{}", self.base, url_path(&upstream.url(tenant)));
         config.credentials = Credentials::new(
             "scim-token",
             BTreeMap::from([
@@ -376,4 +421,11 @@ impl Proxy {
         );
         config
     }
+}
+
+/// The path of a URL (`/scim/v2` of `http://127.0.0.1:1/scim/v2`).
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/')
+        .map_or(String::new(), |i| rest[i..].to_string())
 }
