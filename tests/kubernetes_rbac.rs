@@ -298,3 +298,33 @@ async fn a_machine_gets_a_service_account_and_loses_it_with_its_tokens() {
     );
     assert!(sync(&client, &ns, &orphaned).await.is_empty(), "converged");
 }
+
+#[tokio::test]
+async fn a_role_in_a_namespace_that_does_not_exist_is_a_permanent_error_naming_it() {
+    let (client, ns, _apps) = tenant("missing").await;
+    let connector = KubernetesRbac::new(client.clone(), &ns, "k8s");
+    let subject = Subject {
+        identity: IdentityKey {
+            namespace: ns.clone(),
+            name: "alice".into(),
+        },
+        identity_type: gatehouse::api::IdentityType::Human,
+        account: "alice".into(),
+        enabled: true,
+    };
+    let op = gatehouse::plan::Operation {
+        identity: std::sync::Arc::new(subject.identity.clone()),
+        target: "k8s".into(),
+        action: Action::Grant {
+            entitlement: entitlement("Role", Some("no-such-namespace"), "deployer").into(),
+        },
+        leaver: false,
+        sources: Default::default(),
+    };
+    let error = connector.apply(&op, &subject).await.expect_err("refused");
+    assert!(
+        matches!(&error, gatehouse::targets::TargetError::Permanent(m)
+            if m.contains("404") && m.contains("no-such-namespace")),
+        "not retried for ever: {error:?}"
+    );
+}

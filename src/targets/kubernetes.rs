@@ -249,17 +249,32 @@ impl KubernetesRbac {
         Ok(out)
     }
 
+    /// Empties (or refills) the subjects of every binding of the identity and, for a
+    /// machine, deletes its tokens and marks its ServiceAccount. Every step is tried even
+    /// when one fails (a binding whose namespace is gone must not keep a leaver's token
+    /// alive); the first failure is returned after all of them.
     async fn set_enabled(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
-        for entitlement in self.bindings_of(&subject.identity.name).await? {
-            self.put_binding(subject, &entitlement, enabled).await?;
+        let mut first_error = None;
+        let mut note = |result: Result<(), TargetError>| {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        };
+        if subject.identity_type == IdentityType::NonHuman && !enabled {
+            note(self.delete_tokens(&subject.account).await);
+        }
+        match self.bindings_of(&subject.identity.name).await {
+            Ok(bindings) => {
+                for entitlement in bindings {
+                    note(self.put_binding(subject, &entitlement, enabled).await);
+                }
+            }
+            Err(e) => note(Err(e)),
         }
         if subject.identity_type == IdentityType::NonHuman {
-            if !enabled {
-                self.delete_tokens(&subject.account).await?;
-            }
-            self.put_service_account(subject, enabled).await?;
+            note(self.put_service_account(subject, enabled).await);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn put_service_account(
@@ -497,14 +512,73 @@ fn label(meta: &ObjectMeta, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Conflicts, throttling and server errors are worth retrying; the rest needs a person.
+/// A client error classified by meaning: the API server's answers by [`classify_status`];
+/// unusable credentials or TLS set-up are configuration; an answer that is not a Kubernetes
+/// object, or a request that cannot be built, is permanent; connection failures are
+/// transient.
 fn classify(error: kube::Error) -> TargetError {
     match &error {
-        kube::Error::Api(status) if matches!(status.code, 409 | 429) || status.code >= 500 => {
-            TargetError::Transient(error.to_string())
-        }
-        kube::Error::Api(_) => TargetError::Permanent(error.to_string()),
+        kube::Error::Api(status) => classify_status(
+            status.code,
+            &status.reason,
+            status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0),
+            &status.message,
+        ),
+        kube::Error::Auth(_)
+        | kube::Error::InferConfig(_)
+        | kube::Error::InferKubeconfig(_)
+        | kube::Error::RustlsTls(_)
+        | kube::Error::TlsRequired
+        | kube::Error::ProxyProtocolUnsupported { .. }
+        | kube::Error::ProxyProtocolDisabled { .. } => TargetError::Config(format!(
+            "the cluster's client configuration is unusable: {error}; check the kubeconfig in spec.kubernetes.kubeconfigSecretRef (or the controller's own service account)"
+        )),
+        kube::Error::SerdeError(_)
+        | kube::Error::BuildRequest(_)
+        | kube::Error::FromUtf8(_)
+        | kube::Error::HttpError(_) => TargetError::Permanent(format!(
+            "the request or the answer is not what Kubernetes speaks: {error}"
+        )),
         _ => TargetError::Transient(error.to_string()),
+    }
+}
+
+/// An API server answer classified by meaning (`code`, `reason` as in `metav1.Status`):
+/// `401` is configuration (the credentials); `400`, `403`, `404`, `405`, `413`, `422`,
+/// `501` and other client errors are permanent (a person must change RBAC, the entitlement
+/// or the cluster); optimistic-concurrency conflicts, `410`, `429` and server errors are
+/// transient, and wait for the server's `retryAfterSeconds` when it gives one.
+pub fn classify_status(
+    code: u16,
+    reason: &str,
+    retry_after: Option<u32>,
+    message: &str,
+) -> TargetError {
+    let what = format!("HTTP {code} {reason}: {message}");
+    let retry = |m: String| match retry_after {
+        Some(secs) => TargetError::RetryAfter(m, std::time::Duration::from_secs(u64::from(secs))),
+        None => TargetError::Transient(m),
+    };
+    match code {
+        401 => TargetError::Config(format!(
+            "{what}; the cluster rejected the controller's credentials: check the kubeconfig in spec.kubernetes.kubeconfigSecretRef (or the controller's own service account token)"
+        )),
+        403 => TargetError::Permanent(format!(
+            "{what}; give the controller's service account this permission (binding a role also needs `bind` on it, or every permission it grants)"
+        )),
+        404 => TargetError::Permanent(format!(
+            "{what}; the object the entitlement needs does not exist (a Role binding's namespace?)"
+        )),
+        405 | 501 => TargetError::Permanent(format!(
+            "{what}; the API server does not support this request"
+        )),
+        409 | 410 | 429 | 500..=599 => retry(what),
+        400..=499 => TargetError::Permanent(what),
+        _ => TargetError::Transient(what),
     }
 }
 
@@ -520,4 +594,73 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class of a result, for the table.
+    fn class(e: &TargetError) -> &'static str {
+        match e {
+            TargetError::Transient(_) => "transient",
+            TargetError::RetryAfter(..) => "retry-after",
+            TargetError::Permanent(_) => "permanent",
+            TargetError::Config(_) => "config",
+        }
+    }
+
+    #[test]
+    fn api_answers_are_classified_by_meaning() {
+        // (code, reason, retryAfterSeconds, class)
+        let table = [
+            (400, "BadRequest", None, "permanent"),
+            (401, "Unauthorized", None, "config"),
+            (403, "Forbidden", None, "permanent"),
+            (404, "NotFound", None, "permanent"),
+            (405, "MethodNotAllowed", None, "permanent"),
+            (409, "Conflict", None, "transient"),
+            (409, "AlreadyExists", None, "transient"),
+            (410, "Expired", None, "transient"),
+            (413, "RequestEntityTooLarge", None, "permanent"),
+            (415, "UnsupportedMediaType", None, "permanent"),
+            (422, "Invalid", None, "permanent"),
+            (429, "TooManyRequests", None, "transient"),
+            (429, "TooManyRequests", Some(3), "retry-after"),
+            (500, "InternalError", None, "transient"),
+            (501, "NotImplemented", None, "permanent"),
+            (503, "ServiceUnavailable", Some(1), "retry-after"),
+            (504, "Timeout", None, "transient"),
+        ];
+        for (code, reason, retry, expected) in table {
+            let e = classify_status(code, reason, retry, "the server's text");
+            assert_eq!(class(&e), expected, "{code} {reason}");
+            assert!(e.message().contains("the server's text"), "{e}");
+            if let Some(secs) = retry {
+                assert_eq!(
+                    e.retry_after(),
+                    Some(std::time::Duration::from_secs(secs.into()))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn client_errors_are_classified_by_meaning() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 503, "reason": "ServiceUnavailable",
+            "message": "etcd leader changed", "details": {"retryAfterSeconds": 2}
+        }))
+        .unwrap();
+        let e = classify(kube::Error::Api(Box::new(status)));
+        assert_eq!(class(&e), "retry-after", "{e}");
+        let garbage = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        assert_eq!(
+            class(&classify(kube::Error::SerdeError(garbage))),
+            "permanent"
+        );
+        assert_eq!(class(&classify(kube::Error::TlsRequired)), "config");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(class(&classify(kube::Error::ReadEvents(io))), "transient");
+    }
 }
