@@ -497,7 +497,8 @@ async fn drift_both_ways_is_corrected_within_the_managed_scope_only() {
 }
 
 #[tokio::test]
-async fn group_roles_that_give_more_than_an_entitlement_are_refused_and_never_observed() {
+async fn group_roles_that_give_more_than_an_entitlement_are_refused_yet_held_ones_are_revoked_for_leavers()
+ {
     // No groupRolePrefix: every existing role name can be asked for.
     let scope = Scope::new("powerful");
     let spec = spec_yaml("", "");
@@ -589,8 +590,8 @@ async fn group_roles_that_give_more_than_an_entitlement_are_refused_and_never_ob
     // The plain group was granted; nothing else.
     assert_eq!(role(&alice).await.unwrap().2, vec![plain.clone()]);
 
-    // The same memberships added by hand are outside the managed scope: not observed as
-    // held (so never revoked either), only the plain group is.
+    // The same memberships added by hand (or a group turned powerful after its grant) are
+    // observed like any other, each reported: refused for granting, never for revoking.
     superuser()
         .await
         .batch_execute(&format!(
@@ -604,23 +605,58 @@ async fn group_roles_that_give_more_than_an_entitlement_are_refused_and_never_ob
         ))
         .await
         .unwrap();
-    let observed = c.observe(&subjects(&snapshot)).await.unwrap().held;
+    let observed = c.observe(&subjects(&snapshot)).await.unwrap();
     let held: Vec<String> = observed
+        .held
         .identities
         .values()
         .flat_map(|h| h.entitlements.keys().map(|e| e.name.clone()))
         .collect();
-    assert_eq!(held, vec![plain.clone()]);
-    let only_plain: [(&str, &[String]); 1] = [("finance", std::slice::from_ref(&plain))];
-    let plain_only = org(&scope, &spec, &only_plain, &people);
-    assert!(sync_ok(&c, &plain_only).await.is_empty(), "nothing to do");
-    let mut all = asked.to_vec();
-    all.sort();
-    assert_eq!(
-        sorted(role(&alice).await.unwrap().2),
-        all,
-        "nothing was revoked"
+    assert_eq!(sorted(held), sorted(asked.to_vec()));
+    for group in &asked[1..] {
+        assert!(
+            observed
+                .findings
+                .iter()
+                .any(|f| f.contains(&format!("group role {group:?} gives more"))
+                    && f.contains(&alice)),
+            "{group}: {:#?}",
+            observed.findings
+        );
+    }
+    assert!(
+        !observed
+            .findings
+            .iter()
+            .any(|f| f.contains(&format!("{plain:?}"))),
+        "a plain group is no finding: {:#?}",
+        observed.findings
     );
+    // Kept while the policy names them: nothing to do, nothing refused.
+    assert!(sync_ok(&c, &snapshot).await.is_empty(), "held and wanted");
+
+    // A leaver loses every one of them, the powerful ones included, in the same plan.
+    let left = org(
+        &scope,
+        &spec,
+        &policies,
+        &[Person("alice", "finance", "Terminated", Some(&alice))],
+    );
+    let plan = sync_ok(&c, &left).await;
+    let mut revoked: Vec<String> = plan
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::Revoke { entitlement } => Some(entitlement.name.clone()),
+            _ => None,
+        })
+        .collect();
+    revoked.sort();
+    assert_eq!(revoked, sorted(asked.to_vec()), "{:#?}", steps(&plan));
+    let (can_login, _, memberships) = role(&alice).await.unwrap();
+    assert!(!can_login, "cut off");
+    assert!(memberships.is_empty(), "nothing stale: {memberships:?}");
+    assert!(sync_ok(&c, &left).await.is_empty(), "converged");
 }
 
 #[tokio::test]

@@ -391,7 +391,7 @@ impl Postgres {
     /// built-in `pg_*` role; one with SUPERUSER, CREATEROLE, BYPASSRLS, REPLICATION or LOGIN;
     /// a gatehouse account (of any tenant or target); or one that is, directly or through
     /// other roles, a member of such a role (its members could use that role's powers, by
-    /// inheritance or `SET ROLE`). [`OBSERVE_SQL`] reads memberships by the same rule. A
+    /// inheritance or `SET ROLE`). [`OBSERVE_SQL`] marks held memberships by the same rule. A
     /// group that does not exist passes (the caller reports it).
     async fn check_group(
         &self,
@@ -621,11 +621,9 @@ impl Postgres {
     async fn revoke(&self, role: &str, entitlement: &EntitlementRef) -> Result<(), TargetError> {
         let group = self.group_of(entitlement)?;
         let client = self.client().await?;
-        let (account, found, grantable) = tokio::join!(
-            self.role(&client, role),
-            self.role(&client, group),
-            self.check_group(&client, group, entitlement)
-        );
+        // Unlike a grant, a revocation is never refused for the group's powers: taking a
+        // powerful membership away is always allowed.
+        let (account, found) = tokio::join!(self.role(&client, role), self.role(&client, group));
         match account? {
             None => return Ok(()), // no account, no membership
             Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
@@ -636,7 +634,6 @@ impl Postgres {
         if found?.is_none() {
             return Ok(()); // the group is gone, and the membership with it
         }
-        grantable?;
         // Revoking a membership that is not there only warns: idempotent.
         let sql = format!(
             "REVOKE {} FROM {};",
@@ -748,20 +745,23 @@ const GRANTABLE_SQL: &str = concat!(
 );
 
 /// Every role carrying the marker ($1), with its memberships in group roles of the managed
-/// scope: name starting with $2, and neither [`powerful!`] nor a member (directly or through
-/// others) of a role that is (the rule of [`GRANTABLE_SQL`]).
+/// scope (name starting with $2), each with whether that group is "tainted": [`powerful!`]
+/// or a member (directly or through others) of a role that is (the rule of
+/// [`GRANTABLE_SQL`]). Tainted memberships are observed like the others, so they are
+/// revoked whenever they are not wanted (a leaver's above all); only granting them is
+/// refused.
 const OBSERVE_SQL: &str = concat!(
     "WITH RECURSIVE tainted(oid) AS ( \
          SELECT d.oid FROM pg_catalog.pg_roles d WHERE ",
     powerful!("d"),
     " UNION \
          SELECT m.member FROM pg_catalog.pg_auth_members m JOIN tainted t ON m.roleid = t.oid) \
-     SELECT r.rolname::text, r.rolcanlogin, g.rolname::text \
+     SELECT r.rolname::text, r.rolcanlogin, g.rolname::text, \
+            EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid) \
      FROM pg_catalog.pg_roles r \
      LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
      LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
           AND pg_catalog.starts_with(g.rolname::text, $2) \
-          AND NOT EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid) \
      WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1"
 );
 
@@ -843,11 +843,13 @@ impl Connector for Postgres {
             .map_err(|e| self.classify(e, "observing roles"))?;
         let mut held = AccessState::default();
         let mut orphans = BTreeSet::new();
+        let mut tainted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for row in rows {
             const WHAT: &str = "observing roles";
             let role: String = self.column(&row, 0, WHAT)?;
             let can_login: bool = self.column(&row, 1, WHAT)?;
             let group: Option<String> = self.column(&row, 2, WHAT)?;
+            let powerful: Option<bool> = self.column(&row, 3, WHAT)?;
             let Some(identity) = by_role.get(&role) else {
                 let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
                 orphans.insert(account.to_string());
@@ -861,6 +863,13 @@ impl Connector for Postgres {
             };
             holding.accounts.insert(self.target.clone(), state);
             if let Some(group) = group {
+                if powerful == Some(true) {
+                    let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
+                    tainted
+                        .entry(group.clone())
+                        .or_default()
+                        .insert(account.to_string());
+                }
                 let entitlement = EntitlementRef {
                     target: self.target.clone(),
                     kind: None,
@@ -872,11 +881,19 @@ impl Connector for Postgres {
                     .insert(Arc::new(entitlement), Default::default());
             }
         }
+        let findings = tainted
+            .into_iter()
+            .map(|(group, accounts)| {
+                format!(
+                    "group role {group:?} gives more than an entitlement may (it is powerful, or a member of a role that is: `gatehouse plan` names why on a grant); held by {}: kept only while a policy names it, revoked otherwise and for every leaver, never granted again",
+                    accounts.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
         Ok(Observed {
             held,
             orphans: orphans.into_iter().collect(),
-
-            findings: Vec::new(),
+            findings,
         })
     }
 
