@@ -1007,23 +1007,23 @@ fn separation_of_duties_withholds_only_the_completing_grant() {
     let rule = || sod("pay-and-approve", "fin");
     #[rustfmt::skip]
     let cases: Vec<SodRow> = vec![
-        ("nothing held: every member withheld", AccessState::default(), vec!["ldap:fin"],
-            vec![w("scim:approvals", "fin", rule()), w("scim:payments", "fin", rule())], false),
+        ("nothing held: the side listed last withheld", AccessState::default(), vec!["ldap:fin", "scim:payments"],
+            vec![w("scim:approvals", "fin", rule())], false),
         ("holds payments: approvals withheld", held(&[("frank", &["scim:payments"])]), vec!["ldap:fin", "scim:payments"],
             vec![w("scim:approvals", "fin", rule())], false),
         ("holds approvals: payments withheld", held(&[("frank", &["scim:approvals"])]), vec!["ldap:fin", "scim:approvals"],
             vec![w("scim:payments", "fin", rule())], false),
         ("holds both: reported only", held(&[("frank", &["scim:payments", "scim:approvals"])]), vec!["ldap:fin", "scim:approvals", "scim:payments"],
             vec![], true),
-        ("someone else holds one", held(&[("boss", &["scim:payments"])]), vec!["ldap:fin"],
-            vec![w("scim:approvals", "fin", rule()), w("scim:payments", "fin", rule())], false),
+        ("someone else holds one", held(&[("boss", &["scim:payments"])]), vec!["ldap:fin", "scim:payments"],
+            vec![w("scim:approvals", "fin", rule())], false),
     ];
     let mut f = Fails::default();
     for (what, state, want_ents, want_withheld, already) in cases {
         let d = sod_org().eval_held(NOW, &state);
         let a = access(&d, "frank");
         f.eq(what, "entitlements", ents(a), strings(&want_ents));
-        f.eq(what, "withheld", withheld(a), want_withheld);
+        f.eq(what, "withheld", withheld(a), want_withheld.clone());
         let v = findings_on(&d, NS, "Identity/frank");
         f.eq(
             what,
@@ -1038,6 +1038,16 @@ fn separation_of_duties_withholds_only_the_completing_grant() {
                 v.message.contains("already holds"),
                 already,
             );
+            // The finding names the grant it withholds.
+            for (e, _, _) in &want_withheld {
+                f.eq(
+                    what,
+                    "names the completing grant",
+                    v.message
+                        .contains(&format!("the completing grant {e} is withheld")),
+                    true,
+                );
+            }
         }
     }
     // NothingHeld behaves like an empty observed state.
@@ -1059,22 +1069,30 @@ fn separation_of_duties_spans_policies_and_exceptions() {
             .policy("rules", &format!("selector: {{matchAttributes: {{department: nobody}}}}, separationOfDuties: [{{name: pay-and-approve, entitlements: [{{target: scim, name: payments}}, {{target: scim, name: approvals}}]}}], mode: {rules_mode}"))
             .exception("gina-approvals", "identity: gina, entitlements: [{target: scim, name: approvals}], justification: j, requestedBy: boss, approvedBy: [carol], validFrom: '2026-06-10T00:00:00Z', expiresAt: '2026-06-20T00:00:00Z'")
     };
-    // An Enforce policy's rule binds everyone in the namespace, whatever its selector.
+    // An Enforce policy's rule binds everyone in the namespace, whatever its selector; the
+    // exception completes the pair, so it alone is withheld and the baseline stays.
     let d = base("Enforce", "Enforce").eval(NOW);
     let a = access(&d, "gina");
-    assert!(a.entitlements.is_empty());
+    assert_eq!(ents(a), strings(&["scim:payments"]));
     assert_eq!(
         withheld(a),
-        vec![
-            w(
-                "scim:approvals",
-                "gina-approvals",
-                sod("pay-and-approve", "rules")
-            ),
-            w("scim:payments", "ops-pay", sod("pay-and-approve", "rules")),
-        ]
+        vec![w(
+            "scim:approvals",
+            "gina-approvals",
+            sod("pay-and-approve", "rules")
+        )]
     );
     assert_eq!(kinds_on(&d, "Identity/gina"), vec![VK::SeparationOfDuties]);
+    // Whichever side the rule lists last: the exception's grant is the completing one.
+    let reversed = Org::new()
+        .human("boss", HEAD)
+        .human("carol", "status: Active, department: sec, manager: boss")
+        .human("gina", "status: Active, department: ops, manager: boss")
+        .policy("ops-pay", "selector: {matchAttributes: {department: ops}}, entitlements: [{target: scim, name: payments}]")
+        .policy("rules", "selector: {matchAttributes: {department: nobody}}, separationOfDuties: [{name: pay-and-approve, entitlements: [{target: scim, name: approvals}, {target: scim, name: payments}]}]")
+        .exception("gina-approvals", "identity: gina, entitlements: [{target: scim, name: approvals}], justification: j, requestedBy: boss, approvedBy: [carol], validFrom: '2026-06-10T00:00:00Z', expiresAt: '2026-06-20T00:00:00Z'")
+        .eval(NOW);
+    assert_eq!(ents(access(&reversed, "gina")), strings(&["scim:payments"]));
 
     // An Observe policy's rules are not in force.
     let d = base("Observe", "Enforce").eval(NOW);
@@ -1119,7 +1137,10 @@ fn namespaces_are_isolated() {
 
     // acme/alice: acme policy with acme SoD, and the acme exception.
     let acme = access_in(&d, NS, "alice");
-    assert_eq!(ents(acme), strings(&["ldap:fin", "pg:ledger_admin"]));
+    assert_eq!(
+        ents(acme),
+        strings(&["ldap:fin", "pg:ledger_admin", "scim:payments"])
+    );
     // globex/alice: only globex's policy; acme's SoD rule and exception do not apply;
     // pg is not a target in globex; the approver carol lives in acme.
     let globex = access_in(&d, G, "alice");
@@ -1560,6 +1581,8 @@ fn sod_withholding_does_not_depend_on_exception_order() {
     };
     let a = gina(["a", "b"]);
     let b = gina(["b", "a"]);
-    assert!(access(&a, "gina").entitlements.is_empty());
+    // Both sides come from exceptions only: the side listed last is withheld.
+    assert_eq!(ents(access(&a, "gina")), strings(&["scim:payments"]));
+    assert_eq!(ents(access(&a, "gina")), ents(access(&b, "gina")));
     assert_eq!(access(&a, "gina").withheld, access(&b, "gina").withheld);
 }

@@ -9,7 +9,7 @@ use super::index::{IdentityRecord, Namespace};
 use super::lifecycle::{earliest, end_of, human_phase};
 use super::model::{
     AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, Phase,
-    Source, Violation, ViolationKind, Withheld, WithheldReason,
+    Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
 };
 use super::{Engine, Held, Settings};
 use crate::api::{EmploymentType, EntitlementRef, IdentityType, Mode, ProofingLevel};
@@ -295,15 +295,33 @@ pub fn evaluate_identity(
                 Some(format!("{e} (from {})", from.join(", ")))
             })
             .collect();
+        // The completing grant: of the sides not held yet, one granted only by exceptions
+        // before one a policy grants (the baseline stays), else the side listed last.
+        let completing = rule
+            .entitlements
+            .iter()
+            .zip(&rule.ids)
+            .zip(&already)
+            .filter(|(_, was_held)| !**was_held)
+            .map(|((e, id), _)| (e, *id))
+            .min_by_key(|(_, id)| {
+                let from_policy = position(id).is_some_and(|i| {
+                    grants[i]
+                        .sources
+                        .iter()
+                        .any(|s| s.kind == SourceKind::AccessPolicy)
+                });
+                let listed = rule.ids.iter().position(|x| x == id).unwrap_or(0);
+                (from_policy, std::cmp::Reverse(listed))
+            });
         let what = if all_held {
             "already holds the toxic combination"
         } else {
             "toxic combination"
         };
-        let then = if all_held {
-            "remove one side"
-        } else {
-            "the completing grant is withheld"
+        let then = match completing {
+            None => "remove one side".to_string(),
+            Some((e, _)) => format!("the completing grant {e} is withheld"),
         };
         report(
             ViolationKind::SeparationOfDuties,
@@ -315,20 +333,18 @@ pub fn evaluate_identity(
                 names.join(" + ")
             ),
         );
-        if all_held {
+        let Some((e, id)) = completing else {
             continue;
-        }
-        for ((e, id), was_held) in rule.entitlements.iter().zip(&rule.ids).zip(already) {
-            if let Some(i) = ids.binary_search(id).ok().filter(|_| !was_held) {
-                ids.remove(i);
-                let grant = grants.remove(i);
-                for s in &grant.sources {
-                    let reason = WithheldReason::SeparationOfDuties {
-                        rule: rule.rule.clone(),
-                        policy: rule.policy.clone(),
-                    };
-                    withhold(e, s, reason);
-                }
+        };
+        if let Ok(i) = ids.binary_search(&id) {
+            ids.remove(i);
+            let grant = grants.remove(i);
+            for s in &grant.sources {
+                let reason = WithheldReason::SeparationOfDuties {
+                    rule: rule.rule.clone(),
+                    policy: rule.policy.clone(),
+                };
+                withhold(e, s, reason);
             }
         }
     }

@@ -44,7 +44,8 @@ pub trait Held {
     fn holds(&self, identity: &IdentityKey, entitlement: &EntitlementRef) -> bool;
 }
 
-/// Nothing is held: every member of a would-be toxic combination is withheld.
+/// Nothing is held: of a would-be toxic combination, the completing grant is withheld (one
+/// granted only by an exception before the policy baseline, else the side listed last).
 pub struct NothingHeld;
 
 impl Held for NothingHeld {
