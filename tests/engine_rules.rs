@@ -653,6 +653,60 @@ fn unknown_target_is_withheld_and_reported_on_the_policy() {
     assert_eq!(v[0].identity, None);
 }
 
+#[test]
+fn entitlement_shapes_are_checked_per_target_type_before_anything_runs() {
+    let long = "r".repeat(64);
+    // (entitlement, field of the finding, words of the message); None: no finding.
+    #[rustfmt::skip]
+    let table: Vec<(String, Option<(&str, &str)>)> = vec![
+        ("{target: ldap, name: finance}".into(), None),
+        ("{target: ldap, kind: Group, name: finance}".into(), Some(("kind", "an LDAP entitlement names a group"))),
+        ("{target: ldap, namespace: x, name: finance}".into(), Some(("namespace", "with no kind or namespace"))),
+        ("{target: ldap, name: ' '}".into(), Some(("name", "the name is empty"))),
+        ("{target: scim, name: payments}".into(), None),
+        ("{target: scim, kind: Group, name: payments}".into(), Some(("kind", "a SCIM entitlement names a Group"))),
+        ("{target: pg, name: ledger_read}".into(), None),
+        ("{target: pg, kind: Role, name: ledger_read}".into(), Some(("kind", "a PostgreSQL entitlement names a group role"))),
+        (format!("{{target: pg, name: {long}}}"), Some(("name", "at most 63 bytes"))),
+        ("{target: pgp, name: app_read}".into(), None),
+        ("{target: pgp, name: ledger_read}".into(), Some(("name", "outside spec.postgresql.groupRolePrefix \"app_\""))),
+        ("{target: k8s, kind: ClusterRole, name: view}".into(), None),
+        ("{target: k8s, name: view}".into(), Some(("kind", "needs kind ClusterRole or Role"))),
+    ];
+    for (entitlement, expected) in table {
+        let mut org = Org::new().target(NS, "k8s", "Kubernetes", "Disable").policy(
+            "p",
+            &format!("selector: {{matchAttributes: {{department: eng}}}}, entitlements: [{entitlement}]"),
+        );
+        org.snap.targets.push(common::object(
+            "TargetSystem",
+            NS,
+            "pgp",
+            "type: PostgreSQL, onLeave: Disable, postgresql: {host: db, database: d, groupRolePrefix: app_}",
+        ));
+        let d = org.eval(NOW);
+        let v = findings_on(&d, NS, "AccessPolicy/p");
+        match expected {
+            None => assert!(v.is_empty(), "{entitlement}: {v:#?}"),
+            Some((field, words)) => {
+                assert_eq!(v.len(), 1, "{entitlement}: {v:#?}");
+                assert_eq!(v[0].kind, VK::InvalidValue, "{entitlement}");
+                assert_eq!(v[0].severity, Severity::Error, "{entitlement}");
+                assert_eq!(
+                    v[0].field.as_deref(),
+                    Some(format!("spec.entitlements[0].{field}").as_str()),
+                    "{entitlement}"
+                );
+                assert!(
+                    v[0].message.contains(words),
+                    "{entitlement}: {}",
+                    v[0].message
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Non-human identities
 // ---------------------------------------------------------------------------------------

@@ -280,6 +280,11 @@ impl Namespace {
                     .limits
                     .as_ref()
                     .and_then(|l| l.max_revocations_per_sync),
+                group_prefix: spec
+                    .postgresql
+                    .as_ref()
+                    .and_then(|p| p.group_role_prefix.clone())
+                    .filter(|p| !p.is_empty()),
             },
         );
     }
@@ -570,6 +575,60 @@ impl Namespace {
                 ),
             ));
         };
+        if info.target_type != TargetType::Kubernetes {
+            let what = match info.target_type {
+                TargetType::LDAP => {
+                    "an LDAP entitlement names a group (its cn under spec.ldap.groupsOU)"
+                }
+                TargetType::SCIM => "a SCIM entitlement names a Group (its displayName)",
+                _ => "a PostgreSQL entitlement names a group role",
+            };
+            if e.kind.is_some() || e.namespace.is_some() {
+                return Some((
+                    ViolationKind::InvalidValue,
+                    if e.kind.is_some() {
+                        "kind"
+                    } else {
+                        "namespace"
+                    },
+                    format!("{e}: {what}, with no kind or namespace: remove them"),
+                ));
+            }
+            if e.name.trim().is_empty() || e.name.contains('\0') {
+                return Some((
+                    ViolationKind::InvalidValue,
+                    "name",
+                    format!("{e}: {what}; the name is empty or holds a NUL character"),
+                ));
+            }
+        }
+        if info.target_type == TargetType::PostgreSQL {
+            // PostgreSQL truncates longer names (NAMEDATALEN 64), so the role would differ.
+            if e.name.len() > 63 {
+                return Some((
+                    ViolationKind::InvalidValue,
+                    "name",
+                    format!(
+                        "{e}: role name is {} bytes; PostgreSQL names are at most 63 bytes: use the group role's real name",
+                        e.name.len()
+                    ),
+                ));
+            }
+            if let Some(prefix) = info
+                .group_prefix
+                .as_deref()
+                .filter(|p| !e.name.starts_with(p))
+            {
+                return Some((
+                    ViolationKind::InvalidValue,
+                    "name",
+                    format!(
+                        "{e}: role {:?} is outside spec.postgresql.groupRolePrefix {prefix:?} of TargetSystem {}: gatehouse does not grant it; name a role starting with {prefix:?}",
+                        e.name, e.target
+                    ),
+                ));
+            }
+        }
         if info.target_type == TargetType::Kubernetes {
             match (e.kind.as_deref(), e.namespace.is_some()) {
                 (Some("ClusterRole"), _) | (Some("Role"), true) => {}

@@ -349,6 +349,8 @@ pub struct TargetInfo {
     pub on_leave: OnLeave,
     /// Blast-radius limit.
     pub max_revocations_per_sync: Option<i64>,
+    /// PostgreSQL: the prefix every entitlement's group role must start with.
+    pub group_prefix: Option<String>,
 }
 
 /// Computed state of an exception.
