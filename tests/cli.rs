@@ -422,6 +422,13 @@ fn plan_between_git_refs_names_the_commit_behind_each_change() {
         "tenant/identities/ann.yaml",
         &person("ann", "sales", "ann"),
     );
+    // A dot-path is never a manifest, here as in the controller's sync: not an Identity.
+    write(
+        root,
+        "tenant/.github/workflows/eve.yaml",
+        &person("eve", "finance", "eve"),
+    );
+    git(root, &["add", "."]);
     git(root, &["commit", "-q", "-am", "ann moves to sales"]);
     // The working tree is irrelevant: plan reads Git objects only.
     write(root, "tenant/identities/ann.yaml", "garbage: [");

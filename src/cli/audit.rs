@@ -33,7 +33,9 @@ use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
 };
 use crate::source::verify::{TrustedKeys, commit_signer};
-use crate::source::{Diagnostic, Loaded, Loader, MAX_FILE_BYTES, history::subtree, is_manifest};
+use crate::source::{
+    Diagnostic, Loaded, Loader, MAX_FILE_BYTES, history::subtree, is_manifest_path,
+};
 
 /// The long help of `gatehouse audit`.
 pub const LONG_ABOUT: &str = "Replay the repository's history: who had what access, when, and why.\n\n\
@@ -439,7 +441,7 @@ pub fn audit(
                 _ if file.mode() == FileMode::Commit => FileChange::Problem(
                     "submodules are not read: commit the manifests into this repository".into(),
                 ),
-                _ if !is_manifest(std::path::Path::new(&path)) => {
+                _ if !is_manifest_path(&path) => {
                     // A file that stopped being a manifest (renamed away) is gone.
                     FileChange::Gone
                 }
@@ -462,7 +464,7 @@ pub fn audit(
             };
             // Submodules are reported whatever their name; other non-manifests are ignored.
             if matches!(change, FileChange::Gone)
-                && !is_manifest(std::path::Path::new(&path))
+                && !is_manifest_path(&path)
                 && !replay.files.contains_key(&path)
             {
                 continue;

@@ -7,7 +7,7 @@ use std::path::Path;
 use git2::{ObjectType, Oid, Repository, Sort, TreeWalkMode, TreeWalkResult};
 use serde::Serialize;
 
-use super::{Loaded, Loader, MAX_FILE_BYTES, is_manifest};
+use super::{Loaded, Loader, MAX_FILE_BYTES, is_manifest_path};
 use crate::engine::Provenance;
 
 /// A commit as shown to people.
@@ -90,7 +90,7 @@ pub fn read_tree(
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let path = format!("{dir}{}", entry.name().unwrap_or("?"));
         match entry.kind() {
-            Some(ObjectType::Blob) if is_manifest(Path::new(&path)) => {
+            Some(ObjectType::Blob) if is_manifest_path(&path) => {
                 blobs.push((path, entry.id(), entry.filemode()))
             }
             Some(ObjectType::Commit) => submodules.push(path),

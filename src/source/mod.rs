@@ -115,10 +115,44 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>, diagnostics: &mut Diag
     }
 }
 
-/// Whether a path names a manifest file.
+/// Whether a file name is a manifest's (`.yaml`, `.yml`).
 pub fn is_manifest(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     )
+}
+
+/// Whether a path relative to the source folder is read as a manifest: a `.yaml`/`.yml`
+/// file with no hidden (dot) component, so `.github/workflows/*.yaml` is never an object.
+/// The one rule for the controller's sync, `plan`/`validate --repo`, `audit` and the
+/// directory walk, so they all read the same files.
+pub fn is_manifest_path(relative: &str) -> bool {
+    !relative
+        .split('/')
+        .any(|part| part.starts_with('.') && part != "." && part != "..")
+        && is_manifest(Path::new(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_manifest_path;
+
+    #[test]
+    fn one_rule_says_which_paths_are_manifests() {
+        for (path, manifest) in [
+            ("identities/ann.yaml", true),
+            ("policies/p.yml", true),
+            ("a.yaml", true),
+            ("./a.yaml", true),
+            ("README.md", false),
+            ("identities/ann.yaml.bak", false),
+            (".github/workflows/ci.yaml", false),
+            ("tenant/.hidden/x.yaml", false),
+            (".x.yaml", false),
+            ("identities", false),
+        ] {
+            assert_eq!(is_manifest_path(path), manifest, "{path}");
+        }
+    }
 }

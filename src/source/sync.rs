@@ -4,7 +4,6 @@
 //! All or nothing: one bad file, one unverified commit, and the commit yields no objects.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -14,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::history::{self, Change, Movement};
 use super::verify::{self, PathRules, Rejection, Signer, TrustedKeys};
-use super::{Diagnostic, Diagnostics, Loader, MAX_FILE_BYTES, is_manifest};
+use super::{Diagnostic, Diagnostics, Loader, MAX_FILE_BYTES, is_manifest_path};
 use crate::api::{PolicySourceSpec, annotations, labels};
 use crate::engine::Provenance;
 
@@ -237,7 +236,6 @@ pub fn prepare(
     let mut tree_errors = Diagnostics::default();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let relative = format!("{dir}{}", entry.name().unwrap_or("?"));
-        let hidden = relative.split('/').any(|part| part.starts_with('.'));
         let path = format!("{prefix}{relative}");
         match entry.kind() {
             Some(ObjectType::Commit) => tree_errors.error(
@@ -246,7 +244,7 @@ pub fn prepare(
                 None,
                 "submodules are not read: commit the manifests into this repository".into(),
             ),
-            Some(ObjectType::Blob) if !hidden && is_manifest(Path::new(&path)) => {
+            Some(ObjectType::Blob) if is_manifest_path(&relative) => {
                 if entry.filemode() == 0o120000 {
                     tree_errors.error(
                         &path,
