@@ -807,6 +807,36 @@ async fn server_restart_mid_sync_then_the_next_sync_completes() {
 }
 
 #[tokio::test]
+async fn a_server_refusing_paged_results_is_searched_without_them() {
+    // A private server: its configuration is changed.
+    let server = Slapd::start("nopaging");
+    server.refuse_paging();
+    let scope = server.scope(&["finance", "staff"]).await;
+    let config = server.config(&scope, "", "Disable");
+    let spec = server.spec_yaml(&server.ldap_url, &scope, "startTLS: false", "Disable");
+    let connector = LdapDirectory::connect(&config).await.unwrap();
+    let mut people = vec![
+        person("ann", "finance", "Active"),
+        person("ben", "finance", "Active"),
+    ];
+    sync_ok(&connector, &org(&spec, &people)).await;
+    let mut admin = server.admin().await;
+    assert_eq!(
+        scope.members(&mut admin, "finance").await.unwrap(),
+        lower(&[&scope.user("ann"), &scope.user("ben")])
+    );
+    // A leaver, then a clean pass: observation works without the control.
+    people[1] = person("ben", "finance", "Terminated");
+    let left = org(&spec, &people);
+    sync_ok(&connector, &left).await;
+    assert_eq!(
+        scope.members(&mut admin, "finance").await.unwrap(),
+        lower(&[&scope.user("ann")])
+    );
+    assert!(sync_ok(&connector, &left).await.is_empty(), "converged");
+}
+
+#[tokio::test]
 async fn a_configured_placeholder_member_keeps_emptied_groups_valid() {
     let server = Slapd::shared();
     let nobody = format!("cn=nobody,{}", server.base_dn);

@@ -93,18 +93,21 @@ pub fn classify(rc: u32, service_bind: bool) -> Class {
         49 if service_bind => Class::Config,
         // strongerAuthRequired, confidentialityRequired: the URL or startTLS is wrong.
         8 | 13 => Class::Config,
-        // timeLimitExceeded, adminLimitExceeded, busy, unavailable, other, and the
-        // client-side serverDown, timeout and connectError.
-        3 | 11 | 51 | 52 | 80 | 81 | 85 | 91 => Class::Transient,
+        // timeLimitExceeded, busy, unavailable, other, and the client-side serverDown,
+        // timeout and connectError. adminLimitExceeded (11) is permanent: retrying meets
+        // the same limit until an administrator lifts it.
+        3 | 51 | 52 | 80 | 81 | 85 | 91 => Class::Transient,
         _ => Class::Permanent,
     }
 }
 
 /// Whether the server refused the paged-results control itself (RFC 2696), so the search
-/// is worth repeating without it: unavailableCriticalExtension (12), or unwillingToPerform
-/// (53) / protocolError (2) answered to the first page of a paged search.
+/// is worth repeating without it: unavailableCriticalExtension (12), unwillingToPerform
+/// (53), protocolError (2), or adminLimitExceeded (11: OpenLDAP's "pagedResults control not
+/// allowed" under `size.prtotal=disabled`) answered to the first page of a paged search.
+/// A plain search then either works or says which limit to lift.
 pub fn refuses_paging(rc: u32, first_page: bool) -> bool {
-    first_page && matches!(rc, 2 | 12 | 53)
+    first_page && matches!(rc, 2 | 11 | 12 | 53)
 }
 
 /// Whether an answer to removing `member` says the value was not there: noSuchAttribute
@@ -1807,7 +1810,7 @@ mod tests {
             (8, false, Config),     // strongerAuthRequired
             (13, false, Config),    // confidentialityRequired
             (3, false, Transient),  // timeLimitExceeded
-            (11, false, Transient), // adminLimitExceeded
+            (11, false, Permanent), // adminLimitExceeded: until the limit is lifted
             (51, false, Transient), // busy
             (52, false, Transient), // unavailable
             (80, false, Transient), // other
@@ -1850,7 +1853,12 @@ mod tests {
         assert!(refuses_paging(12, true));
         assert!(refuses_paging(53, true));
         assert!(refuses_paging(2, true));
+        assert!(
+            refuses_paging(11, true),
+            "OpenLDAP with size.prtotal=disabled"
+        );
         assert!(!refuses_paging(12, false), "a later page: a real error");
+        assert!(!refuses_paging(11, false), "a later page: a real limit");
         assert!(
             !refuses_paging(4, true),
             "sizeLimitExceeded is not about the control"

@@ -84,6 +84,31 @@ impl Slapd {
         run_script(&self.dir);
     }
 
+    /// Restarts the server with the paged-results control refused to the service account
+    /// (`size.prtotal=disabled`: slapd then answers a paged search 11, "pagedResults control
+    /// not allowed"), by editing its cn=config offline with slapmodify.
+    pub fn refuse_paging(&self) {
+        self.stop();
+        let ldif = self.dir.join("no-paging.ldif");
+        std::fs::write(
+            &ldif,
+            format!(
+                "dn: olcDatabase={{1}}mdb,cn=config\nchangetype: modify\nreplace: olcLimits\nolcLimits: dn.exact=\"{}\" size=unlimited time=unlimited size.prtotal=disabled\n",
+                self.bind_dn
+            ),
+        )
+        .expect("write the LDIF");
+        let status = Command::new("/usr/sbin/slapmodify")
+            .args(["-n0", "-F"])
+            .arg(self.dir.join("config"))
+            .arg("-l")
+            .arg(&ldif)
+            .status()
+            .expect("slapmodify runs (Debian's slapd package)");
+        assert!(status.success(), "slapmodify");
+        self.restart();
+    }
+
     /// A connection bound as the directory manager (the tests' own hands).
     pub async fn admin(&self) -> ldap3::Ldap {
         let (conn, mut ldap) = LdapConnAsync::new(&self.ldap_url).await.expect("connect");
