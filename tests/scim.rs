@@ -790,6 +790,42 @@ async fn throttling_and_server_errors_are_retried() {
 }
 
 #[tokio::test]
+async fn a_bulk_endpoint_that_is_not_there_falls_back_to_one_request_per_operation() {
+    // scim2-server announces Bulk; the front answers 501 to it. Every operation still
+    // happens (one by one), the leaver is disabled, and Bulk is not sent again.
+    let tenant = peer().tenant("nobulk");
+    let config = proxy().config(NS, &tenant, "");
+    let connector = Scim::connect(&config).await.expect("connect");
+    assert!(connector.features().bulk.is_some(), "announced");
+    let raw = Raw::new(peer(), &tenant);
+    let mut people = vec![
+        person("rae", "finance", "Active"),
+        person("sam", "finance", "Active"),
+        person("tom", "engineering", "Active"),
+    ];
+    sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(raw.members("staff").await, ["rae", "sam", "tom"]);
+    people[1] = person("sam", "finance", "Terminated");
+    people[2] = person("tom", "engineering", "Terminated");
+    let left = org(&config, &people);
+    sync_with(&connector, &left, true).await;
+    for name in ["sam", "tom"] {
+        assert_eq!(raw.user(name).await.unwrap()["active"], false, "{name}");
+    }
+    assert_eq!(raw.members("staff").await, ["rae"]);
+    assert!(
+        sync_with(&connector, &left, true).await.is_empty(),
+        "converged"
+    );
+    let bulk: Vec<String> = proxy()
+        .requests(&tenant)
+        .into_iter()
+        .filter(|l| l.starts_with("POST") && l.contains("/Bulk"))
+        .collect();
+    assert_eq!(bulk.len(), 1, "refused once, then never sent: {bulk:#?}");
+}
+
+#[tokio::test]
 async fn refused_member_removals_fall_back_shape_by_shape_and_are_learned_once() {
     // The front answers 501 to a filter-path removal (as django-scim2 does); scim2-server
     // itself refuses removal by value (400 invalidValue): the connector ends at a PUT of

@@ -15,6 +15,7 @@ one of these words (the first path segment, `/<tenant>/v2/...`):
   answers 501 with django-scim2's body, as RFC 7644 §3.12 allows a server to; the rest
   passes. (scim2-server then refuses removal by value itself, 400 ``invalidValue``.)
 
+- ``nobulk``: POST /Bulk answers 501 though the configuration announces Bulk.
 - ``novalueremove``: a PATCH removing members by value (path ``members`` with a value)
   answers 501, so a server whose PUT ignores ``members`` (django-scim2) is left with no
   way to remove a member.
@@ -101,6 +102,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                "application/scim+json")
         if "nofilterpath" in words and self.command == "PATCH" and body and b"[value eq" in body:
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
+        if "nobulk" in words and self.command == "POST" and resource == "Bulk":
+            return self.answer(501, '{"detail": "bulk is not implemented", "status": "501"}',
+                               "application/scim+json")
         if "novalueremove" in words and self.command == "PATCH" and removes_by_value(body):
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
         if "slow" in words:

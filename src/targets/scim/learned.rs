@@ -57,6 +57,7 @@ pub struct Learned {
     patch: AtomicBool,
     filter: AtomicBool,
     filter_sw: AtomicBool,
+    bulk: AtomicBool,
     removal: AtomicU8,
 }
 
@@ -74,6 +75,7 @@ impl Learned {
             patch: AtomicBool::new(patch),
             filter: AtomicBool::new(filter),
             filter_sw: AtomicBool::new(filter),
+            bulk: AtomicBool::new(true),
             removal: AtomicU8::new(removal as u8),
         }
     }
@@ -91,6 +93,18 @@ impl Learned {
     /// The `sw` operator may be sent.
     pub fn filter_sw(&self) -> bool {
         self.filter() && self.filter_sw.load(Ordering::Relaxed)
+    }
+
+    /// Bulk may be sent (when announced).
+    pub fn bulk(&self) -> bool {
+        self.bulk.load(Ordering::Relaxed)
+    }
+
+    /// The server refused a Bulk request as a whole: one request per operation from now on.
+    pub fn no_bulk(&self, why: &str) {
+        if self.bulk.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server refused Bulk after announcing it; sending one request per operation from now on");
+        }
     }
 
     /// How to remove members now (PUT once PATCH is known unsupported).
@@ -208,5 +222,8 @@ mod tests {
         assert!(learned.filter() && !learned.filter_sw());
         learned.no_filter("400");
         assert!(!learned.filter());
+        assert!(learned.bulk());
+        learned.no_bulk("501");
+        assert!(!learned.bulk());
     }
 }

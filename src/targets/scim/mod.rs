@@ -151,6 +151,11 @@ impl Scim {
         self.features
     }
 
+    /// Bulk limits while Bulk is announced and not refused.
+    fn bulk_limits(&self) -> Option<(usize, usize)> {
+        self.features.bulk.filter(|_| self.learned.bulk())
+    }
+
     /// The `externalId` gatehouse writes for an identity.
     pub fn external_id(key: &IdentityKey) -> String {
         format!("{}/{}", key.namespace, key.name)
@@ -926,7 +931,7 @@ impl Scim {
                 | Action::EnableAccount
                 | Action::DisableAccount
                 | Action::DeleteAccount,
-            ) if self.features.bulk.is_some() => self.accounts_in_bulk(ops).await,
+            ) if self.bulk_limits().is_some() => self.accounts_in_bulk(ops).await,
             _ => {
                 // Different identities' account steps are independent: a few in flight at
                 // once hide the round trips (results stay in plan order).
@@ -1035,7 +1040,7 @@ impl Scim {
             }
         });
         let mut fallback: Vec<usize> = Vec::new();
-        match self.features.bulk {
+        match self.bulk_limits() {
             // Bulk carries PATCHes only; once removals go by PUT, every request goes the
             // careful way below.
             Some(limits)
@@ -1162,7 +1167,7 @@ impl Scim {
 
     /// The Bulk operation that carries out `op`, when Bulk can (`i`: its index, for bulkId).
     fn bulk_request(&self, i: usize, op: &Operation, subject: &Subject) -> Option<BulkOperation> {
-        self.features.bulk?;
+        self.bulk_limits()?;
         let known = self.cache().users.get(&subject.identity).cloned();
         match (&op.action, known) {
             (Action::CreateAccount { enabled }, None) if !subject.account.trim().is_empty() => {
@@ -1216,7 +1221,7 @@ impl Scim {
         &self,
         ops: &[(&Operation, &Subject)],
     ) -> Vec<Result<Applied, TargetError>> {
-        let Some(limits) = self.features.bulk else {
+        let Some(limits) = self.bulk_limits() else {
             return Vec::new();
         };
         let mut results: Vec<Option<Result<Applied, TargetError>>> =
@@ -1342,6 +1347,11 @@ impl Scim {
         }
         for chunk in chunks {
             let n = chunk.len();
+            if !self.learned.bulk() {
+                // Refused by an earlier chunk: unsettled, so done the careful way.
+                out.extend((0..n).map(|_| Ok(BulkResult::default())));
+                continue;
+            }
             let body = serde_json::to_value(BulkRequest {
                 schemas: [BULK_REQUEST_SCHEMA],
                 operations: chunk,
@@ -1353,6 +1363,12 @@ impl Scim {
                 .await
             {
                 Ok(reply) if reply.ok() => reply.json::<BulkResponse>(),
+                // Bulk itself refused (announced, yet not there, or this payload too big):
+                // the operations stay unsettled and go one by one, now and from now on.
+                Ok(reply) if matches!(reply.status.as_u16(), 400 | 404 | 405 | 413 | 501) => {
+                    self.learned.no_bulk(&reply.error().to_string());
+                    Ok(BulkResponse::default())
+                }
                 Ok(reply) => Err(reply.error()),
                 Err(e) => Err(e),
             };
