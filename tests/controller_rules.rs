@@ -147,7 +147,8 @@ spec:
     )
     .await;
 
-    // erin's pay and approve complete a toxic pair: neither is bound.
+    // erin's pay and approve complete a toxic pair: only the completing grant (approve,
+    // the last listed) is withheld; pay is bound.
     wait_bindings(
         &client,
         &ns,
@@ -156,6 +157,7 @@ spec:
             "carol->view",
             "dave->edit",
             "dave->view",
+            "erin->pay",
             "erin->view",
         ],
     )
@@ -183,7 +185,7 @@ spec:
     wait_bindings(
         &client,
         &ns,
-        &["bob->view", "carol->view", "dave->view", "erin->view"],
+        &["bob->view", "carol->view", "dave->view", "erin->pay", "erin->view"],
     )
     .await;
     let revoked_at = jiff::Timestamp::now();
