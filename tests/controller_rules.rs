@@ -185,7 +185,13 @@ spec:
     wait_bindings(
         &client,
         &ns,
-        &["bob->view", "carol->view", "dave->view", "erin->pay", "erin->view"],
+        &[
+            "bob->view",
+            "carol->view",
+            "dave->view",
+            "erin->pay",
+            "erin->view",
+        ],
     )
     .await;
     let revoked_at = jiff::Timestamp::now();
