@@ -120,7 +120,13 @@ PY
 fi
 
 stop "$DIR"
+# The previous test binary's domain controller is stopped by a watcher up to half a second
+# after that binary exits: give its ports a moment before calling them taken.
 for port in 389 636 88; do
+  for _ in $(seq 1 40); do
+    port_busy "$port" || break
+    sleep 0.5
+  done
   if port_busy "$port"; then
     echo "start-samba.sh: port $port on 127.0.0.1 is taken (another domain controller or slapd on the fixed ports?)" >&2
     exit 1

@@ -16,11 +16,9 @@ use std::time::Duration;
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::controller::{Options, run};
 use gatehouse::targets::Credentials;
-use harness::{apply, eventually, wait_for_condition};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use harness::{apply, eventually, secret, wait_for_condition};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -34,29 +32,6 @@ fn start(client: &Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
         let _ = stopped.await;
     }));
     stop
-}
-
-/// Stores connector credentials as the Secret `name` of `ns`.
-async fn secret(client: &Client, ns: &str, name: &str, credentials: &Credentials, keys: &[&str]) {
-    let data: BTreeMap<String, ByteString> = keys
-        .iter()
-        .filter_map(|k| Some((k.to_string(), ByteString(credentials.bytes(k)?.to_vec()))))
-        .collect();
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(name.into());
-    secret.data = Some(data);
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::apply("gatehouse-tests").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": name},
-                "data": secret.data,
-            })),
-        )
-        .await
-        .unwrap();
 }
 
 fn person(name: &str, status: &str) -> String {

@@ -250,3 +250,34 @@ pub async fn api_writes(client: &Client, excluded: &[&str]) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// Stores connector credentials as the Secret `name` of `ns`.
+pub async fn secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    credentials: &gatehouse::targets::Credentials,
+    keys: &[&str],
+) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let data: std::collections::BTreeMap<String, ByteString> = keys
+        .iter()
+        .filter_map(|k| Some((k.to_string(), ByteString(credentials.bytes(k)?.to_vec()))))
+        .collect();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.into());
+    secret.data = Some(data);
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("gatehouse-tests").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name},
+                "data": secret.data,
+            })),
+        )
+        .await
+        .unwrap();
+}
