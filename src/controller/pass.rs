@@ -451,6 +451,18 @@ async fn apply<F: Factory>(
         for (name, plan) in &decision.targets {
             let outcome = results.get_mut(name).expect("inserted above");
             let subjects = &subjects_by_target[name];
+            // An account whose creation already failed (or waits for its retry) gets nothing
+            // else on this target: its grants would only fail for want of the account.
+            let uncreated: BTreeSet<IdentityKey> = plan
+                .operations
+                .iter()
+                .zip(outcome.iter())
+                .filter(|(op, o)| {
+                    matches!(op.action, Action::CreateAccount { .. })
+                        && o.as_ref().is_some_and(|o| !o.succeeded())
+                })
+                .map(|(op, _)| (*op.identity).clone())
+                .collect();
             let mut indices = Vec::new();
             for (i, op) in plan.operations.iter().enumerate() {
                 if step_of(&op.action) != step || outcome[i].is_some() {
@@ -468,6 +480,15 @@ async fn apply<F: Factory>(
                 if blocked.contains(&*op.identity) {
                     outcome[i] = Some(Outcome::Held(format!(
                         "waiting until every revocation of {} succeeds",
+                        op.identity
+                    )));
+                    continue;
+                }
+                if uncreated.contains(&*op.identity)
+                    && !matches!(op.action, Action::CreateAccount { .. })
+                {
+                    outcome[i] = Some(Outcome::Held(format!(
+                        "waiting until the account of {} is created on {name}",
                         op.identity
                     )));
                     continue;

@@ -356,6 +356,50 @@ async fn a_transfer_revokes_before_it_grants_and_a_failed_revocation_holds_the_g
 }
 
 #[tokio::test]
+async fn a_refused_account_creation_holds_its_grants_instead_of_retrying_them_for_ever() {
+    // As a SCIM server does when the userName is taken: the create is refused for good,
+    // and a grant sent anyway fails for want of the account.
+    let scim = Scripted::new(
+        "scim",
+        Box::new(|id, action| match action {
+            Action::CreateAccount { .. } if id.name == "mallory" => Some(TargetError::Permanent(
+                "409 userName taken by an account gatehouse does not manage".into(),
+            )),
+            Action::Grant { .. } if id.name == "mallory" => Some(TargetError::Transient(
+                "the account does not exist yet".into(),
+            )),
+            _ => None,
+        }),
+    );
+    let tenant = tenant(
+        &[
+            ("mallory", "Active", &["payments"]),
+            ("bob", "Active", &["payments"]),
+        ],
+        &[("scim", "")],
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
+    pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert_eq!(scim.groups("bob"), ["payments"], "bob is not held up");
+    // The backoff of mallory's transient grant failure runs out.
+    let slot = slots.get_mut("t", "scim").unwrap();
+    for parked in slot.parked.values_mut().filter(|p| !p.failure.permanent) {
+        parked.until = Instant::now();
+    }
+    let sent = scim.log().len();
+    let again = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(matches!(
+        outcome_of(&again, "scim", "mallory", "createAccount"),
+        Outcome::Parked(p) if p.permanent
+    ));
+    assert!(matches!(
+        outcome_of(&again, "scim", "mallory", "grant"),
+        Outcome::Held(why) if why.contains("account of t/mallory is created")
+    ));
+    assert_eq!(scim.log().len(), sent, "nothing resent: {:?}", scim.log());
+}
+
+#[tokio::test]
 async fn losing_the_lease_stops_before_the_first_apply_batch() {
     let ldap = Scripted::new("ldap", Box::new(|_, _| None));
     ldap.grant("alice", "finance");
