@@ -890,6 +890,54 @@ async fn refused_member_removals_fall_back_shape_by_shape_and_are_learned_once()
     );
 }
 
+#[tokio::test]
+async fn groups_that_refuse_patch_change_by_put_while_users_keep_patch() {
+    // The front answers 405 to any PATCH of a group. Memberships go by PUT from the first
+    // refusal on; users are still changed by PATCH (a PUT of a user would rewrite
+    // attributes gatehouse does not own), and the leaver is disabled and out of the groups.
+    let tenant = peer().tenant("nogrouppatch");
+    let config = proxy().config(NS, &tenant, "bulk: false");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let raw = Raw::new(peer(), &tenant);
+    let mut people = vec![
+        person("uma", "finance", "Active"),
+        person("val", "finance", "Active"),
+    ];
+    sync_with(&connector, &org(&config, &people), true).await;
+    assert_eq!(raw.members("finance").await, ["uma", "val"]);
+    people[1] = person("val", "finance", "Terminated");
+    let left = org(&config, &people);
+    sync_with(&connector, &left, true).await;
+    assert_eq!(raw.user("val").await.unwrap()["active"], false);
+    assert_eq!(raw.members("finance").await, ["uma"]);
+    assert!(sync(&connector, &left).await.is_empty(), "converged");
+
+    let requests = proxy().requests(&tenant);
+    let of = |method: &str, resource: &str| -> Vec<&String> {
+        requests
+            .iter()
+            .filter(|l| l.starts_with(method) && l.contains(&format!("/{resource}/")))
+            .collect()
+    };
+    assert_eq!(
+        of("PATCH", "Groups").len(),
+        1,
+        "refused once, then never sent: {requests:#?}"
+    );
+    assert!(!of("PUT", "Groups").is_empty(), "{requests:#?}");
+    assert!(
+        of("PATCH", "Users")
+            .iter()
+            .all(|l| l.ends_with(" 200") || l.ends_with(" 204"))
+            && !of("PATCH", "Users").is_empty(),
+        "the leaver is disabled by PATCH: {requests:#?}"
+    );
+    assert!(
+        of("PUT", "Users").is_empty(),
+        "no user rewritten: {requests:#?}"
+    );
+}
+
 /// django-scim2 shares one store between tests: this is its only test, in two acts.
 #[tokio::test]
 async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_accepts() {

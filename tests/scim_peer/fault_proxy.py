@@ -19,6 +19,8 @@ one of these words (the first path segment, `/<tenant>/v2/...`):
 - ``novalueremove``: a PATCH removing members by value (path ``members`` with a value)
   answers 501, so a server whose PUT ignores ``members`` (django-scim2) is left with no
   way to remove a member.
+- ``nogrouppatch``: any PATCH of a group answers 405 (groups change only by PUT there);
+  PATCH of users passes.
 
 Words given as FAULTS apply to every request, whatever the path (for an upstream without
 tenants, such as django-scim2 at ``/scim/v2``).
@@ -104,6 +106,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")
         if "nobulk" in words and self.command == "POST" and resource == "Bulk":
             return self.answer(501, '{"detail": "bulk is not implemented", "status": "501"}',
+                               "application/scim+json")
+        if "nogrouppatch" in words and self.command == "PATCH" and "/Groups/" in self.path:
+            return self.answer(405, '{"detail": "PATCH is not allowed on groups", "status": "405"}',
                                "application/scim+json")
         if "novalueremove" in words and self.command == "PATCH" and removes_by_value(body):
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")

@@ -50,11 +50,20 @@ pub fn refuses_shape(status: u16, scim_type: Option<&str>, by_value: bool) -> bo
     }
 }
 
+/// The resource types whose PATCH support is learned apart: a server may refuse PATCH on
+/// Groups (members only by PUT) and take it on Users, or the reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Users,
+    Groups,
+}
+
 /// The capabilities learned so far; shared by every request of one connector.
 #[derive(Debug)]
 pub struct Learned {
     target: String,
-    patch: AtomicBool,
+    patch_users: AtomicBool,
+    patch_groups: AtomicBool,
     filter: AtomicBool,
     filter_sw: AtomicBool,
     bulk: AtomicBool,
@@ -72,7 +81,8 @@ impl Learned {
         };
         Self {
             target: target.to_string(),
-            patch: AtomicBool::new(patch),
+            patch_users: AtomicBool::new(patch),
+            patch_groups: AtomicBool::new(patch),
             filter: AtomicBool::new(filter),
             filter_sw: AtomicBool::new(filter),
             bulk: AtomicBool::new(true),
@@ -80,9 +90,16 @@ impl Learned {
         }
     }
 
-    /// PATCH may be sent.
-    pub fn patch(&self) -> bool {
-        self.patch.load(Ordering::Relaxed)
+    /// PATCH may be sent to this resource type.
+    pub fn patch(&self, resource: Resource) -> bool {
+        self.patch_flag(resource).load(Ordering::Relaxed)
+    }
+
+    fn patch_flag(&self, resource: Resource) -> &AtomicBool {
+        match resource {
+            Resource::Users => &self.patch_users,
+            Resource::Groups => &self.patch_groups,
+        }
     }
 
     /// Query filters (`eq`) may be sent.
@@ -107,18 +124,18 @@ impl Learned {
         }
     }
 
-    /// How to remove members now (PUT once PATCH is known unsupported).
+    /// How to remove members now (PUT once PATCH on Groups is known unsupported).
     pub fn removal(&self) -> MemberRemoval {
-        if !self.patch() {
+        if !self.patch(Resource::Groups) {
             return MemberRemoval::Put;
         }
         MemberRemoval::from_u8(self.removal.load(Ordering::Relaxed))
     }
 
-    /// The server refused PATCH itself: PUT from now on.
-    pub fn no_patch(&self, why: &str) {
-        if self.patch.swap(false, Ordering::Relaxed) {
-            tracing::warn!(target = %self.target, %why, "the SCIM server does not support PATCH after all; using read-modify-write PUT from now on");
+    /// The server refused PATCH itself on `resource`: PUT there from now on.
+    pub fn no_patch(&self, resource: Resource, why: &str) {
+        if self.patch_flag(resource).swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, ?resource, %why, "the SCIM server does not support PATCH on this resource type after all; using read-modify-write PUT there from now on");
         }
     }
 
@@ -201,12 +218,22 @@ mod tests {
             learned.removal_refused(MemberRemoval::FilterPath, "late"),
             MemberRemoval::Put
         );
-        assert!(learned.patch(), "groups by PUT does not stop user PATCH");
+        assert!(
+            learned.patch(Resource::Groups) && learned.patch(Resource::Users),
+            "removal by PUT does not stop PATCH"
+        );
 
         let learned = Learned::new("t", true, true);
-        learned.no_patch("405");
-        assert!(!learned.patch());
+        learned.no_patch(Resource::Groups, "405");
+        assert!(!learned.patch(Resource::Groups));
+        assert!(learned.patch(Resource::Users), "Users keep PATCH");
         assert_eq!(learned.removal(), MemberRemoval::Put);
+
+        let learned = Learned::new("t", true, true);
+        learned.no_patch(Resource::Users, "501");
+        assert!(!learned.patch(Resource::Users));
+        assert!(learned.patch(Resource::Groups), "Groups keep PATCH");
+        assert_eq!(learned.removal(), MemberRemoval::FilterPath);
 
         let learned = Learned::new("t", true, false);
         assert_eq!(
@@ -218,6 +245,7 @@ mod tests {
 
         let learned = Learned::new("t", false, true);
         assert_eq!(learned.removal(), MemberRemoval::Put);
+        assert!(!learned.patch(Resource::Users), "PATCH not announced");
         learned.no_filter_sw("400");
         assert!(learned.filter() && !learned.filter_sw());
         learned.no_filter("400");

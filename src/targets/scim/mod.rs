@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use self::http::{Http, Reply};
-use self::learned::{Learned, MemberRemoval, refuses_shape};
+use self::learned::{Learned, MemberRemoval, Resource, refuses_shape};
 use self::types::*;
 use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig, TargetError};
 use crate::api::EntitlementRef;
@@ -609,7 +609,7 @@ impl Scim {
         ops: Vec<PatchOperation>,
         change: impl FnOnce(&mut User),
     ) -> Result<Reply, TargetError> {
-        if self.learned.patch() {
+        if self.learned.patch(Resource::Users) {
             let body = serde_json::to_value(PatchOp::new(ops)).unwrap_or_default();
             let reply = self
                 .http
@@ -618,7 +618,8 @@ impl Scim {
             if !matches!(reply.status.as_u16(), 405 | 501) {
                 return Ok(reply);
             }
-            self.learned.no_patch(&reply.error().to_string());
+            self.learned
+                .no_patch(Resource::Users, &reply.error().to_string());
         }
         self.put_modified::<User>(path, change).await
     }
@@ -681,7 +682,7 @@ impl Scim {
             let path = http::resource_path("Groups", &known.id)?;
             // Adds go by PATCH while the server takes it; removals by the learned shape.
             let shape = if add {
-                self.learned.patch().then_some(None)
+                self.learned.patch(Resource::Groups).then_some(None)
             } else {
                 match self.learned.removal() {
                     MemberRemoval::Put => None,
@@ -727,7 +728,8 @@ impl Scim {
                         continue;
                     }
                 } else if matches!(status, 405 | 501) {
-                    self.learned.no_patch(&reply.error().to_string());
+                    self.learned
+                        .no_patch(Resource::Groups, &reply.error().to_string());
                     attempt -= 1;
                     continue;
                 }
@@ -1044,7 +1046,7 @@ impl Scim {
             // Bulk carries PATCHes only; once removals go by PUT, every request goes the
             // careful way below.
             Some(limits)
-                if self.learned.patch()
+                if self.learned.patch(Resource::Groups)
                     && self.learned.removal() != MemberRemoval::Put
                     && requests.len() > 1 =>
             {
@@ -1187,7 +1189,7 @@ impl Scim {
                 })
             }
             (Action::EnableAccount | Action::DisableAccount, Some(known))
-                if self.learned.patch() =>
+                if self.learned.patch(Resource::Users) =>
             {
                 let active = op.action == Action::EnableAccount;
                 Some(BulkOperation {
