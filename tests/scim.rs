@@ -1044,6 +1044,26 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
         1,
         "removal by value refused once, then learned: {refused:#?}"
     );
+
+    // django-scim2's uniqueness is case-sensitive: it would create `wendy` next to someone
+    // else's `Wendy`. One name per RFC 7643: the create is refused, nothing is sent.
+    let direct = django.config(NS, "saas", "", "", "Disable");
+    let connector = Scim::connect(&direct).await.expect("connect");
+    raw.create_user("Wendy", None).await;
+    people.push(person("wendy", "finance", "Active"));
+    let users_before = raw.all("Users").await.len();
+    let (_, errors) = try_sync_with(&connector, &org(&direct, &people), true).await;
+    assert!(
+        errors.iter().any(|(op, e)| op.identity.name == "wendy"
+            && matches!(op.action, Action::CreateAccount { .. })
+            && matches!(e, TargetError::Permanent(m) if m.contains("\"wendy\" is taken") && m.contains("letter case"))),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        raw.all("Users").await.len(),
+        users_before,
+        "no look-alike account"
+    );
 }
 
 #[tokio::test]

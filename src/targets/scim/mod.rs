@@ -77,6 +77,11 @@ struct Known {
 struct Cache {
     users: HashMap<IdentityKey, Known>,
     groups: HashMap<String, Known>,
+    /// userNames (lowercased) of the users gatehouse does not manage that the last
+    /// observation listed, with their externalId: a server whose uniqueness is
+    /// case-sensitive (django-scim2) would take `alice` next to `Alice`, where RFC 7643's
+    /// `caseExact: false` makes them one name.
+    unmanaged: HashMap<String, Option<String>>,
 }
 
 /// The SCIM connector for one TargetSystem of one tenant.
@@ -225,8 +230,9 @@ impl Scim {
     }
 
     /// Every user with gatehouse's externalId prefix (filtered by the server when it can,
-    /// always checked here).
-    async fn managed_users(&self) -> Result<Vec<User>, TargetError> {
+    /// always checked here), and apart the other users listed with them (none when the
+    /// server did the filtering).
+    async fn managed_users(&self) -> Result<(Vec<User>, Vec<User>), TargetError> {
         let prefix = self.prefix();
         let mut users = None;
         if self.learned.filter_sw() {
@@ -249,13 +255,12 @@ impl Scim {
         let mut seen = HashSet::new();
         Ok(users
             .into_iter()
-            .filter(|u| {
+            .filter(|u| u.id.as_ref().is_some_and(|id| seen.insert(id.clone())))
+            .partition(|u| {
                 u.external_id
                     .as_deref()
                     .is_some_and(|e| e.starts_with(&prefix))
-            })
-            .filter(|u| u.id.as_ref().is_some_and(|id| seen.insert(id.clone())))
-            .collect())
+            }))
     }
 
     /// Finds one resource by an attribute, with a filter when the server has them, else by
@@ -385,6 +390,7 @@ impl Scim {
         if self.user(key).await?.is_some() {
             return self.update_user(subject, Some(enabled)).await;
         }
+        self.not_taken(subject)?;
         let external = Self::external_id(key);
         let body = serde_json::to_value(NewUser {
             schemas: [USER_SCHEMA],
@@ -418,6 +424,21 @@ impl Scim {
             },
         );
         Ok(())
+    }
+
+    /// Refuses to create an account whose userName the last observation saw on a user
+    /// gatehouse does not manage, in any letter case: one name per RFC 7643, whatever the
+    /// server's own uniqueness check lets through.
+    fn not_taken(&self, subject: &Subject) -> Result<(), TargetError> {
+        let account = &subject.account;
+        match self.cache().unmanaged.get(&account.to_lowercase()) {
+            Some(external) => Err(TargetError::Permanent(format!(
+                "userName {account:?} is taken (letter case aside, as RFC 7643 compares userName) by a user gatehouse does not manage (externalId {:?}); set its externalId to {:?} to hand it to gatehouse, or choose another account name in the Identity's spec.accounts",
+                external.clone().unwrap_or_default(),
+                Self::external_id(&subject.identity)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// A create answered 409: the user exists. Ours → update it; someone else's → a person
@@ -1172,7 +1193,9 @@ impl Scim {
         self.bulk_limits()?;
         let known = self.cache().users.get(&subject.identity).cloned();
         match (&op.action, known) {
-            (Action::CreateAccount { enabled }, None) if !subject.account.trim().is_empty() => {
+            (Action::CreateAccount { enabled }, None)
+                if !subject.account.trim().is_empty() && self.not_taken(subject).is_ok() =>
+            {
                 let external = Self::external_id(&subject.identity);
                 Some(BulkOperation {
                     method: "POST",
@@ -1513,7 +1536,7 @@ impl Connector for Scim {
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
     ) -> Result<Observed, TargetError> {
-        let users = self.managed_users().await?;
+        let (users, others) = self.managed_users().await?;
         let groups = self
             .list::<Group>("Groups", None)
             .await?
@@ -1523,6 +1546,13 @@ impl Connector for Scim {
         let mut orphans = Vec::new();
         let mut held_ids: HashMap<String, IdentityKey> = HashMap::new();
         let mut cache = Cache::default();
+        for user in others {
+            if let Some(name) = user.user_name.filter(|n| !n.is_empty()) {
+                cache
+                    .unmanaged
+                    .insert(name.to_lowercase(), user.external_id);
+            }
+        }
         for user in users {
             let (Some(id), Some(external)) = (user.id, user.external_id) else {
                 continue;
