@@ -185,10 +185,7 @@ async fn main() {
     let _ = controller.await;
 
     // Memory of the controller alone: the `gatehouse run` binary over the same namespace.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args([
             "run",
@@ -196,12 +193,13 @@ async fn main() {
             &ns,
             "--leader-elect=false",
             "--listen",
-            &port.to_string(),
+            "127.0.0.1:0",
         ])
         .env("KUBECONFIG", &harness::control_plane().kubeconfig)
-        .stderr(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
+    let port = harness::served_address(log.path()).await;
     while harness::metric(port, "gatehouse_reconciles_total")
         .await
         .unwrap_or(0.0)

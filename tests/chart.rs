@@ -1132,10 +1132,6 @@ async fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
     let objects = template(&[]);
     let deployment = objects.iter().find(|o| kind(o) == "Deployment").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
     let cache = tempfile::tempdir().unwrap();
     let args: Vec<String> = container["args"]
         .as_array()
@@ -1143,7 +1139,7 @@ async fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .map(|a| match a.as_str() {
-            "--listen=0.0.0.0:8080" => format!("--listen=127.0.0.1:{port}"),
+            "--listen=0.0.0.0:8080" => "--listen=127.0.0.1:0".to_string(),
             "--source-cache-dir=/var/cache/gatehouse" => {
                 format!("--source-cache-dir={}", cache.path().display())
             }
@@ -1172,7 +1168,7 @@ async fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
         .spawn()
         .expect("gatehouse starts");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let address = harness::served_address(&log).await;
     let live = harness::eventually("/livez", Duration::from_secs(20), || async {
         get(address, "/livez").await
     })

@@ -18,7 +18,8 @@ use kube::api::{Api, ListParams, PostParams};
 struct Replica {
     name: String,
     child: Child,
-    metrics: std::net::SocketAddr,
+    /// Its stderr, which names the address it bound (`--listen 127.0.0.1:0`).
+    log: tempfile::NamedTempFile,
 }
 
 impl Replica {
@@ -31,17 +32,14 @@ impl Replica {
     }
 
     fn start_leasing(ns: &str, name: &str, kubeconfig: &std::path::Path, lease: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args([
                 "run",
                 "--namespace",
                 ns,
                 "--listen",
-                &port.to_string(),
+                "127.0.0.1:0",
                 "--leader-election-namespace",
                 ns,
                 "--lease-duration",
@@ -53,19 +51,20 @@ impl Replica {
             ])
             .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .expect("gatehouse starts");
         Self {
             name: name.to_string(),
             child,
-            metrics: port,
+            log,
         }
     }
 
     /// Reconcile passes so far, from /metrics (None while it is not serving).
     async fn passes(&self) -> Option<u64> {
-        harness::metric(self.metrics, "gatehouse_reconciles_total")
+        let address = harness::served_address(self.log.path()).await;
+        harness::metric(address, "gatehouse_reconciles_total")
             .await
             .map(|v| v as u64)
     }

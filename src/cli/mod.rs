@@ -229,6 +229,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen} (--listen): {e}"))?;
+        // The bound address, so `--listen 127.0.0.1:0` can be found (tests, side-by-side runs).
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving /livez, /readyz, /metrics and the hooks");
+        }
         let routes = crate::http::router(options.health.clone(), options.metrics.clone())
             .merge(crate::http::hooks(client.clone()));
         tokio::spawn(async move {

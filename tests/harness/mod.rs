@@ -281,3 +281,27 @@ pub async fn secret(
         .await
         .unwrap();
 }
+
+/// The address a `gatehouse run --listen 127.0.0.1:0` child reports it bound, read from its
+/// log file (JSON or text format) as soon as it is written.
+pub async fn served_address(log: &Path) -> std::net::SocketAddr {
+    let found = |text: &str| {
+        text.lines().find_map(|line| {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+                let address = json.get("address").or(json["fields"].get("address"));
+                return address?.as_str()?.parse().ok();
+            }
+            let (_, rest) = line.split_once("address=")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    };
+    eventually(
+        "the served address in the log",
+        Duration::from_secs(30),
+        || async {
+            found(&std::fs::read_to_string(log).unwrap_or_default())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await
+}
