@@ -218,7 +218,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
         reflog: args.reflog,
         subdir: args.path.clone(),
         namespace: args.common.namespace.clone(),
-        settings: args.common.settings()?,
+        settings: args.common.settings(),
         keys,
         identity,
         since: args.since.as_deref().map(parse_since).transpose()?,

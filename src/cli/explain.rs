@@ -29,7 +29,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
     for d in &revision.loaded.diagnostics.0 {
         eprintln!("{d}");
     }
-    let engine = Engine::new(&revision.loaded.snapshot, args.common.settings()?);
+    let engine = Engine::new(&revision.loaded.snapshot, args.common.settings());
     let desired = engine.evaluate(now, &NothingHeld);
     let candidates: Vec<&IdentityKey> = desired
         .identities

@@ -7,6 +7,7 @@ use clap::Args;
 use git2::Repository;
 use jiff::Timestamp;
 
+use crate::engine::Settings;
 use crate::source::{CommitInfo, Loaded, load_dir, read_tree};
 
 /// Options shared by every command that reads manifests.
@@ -18,12 +19,53 @@ pub struct CommonArgs {
     /// Evaluate at this instant (RFC 3339) instead of the current time, for reproducible runs.
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The engine's tunables, the same flags for `run` and the offline commands; defaults
+/// from [`Settings::default`](crate::engine::Settings).
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
     /// Longest a non-human identity keeps access after its owner's end date (Go duration).
-    #[arg(long, default_value = "168h", value_name = "DURATION")]
-    pub owner_grace: String,
+    #[arg(long, value_name = "DURATION", default_value_t = GoDuration(Settings::default().owner_grace))]
+    pub owner_grace: GoDuration,
     /// Longest exception window when no policy granting the entitlement sets maxDuration.
-    #[arg(long, default_value = "2160h", value_name = "DURATION")]
-    pub max_exception_duration: String,
+    #[arg(long, value_name = "DURATION", default_value_t = GoDuration(Settings::default().default_max_exception))]
+    pub max_exception_duration: GoDuration,
+}
+
+impl EngineArgs {
+    /// Engine settings from the flags.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            owner_grace: self.owner_grace.0,
+            default_max_exception: self.max_exception_duration.0,
+        }
+    }
+}
+
+/// A duration flag written the Go way (`168h`, `90m`, `1h30m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoDuration(pub jiff::SignedDuration);
+
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        crate::engine::lifecycle::parse_duration(text).map(Self)
+    }
+}
+
+impl std::fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.0.as_secs();
+        match seconds {
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
 }
 
 impl CommonArgs {
@@ -40,14 +82,8 @@ impl CommonArgs {
     }
 
     /// Engine settings from the flags.
-    pub fn settings(&self) -> Result<crate::engine::Settings, String> {
-        use crate::engine::lifecycle::parse_duration;
-        Ok(crate::engine::Settings {
-            owner_grace: parse_duration(&self.owner_grace)
-                .map_err(|e| format!("--owner-grace: {e}"))?,
-            default_max_exception: parse_duration(&self.max_exception_duration)
-                .map_err(|e| format!("--max-exception-duration: {e}"))?,
-        })
+    pub fn settings(&self) -> Settings {
+        self.engine.settings()
     }
 }
 
@@ -139,3 +175,41 @@ pub type Attribution = HashMap<String, CommitInfo>;
 
 /// The file of each object, by `Kind/namespace/name`.
 pub type Files = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{EngineArgs, GoDuration, Settings};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_engines_defaults() {
+        let settings = Cli::parse_from(["x"]).engine.settings();
+        let defaults = Settings::default();
+        assert_eq!(settings.owner_grace, defaults.owner_grace);
+        assert_eq!(
+            settings.default_max_exception,
+            defaults.default_max_exception
+        );
+        let set = Cli::parse_from(["x", "--owner-grace", "1h30m"])
+            .engine
+            .settings();
+        assert_eq!(set.owner_grace, jiff::SignedDuration::from_mins(90));
+    }
+
+    #[test]
+    fn durations_print_as_they_parse() {
+        for text in ["168h", "90m", "45s", "2160h"] {
+            let parsed: GoDuration = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!("1h30m".parse::<GoDuration>().unwrap().to_string(), "90m");
+        assert!("a week".parse::<GoDuration>().is_err());
+    }
+}

@@ -57,12 +57,8 @@ struct RunArgs {
     /// Full re-sync interval, to repair drift on targets (Go duration).
     #[arg(long, default_value = "5m")]
     resync: String,
-    /// Longest a non-human identity keeps access after its owner's end date (Go duration).
-    #[arg(long, default_value = "168h")]
-    owner_grace: String,
-    /// Longest exception window when no policy granting the entitlement sets maxDuration.
-    #[arg(long, default_value = "2160h")]
-    max_exception_duration: String,
+    #[command(flatten)]
+    engine: inputs::EngineArgs,
     /// Address for /livez, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: std::net::SocketAddr,
@@ -170,12 +166,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let options = crate::controller::Options {
         namespace: args.namespace,
         resync: duration("resync", &args.resync)?,
-        settings: crate::engine::Settings {
-            owner_grace: parse_duration(&args.owner_grace)
-                .map_err(|e| format!("--owner-grace: {e}"))?,
-            default_max_exception: parse_duration(&args.max_exception_duration)
-                .map_err(|e| format!("--max-exception-duration: {e}"))?,
-        },
+        settings: args.engine.settings(),
         metrics: Default::default(),
         health: Default::default(),
         leader: None,

@@ -43,7 +43,7 @@ pub struct PlanArgs {
 /// Runs `gatehouse plan`.
 pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
-    let settings = args.common.settings()?;
+    let settings = args.common.settings();
     let ns = &args.common.namespace;
     let started = std::time::Instant::now();
     let (mut base, mut head, attribution) = match &args.repo {

@@ -39,7 +39,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
     let ns = &args.common.namespace;
     let revision = args.source.read(ns)?;
     let desired =
-        Engine::new(&revision.loaded.snapshot, args.common.settings()?).evaluate(now, &NothingHeld);
+        Engine::new(&revision.loaded.snapshot, args.common.settings()).evaluate(now, &NothingHeld);
     let diagnostics = &revision.loaded.diagnostics.0;
     let count = |s: Severity| {
         diagnostics.iter().filter(|d| d.severity == s).count()
