@@ -33,9 +33,7 @@ use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
 };
 use crate::source::verify::{TrustedKeys, commit_signer};
-use crate::source::{
-    Diagnostic, Loaded, Loader, MAX_FILE_BYTES, history::subtree, is_manifest_path,
-};
+use crate::source::{Diagnostic, Loaded, Loader, files, history::subtree};
 
 /// The long help of `gatehouse audit`.
 pub const LONG_ABOUT: &str = "Replay the repository's history: who had what access, when, and why.\n\n\
@@ -436,37 +434,29 @@ pub fn audit(
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let file = delta.new_file();
-            let change = match delta.status() {
-                Delta::Deleted => FileChange::Gone,
-                _ if file.mode() == FileMode::Commit => FileChange::Problem(
-                    "submodules are not read: commit the manifests into this repository".into(),
-                ),
-                _ if !is_manifest_path(&path) => {
-                    // A file that stopped being a manifest (renamed away) is gone.
-                    FileChange::Gone
-                }
-                _ if file.mode() == FileMode::Link => FileChange::Problem(
-                    "symbolic links are not followed: commit the file itself".into(),
-                ),
-                _ => {
+            let kind = match file.mode() {
+                FileMode::Commit => files::EntryKind::Submodule,
+                FileMode::Link => files::EntryKind::Symlink,
+                FileMode::Blob | FileMode::BlobExecutable => files::EntryKind::File,
+                _ => files::EntryKind::Other,
+            };
+            let change = match (delta.status(), files::classify(&path, kind)) {
+                (Delta::Deleted, _) => FileChange::Gone,
+                (_, files::Entry::Refused(why)) => FileChange::Problem(why.into()),
+                // A file that stopped being a manifest (renamed away) is gone.
+                (_, files::Entry::Ignored) => FileChange::Gone,
+                (_, files::Entry::Manifest) => {
                     let blob = repo
                         .find_blob(file.id())
                         .map_err(|e| format!("commit {oid}: {path}: {}", e.message()))?;
-                    if blob.size() > MAX_FILE_BYTES {
-                        FileChange::Problem(format!(
-                            "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
-                            blob.size()
-                        ))
-                    } else {
-                        FileChange::Content(blob.content().to_vec())
+                    match files::oversized(blob.size() as u64) {
+                        Some(message) => FileChange::Problem(message),
+                        None => FileChange::Content(blob.content().to_vec()),
                     }
                 }
             };
-            // Submodules are reported whatever their name; other non-manifests are ignored.
-            if matches!(change, FileChange::Gone)
-                && !is_manifest_path(&path)
-                && !replay.files.contains_key(&path)
-            {
+            // What was never read and is not read now is no change.
+            if matches!(change, FileChange::Gone) && !replay.files.contains_key(&path) {
                 continue;
             }
             changes.push((path, change));
@@ -664,33 +654,18 @@ fn parse_files(
     provenance: &Provenance,
     files: Vec<(String, Vec<u8>)>,
 ) -> Vec<(String, Loaded)> {
-    let parse = |(path, bytes): (String, Vec<u8>)| {
+    let parse = |(path, bytes): &(String, Vec<u8>)| {
         let mut loader = Loader::new(namespace);
-        loader.add_file(&path, &bytes, provenance);
-        (path, loader.finish())
+        loader.add_file(path, bytes, provenance);
+        (path.clone(), loader.finish())
     };
     if files.len() < 64 {
-        return files.into_iter().map(parse).collect();
+        return files.iter().map(parse).collect();
     }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len());
-    let chunk = files.len().div_ceil(workers);
-    let mut parts: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
-    let mut files = files.into_iter().peekable();
-    while files.peek().is_some() {
-        parts.push(files.by_ref().take(chunk).collect());
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("parser threads do not panic"))
-            .collect()
-    })
+    files::parallel(&files, |part| part.iter().map(parse).collect::<Vec<_>>())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 impl<'o> Replay<'o> {

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use git2::{ObjectType, Oid, Repository, Sort, TreeWalkMode, TreeWalkResult};
+use git2::{Repository, Sort};
 use serde::Serialize;
 
-use super::{Loaded, Loader, MAX_FILE_BYTES, is_manifest_path};
+use super::{Loaded, Loader};
 use crate::engine::Provenance;
 
 /// A commit as shown to people.
@@ -85,49 +85,14 @@ pub fn read_tree(
         ..Provenance::default()
     };
     let mut loader = Loader::new(default_namespace);
-    let mut blobs: Vec<(String, Oid, i32)> = Vec::new();
-    let mut submodules = Vec::new();
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let path = format!("{dir}{}", entry.name().unwrap_or("?"));
-        match entry.kind() {
-            Some(ObjectType::Blob) if is_manifest_path(&path) => {
-                blobs.push((path, entry.id(), entry.filemode()))
-            }
-            Some(ObjectType::Commit) => submodules.push(path),
-            _ => {}
-        }
-        TreeWalkResult::Ok
-    })
-    .map_err(|e| e.message().to_string())?;
-    for path in submodules {
-        loader.diagnostics.error(
-            &path,
-            None,
-            None,
-            "submodules are not read: commit the manifests into this repository".into(),
-        );
+    let listing = super::files::list_tree(&tree).map_err(|e| e.message().to_string())?;
+    for (path, why) in listing.refused {
+        loader.diagnostics.error(&path, None, None, why.into());
     }
-    for (path, oid, mode) in blobs {
-        if mode == 0o120000 {
-            loader.diagnostics.error(
-                &path,
-                None,
-                None,
-                "symbolic links are not followed: commit the file itself".into(),
-            );
-            continue;
-        }
+    for (path, oid) in listing.manifests {
         let blob = repo.find_blob(oid).map_err(|e| e.message().to_string())?;
-        if blob.size() > MAX_FILE_BYTES {
-            loader.diagnostics.error(
-                &path,
-                None,
-                None,
-                format!(
-                    "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
-                    blob.size()
-                ),
-            );
+        if let Some(message) = super::files::oversized(blob.size() as u64) {
+            loader.diagnostics.error(&path, None, None, message);
             continue;
         }
         loader.add_file(&path, blob.content(), &provenance);

@@ -3,6 +3,7 @@
 
 mod diagnostics;
 pub mod fetch;
+pub mod files;
 mod git_tree;
 pub mod history;
 mod manifest;
@@ -28,25 +29,9 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> Loaded {
         );
         return loader.finish();
     }
-    collect(dir, &mut files, &mut loader.diagnostics);
+    collect(dir, dir, &mut files, &mut loader.diagnostics);
     files.sort();
-    // Parsing and schema checks dominate on large repositories: spread files over the cores,
-    // keeping file order so that "first definition wins" stays deterministic.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len().max(1));
-    let chunk = files.len().div_ceil(workers).max(1);
-    let parts: Vec<Loader> = std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|paths| scope.spawn(|| read_files(dir, paths, default_namespace)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("loader threads do not panic"))
-            .collect()
-    });
-    for part in parts {
+    for part in files::parallel(&files, |paths| read_files(dir, paths, default_namespace)) {
         loader.merge(part);
     }
     loader.finish()
@@ -57,16 +42,9 @@ fn read_files(dir: &Path, paths: &[std::path::PathBuf], default_namespace: &str)
     for path in paths {
         let label = path.strip_prefix(dir).unwrap_or(path).display().to_string();
         match std::fs::metadata(path) {
-            Ok(meta) if meta.len() > MAX_FILE_BYTES as u64 => {
-                loader.diagnostics.error(
-                    &label,
-                    None,
-                    None,
-                    format!(
-                        "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
-                        meta.len()
-                    ),
-                );
+            Ok(meta) if files::oversized(meta.len()).is_some() => {
+                let message = files::oversized(meta.len()).unwrap_or_default();
+                loader.diagnostics.error(&label, None, None, message);
             }
             Ok(_) => match std::fs::read(path) {
                 Ok(bytes) => loader.add_file(&label, &bytes, &Default::default()),
@@ -82,7 +60,12 @@ fn read_files(dir: &Path, paths: &[std::path::PathBuf], default_namespace: &str)
     loader
 }
 
-fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>, diagnostics: &mut Diagnostics) {
+fn collect(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<std::path::PathBuf>,
+    diagnostics: &mut Diagnostics,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -97,20 +80,24 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>, diagnostics: &mut Diag
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => collect(&path, out, diagnostics),
-            Ok(t) if t.is_file() && is_manifest(&path) => out.push(path),
-            Ok(t) if t.is_symlink() && is_manifest(&path) => diagnostics.error(
-                &path.display().to_string(),
-                None,
-                None,
-                "symbolic links are not followed: commit the file itself".into(),
-            ),
-            _ => {}
+        let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+        let kind = match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    collect(root, &path, out, diagnostics);
+                }
+                continue;
+            }
+            Ok(t) if t.is_file() => files::EntryKind::File,
+            Ok(t) if t.is_symlink() => files::EntryKind::Symlink,
+            _ => files::EntryKind::Other,
+        };
+        match files::classify(&relative, kind) {
+            files::Entry::Manifest => out.push(path),
+            files::Entry::Refused(why) => {
+                diagnostics.error(&path.display().to_string(), None, None, why.into())
+            }
+            files::Entry::Ignored => {}
         }
     }
 }

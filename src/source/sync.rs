@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{Oid, Repository};
 use kube::Resource;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::history::{self, Change, Movement};
 use super::verify::{self, PathRules, Rejection, Signer, TrustedKeys};
-use super::{Diagnostic, Diagnostics, Loader, MAX_FILE_BYTES, is_manifest_path};
+use super::{Diagnostic, Diagnostics, Loader};
 use crate::api::{PolicySourceSpec, annotations, labels};
 use crate::engine::Provenance;
 
@@ -232,35 +232,16 @@ pub fn prepare(
         .filter(|s| !s.is_empty())
         .map(|s| format!("{s}/"))
         .unwrap_or_default();
-    let mut blobs: Vec<(String, String, Oid)> = Vec::new();
+    let listing = super::files::list_tree(&tree).map_err(|e| e.message().to_string())?;
     let mut tree_errors = Diagnostics::default();
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let relative = format!("{dir}{}", entry.name().unwrap_or("?"));
-        let path = format!("{prefix}{relative}");
-        match entry.kind() {
-            Some(ObjectType::Commit) => tree_errors.error(
-                &path,
-                None,
-                None,
-                "submodules are not read: commit the manifests into this repository".into(),
-            ),
-            Some(ObjectType::Blob) if is_manifest_path(&relative) => {
-                if entry.filemode() == 0o120000 {
-                    tree_errors.error(
-                        &path,
-                        None,
-                        None,
-                        "symbolic links are not followed: commit the file itself".into(),
-                    );
-                } else {
-                    blobs.push((path, relative, entry.id()));
-                }
-            }
-            _ => {}
-        }
-        TreeWalkResult::Ok
-    })
-    .map_err(|e| e.message().to_string())?;
+    for (relative, why) in listing.refused {
+        tree_errors.error(&format!("{prefix}{relative}"), None, None, why.into());
+    }
+    let blobs: Vec<(String, String, Oid)> = listing
+        .manifests
+        .into_iter()
+        .map(|(relative, oid)| (format!("{prefix}{relative}"), relative, oid))
+        .collect();
 
     // Parse what changed, in parallel; keep the rest.
     let mut commits = Commits {
@@ -276,7 +257,7 @@ pub fn prepare(
             continue;
         }
         let object = repo.find_blob(*blob).map_err(|e| e.message().to_string())?;
-        if object.size() > MAX_FILE_BYTES {
+        if let Some(message) = super::files::oversized(object.size() as u64) {
             files.insert(
                 path.clone(),
                 FileEntry {
@@ -287,10 +268,7 @@ pub fn prepare(
                         file: path.clone(),
                         object: None,
                         field: None,
-                        message: format!(
-                            "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit: split it",
-                            object.size()
-                        ),
+                        message,
                     }],
                 },
             );
@@ -355,23 +333,10 @@ fn parse(
     namespace: &str,
     source: &str,
 ) -> Vec<(String, FileEntry)> {
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len());
-    let chunk = files.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || parse_part(part, namespace, source)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("parser threads do not panic"))
-            .collect()
-    })
+    super::files::parallel(&files, |part| parse_part(part, namespace, source))
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn parse_part(
