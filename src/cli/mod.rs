@@ -114,8 +114,10 @@ pub fn main() -> ExitCode {
             }
         })
     };
+    // Colours only on a terminal: a pod's log or a file gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter());
     match cli.log_format {
         LogFormat::Text => logs.init(),
