@@ -1,5 +1,6 @@
-//! `gatehouse run` driving the LDAP, SCIM and PostgreSQL connectors: TargetSystems and
-//! their Secrets in a real API server, real slapd, scim2-server and PostgreSQL behind them.
+//! `gatehouse run` driving the LDAP, Active Directory, SCIM and PostgreSQL connectors:
+//! TargetSystems and their Secrets in a real API server, real slapd, Samba's AD DC,
+//! scim2-server and PostgreSQL behind them.
 //! Joiner to `Ready`, Observe mode reporting drift without touching the target, the leaver
 //! applied once Enforce is back, and a bad credential turning into `Connected=False`.
 // Each peer harness carries its own copy of tests/peer_script.rs.
@@ -7,6 +8,7 @@
 
 mod harness;
 mod postgres_peer;
+mod samba;
 mod scim_peer;
 mod slapd;
 
@@ -299,6 +301,65 @@ async fn scim_through_the_controller() {
                 BTreeMap::from([("token".to_string(), b"wrong".to_vec())]),
             );
             secret(&client, &ns, "scim-token", &wrong, &["token"]).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_directory_through_the_controller() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "adctl").await;
+    let dc = samba::Samba::shared();
+    let scope = dc.scope(&["finance"]).await;
+    secret(
+        &client,
+        &ns,
+        "corp-ad",
+        &dc.credentials(),
+        &["bindDN", "password", "ca.crt"],
+    )
+    .await;
+    let spec = dc.spec_yaml(&scope, "Disable");
+    let check = |active: bool| {
+        let scope = &scope;
+        async move {
+            let mut ldap = dc.admin().await;
+            let dn = scope.user("alice").to_lowercase();
+            let member = scope.members(&mut ldap, "finance").await.contains(&dn);
+            let uac = samba::uac(&mut ldap, &scope.user("alice")).await;
+            let disabled = uac.is_some_and(|u| u & 2 != 0);
+            if uac.is_some() && member == active && disabled != active {
+                Ok(())
+            } else {
+                Err(format!("userAccountControl {uac:?}, member {member}"))
+            }
+        }
+    };
+    lifecycle(
+        &client,
+        &ns,
+        "corp-ad",
+        &spec,
+        "finance",
+        check,
+        async || {
+            let wrong = Credentials::new(
+                "corp-ad",
+                BTreeMap::from([
+                    ("bindDN".to_string(), dc.admin_dn.clone().into_bytes()),
+                    ("password".to_string(), b"wrong".to_vec()),
+                    ("ca.crt".to_string(), std::fs::read(&dc.ca).unwrap()),
+                ]),
+            );
+            secret(
+                &client,
+                &ns,
+                "corp-ad",
+                &wrong,
+                &["bindDN", "password", "ca.crt"],
+            )
+            .await;
         },
     )
     .await;
