@@ -6,6 +6,7 @@ pub mod fetch;
 mod git_tree;
 pub mod history;
 mod manifest;
+pub mod openpgp;
 pub mod sync;
 pub mod verify;
 
