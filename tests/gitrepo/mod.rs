@@ -216,7 +216,7 @@ impl PgpKey {
             .lines()
             .filter_map(|l| l.strip_prefix("fpr:"))
             .filter_map(|l| l.split(':').find(|f| !f.is_empty()))
-            .last()
+            .next_back()
             .expect("the subkey's fingerprint")
             .to_string()
     }
