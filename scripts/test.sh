@@ -30,6 +30,9 @@ bash scripts/install-samba.sh
 # OpenSSH's server (Debian package) for the PolicySource SSH transport test.
 bash scripts/install-sshd.sh
 
+# GnuPG (Debian package) to sign the OpenPGP test commits (tests/source_openpgp.rs and others).
+bash scripts/install-gnupg.sh
+
 # The SCIM peer: python-scim's scim2-server from PyPI, pinned, in a venv in the same cache.
 bash scripts/install-scim.sh >/dev/null
 # The second SCIM peer: django-scim2 on Django (PyPI, pinned), in its own venv in the cache.

@@ -7,7 +7,7 @@ mod gitrepo;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use gitrepo::{Repo, SigningKey, write_allowed_signers};
+use gitrepo::{PgpKey, Repo, Sign, SigningKey, git, write_allowed_signers};
 use serde_json::Value;
 
 const NOW: &str = "2026-05-01T00:00:00Z";
@@ -819,4 +819,149 @@ fn incremental_replay_ends_where_a_full_evaluation_of_head_does() {
         .collect();
     assert!(expected.len() > 100, "{}", expected.len());
     assert_eq!(replayed, expected);
+}
+
+/// `gatehouse audit --keyring` names OpenPGP signers (a forge's merge commit included) next
+/// to SSH ones from --allowed-signers; `gatehouse validate --repo --keyring` refuses a head
+/// signed by an unknown OpenPGP key, naming the commit and the key.
+#[test]
+fn openpgp_keyring_in_audit_and_validate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let hana = PgpKey::generate(&keys, HR);
+    let forge = PgpKey::generate(&keys, "GitHub <noreply@github.com>");
+    let stranger = PgpKey::generate(&keys, "Mallory <mallory@evil.example>");
+    let iam = SigningKey::generate(&keys, "iam-lead");
+    let allowed = write_allowed_signers(&tmp.path().join("allowed_signers"), &[&iam]);
+    let keyring = tmp.path().join("keyring.asc");
+    std::fs::write(
+        &keyring,
+        format!("{}{}", hana.public_key(), forge.public_key()),
+    )
+    .unwrap();
+
+    let mut repo = Repo::init(&tmp.path().join("repo"));
+    let f = |p: &str| format!("{DIR}/{p}");
+    repo.set_date(Some("2026-01-05T10:00:00Z"));
+    repo.write(
+        &f("targets/corp-ldap.yaml"),
+        &target(
+            "corp-ldap",
+            "LDAP",
+            "ldap: {url: 'ldaps://ldap', baseDN: 'dc=acme'}",
+        ),
+    );
+    repo.write(
+        &f("policies/all-staff.yaml"),
+        &policy(
+            "all-staff",
+            "type: Human",
+            &["{target: corp-ldap, name: vpn}"],
+        ),
+    );
+    repo.write(
+        &f("identities/ceo.yaml"),
+        &identity("ceo", "exec", "Active", "2020-01-01"),
+    );
+    repo.commit_signed("targets and policies", IAM, Sign::Ssh(&iam));
+    repo.set_date(Some("2026-01-06T10:00:00Z"));
+    git(repo.path(), &["checkout", "-q", "-b", "joiner"]);
+    repo.write(
+        &f("identities/alice.yaml"),
+        &identity("alice", "finance", "Active", "2026-01-01"),
+    );
+    repo.commit_signed("alice joins", HR, Sign::Pgp(&hana));
+    git(repo.path(), &["checkout", "-q", "main"]);
+    repo.set_date(Some("2026-01-07T10:00:00Z"));
+    repo.merge(
+        "joiner",
+        "Merge pull request #7",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[(
+            &f("identities/bob.yaml"),
+            &identity("bob", "finance", "Active", "2026-01-01"),
+        )],
+    );
+
+    let repo_path = repo.path().display().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .output()
+            .expect("binary runs")
+    };
+    let (allowed, keyring) = (allowed.display().to_string(), keyring.display().to_string());
+    let out = run(&[
+        "audit",
+        "--repo",
+        &repo_path,
+        "--path",
+        DIR,
+        "--now",
+        NOW,
+        "-o",
+        "json",
+        "--allowed-signers",
+        &allowed,
+        "--keyring",
+        &keyring,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let signer_of = |who: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["identity"].as_str().unwrap_or("").contains(who))
+            .map(|r| r["signer"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The replay follows the first parent: the ceo's row is the SSH-signed commit's, and
+    // alice (from the merged branch) and bob (added by the merge) arrive with the forge's
+    // merge commit.
+    assert_eq!(signer_of("ceo"), vec!["iam-lead".to_string()], "{rows:?}");
+    assert_eq!(
+        signer_of("alice"),
+        vec!["noreply@github.com".to_string()],
+        "{rows:?}"
+    );
+    assert_eq!(
+        signer_of("bob"),
+        vec!["noreply@github.com".to_string()],
+        "{rows:?}"
+    );
+
+    // validate: the newest commit that shaped the folder is the forge's merge: trusted.
+    let validate = |extra: &[&str]| {
+        let mut args = vec![
+            "validate", "--repo", &repo_path, "--path", DIR, "--now", NOW,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let ok = validate(&["--keyring", &keyring]);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    repo.write(
+        &f("identities/eve.yaml"),
+        &identity("eve", "finance", "Active", "2026-01-01"),
+    );
+    let bad = repo.commit_signed("eve", HR, Sign::Pgp(&stranger));
+    let refused = validate(&["--keyring", &keyring, "--allowed-signers", &allowed]);
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("commit {}", &bad[..12])), "{text}");
+    assert!(
+        text.contains(&format!("OpenPGP {}", stranger.fingerprint)),
+        "{text}"
+    );
+    // Without keys, validate does not look at signatures.
+    assert!(validate(&[]).status.success());
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::api::{AccessPolicy, Identity, PolicySource, annotations};
 use gatehouse::controller::{Options, run};
-use gitrepo::{GitHttpServer, Repo, SigningKey};
+use gitrepo::{GitHttpServer, PgpKey, Repo, Sign, SigningKey};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
@@ -387,6 +387,90 @@ async fn unsigned_commit_in_the_middle_and_wrong_owner_are_refused() {
             .all(|c| c.type_ != "Stalled")
     );
     assert_eq!(w.names::<Identity>().await, ["alice", "bob", "carol"]);
+}
+
+/// OpenPGP through the real sync: a forge's merge commit (OpenPGP, like GitHub's merge
+/// button) over an SSH-signed branch is applied; a commit signed by an expired OpenPGP key
+/// is refused with `Verified=False` naming the commit and the key, the merge kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forge_merge_signed_with_openpgp_is_applied_and_an_expired_key_refused() {
+    let w = World::new("src-pgp").await;
+    let keys = w.root.parent().unwrap().join("pgp");
+    let forge = PgpKey::generate(&keys, "GitHub <noreply@github.com>");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = PgpKey::generate_with(&keys, "Old HR <old@hr.example>", "1d", Some(now - 864_000));
+    let (_, rules) = w.baseline();
+    let yaml = format!(
+        "metadata: {{name: access}}\nspec:\n  url: {}\n  ref: {{branch: main}}\n  path: tenants/acme\n  interval: 1s\n  verify:\n    keys:\n    - {{name: hr-bot, publicKey: '{}'}}\n    - {{name: iam-lead, publicKey: '{}'}}\n    - {{name: github, publicKey: {}}}\n    - {{name: old-hr, publicKey: {}}}\n  pathOwners:\n  - {{path: 'identities/**', keys: [hr-bot, github, old-hr]}}\n  - {{path: 'policies/**', keys: [iam-lead]}}\n  - {{path: 'targets/**', keys: [iam-lead]}}\n",
+        w.repo.url_file(),
+        w.hr.public_key,
+        w.iam.public_key,
+        serde_json::to_string(&forge.public_key()).unwrap(),
+        serde_json::to_string(&old.public_key()).unwrap(),
+    );
+    harness::apply::<PolicySource>(&w.client, &w.ns, &yaml).await;
+    w.applied(&rules).await;
+
+    gitrepo::git(w.repo.path(), &["checkout", "-q", "-b", "pr"]);
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    w.repo.commit("carol", HR, Some(&w.hr));
+    gitrepo::git(w.repo.path(), &["checkout", "-q", "main"]);
+    let dave = person("dave", "finance");
+    let merge = w.repo.merge(
+        "pr",
+        "Merge pull request #1",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[("tenants/acme/identities/dave.yaml", &dave)],
+    );
+    let source = w.applied(&merge).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(
+        w.names::<Identity>().await,
+        ["alice", "bob", "carol", "dave"]
+    );
+    let dave = Api::<Identity>::namespaced(w.client.clone(), &w.ns)
+        .get("dave")
+        .await
+        .unwrap();
+    assert_eq!(
+        dave.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(annotations::SIGNER)
+            .map(String::as_str),
+        Some("github")
+    );
+
+    w.repo.write(
+        "tenants/acme/identities/erin.yaml",
+        &person("erin", "finance"),
+    );
+    let expired = w.repo.commit_signed("erin", HR, Sign::Pgp(&old));
+    let source = w.refused(&expired).await;
+    let (status, reason, message) = condition(&source, "Verified");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "VerificationFailed")
+    );
+    assert!(message.contains(&expired[..12]), "{message}");
+    assert!(
+        message.contains(&format!("old-hr (OpenPGP {})", old.fingerprint)),
+        "{message}"
+    );
+    assert!(message.contains("expired on"), "{message}");
+    let st = source.status.unwrap();
+    assert_eq!(st.last_applied_commit.as_deref(), Some(merge.as_str()));
+    assert_eq!(
+        w.names::<Identity>().await,
+        ["alice", "bob", "carol", "dave"]
+    );
 }
 
 async fn warning_events(w: &World) -> Vec<String> {

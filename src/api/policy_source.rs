@@ -70,7 +70,8 @@ pub struct PolicySourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
     /// Keys trusted to sign commits. When set, every commit from the last applied one to
-    /// the new head that changes `path` must carry a valid SSH signature by one of them.
+    /// the new head that changes `path` must carry a valid SSH or OpenPGP signature by one
+    /// of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verification>,
     /// Which keys may change which files: a change to a path matching `path` must be signed
@@ -117,8 +118,9 @@ pub struct GitRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
-    /// Named OpenSSH public keys (`ssh-ed25519 AAAA… comment`), as used with git's
-    /// `gpg.format=ssh`.
+    /// Named public keys: OpenSSH keys (`ssh-ed25519 AAAA… comment`, git's
+    /// `gpg.format=ssh`) or armored OpenPGP keys (git's default, and forges' web and merge
+    /// commits).
     #[schemars(length(min = 1))]
     pub keys: Vec<TrustedKey>,
 }
@@ -130,7 +132,10 @@ pub struct TrustedKey {
     /// Name used in `pathOwners`, in status and in the `gatehouse.dev/signer` annotation.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The public key in OpenSSH format.
+    /// The public key: one OpenSSH line, or an armored OpenPGP public key block
+    /// (`gpg --armor --export KEYID`; every key in the block, subkeys included, counts
+    /// under this name). OpenPGP keys must be unexpired and unrevoked when the signature
+    /// was made and when it is checked.
     #[schemars(length(min = 1, max = 16384))]
     pub public_key: String,
 }

@@ -78,6 +78,11 @@ pub struct AuditArgs {
     /// keys whose signatures are shown by name; other signers show as untrusted.
     #[arg(long, value_name = "FILE")]
     allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public keys (`gpg --armor --export`, e.g. a forge's
+    /// `web-flow.gpg`) whose signatures are shown by the e-mail address of the key's
+    /// first user ID. Combines with --allowed-signers.
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -193,9 +198,12 @@ impl Row {
     }
 }
 
-/// Runs `gatehouse audit`.
-pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
-    let keys = match &args.allowed_signers {
+/// The keys of `--allowed-signers` (SSH) and `--keyring` (OpenPGP), together.
+pub fn signing_keys(
+    allowed_signers: Option<&std::path::Path>,
+    keyring: Option<&std::path::Path>,
+) -> Result<TrustedKeys, String> {
+    let mut keys = match allowed_signers {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--allowed-signers: cannot read {}: {e}", path.display()))?;
@@ -204,6 +212,20 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
         }
         None => TrustedKeys::default(),
     };
+    if let Some(path) = keyring {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--keyring: cannot read {}: {e}", path.display()))?;
+        let ring = TrustedKeys::from_keyring(&text)
+            .map_err(|e| format!("--keyring {}: {e}", path.display()))?;
+        keys.extend(ring)
+            .map_err(|e| format!("--keyring {}: {e}", path.display()))?;
+    }
+    Ok(keys)
+}
+
+/// Runs `gatehouse audit`.
+pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
+    let keys = signing_keys(args.allowed_signers.as_deref(), args.keyring.as_deref())?;
     let identity = args
         .identity
         .as_deref()

@@ -9,13 +9,22 @@ use super::Output;
 use super::inputs::{CommonArgs, RevisionArgs};
 use super::report::violation_line;
 use crate::engine::{Engine, NothingHeld, Severity, Violation};
-use crate::source::Diagnostic;
+use crate::source::verify::{self, TrustedKeys};
+use crate::source::{Diagnostic, history};
 
 /// Arguments of `gatehouse validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
     #[command(flatten)]
     source: RevisionArgs,
+    /// With --repo: git allowed-signers file (SSH keys); the newest commit that changed the
+    /// folder must be signed by one of these or the --keyring keys, as a PolicySource's
+    /// first sync requires.
+    #[arg(long, value_name = "FILE", requires = "repo")]
+    allowed_signers: Option<std::path::PathBuf>,
+    /// With --repo: armored OpenPGP public keys (`gpg --armor --export`) trusted to sign.
+    #[arg(long, value_name = "FILE", requires = "repo")]
+    keyring: Option<std::path::PathBuf>,
     /// Output format (text or json).
     #[arg(short, long, value_enum, default_value = "text")]
     output: Output,
@@ -33,11 +42,43 @@ struct ValidateReport<'a> {
     violations: &'a [Violation],
 }
 
+/// Why the newest commit that changed `subdir` up to `head` is not signed by a trusted
+/// key, if it is not.
+fn unverified(
+    repo: &git2::Repository,
+    head: &str,
+    subdir: Option<&str>,
+    keys: &TrustedKeys,
+) -> Result<Option<String>, String> {
+    let head = git2::Oid::from_str(head).map_err(|e| e.message().to_string())?;
+    let newest = history::changes(repo, None, head, subdir, 20_000)?;
+    let newest = &newest[..newest.len().min(1)];
+    Ok(
+        verify::verify_changes(repo, newest, keys, &verify::PathRules::default())
+            .err()
+            .map(|r| r.to_string()),
+    )
+}
+
 /// Runs `gatehouse validate`.
 pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
     let ns = &args.common.namespace;
-    let revision = args.source.read(ns)?;
+    let mut revision = args.source.read(ns)?;
+    if args.allowed_signers.is_some() || args.keyring.is_some() {
+        let keys =
+            super::audit::signing_keys(args.allowed_signers.as_deref(), args.keyring.as_deref())?;
+        if let (Some(repo), Some(commit)) = (&args.source.repo, &revision.commit) {
+            let repo = super::inputs::open_repo(repo)?;
+            let subdir = args.source.path.as_deref();
+            if let Some(message) = unverified(&repo, &commit.id, subdir, &keys)? {
+                revision
+                    .loaded
+                    .diagnostics
+                    .error(subdir.unwrap_or("/"), None, None, message);
+            }
+        }
+    }
     let desired =
         Engine::new(&revision.loaded.snapshot, args.common.settings()).evaluate(now, &NothingHeld);
     let diagnostics = &revision.loaded.diagnostics.0;

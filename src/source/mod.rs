@@ -7,6 +7,7 @@ pub mod files;
 mod git_tree;
 pub mod history;
 mod manifest;
+pub mod openpgp;
 pub mod sync;
 pub mod verify;
 

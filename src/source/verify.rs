@@ -1,5 +1,6 @@
-//! Commit signature checks: SSH signatures (git's `gpg.format=ssh`) against named trusted
-//! keys, and path ownership (which keys may change which files).
+//! Commit signature checks: SSH signatures (git's `gpg.format=ssh`) and OpenPGP signatures
+//! (git's default, and the forges' web and merge commits) against named trusted keys, and
+//! path ownership (which keys may change which files).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,31 +10,78 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use ssh_key::{HashAlg, PublicKey, SshSig};
 
 use super::history::Change;
+use super::openpgp::{self, Keyring};
 use crate::api::PathOwner;
 
 /// The namespace git signs commits in (`ssh-keygen -Y sign -n git`).
 const GIT_NAMESPACE: &str = "git";
 
-/// Named OpenSSH public keys trusted to sign commits.
+/// One trusted key: an OpenSSH public key, or OpenPGP certificates (primary keys with
+/// their subkeys).
+#[derive(Clone, Debug)]
+enum Key {
+    Ssh(PublicKey),
+    OpenPgp(Box<Keyring>),
+}
+
+/// Named public keys trusted to sign commits: OpenSSH keys and OpenPGP certificates.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedKeys {
-    keys: Vec<(String, PublicKey)>,
+    keys: Vec<(String, Key)>,
 }
 
 impl TrustedKeys {
-    /// Parses `(name, "ssh-ed25519 AAAA… comment")` pairs.
+    /// Parses `(name, key)` pairs: an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)
+    /// or an armored OpenPGP public key block (`gpg --armor --export KEYID`; every key in
+    /// the block counts under the one name).
     pub fn new(keys: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
-        let mut out = Vec::new();
+        let mut out = Self::default();
         for (name, text) in keys {
-            let key = PublicKey::from_openssh(text.trim()).map_err(|e| {
-                format!("key {name:?} is not an OpenSSH public key ({e}): paste the one line of its .pub file")
-            })?;
-            if out.iter().any(|(n, _)| n == &name) {
-                return Err(format!("key name {name:?} is listed twice"));
-            }
-            out.push((name, key));
+            let key = if openpgp::is_armored_key(&text) {
+                Key::OpenPgp(Box::new(
+                    Keyring::parse(&text).map_err(|e| format!("key {name:?} {e}"))?,
+                ))
+            } else {
+                Key::Ssh(PublicKey::from_openssh(text.trim()).map_err(|e| {
+                    format!("key {name:?} is neither an OpenSSH public key ({e}) nor an armored OpenPGP public key: paste the one line of its .pub file, or the output of gpg --armor --export")
+                })?)
+            };
+            out.push(name, key)?;
         }
-        Ok(Self { keys: out })
+        Ok(out)
+    }
+
+    fn push(&mut self, name: String, key: Key) -> Result<(), String> {
+        if self.contains(&name) {
+            return Err(format!("key name {name:?} is listed twice"));
+        }
+        self.keys.push((name, key));
+        Ok(())
+    }
+
+    /// Parses an armored OpenPGP keyring (`gpg --armor --export`, several keys or blocks
+    /// allowed). Each key is named by the e-mail address of its first user ID, as
+    /// allowed-signers files name SSH keys by principal.
+    pub fn from_keyring(text: &str) -> Result<Self, String> {
+        let keyring = Keyring::parse(text).map_err(|e| format!("keyring {e}"))?;
+        let mut out = Self::default();
+        for (name, cert) in keyring.names().into_iter().zip(keyring.split()) {
+            let name = if out.contains(&name) {
+                format!("{name} {}", cert.fingerprints().concat())
+            } else {
+                name
+            };
+            out.push(name, Key::OpenPgp(Box::new(cert)))?;
+        }
+        Ok(out)
+    }
+
+    /// Adds the keys of `other`; a name in both is an error.
+    pub fn extend(&mut self, other: TrustedKeys) -> Result<(), String> {
+        for (name, key) in other.keys {
+            self.push(name, key)?;
+        }
+        Ok(())
     }
 
     /// Parses git's allowed-signers file (`gpg.ssh.allowedSignersFile`): one
@@ -74,10 +122,10 @@ impl TrustedKeys {
     }
 
     fn find(&self, key: &ssh_key::public::KeyData) -> Option<(&str, &PublicKey)> {
-        self.keys
-            .iter()
-            .find(|(_, k)| k.key_data() == key)
-            .map(|(n, k)| (n.as_str(), k))
+        self.keys.iter().find_map(|(n, k)| match k {
+            Key::Ssh(k) if k.key_data() == key => Some((n.as_str(), k)),
+            _ => None,
+        })
     }
 }
 
@@ -88,8 +136,18 @@ pub enum Signer {
     Trusted(String),
     /// A valid-looking signature by a key that is not trusted.
     Untrusted {
-        /// SHA-256 fingerprint of the signing key.
+        /// SHA-256 fingerprint of the signing SSH key, or `OpenPGP <fingerprint or key id>`.
         fingerprint: String,
+    },
+    /// A good signature by a trusted key that may not sign now: expired, revoked, or not
+    /// a signing key.
+    Unusable {
+        /// The trusted key's name.
+        name: String,
+        /// `OpenPGP <fingerprint>` of the (sub)key that signed.
+        key: String,
+        /// What is wrong with it, e.g. `expired on 2026-01-06T10:00:00Z`.
+        why: String,
     },
     /// No signature.
     Unsigned,
@@ -104,6 +162,7 @@ impl fmt::Display for Signer {
         match self {
             Signer::Trusted(name) => f.write_str(name),
             Signer::Untrusted { fingerprint } => write!(f, "untrusted {fingerprint}"),
+            Signer::Unusable { name, key, why } => write!(f, "{name} ({key}), which {why}"),
             Signer::Unsigned => f.write_str("unsigned"),
             Signer::Invalid(why) => write!(f, "invalid signature ({why})"),
             Signer::Unsupported(what) => write!(f, "unsupported signature ({what})"),
@@ -121,10 +180,8 @@ pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Sign
     let Ok(text) = std::str::from_utf8(&signature) else {
         return Signer::Invalid("signature is not text".into());
     };
-    if text.starts_with("-----BEGIN PGP SIGNATURE-----") {
-        return Signer::Unsupported(
-            "OpenPGP: sign with an SSH key (git config gpg.format ssh)".into(),
-        );
+    if text.starts_with(openpgp::SIGNATURE_BLOCK) {
+        return openpgp_signer(text, &data, keys);
     }
     if !text.starts_with("-----BEGIN SSH SIGNATURE-----") {
         return Signer::Unsupported("not an SSH signature".into());
@@ -150,6 +207,45 @@ pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Sign
                 .to_string(),
         },
     }
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Checks an OpenPGP signature (git's `gpgsig` header) over the commit without it.
+fn openpgp_signer(text: &str, data: &[u8], keys: &TrustedKeys) -> Signer {
+    let sigs = match openpgp::parse_signature(text) {
+        Ok(sigs) => sigs,
+        Err(e) => return Signer::Invalid(format!("OpenPGP signature: {e}")),
+    };
+    let now = unix_now();
+    let mut outcome = None;
+    for sig in &sigs {
+        for (name, key) in &keys.keys {
+            let Key::OpenPgp(keyring) = key else { continue };
+            match openpgp::check(keyring, sig, data, now) {
+                openpgp::Check::Good => return Signer::Trusted(name.clone()),
+                openpgp::Check::NotOurs => {}
+                openpgp::Check::Bad(why) => {
+                    outcome.get_or_insert(Signer::Invalid(format!("{why} (key {name:?})")));
+                }
+                openpgp::Check::Unusable { key, why } => {
+                    outcome.get_or_insert(Signer::Unusable {
+                        name: name.clone(),
+                        key: format!("OpenPGP {key}"),
+                        why,
+                    });
+                }
+            }
+        }
+    }
+    outcome.unwrap_or_else(|| Signer::Untrusted {
+        fingerprint: format!(
+            "OpenPGP {}",
+            sigs.first().map(openpgp::issuer).unwrap_or_default()
+        ),
+    })
 }
 
 /// Path globs mapped to the key names allowed to change matching files.
@@ -238,6 +334,12 @@ pub fn verify_changes(
                     Signer::Untrusted { fingerprint } => (
                         Some(fingerprint.clone()),
                         format!("signed by {fingerprint}, which is not in spec.verify.keys"),
+                    ),
+                    Signer::Unusable { name, key, why } => (
+                        Some(name.clone()),
+                        format!(
+                            "signed by {name} ({key}), which {why}: renew or replace the key and update spec.verify.keys, or sign the change again with a valid key"
+                        ),
                     ),
                     Signer::Unsigned => (
                         None,

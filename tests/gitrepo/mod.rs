@@ -1,6 +1,7 @@
 //! Real Git repositories for tests and benchmarks: built with the `git` CLI in temporary
-//! directories, signed with ed25519 keys made by `ssh-keygen`, and served over smart HTTP
-//! on loopback by `git http-backend` behind a small axum server.
+//! directories, signed with ed25519 keys made by `ssh-keygen` or OpenPGP keys made by `gpg`
+//! (each in a throw-away `GNUPGHOME`), and served over smart HTTP on loopback by
+//! `git http-backend` behind a small axum server.
 //!
 //! Use from a test binary with `mod gitrepo;` (or `#[path = "gitrepo/mod.rs"] mod gitrepo;`)
 //! and from a benchmark with `#[path = "../tests/gitrepo/mod.rs"] mod gitrepo;`. No test
@@ -122,6 +123,195 @@ pub fn write_allowed_signers(path: &Path, keys: &[&SigningKey]) -> PathBuf {
     path.to_path_buf()
 }
 
+/// An OpenPGP key made by `gpg` in its own throw-away `GNUPGHOME` (no passphrase). The
+/// home's gpg-agent is stopped when the key is dropped.
+#[derive(Debug)]
+pub struct PgpKey {
+    /// The user ID, `"Name <mail>"`.
+    pub user_id: String,
+    /// The `GNUPGHOME` holding the secret key.
+    pub home: PathBuf,
+    /// The primary key's fingerprint (upper-case hex).
+    pub fingerprint: String,
+    /// When set, gpg runs at this Unix time (`--faked-system-time`), signing included.
+    pub faked_time: Option<i64>,
+}
+
+impl PgpKey {
+    /// `gpg --quick-gen-key user_id ed25519 sign never` in a new home under `dir`.
+    pub fn generate(dir: &Path, user_id: &str) -> PgpKey {
+        Self::generate_with(dir, user_id, "never", None)
+    }
+
+    /// Like [`PgpKey::generate`], expiring after `expire` (gpg's syntax: `1d`, `never`),
+    /// generated (and later signing) at the Unix time `faked_time` when given.
+    pub fn generate_with(
+        dir: &Path,
+        user_id: &str,
+        expire: &str,
+        faked_time: Option<i64>,
+    ) -> PgpKey {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let home = dir.join(format!("gnupg{}", COUNT.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&home).expect("GNUPGHOME");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .expect("GNUPGHOME mode");
+        let mut key = PgpKey {
+            user_id: user_id.to_string(),
+            home,
+            fingerprint: String::new(),
+            faked_time,
+        };
+        key.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            user_id,
+            "ed25519",
+            "sign",
+            expire,
+        ]);
+        let listing = key.gpg(&["--with-colons", "--list-keys", user_id]);
+        key.fingerprint = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("gpg lists the new key's fingerprint")
+            .to_string();
+        key
+    }
+
+    /// Runs `gpg --batch args...` in this key's home; returns stdout.
+    pub fn gpg(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", &self.home)
+            .args(["--batch", "--yes", "--pinentry-mode", "loopback"]);
+        if let Some(t) = self.faked_time {
+            cmd.arg("--faked-system-time").arg(t.to_string());
+        }
+        cmd.args(args);
+        run(cmd)
+    }
+
+    /// The armored public key (`gpg --armor --export`), subkeys and revocations included.
+    pub fn public_key(&self) -> String {
+        self.gpg(&["--armor", "--export", &self.fingerprint])
+    }
+
+    /// Adds an ed25519 signing subkey and returns its fingerprint; gpg signs with it from
+    /// now on.
+    pub fn add_signing_subkey(&self) -> String {
+        self.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            &self.fingerprint,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listing = self.gpg(&["--with-colons", "--list-keys", &self.fingerprint]);
+        listing
+            .lines()
+            .filter_map(|l| l.strip_prefix("fpr:"))
+            .filter_map(|l| l.split(':').find(|f| !f.is_empty()))
+            .next_back()
+            .expect("the subkey's fingerprint")
+            .to_string()
+    }
+
+    /// Revokes the key with the revocation certificate gpg made with it.
+    pub fn revoke(&self) {
+        let path = self
+            .home
+            .join("openpgp-revocs.d")
+            .join(format!("{}.rev", self.fingerprint));
+        let text = std::fs::read_to_string(&path).expect("gpg's revocation certificate");
+        // gpg guards the certificate against accidental import with a leading ':'.
+        let text = text.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
+        let cert = self.home.join("revocation.asc");
+        std::fs::write(&cert, text).expect("write revocation");
+        self.gpg(&["--import", cert.to_str().expect("utf-8 path")]);
+    }
+
+    /// A `gpg.program` for git: gpg in this key's home (at the faked time, if any).
+    fn program(&self) -> PathBuf {
+        let script = self.home.join("gpg-for-git");
+        if !script.exists() {
+            let faked = self
+                .faked_time
+                .map(|t| format!(" --faked-system-time {t}"))
+                .unwrap_or_default();
+            let text = format!(
+                "#!/bin/sh\nGNUPGHOME='{}' exec gpg{faked} \"$@\"\n",
+                self.home.display()
+            );
+            std::fs::write(&script, text).expect("write gpg wrapper");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .expect("gpg wrapper mode");
+        }
+        script
+    }
+}
+
+impl Drop for PgpKey {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// How a commit is signed: not at all, with an SSH key, or with an OpenPGP key.
+#[derive(Clone, Copy, Debug)]
+pub enum Sign<'a> {
+    /// Unsigned.
+    No,
+    /// `gpg.format=ssh` with this key.
+    Ssh(&'a SigningKey),
+    /// `gpg.format=openpgp` with this key (its primary key, or the newest signing subkey).
+    Pgp(&'a PgpKey),
+}
+
+impl<'a> From<Option<&'a SigningKey>> for Sign<'a> {
+    fn from(key: Option<&'a SigningKey>) -> Self {
+        key.map_or(Sign::No, Sign::Ssh)
+    }
+}
+
+impl Sign<'_> {
+    /// The `-c` options for git that select the key (and whether to pass `-S`).
+    fn git_options(&self, cmd: &mut Command) -> bool {
+        match self {
+            Sign::No => false,
+            Sign::Ssh(key) => {
+                cmd.arg("-c").arg("gpg.format=ssh").arg("-c").arg(format!(
+                    "user.signingkey={}",
+                    key.private_key_path.display()
+                ));
+                true
+            }
+            Sign::Pgp(key) => {
+                cmd.arg("-c")
+                    .arg("gpg.format=openpgp")
+                    .arg("-c")
+                    .arg(format!("gpg.program={}", key.program().display()))
+                    .arg("-c")
+                    .arg(format!("user.signingkey={}", key.fingerprint));
+                true
+            }
+        }
+    }
+}
+
 /// One commit for [`Repo::fast_import`].
 #[derive(Clone, Debug, Default)]
 pub struct BulkCommit {
@@ -233,6 +423,11 @@ impl Repo {
     /// Stages everything (`git add -A`) and commits as `author` (`"Name <mail>"`), signed
     /// with `signer`'s SSH key when given. Returns the full commit id.
     pub fn commit(&self, message: &str, author: &str, signer: Option<&SigningKey>) -> String {
+        self.commit_signed(message, author, signer.into())
+    }
+
+    /// Like [`Repo::commit`], signed as `sign` says (SSH, OpenPGP or not at all).
+    pub fn commit_signed(&self, message: &str, author: &str, sign: Sign<'_>) -> String {
         git(&self.path, &["add", "-A"]);
         let (name, mail) = split_person(author);
         let mut cmd = git_command(&self.path);
@@ -242,12 +437,7 @@ impl Repo {
             cmd.env("GIT_AUTHOR_DATE", date)
                 .env("GIT_COMMITTER_DATE", date);
         }
-        if let Some(key) = signer {
-            cmd.arg("-c").arg("gpg.format=ssh").arg("-c").arg(format!(
-                "user.signingkey={}",
-                key.private_key_path.display()
-            ));
-        }
+        let signed = sign.git_options(&mut cmd);
         cmd.args([
             "commit",
             "-q",
@@ -256,7 +446,52 @@ impl Repo {
             "-m",
             message,
         ]);
-        if signer.is_some() {
+        if signed {
+            cmd.arg("-S");
+        }
+        run(cmd);
+        self.head()
+    }
+
+    /// Merges `branch` into the current branch with a merge commit (`--no-ff`), as a forge's
+    /// merge button does, committed by `committer` and signed as `sign` says. `files` are
+    /// written into the merge (as a conflict resolution would be). Returns its id.
+    pub fn merge(
+        &self,
+        branch: &str,
+        message: &str,
+        committer: &str,
+        sign: Sign<'_>,
+        files: &[(&str, &str)],
+    ) -> String {
+        let (name, mail) = split_person(committer);
+        let mut cmd = git_command(&self.path);
+        cmd.env("GIT_COMMITTER_NAME", &name)
+            .env("GIT_COMMITTER_EMAIL", &mail)
+            .env("GIT_AUTHOR_NAME", &name)
+            .env("GIT_AUTHOR_EMAIL", &mail);
+        if let Some(date) = &self.date {
+            cmd.env("GIT_AUTHOR_DATE", date)
+                .env("GIT_COMMITTER_DATE", date);
+        }
+        cmd.args(["merge", "-q", "--no-ff", "--no-commit", branch]);
+        run(cmd);
+        for (path, text) in files {
+            self.write(path, text);
+        }
+        git(&self.path, &["add", "-A"]);
+        let mut cmd = git_command(&self.path);
+        cmd.env("GIT_COMMITTER_NAME", &name)
+            .env("GIT_COMMITTER_EMAIL", &mail)
+            .env("GIT_AUTHOR_NAME", &name)
+            .env("GIT_AUTHOR_EMAIL", &mail);
+        if let Some(date) = &self.date {
+            cmd.env("GIT_AUTHOR_DATE", date)
+                .env("GIT_COMMITTER_DATE", date);
+        }
+        let signed = sign.git_options(&mut cmd);
+        cmd.args(["commit", "-q", "--no-verify", "-m", message]);
+        if signed {
             cmd.arg("-S");
         }
         run(cmd);
