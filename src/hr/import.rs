@@ -205,10 +205,11 @@ impl Outcome {
     /// `joiners 1, movers 2, leavers 1, rehires 1, conversions 1, errors 0`.
     pub fn summary(&self) -> String {
         format!(
-            "joiners {}, movers {}, leavers {}, rehires {}, conversions {}, other updates {}, errors {}",
+            "joiners {}, movers {}, leavers {}, scheduled leavers {}, rehires {}, conversions {}, other updates {}, errors {}",
             self.count(Kind::Joiner),
             self.count(Kind::Mover),
             self.count(Kind::Leaver) + self.count(Kind::Missing),
+            self.count(Kind::ScheduledLeaver),
             self.count(Kind::Rehire),
             self.count(Kind::Conversion),
             self.changes
@@ -923,6 +924,9 @@ pub fn import(
     // Identities the feed no longer carries.
     if !options.delta {
         for (i, e) in existing.iter().enumerate() {
+            if matched.contains(&i) {
+                continue;
+            }
             let Some(id) = &e.id else {
                 if e.human {
                     out.notices.push(Notice {
@@ -932,7 +936,7 @@ pub fn import(
                 }
                 continue;
             };
-            if matched.contains(&i) || present.contains(id) || !e.human {
+            if present.contains(id) || !e.human {
                 continue;
             }
             let status = e.values.get(&Field::Status).map(String::as_str);
