@@ -38,6 +38,9 @@ pub struct Feed {
     pub records: Vec<Record>,
     /// Rows that did not parse: (label, what is wrong and the fix).
     pub malformed: Vec<(String, String)>,
+    /// For each malformed CSV row, the values it did have (by column, possibly short), so
+    /// that its employee id still counts as present in a full feed.
+    pub malformed_values: Vec<Vec<Option<String>>>,
     /// Whether every column is known for every record (CSV's header); for JSON and SCIM a
     /// column missing from a record is simply empty.
     pub fixed_columns: bool,
@@ -119,6 +122,11 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, String> {
                     continue;
                 }
                 if row.len() != feed.columns.len() {
+                    feed.malformed_values.push(
+                        row.iter()
+                            .map(|v| Some(v.trim().to_string()).filter(|v| !v.is_empty()))
+                            .collect(),
+                    );
                     feed.malformed.push((
                         label,
                         format!(

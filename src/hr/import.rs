@@ -214,10 +214,7 @@ impl Outcome {
             self.count(Kind::Conversion),
             self.changes
                 .iter()
-                .filter(|c| c
-                    .kinds
-                    .iter()
-                    .all(|k| matches!(k, Kind::Updated | Kind::ScheduledLeaver)))
+                .filter(|c| c.kinds.iter().all(|k| *k == Kind::Updated))
                 .count(),
             self.errors.len()
         )
@@ -643,45 +640,58 @@ pub fn import(
 
     // Map every record; remember every id the feed carries, valid or not.
     let mut present: BTreeSet<String> = BTreeSet::new();
+    let mut rows_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut mapped: Vec<Mapped> = Vec::new();
     for record in &feed.records {
         match map_record(mapping, &columns, record, options.today) {
             Ok(m) => {
                 present.insert(m.id.clone());
+                rows_of
+                    .entry(m.id.clone())
+                    .or_default()
+                    .push(m.label.clone());
                 mapped.push(m);
             }
             Err((id, errors)) => {
-                present.extend(id);
+                if let Some(id) = id {
+                    rows_of
+                        .entry(id.clone())
+                        .or_default()
+                        .push(record.label.clone());
+                    present.insert(id);
+                }
                 out.invalid_records.insert(record.label.clone());
                 out.errors.extend(errors);
             }
         }
     }
-    // Duplicate employee ids: every row of that id is refused.
-    let mut by_id: HashMap<&str, Vec<&Mapped>> = HashMap::new();
-    for m in &mapped {
-        by_id.entry(m.id.as_str()).or_default().push(m);
-    }
-    let mut duplicate: BTreeSet<String> = BTreeSet::new();
-    for (id, rows) in &by_id {
-        if rows.len() > 1 {
-            duplicate.insert(id.to_string());
-            let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
-            for r in rows {
-                out.errors.push(InputError {
-                    record: r.label.clone(),
-                    employee_id: Some(id.to_string()),
-                    field: Some(format!("column {:?}", mapping.employee_id)),
-                    message: format!(
-                        "duplicate employee id (rows {}): each person has one row; remove the extra rows",
-                        labels.join(", ")
-                    ),
-                });
-                out.invalid_records.insert(r.label.clone());
+    // A malformed row's person is still in the feed: not missing.
+    if let Some(&i) = columns.get(mapping.employee_id.as_str()) {
+        for values in &feed.malformed_values {
+            if let Some(Some(id)) = values.get(i) {
+                present.insert(id.clone());
             }
         }
     }
-    drop(by_id);
+    // Duplicate employee ids: every row of that id is refused.
+    let mut duplicate: BTreeSet<String> = BTreeSet::new();
+    for m in &mapped {
+        let rows = &rows_of[&m.id];
+        if rows.len() > 1 {
+            duplicate.insert(m.id.clone());
+            out.errors.push(InputError {
+                record: m.label.clone(),
+                employee_id: Some(m.id.clone()),
+                field: Some(format!("column {:?}", mapping.employee_id)),
+                message: format!(
+                    "duplicate employee id (rows {}): each person has one row; remove the extra rows",
+                    rows.join(", ")
+                ),
+            });
+            out.invalid_records.insert(m.label.clone());
+        }
+    }
+    drop(rows_of);
     mapped.retain(|m| !duplicate.contains(&m.id));
     mapped.sort_by(|a, b| a.id.cmp(&b.id));
 

@@ -119,8 +119,13 @@ impl Field {
 }
 
 impl fmt::Display for Field {
+    /// The key as written under `fields:` in MAPPING.yaml.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.path()[1..].join("."))
+        match self {
+            Field::Attribute(k) => write!(f, "attributes.{k}"),
+            Field::Label(k) => write!(f, "labels.{k}"),
+            other => f.write_str(other.path().last().copied().unwrap_or("?")),
+        }
     }
 }
 
