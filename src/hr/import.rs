@@ -343,7 +343,8 @@ fn read_existing(
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     let chunk = files.len().div_ceil(workers).max(1);
-    let parts: Vec<Vec<(usize, Result<Vec<Existing>, String>)>> = std::thread::scope(|scope| {
+    type Parsed = (usize, Result<Vec<Existing>, String>);
+    let parts: Vec<Vec<Parsed>> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .enumerate()

@@ -225,7 +225,6 @@ fn parse_key(rest: &str) -> Option<(String, String, &str)> {
 /// Splits `  value  # comment` into (value, comment).
 fn split_comment(after: &str) -> Option<(String, String)> {
     let t = after.trim_start();
-    let lead = after.len() - t.len();
     let value_end = if let Some(q) = t.strip_prefix('"') {
         let mut escaped = false;
         let mut end = None;
@@ -270,7 +269,6 @@ fn split_comment(after: &str) -> Option<(String, String)> {
     } else {
         return None;
     };
-    let _ = lead;
     Some((value, comment))
 }
 
@@ -397,7 +395,7 @@ impl Lines {
                 if has_children(e) || e.end != e.line {
                     return None;
                 }
-                let (parent_path, _) = (&path[..path.len() - 1], ());
+                let parent_path = &path[..path.len() - 1];
                 self.lines.remove(e.line);
                 // Drop a parent mapping left empty (attributes, labels), never spec or metadata.
                 if parent_path.len() >= 2 {
