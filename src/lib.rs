@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod crds;
 pub mod engine;
+pub mod hr;
 pub mod http;
 pub mod plan;
 pub mod source;

@@ -1,7 +1,8 @@
-//! The `gatehouse` command line: `plan`, `validate`, `explain`, `audit` and `crds`.
+//! The `gatehouse` command line: `plan`, `validate`, `explain`, `audit`, `hr import` and `crds`.
 
 pub mod audit;
 mod explain;
+pub mod hr;
 mod inputs;
 mod plan;
 mod report;
@@ -43,6 +44,8 @@ enum Command {
     /// Replay Git history: who had what access, when, and why (granted and revoked rows).
     #[command(long_about = audit::LONG_ABOUT)]
     Audit(audit::AuditArgs),
+    /// HR system of record: import a feed into Identity files and a signed commit.
+    Hr(hr::HrArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(CrdsArgs),
     /// Run the controller against the cluster in KUBECONFIG or in-cluster config.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Hr(args) => hr::run(args),
         Command::Crds(args) => crds(args),
         Command::Run(args) => run(args),
     };

@@ -40,6 +40,27 @@ pub struct PlanArgs {
     common: CommonArgs,
 }
 
+/// Runs `gatehouse plan --repo REPO --base BASE --head HEAD [--path PATH]` (for `hr import`).
+pub(super) fn run_repo(
+    repo: PathBuf,
+    base: String,
+    head: String,
+    path: Option<String>,
+    output: Output,
+    common: CommonArgs,
+) -> Result<ExitCode, String> {
+    run(PlanArgs {
+        dir: None,
+        base: Some(base),
+        repo: Some(repo),
+        head,
+        path,
+        output,
+        all_identities: false,
+        common,
+    })
+}
+
 /// Runs `gatehouse plan`.
 pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
     let now = args.common.now()?;
