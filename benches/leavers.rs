@@ -317,24 +317,30 @@ async fn main() {
     // Every target must be failing mallory's operation for the measurement to mean anything.
     let target_api: Api<TargetSystem> = Api::namespaced(client.clone(), &ns);
     for (kind, target) in KINDS {
-        let status = target_api
-            .get(target)
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        assert!(
-            status
-                .failed_operations
-                .iter()
-                .any(|f| f.contains("mallory")),
-            "{kind}: the poisoned operation is not failing: {:?}",
-            status.failed_operations
-        );
-        println!(
-            "leavers: {kind} keeps failing: {}",
-            status.failed_operations.join("; ")
-        );
+        // Identities may be Ready before the target's own status is written.
+        let failed = harness::eventually(
+            &format!("{kind} reporting mallory's failing operation"),
+            Duration::from_secs(60),
+            || async {
+                let status = target_api
+                    .get(target)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                if status
+                    .failed_operations
+                    .iter()
+                    .any(|f| f.contains("mallory"))
+                {
+                    Ok(status.failed_operations)
+                } else {
+                    Err(format!("{:?}", status.failed_operations))
+                }
+            },
+        )
+        .await;
+        println!("leavers: {kind} keeps failing: {}", failed.join("; "));
     }
 
     let scim_ids = scim
