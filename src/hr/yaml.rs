@@ -411,30 +411,13 @@ impl Lines {
                 Some(())
             }
             (None, None) => Some(()),
-            (None, Some(v)) => {
-                let (key, parent_path) = path.split_last()?;
-                let parent = if parent_path.is_empty() {
-                    None
-                } else {
-                    match entries.iter().find(|e| e.path == parent_path) {
-                        Some(p) => Some(p.clone()),
-                        None => {
-                            // Create the parent block first, then insert into it.
-                            self.insert_block(parent_path)?;
-                            return self.set(path, Some(v));
-                        }
-                    }
-                };
-                if parent.as_ref().is_some_and(|p| !p.value.is_empty()) {
-                    return None; // a flow mapping or a scalar in the way
-                }
-                let text = format!("{key}: {}", scalar(v));
-                self.insert_child(&entries, parent.as_ref(), parent_path, key, text)
-            }
+            (None, Some(v)) => self.insert_entry(path, Some(&scalar(v))),
         }
     }
 
-    fn insert_block(&mut self, path: &[String]) -> Option<()> {
+    /// Inserts `key: value` (or the block `key:` when `value` is `None`) at `path`,
+    /// creating missing parent blocks first.
+    fn insert_entry(&mut self, path: &[String], value: Option<&str>) -> Option<()> {
         let entries = self.entries()?;
         let (key, parent_path) = path.split_last()?;
         let parent = if parent_path.is_empty() {
@@ -443,21 +426,20 @@ impl Lines {
             match entries.iter().find(|e| e.path == parent_path) {
                 Some(p) => Some(p.clone()),
                 None => {
-                    self.insert_block(parent_path)?;
-                    return self.insert_block(path);
+                    // Create the parent block first, then insert into it.
+                    self.insert_entry(parent_path, None)?;
+                    return self.insert_entry(path, value);
                 }
             }
         };
         if parent.as_ref().is_some_and(|p| !p.value.is_empty()) {
-            return None;
+            return None; // a flow mapping or a scalar in the way
         }
-        self.insert_child(
-            &entries,
-            parent.as_ref(),
-            parent_path,
-            key,
-            format!("{key}:"),
-        )
+        let text = match value {
+            Some(v) => format!("{key}: {v}"),
+            None => format!("{key}:"),
+        };
+        self.insert_child(&entries, parent.as_ref(), parent_path, key, text)
     }
 
     fn insert_child(
