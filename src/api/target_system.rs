@@ -65,6 +65,18 @@ pub struct TargetSystemSpec {
     /// Safety limits per sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Attributes gatehouse owns on every account of this target: attribute name to a
+    /// template over the Identity (`{{ displayName }}`, `{{ employment.title }}`,
+    /// `{{ attributes.costCenter | default("none") }}`, `{{ manager.account }}` for the
+    /// manager's account on this target). Added to the type's defaults; see
+    /// docs/attributes.md. Owned attributes are written on creation and kept in sync;
+    /// attributes not mapped are never touched.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// Whether the type's default mapping applies beneath `attributes` (default true).
+    /// `false` owns only what `attributes` lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_attributes: Option<bool>,
 }
 
 /// Connector type.

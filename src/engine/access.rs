@@ -372,6 +372,7 @@ pub fn evaluate_identity(
         entitlements,
         withheld,
         next_change,
+        profile: rec.profile.clone(),
     };
     (access, violations)
 }

@@ -39,6 +39,8 @@ pub struct IdentityRecord {
     pub attributes: Vec<(String, String)>,
     /// Malformed values: (field, message).
     pub invalid: Vec<(String, String)>,
+    /// What attribute templates read.
+    pub profile: Arc<super::attributes::Profile>,
 }
 
 impl IdentityRecord {
@@ -98,6 +100,7 @@ impl IdentityRecord {
             proofing: spec.proofing.as_ref().map(|p| p.level),
             attributes: attributes.into_iter().collect(),
             invalid,
+            profile: Arc::new(super::attributes::Profile::of(identity)),
         }
     }
 
@@ -231,6 +234,8 @@ pub struct Namespace {
     pub exceptions: Vec<ExceptionRecord>,
     pub exceptions_by_subject: HashMap<String, Vec<usize>>,
     pub targets: BTreeMap<String, TargetInfo>,
+    /// Broken `spec.attributes` entries: (target, field, message).
+    pub target_invalid: Vec<(String, String, String)>,
     /// Policy indexes by anchor attribute and value (a fast non-cryptographic hash: the
     /// keys come from reviewed manifests, and this lookup runs per identity attribute).
     by_attribute: FastMap<String, FastMap<String, Vec<usize>>>,
@@ -270,8 +275,13 @@ impl Namespace {
 
     pub fn add_target(&mut self, target: &TargetSystem) {
         let spec = &target.spec;
+        let name = target.metadata.name.clone().unwrap_or_default();
+        let (mapping, errors) = super::attributes::Mapping::compile(spec);
+        for e in errors {
+            self.target_invalid.push((name.clone(), e.field, e.message));
+        }
         self.targets.insert(
-            target.metadata.name.clone().unwrap_or_default(),
+            name,
             TargetInfo {
                 target_type: spec.type_,
                 mode: spec.mode,
@@ -285,6 +295,7 @@ impl Namespace {
                     .as_ref()
                     .and_then(|p| p.group_role_prefix.clone())
                     .filter(|p| !p.is_empty()),
+                attributes: Arc::new(mapping),
             },
         );
     }

@@ -5,6 +5,7 @@
 //! output. Every lifecycle rule of ARCHITECTURE.md lives here.
 
 mod access;
+pub mod attributes;
 mod exceptions;
 pub mod index;
 pub mod lifecycle;
@@ -169,6 +170,7 @@ impl Engine {
         }
         // Namespaces and identities were visited in key order: this builds the map in bulk.
         state.identities = verdicts_by_identity.into_iter().collect();
+        violations.extend(unresolved_managers(&state));
         violations.sort();
         violations.dedup();
         state.violations = violations;
@@ -346,6 +348,16 @@ fn policy_findings(ns: &Namespace) -> Vec<Violation> {
             }
         }
     }
+    for (target, field, message) in &ns.target_invalid {
+        out.push(Engine::violation(
+            ViolationKind::InvalidValue,
+            &ns.name,
+            None,
+            &format!("TargetSystem/{target}"),
+            Some(field),
+            message.clone(),
+        ));
+    }
     let mut seen = HashSet::new();
     for rule in &ns.sod {
         for e in &rule.entitlements {
@@ -359,6 +371,36 @@ fn policy_findings(ns: &Namespace) -> Vec<Violation> {
                     format!(
                         "rule {} names target {:?}, which is not a TargetSystem in namespace {}",
                         rule.rule, e.target, ns.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// An identity whose mapped `manager` attribute cannot be written because the manager has
+/// no account on that target: the attribute is left unset, and this says why.
+fn unresolved_managers(state: &DesiredState) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (key, access) in &state.identities {
+        let Some(manager) = access.profile.manager() else {
+            continue;
+        };
+        for target in access.account_targets() {
+            let uses = state
+                .targets
+                .get(&(key.namespace.clone(), target.to_string()))
+                .is_some_and(|t| t.attributes.uses_manager());
+            if uses && attributes::manager_account(state, key, target).is_none() {
+                out.push(Engine::violation(
+                    ViolationKind::UnresolvedAttribute,
+                    &key.namespace,
+                    Some(&key.name),
+                    &format!("Identity/{}", key.name),
+                    Some("spec.employment.manager"),
+                    format!(
+                        "manager {manager} has no account on {target}, so the manager attribute there is left unset; it is written once {manager} gets access on {target}"
                     ),
                 ));
             }

@@ -243,9 +243,29 @@ pub struct IdentityAccess {
     pub withheld: Vec<Withheld>,
     /// The next instant at which this verdict changes without any edit.
     pub next_change: Option<Timestamp>,
+    /// What attribute templates read from the Identity.
+    #[serde(skip)]
+    pub profile: Arc<super::attributes::Profile>,
 }
 
 impl IdentityAccess {
+    /// The targets the identity should have an account on: those of its enforced grants,
+    /// while it is not a pre-hire or a leaver.
+    pub fn account_targets(&self) -> Vec<&str> {
+        if !matches!(
+            self.account,
+            AccountIntent::Enabled | AccountIntent::Disabled
+        ) {
+            return Vec::new();
+        }
+        let mut targets: Vec<&str> = self
+            .enforced()
+            .map(|g| g.entitlement.target.as_str())
+            .collect();
+        targets.dedup();
+        targets
+    }
+
     /// Entitlements that are applied to targets (excludes Observe-mode-only grants).
     pub fn enforced(&self) -> impl Iterator<Item = &Grant> {
         self.entitlements.iter().filter(|g| g.enforced)
@@ -282,8 +302,11 @@ pub enum ViolationKind {
     UnknownReference,
     /// Managers form a cycle.
     ManagerCycle,
-    /// A field value is malformed (dates, durations).
+    /// A field value is malformed (dates, durations, attribute templates).
     InvalidValue,
+    /// An attribute refers to an account that does not exist on the target (a manager
+    /// without one): it is left unset.
+    UnresolvedAttribute,
 }
 
 impl ViolationKind {
@@ -299,7 +322,8 @@ impl ViolationKind {
             | Self::InsufficientProofing
             | Self::MissingAttributes
             | Self::OwnerTerminated
-            | Self::OwnerInactive => Severity::Warning,
+            | Self::OwnerInactive
+            | Self::UnresolvedAttribute => Severity::Warning,
         }
     }
 
@@ -351,6 +375,9 @@ pub struct TargetInfo {
     pub max_revocations_per_sync: Option<i64>,
     /// PostgreSQL: the prefix every entitlement's group role must start with.
     pub group_prefix: Option<String>,
+    /// The attributes gatehouse owns on the target's accounts.
+    #[serde(skip)]
+    pub attributes: Arc<super::attributes::Mapping>,
 }
 
 /// Computed state of an exception.

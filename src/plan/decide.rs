@@ -160,12 +160,16 @@ fn merge_target(into: &mut AccessState, from: &AccessState, target: &str) {
             .iter()
             .filter(|(e, _)| e.target == target);
         let mut entitlements = entitlements.peekable();
-        if account.is_none() && entitlements.peek().is_none() {
+        let attrs = holding.attributes.get(target);
+        if account.is_none() && entitlements.peek().is_none() && attrs.is_none() {
             continue;
         }
         let slot = into.identities.entry(key.clone()).or_default();
         if let Some(state) = account {
             slot.accounts.insert(target.to_string(), *state);
+        }
+        if let Some(attrs) = attrs {
+            slot.attributes.insert(target.to_string(), attrs.clone());
         }
         for (e, sources) in entitlements {
             slot.entitlements.insert(e.clone(), sources.clone());

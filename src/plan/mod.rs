@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::api::{EntitlementRef, OnLeave};
+use crate::engine::attributes::{self, AttributeChange, Attributes};
 use crate::engine::{
     AccountIntent, DesiredState, Grant, Held, IdentityAccess, IdentityKey, Sources, TargetInfo,
 };
@@ -35,6 +36,9 @@ pub struct Holding {
     pub accounts: BTreeMap<String, AccountState>,
     /// Entitlements held, with the objects that granted them.
     pub entitlements: BTreeMap<Arc<EntitlementRef>, Sources>,
+    /// Per target: the owned attributes of the account there (the target's mapped
+    /// attributes only; an absent one is unset). Targets without a mapping are absent.
+    pub attributes: BTreeMap<String, Attributes>,
 }
 
 /// Accounts and entitlements per identity.
@@ -72,6 +76,13 @@ impl AccessState {
                 holding
                     .entitlements
                     .insert(grant.entitlement.clone(), grant.sources.clone());
+            }
+            for target in holding.accounts.keys() {
+                if let Some(attrs) =
+                    attributes::desired_for(desired, key, target).filter(|a| !a.is_empty())
+                {
+                    holding.attributes.insert(target.clone(), attrs);
+                }
             }
             if !holding.accounts.is_empty() {
                 identities.insert(key.clone(), holding);
@@ -141,16 +152,37 @@ impl AccessState {
                         .accounts
                         .insert(op.target.clone(), AccountState::Enabled);
                 }
-                Action::CreateAccount { enabled } => {
+                Action::CreateAccount {
+                    enabled,
+                    attributes,
+                } => {
                     let state = if *enabled {
                         AccountState::Enabled
                     } else {
                         AccountState::Disabled
                     };
                     holding.accounts.insert(op.target.clone(), state);
+                    if !attributes.is_empty() {
+                        holding
+                            .attributes
+                            .insert(op.target.clone(), attributes.clone());
+                    }
+                }
+                Action::UpdateAttributes { changes } => {
+                    let attrs = holding.attributes.entry(op.target.clone()).or_default();
+                    for change in changes {
+                        match &change.to {
+                            Some(v) => attrs.insert(change.name.clone(), v.clone()),
+                            None => attrs.remove(&change.name),
+                        };
+                    }
+                    if attrs.is_empty() {
+                        holding.attributes.remove(&op.target);
+                    }
                 }
                 Action::DeleteAccount => {
                     holding.accounts.remove(&op.target);
+                    holding.attributes.remove(&op.target);
                 }
                 Action::RevokeSessions => {}
                 Action::Revoke { entitlement } => {
@@ -162,7 +194,10 @@ impl AccessState {
                         .insert(entitlement.clone(), op.sources.clone());
                 }
             }
-            if holding.accounts.is_empty() && holding.entitlements.is_empty() {
+            if holding.accounts.is_empty()
+                && holding.entitlements.is_empty()
+                && holding.attributes.is_empty()
+            {
                 next.identities.remove(&op.identity);
             }
         }
@@ -189,6 +224,16 @@ pub enum Action {
     CreateAccount {
         /// Whether it can log in.
         enabled: bool,
+        /// The owned attributes it is created with (text only: references to other
+        /// accounts follow in an [`Action::UpdateAttributes`], once those exist).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: Attributes,
+    },
+    /// Bring the account's owned attributes (the target's mapping of the HR record) in
+    /// line: after every revocation, before any grant.
+    UpdateAttributes {
+        /// Each attribute, old value to new.
+        changes: Vec<AttributeChange>,
     },
     /// Unlock the account.
     EnableAccount,
@@ -208,13 +253,15 @@ impl Action {
             Self::Revoke { .. } => "revoke",
             Self::DeleteAccount => "deleteAccount",
             Self::CreateAccount { .. } => "createAccount",
+            Self::UpdateAttributes { .. } => "updateAttributes",
             Self::EnableAccount => "enableAccount",
             Self::Grant { .. } => "grant",
         }
     }
 
     /// Position in the plan: everything that takes access away (0..=3) precedes
-    /// everything that gives it (4..=6).
+    /// attribute updates (5, after the creations they may refer to) and everything that
+    /// gives access (4..=7).
     pub fn rank(&self) -> u8 {
         match self {
             Self::DisableAccount => 0,
@@ -222,8 +269,9 @@ impl Action {
             Self::Revoke { .. } => 2,
             Self::DeleteAccount => 3,
             Self::CreateAccount { .. } => 4,
-            Self::EnableAccount => 5,
-            Self::Grant { .. } => 6,
+            Self::UpdateAttributes { .. } => 5,
+            Self::EnableAccount => 6,
+            Self::Grant { .. } => 7,
         }
     }
 
@@ -324,14 +372,30 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
         }
         if let Some(state) = state {
             for target in targets {
-                if !have.accounts.contains_key(target) {
-                    push(
-                        target,
-                        Action::CreateAccount {
-                            enabled: state == AccountState::Enabled,
-                        },
-                        Sources::new(),
-                    );
+                let want = attributes::desired_for(desired, &key, target).unwrap_or_default();
+                if have.accounts.contains_key(target) {
+                    let changes = attributes::diff(have.attributes.get(target), &want);
+                    if !changes.is_empty() {
+                        push(target, Action::UpdateAttributes { changes }, Sources::new());
+                    }
+                    continue;
+                }
+                // Created with its text attributes; references to other accounts follow
+                // once every creation of the plan has run.
+                let (references, text): (Attributes, Attributes) = want
+                    .into_iter()
+                    .partition(|(_, v)| matches!(v, attributes::AttrValue::Account { .. }));
+                push(
+                    target,
+                    Action::CreateAccount {
+                        enabled: state == AccountState::Enabled,
+                        attributes: text,
+                    },
+                    Sources::new(),
+                );
+                if !references.is_empty() {
+                    let changes = attributes::diff(None, &references);
+                    push(target, Action::UpdateAttributes { changes }, Sources::new());
                 }
             }
         }
@@ -446,7 +510,11 @@ mod tests {
                 entitlement: e.clone(),
             },
             Action::DeleteAccount,
-            Action::CreateAccount { enabled: true },
+            Action::CreateAccount {
+                enabled: true,
+                attributes: Default::default(),
+            },
+            Action::UpdateAttributes { changes: vec![] },
             Action::EnableAccount,
             Action::Grant { entitlement: e },
         ] {

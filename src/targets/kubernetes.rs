@@ -453,10 +453,12 @@ impl Connector for KubernetesRbac {
                 self.delete_binding(&subject.identity.name, entitlement)
                     .await?;
             }
-            Action::CreateAccount { enabled } if machine => {
+            Action::CreateAccount { enabled, .. } if machine => {
                 self.put_service_account(subject, *enabled).await?
             }
             Action::CreateAccount { .. } => return Ok(Applied::Unsupported),
+            // RBAC subjects carry no attributes (a mapping cannot be configured).
+            Action::UpdateAttributes { .. } => return Ok(Applied::Unsupported),
             Action::DisableAccount => self.set_enabled(subject, false).await?,
             Action::EnableAccount => self.set_enabled(subject, true).await?,
             Action::RevokeSessions if machine => self.delete_tokens(&subject.account).await?,

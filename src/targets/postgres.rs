@@ -905,7 +905,13 @@ impl Connector for Postgres {
         let role = self.role_name(&subject.account);
         check_name(&role)?;
         match &operation.action {
-            Action::CreateAccount { enabled } => self.create(&role, *enabled).await?,
+            Action::CreateAccount { enabled, .. } => self.create(&role, *enabled).await?,
+            // WIP(attributes): replaced by the connector's attribute writes.
+            Action::UpdateAttributes { .. } => {
+                return Err(TargetError::Permanent(
+                    "updateAttributes is not built yet".into(),
+                ));
+            }
             Action::EnableAccount => self.enable(&role, true).await?,
             Action::DisableAccount => self.enable(&role, false).await?,
             Action::RevokeSessions => {

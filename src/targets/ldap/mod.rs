@@ -1146,7 +1146,13 @@ impl Connector for LdapDirectory {
         subject: &Subject,
     ) -> Result<Applied, TargetError> {
         match &operation.action {
-            Action::CreateAccount { enabled } => self.create(subject, *enabled).await?,
+            Action::CreateAccount { enabled, .. } => self.create(subject, *enabled).await?,
+            // WIP(attributes): replaced by the connector's attribute writes.
+            Action::UpdateAttributes { .. } => {
+                return Err(TargetError::Permanent(
+                    "updateAttributes is not built yet".into(),
+                ));
+            }
             Action::DisableAccount => self.set_enabled(subject, false).await?,
             Action::EnableAccount => self.set_enabled(subject, true).await?,
             Action::RevokeSessions => return Ok(Applied::Unsupported),

@@ -1193,7 +1193,7 @@ impl Scim {
         self.bulk_limits()?;
         let known = self.cache().users.get(&subject.identity).cloned();
         match (&op.action, known) {
-            (Action::CreateAccount { enabled }, None)
+            (Action::CreateAccount { enabled, .. }, None)
                 if !subject.account.trim().is_empty() && self.not_taken(subject).is_ok() =>
             {
                 let external = Self::external_id(&subject.identity);
@@ -1647,7 +1647,13 @@ impl Connector for Scim {
         subject: &Subject,
     ) -> Result<Applied, TargetError> {
         match &operation.action {
-            Action::CreateAccount { enabled } => self.create(subject, *enabled).await?,
+            Action::CreateAccount { enabled, .. } => self.create(subject, *enabled).await?,
+            // WIP(attributes): replaced by the connector's attribute writes.
+            Action::UpdateAttributes { .. } => {
+                return Err(TargetError::Permanent(
+                    "updateAttributes is not built yet".into(),
+                ));
+            }
             Action::EnableAccount => return self.set_active(subject, true).await,
             Action::DisableAccount => return self.set_active(subject, false).await,
             Action::RevokeSessions => return Ok(Applied::Unsupported),
