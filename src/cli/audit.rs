@@ -28,12 +28,12 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::inputs::{CommonArgs, open_repo};
-use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use crate::api::{AccessPolicy, Exception, Identity, Kind, Kinded, ObjectKey, TargetSystem};
 use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
 };
 use crate::source::verify::{TrustedKeys, commit_signer};
-use crate::source::{Diagnostic, Loaded, Loader, files, history::subtree};
+use crate::source::{Definitions, Diagnostic, Loaded, Loader, files, history::subtree};
 
 /// The long help of `gatehouse audit`.
 pub const LONG_ABOUT: &str = "Replay the repository's history: who had what access, when, and why.\n\n\
@@ -586,20 +586,20 @@ struct Replay<'o> {
     options: &'o AuditOptions,
     /// Every manifest file under the folder, parsed on its own, by path.
     files: BTreeMap<String, Loaded>,
-    /// The files defining each object (`Kind/namespace/name`): the first one wins.
-    owners: HashMap<String, BTreeSet<String>>,
+    /// The files defining each object: the first one wins.
+    owners: Definitions,
     /// Files with errors, and objects defined more than once: while any, commits are
     /// not applied.
     broken_files: BTreeSet<String>,
-    duplicates: BTreeSet<String>,
+    duplicates: BTreeSet<ObjectKey>,
     /// Objects changed since the last applied commit.
-    pending: BTreeSet<String>,
+    pending: BTreeSet<ObjectKey>,
     /// Whether a policy, exception or target changed since the last applied commit.
     rules_pending: bool,
     /// The objects in force (kept up to date object by object, never rebuilt), and the
-    /// position of each in its kind's list, by label.
+    /// position of each in its kind's list, by key.
     applied: Snapshot,
-    slots: HashMap<String, usize>,
+    slots: HashMap<ObjectKey, usize>,
     /// The engine of the commit in force.
     engine: Option<Engine>,
     /// The commit in force.
@@ -629,26 +629,15 @@ impl Held for Current<'_> {
     }
 }
 
-/// The label of an object in a [`Loaded`]'s `files` map.
-fn label_of<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
-    let meta = object.meta();
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// The kinds of the snapshot, for looking objects up by label.
-trait Kind: kube::Resource<DynamicType = ()> + Clone + Sized {
+/// The kinds of the snapshot, for looking objects up by key.
+trait SnapshotKind: Kinded + Clone + Sized {
     fn all(snapshot: &Snapshot) -> &Vec<Self>;
     fn all_mut(snapshot: &mut Snapshot) -> &mut Vec<Self>;
 }
 
 macro_rules! kind {
     ($type:ty, $field:ident) => {
-        impl Kind for $type {
+        impl SnapshotKind for $type {
             fn all(snapshot: &Snapshot) -> &Vec<Self> {
                 &snapshot.$field
             }
@@ -663,12 +652,8 @@ kind!(AccessPolicy, policies);
 kind!(Exception, exceptions);
 kind!(TargetSystem, targets);
 
-fn identity_key(label: &str) -> Option<IdentityKey> {
-    let mut parts = label.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("Identity"), Some(ns), Some(name)) => Some(IdentityKey::new(ns, name)),
-        _ => None,
-    }
+fn identity_key(key: &ObjectKey) -> Option<IdentityKey> {
+    (key.kind == Kind::Identity).then(|| IdentityKey::new(&key.namespace, &key.name))
 }
 
 fn parse_files(
@@ -695,7 +680,7 @@ impl<'o> Replay<'o> {
         Self {
             options,
             files: BTreeMap::new(),
-            owners: HashMap::new(),
+            owners: Definitions::default(),
             broken_files: BTreeSet::new(),
             duplicates: BTreeSet::new(),
             pending: BTreeSet::new(),
@@ -746,29 +731,21 @@ impl<'o> Replay<'o> {
                 .into_iter()
                 .map(|(p, l)| (p, Some(l))),
         );
-        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut new_problems: Vec<Diagnostic> = Vec::new();
         let changed_files: BTreeSet<String> = updates.iter().map(|(p, _)| p.clone()).collect();
         for (path, loaded) in updates {
             if let Some(old) = self.files.remove(&path) {
-                for label in old.files.keys() {
-                    touched.insert(label.clone());
-                    if let Some(set) = self.owners.get_mut(label) {
-                        set.remove(&path);
-                        if set.is_empty() {
-                            self.owners.remove(label);
-                        }
-                    }
+                for key in old.files.keys() {
+                    touched.insert(key.clone());
+                    self.owners.forget(key, &path);
                 }
             }
             self.broken_files.remove(&path);
             if let Some(loaded) = loaded {
-                for label in loaded.files.keys() {
-                    touched.insert(label.clone());
-                    self.owners
-                        .entry(label.clone())
-                        .or_default()
-                        .insert(path.clone());
+                for key in loaded.files.keys() {
+                    touched.insert(key.clone());
+                    self.owners.define(key.clone(), &path);
                 }
                 if loaded.diagnostics.has_errors() {
                     self.broken_files.insert(path.clone());
@@ -777,33 +754,24 @@ impl<'o> Replay<'o> {
                 self.files.insert(path, loaded);
             }
         }
-        for label in &touched {
-            match self.owners.get(label) {
-                Some(files) if files.len() > 1 => {
-                    if self.duplicates.insert(label.clone())
-                        || files.iter().any(|f| changed_files.contains(f))
-                    {
-                        let list: Vec<&str> = files.iter().map(String::as_str).collect();
-                        new_problems.push(Diagnostic {
-                            severity: crate::engine::Severity::Error,
-                            file: list[1..].join(", "),
-                            object: Some(label.clone()),
-                            field: Some("metadata.name".into()),
-                            message: format!(
-                                "duplicate: {label} is also defined in {}; names are unique per kind and namespace",
-                                list[0]
-                            ),
-                        });
-                    }
+        for key in &touched {
+            if self.owners.is_duplicate(key) {
+                if self.duplicates.insert(key.clone())
+                    || self
+                        .owners
+                        .defined_in(key)
+                        .iter()
+                        .any(|f| changed_files.contains(f))
+                {
+                    new_problems.extend(self.owners.errors_of(key));
                 }
-                _ => {
-                    self.duplicates.remove(label);
-                }
+            } else {
+                self.duplicates.remove(key);
             }
-            if !label.starts_with("Identity/") {
+            if key.kind != Kind::Identity {
                 self.rules_pending = true;
             }
-            self.pending.insert(label.clone());
+            self.pending.insert(key.clone());
         }
         if !self.broken_files.is_empty() || !self.duplicates.is_empty() {
             let at = format!(
@@ -841,14 +809,14 @@ impl<'o> Replay<'o> {
         let now = info.time;
         self.in_force = Some(info.clone());
         let pending = std::mem::take(&mut self.pending);
-        self.edited = pending.iter().filter_map(|l| identity_key(l)).collect();
-        for label in &pending {
-            match label.split('/').next() {
-                Some("Identity") => self.put::<Identity>(label),
-                Some("AccessPolicy") => self.put::<AccessPolicy>(label),
-                Some("Exception") => self.put::<Exception>(label),
-                Some("TargetSystem") => self.put::<TargetSystem>(label),
-                _ => {}
+        self.edited = pending.iter().filter_map(identity_key).collect();
+        for key in &pending {
+            match key.kind {
+                Kind::Identity => self.put::<Identity>(key),
+                Kind::AccessPolicy => self.put::<AccessPolicy>(key),
+                Kind::Exception => self.put::<Exception>(key),
+                Kind::TargetSystem => self.put::<TargetSystem>(key),
+                Kind::PolicySource => {}
             }
         }
         if self.engine.is_none() || std::mem::take(&mut self.rules_pending) {
@@ -874,8 +842,10 @@ impl<'o> Replay<'o> {
         };
         let mut affected: BTreeSet<IdentityKey> = BTreeSet::new();
         for key in &self.edited {
-            let label = format!("Identity/{}/{}", key.namespace, key.name);
-            match self.slots.get(&label) {
+            match self
+                .slots
+                .get(&ObjectKey::new(Kind::Identity, &key.namespace, &key.name))
+            {
                 Some(&i) => affected.extend(engine.upsert_identity(&self.applied.identities[i])),
                 None => affected.extend(engine.remove_identity(key)),
             }
@@ -887,31 +857,31 @@ impl<'o> Replay<'o> {
         }
     }
 
-    /// Puts the object of `label` now in force (the valid one from the first file defining
+    /// Puts the object of `key` now in force (the valid one from the first file defining
     /// it, if any) into the applied snapshot, in place.
-    fn put<K: Kind>(&mut self, label: &str) {
+    fn put<K: SnapshotKind>(&mut self, key: &ObjectKey) {
         let object: Option<K> = self
             .owners
-            .get(label)
-            .and_then(|files| self.files.get(files.first()?))
+            .first(key)
+            .and_then(|file| self.files.get(file))
             .and_then(|loaded| {
                 K::all(&loaded.snapshot)
                     .iter()
-                    .find(|o| label_of(*o) == label)
+                    .find(|o| ObjectKey::of(*o) == *key)
             })
             .cloned();
         let objects = K::all_mut(&mut self.applied);
-        match (self.slots.get(label).copied(), object) {
+        match (self.slots.get(key).copied(), object) {
             (Some(i), Some(o)) => objects[i] = o,
             (None, Some(o)) => {
-                self.slots.insert(label.to_string(), objects.len());
+                self.slots.insert(key.clone(), objects.len());
                 objects.push(o);
             }
             (Some(i), None) => {
-                self.slots.remove(label);
+                self.slots.remove(key);
                 objects.swap_remove(i);
                 if let Some(moved) = objects.get(i) {
-                    self.slots.insert(label_of(moved), i);
+                    self.slots.insert(ObjectKey::of(moved), i);
                 }
             }
             (None, None) => {}
@@ -941,8 +911,9 @@ impl<'o> Replay<'o> {
             // exception subjects) may change at the same instant: re-inserting the record
             // in force, unchanged, names them.
             let mut affected = BTreeSet::from([key.clone()]);
-            let label = format!("Identity/{}/{}", key.namespace, key.name);
-            if let Some(&i) = self.slots.get(&label)
+            if let Some(&i) =
+                self.slots
+                    .get(&ObjectKey::new(Kind::Identity, &key.namespace, &key.name))
                 && let Some(engine) = self.engine.as_mut()
             {
                 affected.extend(engine.upsert_identity(&self.applied.identities[i]));
@@ -1117,14 +1088,14 @@ impl<'o> Replay<'o> {
         grant: &crate::engine::Grant,
         now: Timestamp,
     ) -> String {
-        let label = format!("Exception/{}/{name}", key.namespace);
-        let exception: Option<&Exception> = self.owners.get(&label).and_then(|files| {
+        let exception_key = ObjectKey::new(Kind::Exception, &key.namespace, name);
+        let exception: Option<&Exception> = self.owners.first(&exception_key).and_then(|file| {
             self.files
-                .get(files.first()?)?
+                .get(file)?
                 .snapshot
                 .exceptions
                 .iter()
-                .find(|e| label_of(*e) == label)
+                .find(|e| ObjectKey::of(*e) == exception_key)
         });
         let Some(exception) = exception else {
             return format!("Exception/{name} deleted");
