@@ -9,6 +9,7 @@ mod git_tree;
 pub mod history;
 mod manifest;
 pub mod openpgp;
+pub mod replay;
 pub mod sync;
 pub mod verify;
 
