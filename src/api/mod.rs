@@ -14,6 +14,7 @@ mod conditions;
 mod exception;
 #[allow(clippy::duplicated_attributes)]
 mod identity;
+mod kind;
 #[allow(clippy::duplicated_attributes)]
 mod policy_source;
 #[allow(clippy::duplicated_attributes)]
@@ -23,6 +24,7 @@ pub use access_policy::*;
 pub use conditions::*;
 pub use exception::*;
 pub use identity::*;
+pub use kind::{Kind, Kinded, ObjectKey, UnknownKind};
 pub use policy_source::*;
 pub use target_system::*;
 

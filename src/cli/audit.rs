@@ -12,10 +12,11 @@
 //! Those changes are rows too (trigger `time`, at the instant they happen, with the commit
 //! then in force), up to `--now` after the last commit.
 //!
-//! Incremental: a commit re-reads and re-parses only the files it changed; a commit that
-//! changed only identities updates those identities in the engine and re-evaluates only
-//! the identities whose verdict may change. A change to a policy, exception or target
-//! rebuilds the engine from the parsed objects kept in memory.
+//! Incremental: a commit re-reads and re-parses only the files it changed (the loading is
+//! [`crate::source::replay`]'s; this module evaluates and reports); a commit that changed
+//! only identities updates those identities in the engine and re-evaluates only the
+//! identities whose verdict may change. A change to a policy, exception or target rebuilds
+//! the engine from the parsed objects kept in memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
@@ -23,17 +24,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use git2::{Delta, FileMode, Oid, Repository};
+use git2::Repository;
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::inputs::{CommonArgs, open_repo};
-use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use crate::api::{Exception, Kind, ObjectKey};
 use crate::engine::{
-    Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, Snapshot, SourceKind,
+    Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, SourceKind,
 };
+use crate::source::replay::{self, FileChange, Replay};
 use crate::source::verify::{TrustedKeys, commit_signer};
-use crate::source::{Diagnostic, Loaded, Loader, files, history::subtree};
 
 /// The long help of `gatehouse audit`.
 pub const LONG_ABOUT: &str = "Replay the repository's history: who had what access, when, and why.\n\n\
@@ -406,83 +407,27 @@ pub fn audit(
                 e.message()
             )
         })?;
-    let chain = if options.reflog {
-        reflog_steps(repo, &options.reference)?
+    let steps = if options.reflog {
+        replay::reflog(repo, &options.reference)?
     } else {
-        let mut walk = repo.revwalk().map_err(|e| e.message().to_string())?;
-        walk.simplify_first_parent()
-            .map_err(|e| e.message().to_string())?;
-        walk.push(head.id()).map_err(|e| e.message().to_string())?;
-        let mut oids: Vec<Oid> = walk
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.message().to_string())?;
-        oids.reverse();
-        oids.into_iter().map(|oid| (oid, None, "commit")).collect()
+        replay::first_parent(repo, head.id())?
     };
     let subdir = options
         .subdir
         .as_deref()
         .map(|s| s.trim_matches('/'))
         .filter(|s| !s.is_empty());
-    let mut replay = Replay::new(options);
-    let mut previous_tree: Option<Oid> = None;
+    let mut auditor = Auditor::new(options, Replay::new(&options.namespace, subdir));
     let mut touched = false;
-    for (oid, moved_at, trigger) in chain {
+    for step in steps {
+        let oid = step.commit;
         let commit = repo.find_commit(oid).map_err(|e| {
             format!(
                 "commit {oid} is no longer in the repository: {}",
                 e.message()
             )
         })?;
-        let tree = subtree(repo, &commit, subdir)?;
-        let tree_id = tree.as_ref().map(|t| t.id());
-        if tree_id == previous_tree {
-            continue;
-        }
-        let old = previous_tree
-            .map(|id| repo.find_tree(id))
-            .transpose()
-            .map_err(|e| e.message().to_string())?;
-        previous_tree = tree_id;
-        let diff = repo
-            .diff_tree_to_tree(old.as_ref(), tree.as_ref(), None)
-            .map_err(|e| e.message().to_string())?;
-        let mut changes = Vec::new();
-        for delta in diff.deltas() {
-            let path = delta
-                .new_file()
-                .path()
-                .or(delta.old_file().path())
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let file = delta.new_file();
-            let kind = match file.mode() {
-                FileMode::Commit => files::EntryKind::Submodule,
-                FileMode::Link => files::EntryKind::Symlink,
-                FileMode::Blob | FileMode::BlobExecutable => files::EntryKind::File,
-                _ => files::EntryKind::Other,
-            };
-            let change = match (delta.status(), files::classify(&path, kind)) {
-                (Delta::Deleted, _) => FileChange::Gone,
-                (_, files::Entry::Refused(why)) => FileChange::Problem(why.into()),
-                // A file that stopped being a manifest (renamed away) is gone.
-                (_, files::Entry::Ignored) => FileChange::Gone,
-                (_, files::Entry::Manifest) => {
-                    let blob = repo
-                        .find_blob(file.id())
-                        .map_err(|e| format!("commit {oid}: {path}: {}", e.message()))?;
-                    match files::oversized(blob.size() as u64) {
-                        Some(message) => FileChange::Problem(message),
-                        None => FileChange::Content(blob.content().to_vec()),
-                    }
-                }
-            };
-            // What was never read and is not read now is no change.
-            if matches!(change, FileChange::Gone) && !replay.files.contains_key(&path) {
-                continue;
-            }
-            changes.push((path, change));
-        }
+        let changes = auditor.replay.changes(repo, &commit)?;
         if changes.is_empty() {
             continue;
         }
@@ -495,14 +440,14 @@ pub fn audit(
                 author.email().unwrap_or("?")
             ),
             signer: commit_signer(repo, oid, &options.keys).to_string(),
-            time: match moved_at {
+            time: match step.moved_at {
                 Some(t) => t,
                 None => Timestamp::from_second(commit.committer().when().seconds())
                     .map_err(|e| format!("commit {oid} has an impossible committer time: {e}"))?,
             },
-            trigger,
+            trigger: if step.rewind { "rewind" } else { "commit" },
         };
-        replay.commit(info, changes, warn);
+        auditor.commit(info, changes, warn);
         touched = true;
     }
     if !touched {
@@ -512,9 +457,9 @@ pub fn audit(
             subdir.unwrap_or("the repository root")
         ));
     }
-    replay.advance(options.until);
+    auditor.advance(options.until);
     if let Some((namespace, name)) = &options.identity
-        && !replay.identity_seen
+        && !auditor.identity_seen
     {
         let name = match namespace {
             Some(ns) => format!("{ns}/{name}"),
@@ -525,81 +470,16 @@ pub fn audit(
             options.reference
         ));
     }
-    Ok(replay.rows)
+    Ok(auditor.rows)
 }
 
-/// One state to replay: a commit, when the ref moved there (for reflog steps; otherwise
-/// the committer time counts), and the trigger of its rows (`commit` or `rewind`).
-type Step = (Oid, Option<Timestamp>, &'static str);
-
-/// The positions `reference` had, oldest first.
-fn reflog_steps(repo: &Repository, reference: &str) -> Result<Vec<Step>, String> {
-    let name = if reference == "HEAD" {
-        "HEAD".to_string()
-    } else {
-        repo.resolve_reference_from_short_name(reference)
-            .ok()
-            .and_then(|r| r.name().ok().map(str::to_string))
-            .ok_or_else(|| {
-                format!("--reflog needs --ref to name a branch; {reference:?} is not one")
-            })?
-    };
-    let log = repo
-        .reflog(&name)
-        .map_err(|e| format!("cannot read the reflog of {name}: {}", e.message()))?;
-    if log.is_empty() {
-        return Err(format!(
-            "{name} has no reflog (core.logAllRefUpdates, or a bare clone): replay its history without --reflog"
-        ));
-    }
-    let mut steps = Vec::new();
-    let mut previous: Option<Oid> = None;
-    for entry in log.iter().collect::<Vec<_>>().into_iter().rev() {
-        let oid = entry.id_new();
-        if oid.is_zero() || previous == Some(oid) {
-            continue;
-        }
-        let when = Timestamp::from_second(entry.committer().when().seconds())
-            .map_err(|e| format!("reflog of {name}: impossible time: {e}"))?;
-        let forward = match previous {
-            None => true,
-            Some(before) => repo.graph_descendant_of(oid, before).unwrap_or(false),
-        };
-        steps.push((oid, Some(when), if forward { "commit" } else { "rewind" }));
-        previous = Some(oid);
-    }
-    Ok(steps)
-}
-
-/// What a commit did to one file.
-enum FileChange {
-    /// Deleted (or no longer a manifest).
-    Gone,
-    /// New content.
-    Content(Vec<u8>),
-    /// Present but unreadable, with the reason.
-    Problem(String),
-}
-
-/// The objects in force and the replay state.
-struct Replay<'o> {
+/// The replay state: the manifests in force, the engine, and each identity's verdict.
+struct Auditor<'o> {
     options: &'o AuditOptions,
-    /// Every manifest file under the folder, parsed on its own, by path.
-    files: BTreeMap<String, Loaded>,
-    /// The files defining each object (`Kind/namespace/name`): the first one wins.
-    owners: HashMap<String, BTreeSet<String>>,
-    /// Files with errors, and objects defined more than once: while any, commits are
-    /// not applied.
-    broken_files: BTreeSet<String>,
-    duplicates: BTreeSet<String>,
-    /// Objects changed since the last applied commit.
-    pending: BTreeSet<String>,
-    /// Whether a policy, exception or target changed since the last applied commit.
+    /// The manifests along the history and the objects in force.
+    replay: Replay,
+    /// Whether a policy, exception or target changed since the engine was last built.
     rules_pending: bool,
-    /// The objects in force (kept up to date object by object, never rebuilt), and the
-    /// position of each in its kind's list, by label.
-    applied: Snapshot,
-    slots: HashMap<String, usize>,
     /// The engine of the commit in force.
     engine: Option<Engine>,
     /// The commit in force.
@@ -629,79 +509,12 @@ impl Held for Current<'_> {
     }
 }
 
-/// The label of an object in a [`Loaded`]'s `files` map.
-fn label_of<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
-    let meta = object.meta();
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// The kinds of the snapshot, for looking objects up by label.
-trait Kind: kube::Resource<DynamicType = ()> + Clone + Sized {
-    fn all(snapshot: &Snapshot) -> &Vec<Self>;
-    fn all_mut(snapshot: &mut Snapshot) -> &mut Vec<Self>;
-}
-
-macro_rules! kind {
-    ($type:ty, $field:ident) => {
-        impl Kind for $type {
-            fn all(snapshot: &Snapshot) -> &Vec<Self> {
-                &snapshot.$field
-            }
-            fn all_mut(snapshot: &mut Snapshot) -> &mut Vec<Self> {
-                &mut snapshot.$field
-            }
-        }
-    };
-}
-kind!(Identity, identities);
-kind!(AccessPolicy, policies);
-kind!(Exception, exceptions);
-kind!(TargetSystem, targets);
-
-fn identity_key(label: &str) -> Option<IdentityKey> {
-    let mut parts = label.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("Identity"), Some(ns), Some(name)) => Some(IdentityKey::new(ns, name)),
-        _ => None,
-    }
-}
-
-fn parse_files(
-    namespace: &str,
-    provenance: &Provenance,
-    files: Vec<(String, Vec<u8>)>,
-) -> Vec<(String, Loaded)> {
-    let parse = |(path, bytes): &(String, Vec<u8>)| {
-        let mut loader = Loader::new(namespace);
-        loader.add_file(path, bytes, provenance);
-        (path.clone(), loader.finish())
-    };
-    if files.len() < 64 {
-        return files.iter().map(parse).collect();
-    }
-    files::parallel(&files, |part| part.iter().map(parse).collect::<Vec<_>>())
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-impl<'o> Replay<'o> {
-    fn new(options: &'o AuditOptions) -> Self {
+impl<'o> Auditor<'o> {
+    fn new(options: &'o AuditOptions, replay: Replay) -> Self {
         Self {
             options,
-            files: BTreeMap::new(),
-            owners: HashMap::new(),
-            broken_files: BTreeSet::new(),
-            duplicates: BTreeSet::new(),
-            pending: BTreeSet::new(),
+            replay,
             rules_pending: false,
-            applied: Snapshot::default(),
-            slots: HashMap::new(),
             engine: None,
             in_force: None,
             current: BTreeMap::new(),
@@ -728,101 +541,22 @@ impl<'o> Replay<'o> {
             signer: (!info.signer.is_empty()).then(|| info.signer.clone()),
             path: None,
         };
-        let mut contents = Vec::new();
-        let mut updates: Vec<(String, Option<Loaded>)> = Vec::new();
-        for (path, change) in changes {
-            match change {
-                FileChange::Gone => updates.push((path, None)),
-                FileChange::Content(bytes) => contents.push((path, bytes)),
-                FileChange::Problem(message) => {
-                    let mut loader = Loader::new(&self.options.namespace);
-                    loader.diagnostics.error(&path, None, None, message);
-                    updates.push((path, Some(loader.finish())));
-                }
-            }
-        }
-        updates.extend(
-            parse_files(&self.options.namespace, &provenance, contents)
-                .into_iter()
-                .map(|(p, l)| (p, Some(l))),
-        );
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut new_problems: Vec<Diagnostic> = Vec::new();
-        let changed_files: BTreeSet<String> = updates.iter().map(|(p, _)| p.clone()).collect();
-        for (path, loaded) in updates {
-            if let Some(old) = self.files.remove(&path) {
-                for label in old.files.keys() {
-                    touched.insert(label.clone());
-                    if let Some(set) = self.owners.get_mut(label) {
-                        set.remove(&path);
-                        if set.is_empty() {
-                            self.owners.remove(label);
-                        }
-                    }
-                }
-            }
-            self.broken_files.remove(&path);
-            if let Some(loaded) = loaded {
-                for label in loaded.files.keys() {
-                    touched.insert(label.clone());
-                    self.owners
-                        .entry(label.clone())
-                        .or_default()
-                        .insert(path.clone());
-                }
-                if loaded.diagnostics.has_errors() {
-                    self.broken_files.insert(path.clone());
-                    new_problems.extend(loaded.diagnostics.0.iter().cloned());
-                }
-                self.files.insert(path, loaded);
-            }
-        }
-        for label in &touched {
-            match self.owners.get(label) {
-                Some(files) if files.len() > 1 => {
-                    if self.duplicates.insert(label.clone())
-                        || files.iter().any(|f| changed_files.contains(f))
-                    {
-                        let list: Vec<&str> = files.iter().map(String::as_str).collect();
-                        new_problems.push(Diagnostic {
-                            severity: crate::engine::Severity::Error,
-                            file: list[1..].join(", "),
-                            object: Some(label.clone()),
-                            field: Some("metadata.name".into()),
-                            message: format!(
-                                "duplicate: {label} is also defined in {}; names are unique per kind and namespace",
-                                list[0]
-                            ),
-                        });
-                    }
-                }
-                _ => {
-                    self.duplicates.remove(label);
-                }
-            }
-            if !label.starts_with("Identity/") {
-                self.rules_pending = true;
-            }
-            self.pending.insert(label.clone());
-        }
-        if !self.broken_files.is_empty() || !self.duplicates.is_empty() {
+        let loading = self.replay.load(changes, &provenance);
+        if !loading.applicable {
             let at = format!(
                 "commit {} ({}, {})",
                 short(&info.id),
                 info.time,
                 info.author
             );
-            for d in &new_problems {
+            for d in &loading.problems {
                 warn(format!("{at}: {d}"));
             }
-            let older: Vec<&str> = self
-                .broken_files
-                .iter()
-                .filter(|f| !changed_files.contains(*f))
-                .map(String::as_str)
-                .collect();
-            if !older.is_empty() {
-                warn(format!("{at}: still invalid: {}", older.join(", ")));
+            if !loading.still_invalid.is_empty() {
+                warn(format!(
+                    "{at}: still invalid: {}",
+                    loading.still_invalid.join(", ")
+                ));
             }
             let kept = match &self.in_force {
                 Some(c) => format!("commit {} stays in force", short(&c.id)),
@@ -840,19 +574,11 @@ impl<'o> Replay<'o> {
     fn apply(&mut self, info: CommitRef) {
         let now = info.time;
         self.in_force = Some(info.clone());
-        let pending = std::mem::take(&mut self.pending);
-        self.edited = pending.iter().filter_map(|l| identity_key(l)).collect();
-        for label in &pending {
-            match label.split('/').next() {
-                Some("Identity") => self.put::<Identity>(label),
-                Some("AccessPolicy") => self.put::<AccessPolicy>(label),
-                Some("Exception") => self.put::<Exception>(label),
-                Some("TargetSystem") => self.put::<TargetSystem>(label),
-                _ => {}
-            }
-        }
+        let applied = self.replay.apply();
+        self.edited = applied.edited;
+        self.rules_pending |= applied.rules_changed;
         if self.engine.is_none() || std::mem::take(&mut self.rules_pending) {
-            let engine = Engine::new(&self.applied, self.options.settings.clone());
+            let engine = Engine::new(self.replay.snapshot(), self.options.settings.clone());
             let desired = engine.evaluate(now, &Current(&self.current));
             self.engine = Some(engine);
             let gone: Vec<IdentityKey> = self
@@ -874,9 +600,8 @@ impl<'o> Replay<'o> {
         };
         let mut affected: BTreeSet<IdentityKey> = BTreeSet::new();
         for key in &self.edited {
-            let label = format!("Identity/{}/{}", key.namespace, key.name);
-            match self.slots.get(&label) {
-                Some(&i) => affected.extend(engine.upsert_identity(&self.applied.identities[i])),
+            match self.replay.identity(key) {
+                Some(identity) => affected.extend(engine.upsert_identity(identity)),
                 None => affected.extend(engine.remove_identity(key)),
             }
             affected.insert(key.clone());
@@ -884,37 +609,6 @@ impl<'o> Replay<'o> {
         for key in affected {
             let access = self.evaluate(&key, now);
             self.record(&key, access, now, &info, info.trigger);
-        }
-    }
-
-    /// Puts the object of `label` now in force (the valid one from the first file defining
-    /// it, if any) into the applied snapshot, in place.
-    fn put<K: Kind>(&mut self, label: &str) {
-        let object: Option<K> = self
-            .owners
-            .get(label)
-            .and_then(|files| self.files.get(files.first()?))
-            .and_then(|loaded| {
-                K::all(&loaded.snapshot)
-                    .iter()
-                    .find(|o| label_of(*o) == label)
-            })
-            .cloned();
-        let objects = K::all_mut(&mut self.applied);
-        match (self.slots.get(label).copied(), object) {
-            (Some(i), Some(o)) => objects[i] = o,
-            (None, Some(o)) => {
-                self.slots.insert(label.to_string(), objects.len());
-                objects.push(o);
-            }
-            (Some(i), None) => {
-                self.slots.remove(label);
-                objects.swap_remove(i);
-                if let Some(moved) = objects.get(i) {
-                    self.slots.insert(label_of(moved), i);
-                }
-            }
-            (None, None) => {}
         }
     }
 
@@ -941,11 +635,10 @@ impl<'o> Replay<'o> {
             // exception subjects) may change at the same instant: re-inserting the record
             // in force, unchanged, names them.
             let mut affected = BTreeSet::from([key.clone()]);
-            let label = format!("Identity/{}/{}", key.namespace, key.name);
-            if let Some(&i) = self.slots.get(&label)
+            if let Some(identity) = self.replay.identity(&key)
                 && let Some(engine) = self.engine.as_mut()
             {
-                affected.extend(engine.upsert_identity(&self.applied.identities[i]));
+                affected.extend(engine.upsert_identity(identity));
             }
             for key in affected {
                 let access = self.evaluate(&key, at);
@@ -1117,15 +810,9 @@ impl<'o> Replay<'o> {
         grant: &crate::engine::Grant,
         now: Timestamp,
     ) -> String {
-        let label = format!("Exception/{}/{name}", key.namespace);
-        let exception: Option<&Exception> = self.owners.get(&label).and_then(|files| {
-            self.files
-                .get(files.first()?)?
-                .snapshot
-                .exceptions
-                .iter()
-                .find(|e| label_of(*e) == label)
-        });
+        let exception: Option<&Exception> =
+            self.replay
+                .defined(&ObjectKey::new(Kind::Exception, &key.namespace, name));
         let Some(exception) = exception else {
             return format!("Exception/{name} deleted");
         };

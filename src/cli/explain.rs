@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::inputs::{CommonArgs, RevisionArgs};
 use super::report::violation_line;
+use crate::api::Kind;
 use crate::engine::{Engine, IdentityKey, NothingHeld};
 
 /// Arguments of `gatehouse explain`.
@@ -38,10 +39,11 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
         .collect();
     let key = match candidates.as_slice() {
         [] => {
-            let rejected = revision.loaded.files.iter().find(|(label, _)| {
-                label.starts_with("Identity/")
-                    && label.rsplit('/').next() == Some(args.name.as_str())
-            });
+            let rejected = revision
+                .loaded
+                .files
+                .iter()
+                .find(|(key, _)| key.kind == Kind::Identity && key.name == args.name);
             return Err(match rejected {
                 Some((label, file)) => {
                     format!("{label} in {file} is invalid (see the errors above): fix it first")

@@ -7,6 +7,7 @@ use clap::Args;
 use git2::Repository;
 use jiff::Timestamp;
 
+use crate::api::ObjectKey;
 use crate::engine::Settings;
 use crate::source::{CommitInfo, Loaded, load_dir, read_tree};
 
@@ -173,8 +174,8 @@ pub fn from_git(
 /// Paths changed per commit between two revisions, for attributing changes.
 pub type Attribution = HashMap<String, CommitInfo>;
 
-/// The file of each object, by `Kind/namespace/name`.
-pub type Files = BTreeMap<String, String>;
+/// The file of each object.
+pub type Files = BTreeMap<ObjectKey, String>;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::inputs::{Attribution, Files};
-use crate::api::EntitlementRef;
+use crate::api::{EntitlementRef, Kind, ObjectKey};
 use crate::engine::{
     DesiredState, IdentityAccess, IdentityKey, Phase, Severity, Source, SourceKind, Violation,
     ViolationKind,
@@ -186,9 +186,10 @@ impl<'a> PlanReport<'a> {
                 }
             };
             let cause = attribution.and_then(|paths| {
-                let identity_file = files.get(&format!(
-                    "Identity/{}/{}",
-                    op.identity.namespace, op.identity.name
+                let identity_file = files.get(&ObjectKey::new(
+                    Kind::Identity,
+                    &op.identity.namespace,
+                    &op.identity.name,
                 ));
                 identity_file
                     .into_iter()

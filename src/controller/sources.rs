@@ -22,8 +22,8 @@ use super::Caches;
 use super::status::Conditions;
 use super::writer::{Writer, object_ref};
 use crate::api::{
-    AccessPolicy, Condition, Exception, Identity, PolicySource, PolicySourceStatus, TargetSystem,
-    annotations, condition_types, labels,
+    AccessPolicy, Condition, Exception, Identity, Kind, Kinded, PolicySource, PolicySourceStatus,
+    TargetSystem, annotations, condition_types, labels,
 };
 use crate::http::{Metrics, SourceLabels};
 use crate::source::Diagnostic;
@@ -49,7 +49,7 @@ struct Memory {
     prepared: Option<(Oid, Option<i64>, Option<Arc<Desired>>)>,
     /// The `metadata.generation` of each object as this controller last applied it: an
     /// object still at that generation needs no comparison of its spec.
-    generations: HashMap<(String, String), i64>,
+    generations: HashMap<(Kind, String), i64>,
 }
 
 /// Shared by every source's reconcile.
@@ -358,7 +358,7 @@ async fn read_credentials(
 /// Reads `kind` `ns/name` from its cache with `f` (the object as JSON when `f` asks for it).
 fn with_cached<R>(
     caches: &Caches,
-    kind: &str,
+    kind: Kind,
     ns: &str,
     name: &str,
     f: impl FnOnce(&kube::api::ObjectMeta, &dyn Fn() -> Option<Value>) -> R,
@@ -385,24 +385,23 @@ fn with_cached<R>(
         Some(f(meta, &json))
     }
     match kind {
-        "Identity" => get(&caches.identities, ns, name, f),
-        "AccessPolicy" => get(&caches.policies, ns, name, f),
-        "Exception" => get(&caches.exceptions, ns, name, f),
-        "TargetSystem" => get(&caches.targets, ns, name, f),
-        _ => None,
+        Kind::Identity => get(&caches.identities, ns, name, f),
+        Kind::AccessPolicy => get(&caches.policies, ns, name, f),
+        Kind::Exception => get(&caches.exceptions, ns, name, f),
+        Kind::TargetSystem => get(&caches.targets, ns, name, f),
+        Kind::PolicySource => None,
     }
 }
 
 /// Every cached object carrying `gatehouse.dev/source=<source>` in `ns`: (kind, name).
-fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(String, String)> {
+fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(Kind, String)> {
     fn of<K>(
         store: &Store<DeserializeGuard<K>>,
-        kind: &str,
         ns: &str,
         source: &str,
-        out: &mut BTreeSet<(String, String)>,
+        out: &mut BTreeSet<(Kind, String)>,
     ) where
-        K: Resource<DynamicType = ()> + Clone + 'static,
+        K: Kinded + Clone + 'static,
     {
         for object in store.state() {
             let meta = match &object.0 {
@@ -415,15 +414,15 @@ fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(String, Strin
                 .and_then(|l| l.get(labels::SOURCE))
                 .is_some_and(|s| s == source);
             if ours && meta.namespace.as_deref() == Some(ns) {
-                out.insert((kind.to_string(), meta.name.clone().unwrap_or_default()));
+                out.insert((K::KIND, meta.name.clone().unwrap_or_default()));
             }
         }
     }
     let mut out = BTreeSet::new();
-    of(&caches.identities, "Identity", ns, source, &mut out);
-    of(&caches.policies, "AccessPolicy", ns, source, &mut out);
-    of(&caches.exceptions, "Exception", ns, source, &mut out);
-    of(&caches.targets, "TargetSystem", ns, source, &mut out);
+    of(&caches.identities, ns, source, &mut out);
+    of(&caches.policies, ns, source, &mut out);
+    of(&caches.exceptions, ns, source, &mut out);
+    of(&caches.targets, ns, source, &mut out);
     out
 }
 
@@ -448,14 +447,14 @@ fn up_to_date(
     }
 }
 
-fn resource(kind: &str) -> Option<ApiResource> {
-    Some(match kind {
-        "Identity" => ApiResource::erase::<Identity>(&()),
-        "AccessPolicy" => ApiResource::erase::<AccessPolicy>(&()),
-        "Exception" => ApiResource::erase::<Exception>(&()),
-        "TargetSystem" => ApiResource::erase::<TargetSystem>(&()),
-        _ => return None,
-    })
+fn resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::Identity => ApiResource::erase::<Identity>(&()),
+        Kind::AccessPolicy => ApiResource::erase::<AccessPolicy>(&()),
+        Kind::Exception => ApiResource::erase::<Exception>(&()),
+        Kind::TargetSystem => ApiResource::erase::<TargetSystem>(&()),
+        Kind::PolicySource => ApiResource::erase::<PolicySource>(&()),
+    }
 }
 
 /// Objects of this commit that another PolicySource already applied: a commit with any is
@@ -467,7 +466,7 @@ fn conflicts(ctx: &Context, source: &PolicySource, desired: &Desired) -> Vec<Dia
         .objects
         .iter()
         .filter_map(|object| {
-            let other = with_cached(&ctx.caches, &object.kind, &ns, &object.name, |meta, _| {
+            let other = with_cached(&ctx.caches, object.kind, &ns, &object.name, |meta, _| {
                 meta.labels
                     .as_ref()
                     .and_then(|l| l.get(labels::SOURCE))
@@ -477,7 +476,7 @@ fn conflicts(ctx: &Context, source: &PolicySource, desired: &Desired) -> Vec<Dia
             Some(Diagnostic {
                 severity: crate::engine::Severity::Error,
                 file: object.file.clone(),
-                object: Some(format!("{}/{ns}/{}", object.kind, object.name)),
+                object: Some(object.key(&ns).to_string()),
                 field: Some("metadata.name".into()),
                 message: format!(
                     "already applied by PolicySource {other}: define it in one source only"
@@ -506,19 +505,13 @@ async fn apply_and_prune(
             .iter()
             .filter(|object| {
                 let applied = applied_generations
-                    .and_then(|g| g.get(&(object.kind.clone(), object.name.clone())))
+                    .and_then(|g| g.get(&(object.kind, object.name.clone())))
                     .copied();
-                with_cached(
-                    &ctx.caches,
-                    &object.kind,
-                    &ns,
-                    &object.name,
-                    |meta, json| {
-                        let owner = meta.labels.as_ref().and_then(|l| l.get(labels::SOURCE));
-                        // Another source's object is never taken over (see `conflicts`).
-                        owner.is_some_and(|o| *o != name) || up_to_date(meta, json, applied, object)
-                    },
-                )
+                with_cached(&ctx.caches, object.kind, &ns, &object.name, |meta, json| {
+                    let owner = meta.labels.as_ref().and_then(|l| l.get(labels::SOURCE));
+                    // Another source's object is never taken over (see `conflicts`).
+                    owner.is_some_and(|o| *o != name) || up_to_date(meta, json, applied, object)
+                })
                 .is_none_or(|skip| !skip)
             })
             .collect()
@@ -529,11 +522,8 @@ async fn apply_and_prune(
         .iter()
         .map(|object| {
             let ns = ns.clone();
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                &ns,
-                &resource(&object.kind).expect("sync yields gatehouse kinds only"),
-            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &resource(object.kind));
             let params = params.clone();
             async move {
                 api.patch(&object.name, &params, &Patch::Apply(&*object.body))
@@ -555,7 +545,10 @@ async fn apply_and_prune(
     for result in results {
         let object = result?;
         if let (Some(kind), Some(name), Some(generation)) = (
-            object.types.as_ref().map(|t| t.kind.clone()),
+            object
+                .types
+                .as_ref()
+                .and_then(|t| t.kind.parse::<Kind>().ok()),
             object.metadata.name.clone(),
             object.metadata.generation,
         ) {
@@ -567,17 +560,14 @@ async fn apply_and_prune(
     }
     let mut pruned = 0;
     if with_prune && source.spec.prune {
-        let wanted: BTreeSet<(String, String)> = desired
+        let wanted: BTreeSet<(Kind, String)> = desired
             .objects
             .iter()
-            .map(|o| (o.kind.clone(), o.name.clone()))
+            .map(|o| (o.kind, o.name.clone()))
             .collect();
         for (kind, object) in inventory(&ctx.caches, &ns, &name).difference(&wanted) {
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                &ns,
-                &resource(kind).expect("inventory holds gatehouse kinds only"),
-            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &resource(*kind));
             match api.delete(object, &DeleteParams::default()).await {
                 Ok(_) => pruned += 1,
                 Err(kube::Error::Api(e)) if e.code == 404 => {}

@@ -4,13 +4,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
+use kube::CustomResourceExt;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
-use kube::{CustomResourceExt, Resource};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::Diagnostics;
-use crate::api::{API_VERSION, AccessPolicy, Exception, Identity, TargetSystem, annotations};
+use super::{Definitions, Diagnostics};
+use crate::api::{
+    API_VERSION, AccessPolicy, Exception, Identity, Kind, Kinded, ObjectKey, TargetSystem,
+    annotations,
+};
 use crate::engine::{Provenance, Snapshot};
 
 /// Largest manifest file read; larger files are rejected, never truncated.
@@ -23,8 +26,8 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// Everything wrong with the input.
     pub diagnostics: Diagnostics,
-    /// The file each object came from, by `Kind/namespace/name`.
-    pub files: BTreeMap<String, String>,
+    /// The file each object came from (the first definition, when several).
+    pub files: BTreeMap<ObjectKey, String>,
 }
 
 /// Accumulates files into a snapshot.
@@ -34,8 +37,8 @@ pub struct Loader {
     snapshot: Snapshot,
     /// Diagnostics so far.
     pub diagnostics: Diagnostics,
-    /// Every object read, as (`Kind/namespace/name`, file), in reading order.
-    seen: Vec<(String, String)>,
+    /// Every object read, with its file, in reading order.
+    seen: Vec<(ObjectKey, String)>,
 }
 
 /// The checks the API server applies to one kind: its OpenAPI schema (types, patterns,
@@ -140,7 +143,7 @@ impl Loader {
             .get("metadata")
             .and_then(|m| m.get("namespace"))
             .and_then(|v| v.as_str())
-            .unwrap_or(&self.default_namespace);
+            .map_or_else(|| self.default_namespace.clone(), str::to_string);
         let label = format!(
             "{}/{namespace}/{}",
             kind.as_deref().unwrap_or("?"),
@@ -158,16 +161,17 @@ impl Loader {
             );
             return;
         }
-        match kind.as_deref() {
-            Some("Identity") => self.add_object::<Identity>(file, value, provenance, &label, &IDENTITY, |s, o| s.identities.push(o)),
-            Some("AccessPolicy") => self.add_object::<AccessPolicy>(file, value, provenance, &label, &POLICY, |s, o| s.policies.push(o)),
-            Some("Exception") => self.add_object::<Exception>(file, value, provenance, &label, &EXCEPTION, |s, o| s.exceptions.push(o)),
-            Some("TargetSystem") => self.add_object::<TargetSystem>(file, value, provenance, &label, &TARGET, |s, o| s.targets.push(o)),
-            other => self.diagnostics.error(
+        let key = |kind| ObjectKey::new(kind, &namespace, name.as_deref().unwrap_or("?"));
+        match kind.as_deref().map(str::parse) {
+            Some(Ok(Kind::Identity)) => self.add_object::<Identity>(file, value, provenance, key(Kind::Identity), &IDENTITY, |s, o| s.identities.push(o)),
+            Some(Ok(Kind::AccessPolicy)) => self.add_object::<AccessPolicy>(file, value, provenance, key(Kind::AccessPolicy), &POLICY, |s, o| s.policies.push(o)),
+            Some(Ok(Kind::Exception)) => self.add_object::<Exception>(file, value, provenance, key(Kind::Exception), &EXCEPTION, |s, o| s.exceptions.push(o)),
+            Some(Ok(Kind::TargetSystem)) => self.add_object::<TargetSystem>(file, value, provenance, key(Kind::TargetSystem), &TARGET, |s, o| s.targets.push(o)),
+            _ => self.diagnostics.error(
                 file,
                 Some(label),
                 Some("kind".into()),
-                format!("kind {:?} is not a gatehouse kind: use Identity, AccessPolicy, Exception or TargetSystem", other.unwrap_or_default()),
+                format!("kind {:?} is not a gatehouse kind: use Identity, AccessPolicy, Exception or TargetSystem", kind.unwrap_or_default()),
             ),
         }
     }
@@ -177,13 +181,12 @@ impl Loader {
         file: &str,
         value: serde_yaml::Value,
         provenance: &Provenance,
-        label: &str,
+        key: ObjectKey,
         schema: &'static OnceLock<KindSchema>,
         push: fn(&mut Snapshot, K),
     ) where
-        K: Resource<DynamicType = ()> + CustomResourceExt + DeserializeOwned + serde::Serialize,
+        K: Kinded + CustomResourceExt + DeserializeOwned + serde::Serialize,
     {
-        let kind = K::kind(&());
         let mut unknown = Vec::new();
         let mut track = serde_path_to_error::Track::new();
         let parsed: Result<K, _> = serde_ignored::deserialize(
@@ -203,12 +206,12 @@ impl Loader {
                     .to_string();
                 self.diagnostics.error(
                     file,
-                    Some(label.to_string()),
+                    Some(key.to_string()),
                     field,
                     format!("{message}: see `gatehouse crds` for the schema"),
                 );
                 // Still defined here: a second definition elsewhere is a duplicate.
-                self.seen.push((label.to_string(), file.to_string()));
+                self.seen.push((key, file.to_string()));
                 return;
             }
         };
@@ -218,7 +221,8 @@ impl Loader {
             .namespace
             .get_or_insert_with(|| self.default_namespace.clone())
             .clone();
-        let label = format!("{kind}/{namespace}/{name}");
+        let key = ObjectKey::new(K::KIND, namespace.clone(), name.clone());
+        let label = key.to_string();
         let mut ok = true;
         // The generated root type reads apiVersion and kind itself; they were checked above.
         for path in unknown
@@ -281,7 +285,7 @@ impl Loader {
                 );
             }
         }
-        self.seen.push((label, file.to_string()));
+        self.seen.push((key, file.to_string()));
         if ok {
             push(&mut self.snapshot, object);
         }
@@ -303,44 +307,27 @@ impl Loader {
         self.seen.extend(other.seen);
     }
 
-    /// The snapshot and diagnostics. An object defined twice is kept from the first file
-    /// only, and the later definition is an error.
+    /// The snapshot and diagnostics. An object defined twice is kept from its first
+    /// definition in path order only ([`Definitions`]), and every other is an error.
     pub fn finish(self) -> Loaded {
         let mut diagnostics = self.diagnostics;
+        let mut definitions = Definitions::default();
+        for (key, file) in self.seen {
+            definitions.define(key, &file);
+        }
+        diagnostics.0.extend(definitions.errors());
         let mut files = BTreeMap::new();
         let mut rejected = HashSet::new();
-        for (label, file) in self.seen {
-            match files.get(&label) {
-                Some(first) => {
-                    diagnostics.error(
-                        &file,
-                        Some(label.clone()),
-                        Some("metadata.name".into()),
-                        format!("duplicate: {label} is also defined in {first}; names are unique per kind and namespace"),
-                    );
-                    rejected.insert((label, file));
-                }
-                None => {
-                    files.insert(label, file);
-                }
+        for (key, defined_in) in definitions.iter() {
+            files.insert(key.clone(), defined_in[0].clone());
+            for file in &defined_in[1..] {
+                rejected.insert((key.clone(), file.clone()));
             }
         }
         let mut snapshot = self.snapshot;
         if !rejected.is_empty() {
-            fn keep<K: Resource<DynamicType = ()>>(
-                rejected: &HashSet<(String, String)>,
-                objects: &mut Vec<K>,
-            ) {
-                objects.retain(|o| {
-                    let meta = o.meta();
-                    let label = format!(
-                        "{}/{}/{}",
-                        K::kind(&()),
-                        meta.namespace.as_deref().unwrap_or_default(),
-                        meta.name.as_deref().unwrap_or_default()
-                    );
-                    !rejected.contains(&(label, file_of(meta)))
-                });
+            fn keep<K: Kinded>(rejected: &HashSet<(ObjectKey, String)>, objects: &mut Vec<K>) {
+                objects.retain(|o| !rejected.contains(&(ObjectKey::of(o), file_of(o.meta()))));
             }
             keep(&rejected, &mut snapshot.identities);
             keep(&rejected, &mut snapshot.policies);

@@ -1,6 +1,7 @@
 //! Reading manifests: from a directory or straight from Git objects, into a checked
 //! [`Snapshot`](crate::engine::Snapshot) plus every problem found on the way.
 
+mod definitions;
 mod diagnostics;
 pub mod fetch;
 pub mod files;
@@ -8,9 +9,11 @@ mod git_tree;
 pub mod history;
 mod manifest;
 pub mod openpgp;
+pub mod replay;
 pub mod sync;
 pub mod verify;
 
+pub use definitions::Definitions;
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use git_tree::{CommitInfo, GitTree, changed_paths, read_tree};
 pub use manifest::{Loaded, Loader, MAX_FILE_BYTES};

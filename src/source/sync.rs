@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::history::{self, Change, Movement};
 use super::verify::{self, PathRules, Rejection, Signer, TrustedKeys};
-use super::{Diagnostic, Diagnostics, Loader};
-use crate::api::{PolicySourceSpec, annotations, labels};
+use super::{Definitions, Diagnostic, Diagnostics, Loader};
+use crate::api::{Kind, ObjectKey, PolicySourceSpec, annotations, labels};
 use crate::engine::Provenance;
 
 /// Most commits walked to attribute files on a first sync.
@@ -24,7 +24,7 @@ const HISTORY_LIMIT: usize = 20_000;
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredObject {
     /// `Identity`, `AccessPolicy`, `Exception` or `TargetSystem`.
-    pub kind: String,
+    pub kind: Kind,
     /// `metadata.name`.
     pub name: String,
     /// The file it came from.
@@ -34,6 +34,13 @@ pub struct DesiredObject {
     pub body: Arc<Value>,
     /// Digest of `body` without the digest annotation itself.
     pub digest: String,
+}
+
+impl DesiredObject {
+    /// Its key in `namespace` (the source's).
+    pub fn key(&self, namespace: &str) -> ObjectKey {
+        ObjectKey::new(self.kind, namespace, &self.name)
+    }
 }
 
 /// Everything a source wants at a commit, sorted by kind and name.
@@ -288,29 +295,19 @@ pub fn prepare(
 
     // Whole-commit checks: every file clean, every object defined once.
     let mut errors: Vec<Diagnostic> = tree_errors.0;
-    let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut objects = Vec::new();
-    let mut paths: Vec<&String> = memory.files.keys().collect();
-    paths.sort();
-    for path in paths {
-        let entry = &memory.files[path];
+    let mut definitions = Definitions::default();
+    for (path, entry) in &memory.files {
         errors.extend(entry.errors.iter().cloned());
         for object in &entry.objects {
-            let key = (object.kind.clone(), object.name.clone());
-            match owners.get(&key) {
-                Some(first) => errors.push(Diagnostic {
-                    severity: crate::engine::Severity::Error,
-                    file: path.clone(),
-                    object: Some(format!("{}/{namespace}/{}", object.kind, object.name)),
-                    field: Some("metadata.name".into()),
-                    message: format!(
-                        "duplicate: also defined in {first}; names are unique per kind and namespace"
-                    ),
-                }),
-                None => {
-                    owners.insert(key, path.clone());
-                    objects.push(object.clone());
-                }
+            definitions.define(object.key(namespace), path);
+        }
+    }
+    errors.extend(definitions.errors());
+    let mut objects = Vec::new();
+    for (path, entry) in &memory.files {
+        for object in &entry.objects {
+            if definitions.first(&object.key(namespace)) == Some(path.as_str()) {
+                objects.push(object.clone());
             }
         }
     }
@@ -319,7 +316,7 @@ pub fn prepare(
         errors.dedup();
         return Ok(Err(Refusal::Invalid(errors)));
     }
-    objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    objects.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Ok(Ok(Desired {
         objects,
         signers: desired_signers,
@@ -368,7 +365,7 @@ fn parse_part(
         }
     }
     let snapshot = loaded.snapshot;
-    let mut add = |meta: &kube::api::ObjectMeta, kind: &str, body: Value| {
+    let mut add = |meta: &kube::api::ObjectMeta, kind: Kind, body: Value| {
         let file = super::manifest::file_of(meta);
         let name = meta.name.clone().unwrap_or_default();
         let Some(entry) = out.get_mut(&file) else {
@@ -378,10 +375,10 @@ fn parse_part(
             entry.errors.push(Diagnostic {
                 severity: crate::engine::Severity::Error,
                 file: file.clone(),
-                object: Some(format!(
-                    "{kind}/{}/{name}",
-                    meta.namespace.as_deref().unwrap_or_default()
-                )),
+                object: Some(
+                    ObjectKey::new(kind, meta.namespace.as_deref().unwrap_or_default(), &name)
+                        .to_string(),
+                ),
                 field: Some("metadata.namespace".into()),
                 message: format!(
                     "this source applies into namespace {namespace:?} only: remove metadata.namespace"
@@ -396,28 +393,28 @@ fn parse_part(
     for o in &snapshot.identities {
         add(
             o.meta(),
-            "Identity",
+            Kind::Identity,
             serde_json::to_value(o).unwrap_or_default(),
         );
     }
     for o in &snapshot.policies {
         add(
             o.meta(),
-            "AccessPolicy",
+            Kind::AccessPolicy,
             serde_json::to_value(o).unwrap_or_default(),
         );
     }
     for o in &snapshot.exceptions {
         add(
             o.meta(),
-            "Exception",
+            Kind::Exception,
             serde_json::to_value(o).unwrap_or_default(),
         );
     }
     for o in &snapshot.targets {
         add(
             o.meta(),
-            "TargetSystem",
+            Kind::TargetSystem,
             serde_json::to_value(o).unwrap_or_default(),
         );
     }
@@ -428,7 +425,7 @@ fn parse_part(
 /// Git are kept (never a uid, resourceVersion, finalizers or owners), plus the source label
 /// and the digest annotation.
 fn desired(
-    kind: &str,
+    kind: Kind,
     name: &str,
     file: &str,
     namespace: &str,
@@ -473,7 +470,7 @@ fn desired(
         map.insert(annotations::DIGEST.into(), Value::String(digest.clone()));
     }
     DesiredObject {
-        kind: kind.to_string(),
+        kind,
         name: name.to_string(),
         file: file.to_string(),
         body: Arc::new(body),

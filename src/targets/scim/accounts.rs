@@ -1,0 +1,353 @@
+//! Account steps one at a time: create (or adopt a managed user left behind), rename,
+//! enable and disable, delete; PATCH while the server takes it, else read-modify-write PUT.
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::http::{self, Reply};
+use super::learned::Resource;
+use super::types::*;
+use super::{Applied, Known, Scim, Subject, TargetError};
+use crate::engine::IdentityKey;
+
+impl Scim {
+    /// Creates the account, or brings an existing managed one (a crash after the create, a
+    /// renamed account) to the subject's name and state.
+    pub(super) async fn create(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
+        let key = &subject.identity;
+        if subject.account.trim().is_empty() {
+            return Err(TargetError::Permanent(format!(
+                "{key}: the account name for this target is empty; set spec.accounts of the Identity"
+            )));
+        }
+        if self.user(key).await?.is_some() {
+            return self.update_user(subject, Some(enabled)).await;
+        }
+        self.not_taken(subject)?;
+        let external = Self::external_id(key);
+        let body = serde_json::to_value(NewUser {
+            schemas: [USER_SCHEMA],
+            user_name: &subject.account,
+            external_id: &external,
+            active: enabled,
+        })
+        .unwrap_or_default();
+        let reply = self
+            .http
+            .send(Method::POST, "Users", &[], Some(&body), None)
+            .await?;
+        if reply.status.as_u16() == 409 {
+            return self.create_conflict(subject, enabled, &reply).await;
+        }
+        if !reply.ok() {
+            return Err(reply.error());
+        }
+        let user: User = reply.json()?;
+        let id = user.id.ok_or_else(|| {
+            TargetError::Permanent(format!(
+                "POST Users for {}: the answer has no id",
+                subject.account
+            ))
+        })?;
+        self.cache().users.insert(
+            key.clone(),
+            Known {
+                id,
+                etag: reply.etag.or(user.meta.version),
+            },
+        );
+        Ok(())
+    }
+
+    /// Refuses to create an account whose userName the last observation saw on a user
+    /// gatehouse does not manage, in any letter case: one name per RFC 7643, whatever the
+    /// server's own uniqueness check lets through.
+    pub(super) fn not_taken(&self, subject: &Subject) -> Result<(), TargetError> {
+        let account = &subject.account;
+        match self.cache().unmanaged.get(&account.to_lowercase()) {
+            Some(external) => Err(TargetError::Permanent(format!(
+                "userName {account:?} is taken (letter case aside, as RFC 7643 compares userName) by a user gatehouse does not manage (externalId {:?}); set its externalId to {:?} to hand it to gatehouse, or choose another account name in the Identity's spec.accounts",
+                external.clone().unwrap_or_default(),
+                Self::external_id(&subject.identity)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A create answered 409: the user exists. Ours → update it; someone else's → a person
+    /// must decide.
+    async fn create_conflict(
+        &self,
+        subject: &Subject,
+        enabled: bool,
+        reply: &Reply,
+    ) -> Result<(), TargetError> {
+        self.cache().users.remove(&subject.identity);
+        if self.user(&subject.identity).await?.is_some() {
+            return self.update_user(subject, Some(enabled)).await;
+        }
+        let account = subject.account.clone();
+        let other = self
+            .find::<User>("Users", "userName", &account, |u| {
+                u.user_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&account))
+            })
+            .await?;
+        match other {
+            Some(user) => Err(TargetError::Permanent(format!(
+                "userName {account:?} is taken by a user gatehouse does not manage (externalId {:?}); set its externalId to {:?} to hand it to gatehouse, or choose another account name in the Identity's spec.accounts",
+                user.external_id.unwrap_or_default(),
+                Self::external_id(&subject.identity)
+            ))),
+            None => Err(reply.error()),
+        }
+    }
+
+    /// Sets `userName` to the subject's account and, when given, `active`.
+    async fn update_user(
+        &self,
+        subject: &Subject,
+        active: Option<bool>,
+    ) -> Result<(), TargetError> {
+        let key = &subject.identity;
+        let Some(mut known) = self.user(key).await? else {
+            return Err(TargetError::Transient(format!(
+                "the account of {key} is gone from the server; the next sync creates it"
+            )));
+        };
+        let path = http::resource_path("Users", &known.id)?;
+        for attempt in 0..2 {
+            let mut ops = vec![PatchOperation {
+                op: "replace",
+                path: "userName".into(),
+                value: Some(Value::String(subject.account.clone())),
+            }];
+            if let Some(active) = active {
+                ops.push(PatchOperation {
+                    op: "replace",
+                    path: "active".into(),
+                    value: Some(Value::Bool(active)),
+                });
+            }
+            let reply = self
+                .change_user(&path, &known, ops, |u| {
+                    u.user_name = Some(subject.account.clone());
+                    if let Some(active) = active {
+                        u.active = Some(active);
+                    }
+                })
+                .await?;
+            match reply.status.as_u16() {
+                200..=299 => {
+                    if let Some(active) = active {
+                        confirm_active(&reply, active)?;
+                    }
+                    self.remember_user(key, &known.id, &reply);
+                    return Ok(());
+                }
+                412 if attempt == 0 => match self.reread::<User>(&path).await? {
+                    Some((user, etag)) => known.etag = etag.or(user.meta.version),
+                    None => break,
+                },
+                404 => break,
+                _ => return Err(reply.error()),
+            }
+        }
+        self.cache().users.remove(key);
+        Err(TargetError::Transient(format!(
+            "the account of {key} changed or vanished while being updated; the next sync retries"
+        )))
+    }
+
+    /// Sets `active`; a missing account counts as disabled.
+    pub(super) async fn set_active(
+        &self,
+        subject: &Subject,
+        active: bool,
+    ) -> Result<Applied, TargetError> {
+        let key = &subject.identity;
+        let Some(mut known) = self.user(key).await? else {
+            return if active {
+                Err(TargetError::Transient(format!(
+                    "the account of {key} is gone from the server; the next sync creates it"
+                )))
+            } else {
+                Ok(Applied::Done)
+            };
+        };
+        let path = http::resource_path("Users", &known.id)?;
+        for attempt in 0..2 {
+            let ops = vec![PatchOperation {
+                op: "replace",
+                path: "active".into(),
+                value: Some(Value::Bool(active)),
+            }];
+            let reply = self
+                .change_user(&path, &known, ops, |u| u.active = Some(active))
+                .await?;
+            match reply.status.as_u16() {
+                200..=299 => {
+                    confirm_active(&reply, active)?;
+                    self.remember_user(key, &known.id, &reply);
+                    return Ok(Applied::Done);
+                }
+                412 if attempt == 0 => match self.reread::<User>(&path).await? {
+                    Some((user, _)) if user.active.unwrap_or(true) == active => {
+                        self.remember_user_tag(key, &known.id, user.meta.version.clone());
+                        return Ok(Applied::Done);
+                    }
+                    Some((user, etag)) => known.etag = etag.or(user.meta.version),
+                    None => {
+                        self.cache().users.remove(key);
+                        return if active {
+                            Err(reply.error())
+                        } else {
+                            Ok(Applied::Done)
+                        };
+                    }
+                },
+                404 if !active => {
+                    self.cache().users.remove(key);
+                    return Ok(Applied::Done);
+                }
+                _ => {
+                    if reply.status.as_u16() == 404 {
+                        self.cache().users.remove(key);
+                    }
+                    return Err(reply.error());
+                }
+            }
+        }
+        Err(TargetError::Transient(format!(
+            "the account of {key} kept changing on the server (412 twice); the next sync retries"
+        )))
+    }
+
+    fn remember_user(&self, key: &IdentityKey, id: &str, reply: &Reply) {
+        let etag = reply.etag.clone().or_else(|| {
+            serde_json::from_slice::<User>(&reply.body)
+                .ok()
+                .and_then(|u| u.meta.version)
+        });
+        self.remember_user_tag(key, id, etag);
+    }
+
+    pub(super) fn remember_user_tag(&self, key: &IdentityKey, id: &str, etag: Option<String>) {
+        self.cache().users.insert(
+            key.clone(),
+            Known {
+                id: id.to_string(),
+                etag,
+            },
+        );
+    }
+
+    /// Changes a user: PATCH with `ops` while the server takes PATCH; else, and from the
+    /// first answer saying it does not (`501`, `405`), a read-modify-write PUT of `change`.
+    async fn change_user(
+        &self,
+        path: &str,
+        known: &Known,
+        ops: Vec<PatchOperation>,
+        change: impl FnOnce(&mut User),
+    ) -> Result<Reply, TargetError> {
+        if self.learned.patch(Resource::Users) {
+            let body = serde_json::to_value(PatchOp::new(ops)).unwrap_or_default();
+            let reply = self
+                .http
+                .send(Method::PATCH, path, &[], Some(&body), self.if_match(known))
+                .await?;
+            if !matches!(reply.status.as_u16(), 405 | 501) {
+                return Ok(reply);
+            }
+            self.learned
+                .no_patch(Resource::Users, &reply.error().to_string());
+        }
+        self.put_modified::<User>(path, change).await
+    }
+
+    /// Read-modify-write for servers without PATCH: GET, change, PUT with the tag read.
+    pub(super) async fn put_modified<T>(
+        &self,
+        path: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<Reply, TargetError>
+    where
+        T: DeserializeOwned + serde::Serialize,
+    {
+        let current = self.http.send(Method::GET, path, &[], None, None).await?;
+        if !current.ok() {
+            return Ok(current);
+        }
+        let mut resource: T = current.json()?;
+        change(&mut resource);
+        let mut body = serde_json::to_value(&resource).unwrap_or_default();
+        let etag = current.etag.clone().or_else(|| {
+            body.get("meta")
+                .and_then(|m| m.get("version"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        if let Some(object) = body.as_object_mut() {
+            object.remove("meta");
+        }
+        let if_match = etag.as_deref().filter(|_| self.features.etag);
+        self.http
+            .send(Method::PUT, path, &[], Some(&body), if_match)
+            .await
+    }
+
+    pub(super) async fn delete(&self, subject: &Subject) -> Result<(), TargetError> {
+        let key = &subject.identity;
+        let Some(mut known) = self.user(key).await? else {
+            return Ok(());
+        };
+        let path = http::resource_path("Users", &known.id)?;
+        for attempt in 0..2 {
+            let reply = self
+                .http
+                .send(Method::DELETE, &path, &[], None, self.if_match(&known))
+                .await?;
+            match reply.status.as_u16() {
+                200..=299 | 404 => {
+                    self.cache().users.remove(key);
+                    return Ok(());
+                }
+                412 if attempt == 0 => match self.reread::<User>(&path).await? {
+                    Some((user, etag)) => known.etag = etag.or(user.meta.version),
+                    None => {
+                        self.cache().users.remove(key);
+                        return Ok(());
+                    }
+                },
+                _ => {
+                    self.cache().users.remove(key);
+                    return Err(reply.error());
+                }
+            }
+        }
+        Err(TargetError::Transient(format!(
+            "the account of {key} kept changing while being deleted (412 twice); the next sync retries"
+        )))
+    }
+}
+
+/// A successful answer that carries the user must show `active` as asked: a server that
+/// accepts the request and ignores the attribute must not pass for a disabled account.
+fn confirm_active(reply: &Reply, active: bool) -> Result<(), TargetError> {
+    let Ok(user) = serde_json::from_slice::<User>(&reply.body) else {
+        return Ok(()); // 204, or a body without the resource: the status is the answer
+    };
+    match user.active {
+        Some(shown) if shown != active => Err(TargetError::Permanent(format!(
+            "{} {}: HTTP {} but the user still shows active={shown}; the server ignores `active`, so the account cannot be {} through SCIM; do it in the application and fix its SCIM support",
+            reply.method,
+            reply.path,
+            reply.status.as_u16(),
+            if active { "enabled" } else { "disabled" }
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,286 @@
+//! Reading: paged lists, look-ups by filter (or by listing when the server has no usable
+//! filter), re-reads after a `412`, and the observation of every managed user and group.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use super::http::{self, Reply};
+use super::types::*;
+use super::{Cache, Known, Observed, Scim, Subject, TargetError, filter_refused, quote};
+use crate::engine::IdentityKey;
+use crate::plan::{AccessState, AccountState};
+
+impl Scim {
+    /// Every resource of `resource` (optionally filtered), page by page.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        filter: Option<&str>,
+    ) -> Result<Result<Vec<T>, Reply>, TargetError> {
+        let mut out = Vec::new();
+        let mut start: u64 = 1;
+        loop {
+            let mut query = vec![
+                ("startIndex", start.to_string()),
+                ("count", self.features.page_size.to_string()),
+            ];
+            if let Some(f) = filter {
+                query.push(("filter", f.to_string()));
+            }
+            let reply = self
+                .http
+                .send(Method::GET, resource, &query, None, None)
+                .await?;
+            if !reply.ok() {
+                return Ok(Err(reply));
+            }
+            let page: ListResponse<T> = reply.json()?;
+            let n = page.resources.len() as u64;
+            out.extend(page.resources);
+            match page.total_results {
+                Some(total) if (out.len() as u64) < total => {
+                    if n == 0 {
+                        // Stopping here would pass a partial state off as the whole.
+                        return Err(TargetError::Permanent(format!(
+                            "GET {resource}: the server counts {total} results but returned none from startIndex {start}; it does not page as RFC 7644 says"
+                        )));
+                    }
+                    start += n;
+                }
+                _ => break,
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Every user with gatehouse's externalId prefix (filtered by the server when it can,
+    /// always checked here), and apart the other users listed with them (none when the
+    /// server did the filtering).
+    async fn managed_users(&self) -> Result<(Vec<User>, Vec<User>), TargetError> {
+        let prefix = self.prefix();
+        let mut users = None;
+        if self.learned.filter_sw() {
+            let filter = format!("externalId sw {}", quote(&prefix));
+            match self.list::<User>("Users", Some(&filter)).await? {
+                Ok(found) => users = Some(found),
+                Err(reply) if filter_refused(&reply) => {
+                    self.learned.no_filter_sw(&reply.error().to_string());
+                }
+                Err(reply) => return Err(reply.error()),
+            }
+        }
+        let users = match users {
+            Some(u) => u,
+            None => self
+                .list::<User>("Users", None)
+                .await?
+                .map_err(|r| r.error())?,
+        };
+        let mut seen = HashSet::new();
+        Ok(users
+            .into_iter()
+            .filter(|u| u.id.as_ref().is_some_and(|id| seen.insert(id.clone())))
+            .partition(|u| {
+                u.external_id
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&prefix))
+            }))
+    }
+
+    /// Finds one resource by an attribute, with a filter when the server has them, else by
+    /// listing everything.
+    pub(super) async fn find<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        attribute: &str,
+        value: &str,
+        matches: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, TargetError> {
+        if self.learned.filter() {
+            let filter = format!("{attribute} eq {}", quote(value));
+            match self.list::<T>(resource, Some(&filter)).await? {
+                Ok(found) => return Ok(found.into_iter().find(matches)),
+                Err(reply) if filter_refused(&reply) => {
+                    self.learned.no_filter(&reply.error().to_string());
+                }
+                Err(reply) => return Err(reply.error()),
+            }
+        }
+        let found = self
+            .list::<T>(resource, None)
+            .await?
+            .map_err(|r| r.error())?;
+        Ok(found.into_iter().find(matches))
+    }
+
+    /// The managed user of `key`, from the cache or the server.
+    pub(super) async fn user(&self, key: &IdentityKey) -> Result<Option<Known>, TargetError> {
+        if let Some(known) = self.cache().users.get(key).cloned() {
+            return Ok(Some(known));
+        }
+        let external = Self::external_id(key);
+        let user = self
+            .find::<User>("Users", "externalId", &external, |u| {
+                u.external_id.as_deref() == Some(external.as_str())
+            })
+            .await?;
+        Ok(user.and_then(|u| {
+            let known = Known {
+                id: u.id?,
+                etag: u.meta.version,
+            };
+            self.cache().users.insert(key.clone(), known.clone());
+            Some(known)
+        }))
+    }
+
+    /// The group named `name`, from the cache or the server.
+    pub(super) async fn group(&self, name: &str) -> Result<Option<Known>, TargetError> {
+        if let Some(known) = self.cache().groups.get(name).cloned() {
+            return Ok(Some(known));
+        }
+        let group = self
+            .find::<Group>("Groups", "displayName", name, |g| {
+                g.display_name.as_deref() == Some(name)
+            })
+            .await?;
+        Ok(group.and_then(|g| {
+            let known = Known {
+                id: g.id?,
+                etag: g.meta.version,
+            };
+            self.cache().groups.insert(name.to_string(), known.clone());
+            Some(known)
+        }))
+    }
+
+    /// Re-reads a resource (after a 412) and remembers its new tag.
+    pub(super) async fn reread<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<(T, Option<String>)>, TargetError> {
+        let reply = self.http.send(Method::GET, path, &[], None, None).await?;
+        if reply.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if !reply.ok() {
+            return Err(reply.error());
+        }
+        let etag = reply.etag.clone();
+        Ok(Some((reply.json()?, etag)))
+    }
+
+    /// Reads every managed user and every group into the observed state, and refills
+    /// the cache from what was read.
+    pub(super) async fn observe_managed(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        let (users, others) = self.managed_users().await?;
+        let groups = self
+            .list::<Group>("Groups", None)
+            .await?
+            .map_err(|r| r.error())?;
+        let prefix = self.prefix();
+        let mut state = AccessState::default();
+        let mut orphans = Vec::new();
+        let mut held_ids: HashMap<String, IdentityKey> = HashMap::new();
+        let mut cache = Cache::default();
+        for user in others {
+            if let Some(name) = user.user_name.filter(|n| !n.is_empty()) {
+                cache
+                    .unmanaged
+                    .insert(name.to_lowercase(), user.external_id);
+            }
+        }
+        for user in users {
+            let (Some(id), Some(external)) = (user.id, user.external_id) else {
+                continue;
+            };
+            let name = external.strip_prefix(&prefix).unwrap_or_default();
+            let key = IdentityKey::new(&self.tenant, name);
+            let user_name = user.user_name.unwrap_or_default();
+            match expected.get(&key) {
+                Some(subject) if !name.is_empty() && !name.contains('/') => {
+                    if cache.users.contains_key(&key) {
+                        continue; // a second user with the same externalId: never ours to judge
+                    }
+                    cache.users.insert(
+                        key.clone(),
+                        Known {
+                            id: id.clone(),
+                            etag: user.meta.version,
+                        },
+                    );
+                    // A renamed account is not held: the plan creates it, which renames it.
+                    if user_name.eq_ignore_ascii_case(&subject.account) {
+                        let account = if user.active == Some(false) {
+                            AccountState::Disabled
+                        } else {
+                            AccountState::Enabled
+                        };
+                        state
+                            .identities
+                            .entry(key.clone())
+                            .or_default()
+                            .accounts
+                            .insert(self.target.clone(), account);
+                        held_ids.insert(id, key);
+                    }
+                }
+                _ => orphans.push(if user_name.is_empty() {
+                    external
+                } else {
+                    user_name
+                }),
+            }
+        }
+        for mut group in groups {
+            let (Some(id), Some(name)) = (group.id.clone(), group.display_name.clone()) else {
+                continue;
+            };
+            if group.members.is_none() {
+                // Left out of the list: read the group itself (an empty group may simply
+                // have no attribute; then this finds none either).
+                // (A group whose id cannot be a path is not read: its changes fail alone.)
+                if let Ok(path) = http::resource_path("Groups", &id)
+                    && let Some((full, _)) = self.reread::<Group>(&path).await?
+                {
+                    group.members = full.members;
+                }
+            }
+            let entitlement = Arc::new(self.entitlement(&name));
+            for member in group.members.iter().flatten() {
+                // Members naming no managed user (other users, nested groups, users deleted
+                // on servers that leave them listed) are not ours.
+                if let Some(key) = member.value.as_ref().and_then(|v| held_ids.get(v)) {
+                    state
+                        .identities
+                        .entry(key.clone())
+                        .or_default()
+                        .entitlements
+                        .insert(entitlement.clone(), Default::default());
+                }
+            }
+            cache.groups.insert(
+                name,
+                Known {
+                    id,
+                    etag: group.meta.version,
+                },
+            );
+        }
+        orphans.sort();
+        orphans.dedup();
+        *self.cache() = cache;
+        Ok(Observed {
+            held: state,
+            orphans,
+
+            findings: Vec::new(),
+        })
+    }
+}
