@@ -1296,8 +1296,22 @@ fn ops(p: &Plan) -> Vec<String> {
                 Action::RevokeSessions => ("sessions", op.target.clone()),
                 Action::Revoke { entitlement } => ("revoke", entitlement.to_string()),
                 Action::DeleteAccount => ("delete", op.target.clone()),
-                Action::CreateAccount { enabled: true } => ("create", op.target.clone()),
-                Action::CreateAccount { enabled: false } => ("create-disabled", op.target.clone()),
+                Action::CreateAccount { enabled: true, .. } => ("create", op.target.clone()),
+                Action::CreateAccount { enabled: false, .. } => {
+                    ("create-disabled", op.target.clone())
+                }
+                Action::UpdateAttributes { changes } => (
+                    "attributes",
+                    format!(
+                        "{} {}",
+                        op.target,
+                        changes
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ),
                 Action::EnableAccount => ("enable", op.target.clone()),
                 Action::Grant { entitlement } => ("grant", entitlement.to_string()),
             };
@@ -1356,13 +1370,20 @@ fn action_ranks() {
             2,
         ),
         (Action::DeleteAccount, 3),
-        (Action::CreateAccount { enabled: true }, 4),
-        (Action::EnableAccount, 5),
+        (
+            Action::CreateAccount {
+                enabled: true,
+                attributes: Default::default(),
+            },
+            4,
+        ),
+        (Action::UpdateAttributes { changes: vec![] }, 5),
+        (Action::EnableAccount, 6),
         (
             Action::Grant {
                 entitlement: e.into(),
             },
-            6,
+            7,
         ),
     ];
     for (action, rank) in ranks {
@@ -1391,6 +1412,8 @@ fn mover_loses_old_department_and_gains_new_in_one_plan() {
             "amy revoke scim:jira",
             "amy delete scim",
             "amy create pg",
+            // The department change reaches the directory in the same plan.
+            "amy attributes ldap departmentNumber",
             "amy grant ldap:fin",
             "amy grant pg:ledger",
         ])
@@ -1456,6 +1479,8 @@ fn leaver_is_disabled_revoked_and_deleted_first() {
             "!zed delete scim",
             "amy delete scim",
             "amy create pg",
+            // The department change reaches the directory in the same plan.
+            "amy attributes ldap departmentNumber",
             "amy grant ldap:fin",
             "amy grant pg:ledger",
         ])
@@ -1544,6 +1569,8 @@ fn joiner_on_start_date() {
         strings(&[
             "amy create ldap",
             "amy create pg",
+            // The manager reference follows the creations it may refer to.
+            "amy attributes ldap manager",
             "amy grant ldap:all",
             "amy grant ldap:fin",
             "amy grant pg:ledger",
@@ -1560,6 +1587,7 @@ fn joiner_on_start_date() {
         strings(&[
             "amy create-disabled ldap",
             "amy create-disabled pg",
+            "amy attributes ldap manager",
             "amy grant ldap:all",
             "amy grant ldap:fin",
             "amy grant pg:ledger",

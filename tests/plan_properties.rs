@@ -615,6 +615,7 @@ fn first_difference(a: &DesiredState, b: &DesiredState) -> Option<String> {
 /// Revocations (rank <= 3) all come before grants (rank >= 4); ranks never decrease;
 /// within a rank, leavers come first.
 fn check_order(p: &Plan) -> Result<(), TestCaseError> {
+    // Creations, attribute updates and grants (rank 4 and up) never precede a revocation.
     let mut seen_grant = false;
     for op in &p.operations {
         if op.action.rank() >= 4 {
@@ -643,6 +644,26 @@ fn check_step(base: &AccessState, desired: &DesiredState) -> Result<AccessState,
         entitlement_sets(&after),
         entitlement_sets(&AccessState::from_desired(desired))
     );
+    // Every wanted account carries exactly what the mappings render (a leaver's disabled
+    // account keeps what it had: nothing is written to it).
+    let wanted = AccessState::from_desired(desired);
+    let attributes = |s: &AccessState| -> Vec<(IdentityKey, String, String)> {
+        s.identities
+            .iter()
+            .flat_map(|(k, h)| {
+                h.attributes
+                    .iter()
+                    .filter(|(t, _)| {
+                        wanted
+                            .identities
+                            .get(k)
+                            .is_some_and(|w| w.accounts.contains_key(*t))
+                    })
+                    .map(move |(t, a)| (k.clone(), t.clone(), format!("{a:?}")))
+            })
+            .collect()
+    };
+    prop_assert_eq!(attributes(&after), attributes(&wanted));
     let again = plan(&after, desired);
     prop_assert!(again.is_empty(), "plan does not converge: {:#?}", again);
     for (key, holding) in &after.identities {

@@ -279,7 +279,10 @@ mod tests {
         };
         let ops = [
             op(Action::DisableAccount),
-            op(Action::CreateAccount { enabled: true }),
+            op(Action::CreateAccount {
+                enabled: true,
+                attributes: Default::default(),
+            }),
         ];
         let recorder = Recorder(Mutex::default());
         let pairs: Vec<_> = ops.iter().map(|o| (o, &subject)).collect();

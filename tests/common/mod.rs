@@ -219,10 +219,28 @@ pub fn withheld(a: &IdentityAccess) -> Vec<(String, String, WithheldReason)> {
 }
 
 /// Findings about `object` (`Kind/name`) in `ns`.
+/// Findings about `object`, without attribute-flow findings (a manager without an account
+/// on a target the report's mapping writes the manager to): those have their own tests
+/// (`attribute_findings_on`), and would otherwise appear wherever a test's manager holds
+/// nothing.
 pub fn findings_on<'a>(d: &'a DesiredState, ns: &str, object: &str) -> Vec<&'a Violation> {
     d.violations
         .iter()
         .filter(|v| v.namespace == ns && v.object == object)
+        .filter(|v| v.kind != ViolationKind::UnresolvedAttribute)
+        .collect()
+}
+
+/// Attribute-flow findings about `object`.
+pub fn attribute_findings_on<'a>(
+    d: &'a DesiredState,
+    ns: &str,
+    object: &str,
+) -> Vec<&'a Violation> {
+    d.violations
+        .iter()
+        .filter(|v| v.namespace == ns && v.object == object)
+        .filter(|v| v.kind == ViolationKind::UnresolvedAttribute)
         .collect()
 }
 

@@ -137,13 +137,30 @@ impl Connector for Handle {
                     .accounts
                     .insert(target.name.clone(), AccountState::Enabled);
             }
-            Action::CreateAccount { enabled } => {
+            Action::CreateAccount {
+                enabled,
+                attributes,
+            } => {
                 let state = if *enabled {
                     AccountState::Enabled
                 } else {
                     AccountState::Disabled
                 };
                 holding.accounts.insert(target.name.clone(), state);
+                if !attributes.is_empty() {
+                    holding
+                        .attributes
+                        .insert(target.name.clone(), attributes.clone());
+                }
+            }
+            Action::UpdateAttributes { changes } => {
+                let attrs = holding.attributes.entry(target.name.clone()).or_default();
+                for c in changes {
+                    match &c.to {
+                        Some(v) => attrs.insert(c.name.clone(), v.clone()),
+                        None => attrs.remove(&c.name),
+                    };
+                }
             }
             Action::RevokeSessions => {}
             Action::Revoke { entitlement } if !target.ack_only => {
@@ -152,6 +169,7 @@ impl Connector for Handle {
             Action::Revoke { .. } => {}
             Action::DeleteAccount => {
                 holding.accounts.remove(&target.name);
+                holding.attributes.remove(&target.name);
                 holding.entitlements.retain(|e, _| e.target != target.name);
             }
             Action::Grant { entitlement } => {

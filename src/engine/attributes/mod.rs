@@ -236,8 +236,15 @@ impl Mapping {
                 templates.retain(|k, _| !k.eq_ignore_ascii_case(name));
             }
         }
+        let creation_only = |name: &str| {
+            spec.ldap
+                .as_ref()
+                .is_some_and(|l| l.attributes.keys().any(|k| k.eq_ignore_ascii_case(name)))
+        };
         for (name, text) in &spec.attributes {
-            templates.insert(name.clone(), text.clone());
+            if !creation_only(name) {
+                templates.insert(name.clone(), text.clone());
+            }
         }
         let mut entries = Vec::new();
         for (name, text) in templates {

@@ -228,7 +228,9 @@ impl Connector for Scim {
             Action::CreateAccount { enabled, .. } => self.create(subject, *enabled).await?,
             // WIP(attributes): replaced by the connector's attribute writes.
             Action::UpdateAttributes { .. } => {
-                return Err(TargetError::Permanent("updateAttributes is not built yet".into()));
+                return Err(TargetError::Permanent(
+                    "updateAttributes is not built yet".into(),
+                ));
             }
             Action::EnableAccount => return self.set_active(subject, true).await,
             Action::DisableAccount => return self.set_active(subject, false).await,
