@@ -149,7 +149,7 @@ fn a_movers_title_department_and_manager_change_with_their_access_in_one_plan() 
         changed,
         [
             "departmentNumber: \"fin\" → \"eng\"",
-            "manager: \"account boss\" → \"account carl\"",
+            "manager: account boss → account carl",
             "title: \"Accountant\" → \"Engineer\"",
         ]
     );
