@@ -152,7 +152,14 @@ fn markdown_has_a_summary_line_and_a_table_per_person() {
     ]);
     let t = text(&out);
     assert!(
-        t.starts_with("### gatehouse plan: grants 2, revokes 3, affects 1 person, 1 SoD violation"),
+        t.starts_with(
+            "### gatehouse plan: grants 2, revokes 3, attribute updates 1, affects 1 person, 1 SoD violation"
+        ),
+        "{t}"
+    );
+    // The transfer's new title, department and manager reach the directory in the same plan.
+    assert!(
+        t.contains("| updateAttributes | corp-ldap | account | departmentNumber: \"finance\" → \"engineering\"; manager: account claire → account rachel; title: \"Financial Analyst\" → \"Data Engineer\" | |"),
         "{t}"
     );
     assert!(t.contains("#### `acme/emma` (Active)"), "{t}");
