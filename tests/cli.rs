@@ -554,3 +554,30 @@ spec: {type: PostgreSQL, postgresql: {host: db, database: ledger}}
         "{after}"
     );
 }
+
+#[test]
+fn validate_refuses_a_broken_attribute_template_naming_the_target_field_and_fix() {
+    let target = "apiVersion: gatehouse.dev/v1alpha1
+kind: TargetSystem
+metadata: {name: corp-ldap}
+spec:
+  type: LDAP
+  ldap: {url: 'ldaps://ldap', baseDN: 'dc=x'}
+  attributes:
+    title: '{{ employment.titel }}'
+";
+    let dir = tree(&[
+        ("t.yaml", target),
+        ("p.yaml", POLICY),
+        ("a.yaml", &person("ann", "finance", "ann")),
+    ]);
+    let out = gatehouse(&["validate", dir.path().to_str().unwrap(), "--now", NOW]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("TargetSystem/corp-ldap"), "{t}");
+    assert!(t.contains("spec.attributes.title"), "{t}");
+    assert!(
+        t.contains("unknown field `employment.titel`; a template can read"),
+        "{t}"
+    );
+}
