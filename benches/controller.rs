@@ -140,6 +140,22 @@ async fn main() {
     );
 
     let bindings_api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    // Passes over the tenant and full reads of its one target, per single Identity change.
+    let passes_and_reads = || {
+        use gatehouse::http::{TargetLabels, TenantLabels};
+        let tenant = TenantLabels {
+            namespace: ns.clone(),
+        };
+        let target = TargetLabels {
+            namespace: ns.clone(),
+            target: "k8s".into(),
+        };
+        (
+            metrics.tenant_passes.get_or_create(&tenant).get(),
+            metrics.target_observations.get_or_create(&target).get(),
+        )
+    };
+    let cost_before = passes_and_reads();
     let mut latencies = Vec::with_capacity(leavers);
     for name in names.iter().take(leavers) {
         let binding = &bindings[name];
@@ -163,6 +179,17 @@ async fn main() {
         latencies.push(t0.elapsed());
     }
     latencies.sort();
+    // Counted once the leavers' confirming re-observations (due 250 ms after a revocation)
+    // have run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cost_after = passes_and_reads();
+    println!(
+        "controller: per leaver change: {:.2} passes, {:.2} reads of the target ({} passes, {} reads for {leavers} leavers)",
+        (cost_after.0 - cost_before.0) as f64 / leavers as f64,
+        (cost_after.1 - cost_before.1) as f64 / leavers as f64,
+        cost_after.0 - cost_before.0,
+        cost_after.1 - cost_before.1,
+    );
     println!(
         "controller: leaver latency over {leavers} leavers with {n} identities: p50 {:.0?}, p99 {:.0?}, max {:.0?}",
         percentile(&latencies, 0.50),
@@ -170,7 +197,6 @@ async fn main() {
         latencies[latencies.len() - 1]
     );
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = harness::api_writes(&client, &["leases"]).await;
     let passes_before = metrics.reconciles.get();
     tokio::time::sleep(idle).await;

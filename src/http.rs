@@ -66,7 +66,8 @@ pub struct SourceLabels {
     pub namespace: String,
     /// PolicySource name.
     pub source: String,
-    /// `unchanged`, `applied`, `repaired`, `refused` or `fetch_failed`.
+    /// `unchanged`, `applied`, `repaired`, `refused`, `fetch_failed` or `suspended` (a
+    /// pass that found `spec.suspend` set and did nothing).
     pub result: String,
 }
 

@@ -63,22 +63,21 @@ async fn phase_and_ready(client: &Client, ns: &str) -> (Option<String>, Option<S
 }
 
 async fn wait_until(what: &str, client: &Client, ns: &str, roles: &[&str], phase: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    harness::eventually(what, Duration::from_secs(30), || async {
         let bound = bound_roles(client, ns).await;
         let (seen_phase, ready) = phase_and_ready(client, ns).await;
         if bound == roles
             && seen_phase.as_deref() == Some(phase)
             && ready.as_deref() == Some("True")
         {
-            return;
+            Ok(())
+        } else {
+            Err(format!(
+                "bound {bound:?}, phase {seen_phase:?}, ready {ready:?}"
+            ))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: bound {bound:?}, phase {seen_phase:?}, ready {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Controller options for one test namespace, with fresh metrics and health.
@@ -277,14 +276,17 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
         .delete("alice", &Default::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while identities.get_opt("alice").await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alice was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    harness::eventually("alice released", Duration::from_secs(30), || async {
+        match identities
+            .get_opt("alice")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
     let left = crbs
         .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
@@ -355,19 +357,24 @@ async fn one_identity_change_costs_one_pass_and_one_read_of_the_target() {
     let ready = |name: &'static str| {
         let identities = identities.clone();
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let status = identities.get(name).await.unwrap().status;
-                if status.is_some_and(|s| {
+            let what = format!("{name} Ready");
+            harness::eventually(&what, Duration::from_secs(30), || async {
+                let status = identities
+                    .get(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status;
+                if status.as_ref().is_some_and(|s| {
                     s.conditions
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True")
                 }) {
-                    return;
+                    Ok(())
+                } else {
+                    Err(format!("{status:?}"))
                 }
-                assert!(tokio::time::Instant::now() < deadline, "{name} never Ready");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            })
+            .await
         }
     };
     identities

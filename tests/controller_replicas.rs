@@ -5,6 +5,8 @@ mod harness;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
@@ -318,48 +320,74 @@ async fn kill_9_in_the_middle_of_a_large_apply_ends_exactly_right_after_restart(
 }
 
 /// A TCP relay in front of the API server that can be cut and restored, to make the API
-/// server unavailable to the controller without stopping it for everyone else.
+/// server unavailable to the controller without stopping it for everyone else. It keeps
+/// its address (bound once, on port 0) and, while cut, closes every connection at once and
+/// counts it: the controller's attempts to reach the API server.
 struct Relay {
     port: u16,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
+    /// Whether connections are relayed.
+    open: tokio::sync::watch::Sender<bool>,
+    /// Connections closed unanswered while cut.
+    refused: Arc<AtomicU64>,
 }
 
 impl Relay {
-    async fn start(port: u16, upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (open, mut state) = tokio::sync::watch::channel(true);
+        let refused = Arc::new(AtomicU64::new(0));
+        let counter = refused.clone();
         tokio::spawn(async move {
             loop {
-                let mut cut = stopped.clone();
-                tokio::select! {
-                    _ = cut.changed() => return, // drops the listener: connections refused
-                    accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { return };
-                        let mut cut = stopped.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = cut.changed() => {} // drops both ends: live watches break
-                            }
-                        });
-                    }
+                let accepted = tokio::select! {
+                    changed = state.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return, // the relay was dropped
+                    },
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    return;
+                };
+                if !*state.borrow() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    continue; // dropped: closed unanswered
                 }
+                let mut cut = state.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !open) => {} // drops both ends: live watches break
+                    }
+                });
             }
         });
         Self {
             port,
-            stop: Some(stop),
+            open,
+            refused,
         }
     }
 
-    fn cut(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
+    /// Breaks every relayed connection and refuses new ones.
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Relays again, on the same address.
+    fn restore(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Connections refused so far.
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 }
 
@@ -379,7 +407,7 @@ async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns(
         .unwrap()
         .to_string();
     let upstream: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
-    let mut relay = Relay::start(0, upstream).await;
+    let relay = Relay::start(upstream).await;
     let port = relay.port;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -421,7 +449,20 @@ async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns(
     // The API server disappears; the mover happens meanwhile.
     relay.cut();
     apply::<Identity>(&client, &ns, &person("alice", "engineering")).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The controller keeps trying (watches, the Lease): wait for a few of its attempts to
+    // be refused, not for a while.
+    let refused = relay.refused();
+    eventually(
+        "the controller's attempts while the API server is away",
+        Duration::from_secs(60),
+        || async {
+            match relay.refused() - refused {
+                n if n >= 5 => Ok(()),
+                n => Err(format!("{n} attempts refused")),
+            }
+        },
+    )
+    .await;
     assert!(
         replica.child.try_wait().unwrap().is_none(),
         "the controller keeps running while the API server is away"
@@ -439,7 +480,7 @@ async fn the_api_server_going_away_is_survived_and_work_resumes_when_it_returns(
     );
 
     // It comes back on the same address: the watches resume and the move is carried out.
-    let _relay = Relay::start(port, upstream).await;
+    relay.restore();
     eventually(
         "the move after the outage",
         Duration::from_secs(60),

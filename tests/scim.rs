@@ -3,6 +3,9 @@
 //! apply; then once more to prove the second pass has nothing to do. The servers' state is
 //! checked with plain HTTP calls.
 
+#![allow(clippy::duplicate_mod)] // the harness and the SCIM peer both use peer_script.rs
+
+mod harness;
 mod scim_peer;
 
 use std::collections::BTreeMap;
@@ -1186,26 +1189,34 @@ async fn a_batch_keeps_plan_order_around_an_account_the_cache_does_not_know() {
             assert!(matches!(r, Ok(Applied::Done)), "{o:?}: {r:?}");
         }
         // In the server's log: o1's change, then the lookup of the late account, then o3's
-        // (the server writes a line after its answer: give the last one a moment).
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let log = peer().log();
-        let lines: Vec<&str> = log
-            .lines()
-            .skip(before)
-            .filter(|l| l.contains(&format!("/{tenant}/v2/")))
-            .collect();
-        let lookup = lines
-            .iter()
-            .position(|l| l.contains(&format!("\"GET /{tenant}/v2/Users?")))
-            .unwrap_or_else(|| panic!("{late} was looked up: {lines:#?}"));
-        let writes: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i].contains(&write))
-            .collect();
-        assert!(
-            writes.first().is_some_and(|&w| w < lookup)
-                && writes.last().is_some_and(|&w| w > lookup),
-            "{late}: o1 is changed before the lookup, o3 after: {lines:#?}"
-        );
+        // (the server writes a line after its answer: read until the last one is there).
+        harness::eventually(
+            &format!("{late}: o1 changed before the lookup, o3 after, in the server's log"),
+            std::time::Duration::from_secs(10),
+            || async {
+                let log = peer().log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .skip(before)
+                    .filter(|l| l.contains(&format!("/{tenant}/v2/")))
+                    .collect();
+                let lookup = lines
+                    .iter()
+                    .position(|l| l.contains(&format!("\"GET /{tenant}/v2/Users?")))
+                    .ok_or_else(|| format!("{late} not looked up yet: {lines:#?}"))?;
+                let writes: Vec<usize> = (0..lines.len())
+                    .filter(|&i| lines[i].contains(&write))
+                    .collect();
+                if writes.first().is_some_and(|&w| w < lookup)
+                    && writes.last().is_some_and(|&w| w > lookup)
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{lines:#?}"))
+                }
+            },
+        )
+        .await;
     }
     assert_eq!(raw.members("audit").await, ["o1", "o2", "o3"]);
     for name in ["o1", "o3", "o4"] {

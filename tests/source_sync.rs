@@ -17,7 +17,7 @@ use gatehouse::api::{AccessPolicy, Identity, PolicySource, annotations};
 use gatehouse::controller::{Options, run};
 use gitrepo::{GitHttpServer, PgpKey, Repo, Sign, SigningKey};
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 const HR: &str = "Hanna HR <hanna@acme.example>";
 const IAM: &str = "Ivan IAM <ivan@acme.example>";
@@ -117,6 +117,39 @@ impl World {
             self.hr.public_key, self.iam.public_key
         );
         harness::apply::<PolicySource>(&self.client, &self.ns, &yaml).await;
+    }
+
+    /// Waits until the controller has counted more than `before` passes that found the
+    /// source suspended; returns the count.
+    async fn suspended_passes_after(&self, before: u64) -> u64 {
+        let series = format!(
+            "gatehouse_source_syncs_total{{namespace=\"{}\",source=\"access\",result=\"suspended\"}}",
+            self.ns
+        );
+        harness::eventually(
+            "a pass that finds the source suspended",
+            Duration::from_secs(30),
+            || async {
+                let count = harness::metric(self.http, &series).await.unwrap_or(0.0) as u64;
+                if count > before {
+                    Ok(count)
+                } else {
+                    Err(format!("{count} suspended passes"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Asks for a sync now, as the webhook does.
+    async fn request_sync(&self) {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            annotations::REQUESTED_AT: jiff::Timestamp::now().to_string(),
+        }}});
+        Api::<PolicySource>::namespaced(self.client.clone(), &self.ns)
+            .patch("access", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     }
 
     async fn get(&self) -> PolicySource {
@@ -807,8 +840,8 @@ async fn suspend_stops_syncing_until_resumed() {
     w.source(&w.repo.url_file(), "").await;
     w.applied(&rules).await;
     w.source(&w.repo.url_file(), "  suspend: true\n").await;
-    // Give the controller a moment to see the suspension before the new commit lands.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The controller has seen the suspension before the new commits land.
+    let mut seen = w.suspended_passes_after(0).await;
     // While suspended: an unsigned commit, then a signed one on top of it.
     w.repo.write(
         "tenants/acme/identities/jon.yaml",
@@ -820,7 +853,12 @@ async fn suspend_stops_syncing_until_resumed() {
         &person("ian", "finance"),
     );
     let on_top = w.repo.commit("ian", HR, Some(&w.hr));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two more passes over the source after the commits (asked for as the webhook does),
+    // each finding it suspended.
+    for _ in 0..2 {
+        w.request_sync().await;
+        seen = w.suspended_passes_after(seen).await;
+    }
     assert_eq!(
         w.names::<Identity>().await,
         ["alice", "bob"],
@@ -856,11 +894,7 @@ async fn suspend_stops_syncing_until_resumed() {
     w.source(&w.repo.url_file(), "").await;
     let patch = serde_json::json!({"spec": {"path": "tenants/beta"}});
     Api::<PolicySource>::namespaced(w.client.clone(), &w.ns)
-        .patch(
-            "access",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
+        .patch("access", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);

@@ -136,6 +136,16 @@ async fn reconcile(source: Arc<PolicySource>, ctx: Arc<Context>) -> Result<Actio
     let key = format!("{ns}/{name}");
     let interval = jittered(&source.spec.interval);
     if source.spec.suspend {
+        // Counted (without a duration), so that "nothing happened" can be told from
+        // "nothing ran".
+        ctx.metrics
+            .source_syncs
+            .get_or_create(&SourceLabels {
+                namespace: ns,
+                source: name,
+                result: "suspended".into(),
+            })
+            .inc();
         return Ok(Action::await_change());
     }
     let started = Instant::now();
