@@ -235,10 +235,22 @@ async fn joiner_mover_on_leave_and_leaver() {
     .await;
     assert_eq!(server.bind_rc(&alice, "alice-pw").await, 0);
 
-    // Mover: finance goes, engineering comes, staff stays; revocations first.
+    // Mover: finance goes, engineering comes, staff stays; revocations first, then her
+    // departmentNumber (the default mapping), then the grant.
     let moved = with(person("alice", "engineering", "Active"));
     let mover = steps(&sync_ok(&connector, &moved).await);
-    assert_eq!(mover, ["alice -finance", "alice +engineering"]);
+    assert_eq!(
+        mover,
+        [
+            "alice -finance",
+            "alice updateAttributes",
+            "alice +engineering"
+        ]
+    );
+    assert_eq!(
+        slapd::attribute(&mut admin, &alice, "departmentNumber").await,
+        Some(vec!["engineering".to_string()])
+    );
     assert!(
         !scope
             .members(&mut admin, "finance")
@@ -519,7 +531,10 @@ async fn orphans_are_reported_and_foreign_entries_left_alone() {
     let synced = sync(&connector, &snapshot).await;
     assert_eq!(synced.failed.len(), 3, "erin's create and two grants");
     let (op, error) = &synced.failed[0];
-    assert_eq!(op.action, Action::CreateAccount { enabled: true });
+    assert!(
+        matches!(op.action, Action::CreateAccount { enabled: true, .. }),
+        "{op:?}"
+    );
     assert!(matches!(error, TargetError::Permanent(_)), "{error}");
     let message = error.to_string();
     assert!(
