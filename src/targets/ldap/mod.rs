@@ -766,7 +766,7 @@ impl LdapDirectory {
                         self.settings.bind_dn
                     ),
                     19 => "the value breaks a constraint of the directory (length, syntax or uniqueness); correct the Identity or the template in spec.attributes".to_string(),
-                    _ => "the directory's schema does not allow it on this entry (its object classes, spec.ldap.userObjectClasses) or does not know it; map another attribute in spec.attributes or set spec.defaultAttributes: false".to_string(),
+                    _ => "the directory's schema does not allow it on this entry (its object classes, spec.ldap.userObjectClasses) or does not know it; remove it from spec.attributes, or (a default) set spec.defaultAttributes: false and map only what the directory has".to_string(),
                 };
                 Err(TargetError::Permanent(format!(
                     "set {} on {dn}: the server refused ({}); {hint}",
