@@ -30,6 +30,14 @@
 //! server restart) is rebuilt once per operation, which is safe because every operation is
 //! idempotent.
 //!
+//! Owned attributes (the TargetSystem's mapping, docs/attributes.md) are requested in the
+//! account search and read back under the mapping's spelling; a reference (`manager`) that
+//! is the DN of an account entry in the users OU reads back as that account. A new account
+//! is added with its text attributes; an update is one modify (replace, or delete, where a
+//! delete of an absent attribute counts as done), with references written as the DN of the
+//! account entry found in the users OU at that moment. Attributes outside the mapping are
+//! never read into the plan nor written.
+//!
 //! Group names compare case-insensitively, as the directory compares them: `observe`
 //! reports the directory's spelling (`cn=Finance`), and the caller respells it like the
 //! policy (`finance`) before planning (`Capabilities::case_insensitive_names`,
