@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gatehouse::api::{AccessPolicy, EntitlementRef, Identity, TargetSystem};
+use gatehouse::engine::attributes::{AttrValue, AttributeChange};
 use gatehouse::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
 use gatehouse::plan::{Action, Operation, Plan, plan};
 use gatehouse::targets::ldap::LdapDirectory;
@@ -186,11 +187,20 @@ async fn joiner_mover_leaver_on_a_real_domain_controller() {
         "a usable account"
     );
 
-    // Mover: finance revoked and engineering granted in one plan; staff stays.
+    // Mover: finance revoked, her department updated (the default mapping) and
+    // engineering granted in one plan; staff stays.
     let moved = org(&spec, &[person(&name, "engineering", "Active")]);
     assert_eq!(
         sync_ok(&connector, &moved).await,
-        [format!("{name} -finance"), format!("{name} +engineering")]
+        [
+            format!("{name} -finance"),
+            format!("{name} updateAttributes"),
+            format!("{name} +engineering")
+        ]
+    );
+    assert_eq!(
+        samba::attribute(&mut admin, &dn, "department").await,
+        Some(vec!["engineering".to_string()])
     );
     assert!(
         !scope
@@ -324,4 +334,188 @@ async fn a_wrong_service_password_is_a_configuration_error() {
     let error = LdapDirectory::connect(&config).await.unwrap_err();
     assert!(matches!(error, TargetError::Config(_)), "{error}");
     assert!(!error.to_string().contains("Wrong-Pass-1"));
+}
+
+/// A person with an HR record: display name, e-mail, title, employee id, in `dept`,
+/// reporting to `manager` (themselves: nobody).
+fn staff(name: &str, display: &str, title: &str, dept: &str, manager: &str) -> String {
+    format!(
+        "name: {name}}}\nspec: {{type: Human, displayName: '{display}', email: '{name}@acme.example', attributes: {{employeeId: 'E-{name}'}}, employment: {{status: Active, department: {dept}, manager: {manager}, title: '{title}'}}}}"
+    )
+}
+
+/// The values of an attribute of an entry that must exist.
+async fn value(admin: &mut ldap3::Ldap, dn: &str, attr: &str) -> Vec<String> {
+    samba::attribute(admin, dn, attr)
+        .await
+        .expect("the entry exists")
+}
+
+#[tokio::test]
+async fn attributes_flow_to_a_real_domain_controller_and_drift_is_repaired() {
+    let (dc, scope, connector, spec) = setup(&["finance", "engineering", "staff"], "Disable").await;
+    let mut admin = dc.admin().await;
+    let [alice, carol, dave] = ["alice", "carol", "dave"].map(|n| format!("{}{n}", scope.tag));
+    let bosses = [
+        staff(&carol, "Carol Chief", "CFO", "finance", &carol),
+        staff(&dave, "Dave Lead", "VP Engineering", "engineering", &dave),
+    ];
+    let with = |alice_spec: String| {
+        let mut people = bosses.to_vec();
+        people.push(alice_spec);
+        org(&spec, &people)
+    };
+    let dn = scope.user(&alice);
+
+    // Joiner: created with her text attributes, then her manager as the manager's DN.
+    let joined = with(staff(
+        &alice,
+        "Alice Smith",
+        "Accountant",
+        "finance",
+        &carol,
+    ));
+    let (plan, failed) = sync(&connector, &joined).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let updates: Vec<String> = plan
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::UpdateAttributes { changes } => Some(format!(
+                "{} {}",
+                op.identity.name,
+                changes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, [format!("{alice} manager")]);
+    for (attr, want) in [
+        ("displayName", "Alice Smith".to_string()),
+        ("givenName", "Alice".into()),
+        ("sn", "Smith".into()),
+        ("mail", format!("{alice}@acme.example")),
+        ("title", "Accountant".into()),
+        ("department", "finance".into()),
+        ("employeeID", format!("E-{alice}")),
+        ("userPrincipalName", format!("{alice}@gatehouse.test")),
+    ] {
+        assert_eq!(value(&mut admin, &dn, attr).await, [want], "{attr}");
+    }
+    assert_eq!(
+        value(&mut admin, &dn, "manager").await[0].to_lowercase(),
+        scope.user(&carol).to_lowercase(),
+        "the manager's DN"
+    );
+    let observed = connector.observe(&subjects(&joined)).await.unwrap().held;
+    let held = &observed.identities[&IdentityKey::new("acme", &alice)].attributes["corp-ad"];
+    assert_eq!(
+        held.get("manager"),
+        Some(&AttrValue::Account {
+            account: carol.clone()
+        })
+    );
+    assert!(sync_ok(&connector, &joined).await.is_empty(), "converged");
+
+    // Mover: title, department and manager change with her access, in one plan.
+    let moved = with(staff(
+        &alice,
+        "Alice Smith",
+        "Engineer",
+        "engineering",
+        &dave,
+    ));
+    let (plan, failed) = sync(&connector, &moved).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let changes: Vec<String> = plan
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::UpdateAttributes { changes } => Some(changes),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "department: \"finance\" → \"engineering\"".to_string(),
+            format!("manager: \"account {carol}\" → \"account {dave}\""),
+            "title: \"Accountant\" → \"Engineer\"".to_string(),
+        ]
+    );
+    assert_eq!(value(&mut admin, &dn, "title").await, ["Engineer"]);
+    assert_eq!(value(&mut admin, &dn, "department").await, ["engineering"]);
+    assert_eq!(
+        value(&mut admin, &dn, "manager").await[0].to_lowercase(),
+        scope.user(&dave).to_lowercase()
+    );
+    assert!(
+        scope
+            .members(&mut admin, "engineering")
+            .await
+            .contains(&dn.to_lowercase())
+    );
+    assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+
+    // Drift: a hand-edited title is put back; a description set by hand is not mapped and
+    // stays.
+    samba::modify(
+        &mut admin,
+        &dn,
+        vec![
+            Mod::Replace("title", ["Intern"].into()),
+            Mod::Replace("description", ["set by hand"].into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sync_ok(&connector, &moved).await,
+        [format!("{alice} updateAttributes")]
+    );
+    assert_eq!(value(&mut admin, &dn, "title").await, ["Engineer"]);
+    assert_eq!(value(&mut admin, &dn, "description").await, ["set by hand"]);
+    assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+
+    // Unsetting an attribute, twice: the second delete (already absent) is done too.
+    let subject = subjects(&moved)
+        .remove(&IdentityKey::new("acme", &alice))
+        .unwrap();
+    let unset = Operation {
+        identity: Arc::new(subject.identity.clone()),
+        target: "corp-ad".into(),
+        action: Action::UpdateAttributes {
+            changes: vec![AttributeChange {
+                name: "employeeID".into(),
+                from: None,
+                to: None,
+            }],
+        },
+        leaver: false,
+        sources: Default::default(),
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            connector.apply(&unset, &subject).await.expect("unset"),
+            Applied::Done
+        );
+    }
+    assert_eq!(
+        value(&mut admin, &dn, "employeeID").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        sync_ok(&connector, &moved).await,
+        [format!("{alice} updateAttributes")],
+        "and it is put back"
+    );
+    assert_eq!(
+        value(&mut admin, &dn, "employeeID").await,
+        [format!("E-{alice}")]
+    );
 }

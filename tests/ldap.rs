@@ -8,6 +8,7 @@ mod slapd;
 use std::collections::BTreeMap;
 
 use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
+use gatehouse::engine::attributes::{AttrValue, AttributeChange};
 use gatehouse::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
 use gatehouse::plan::{Action, Operation, Plan, guard, plan};
 use gatehouse::targets::ldap::LdapDirectory;
@@ -235,10 +236,22 @@ async fn joiner_mover_on_leave_and_leaver() {
     .await;
     assert_eq!(server.bind_rc(&alice, "alice-pw").await, 0);
 
-    // Mover: finance goes, engineering comes, staff stays; revocations first.
+    // Mover: finance goes, engineering comes, staff stays; revocations first, then her
+    // departmentNumber (the default mapping), then the grant.
     let moved = with(person("alice", "engineering", "Active"));
     let mover = steps(&sync_ok(&connector, &moved).await);
-    assert_eq!(mover, ["alice -finance", "alice +engineering"]);
+    assert_eq!(
+        mover,
+        [
+            "alice -finance",
+            "alice updateAttributes",
+            "alice +engineering"
+        ]
+    );
+    assert_eq!(
+        slapd::attribute(&mut admin, &alice, "departmentNumber").await,
+        Some(vec!["engineering".to_string()])
+    );
     assert!(
         !scope
             .members(&mut admin, "finance")
@@ -519,7 +532,10 @@ async fn orphans_are_reported_and_foreign_entries_left_alone() {
     let synced = sync(&connector, &snapshot).await;
     assert_eq!(synced.failed.len(), 3, "erin's create and two grants");
     let (op, error) = &synced.failed[0];
-    assert_eq!(op.action, Action::CreateAccount { enabled: true });
+    assert!(
+        matches!(op.action, Action::CreateAccount { enabled: true, .. }),
+        "{op:?}"
+    );
     assert!(matches!(error, TargetError::Permanent(_)), "{error}");
     let message = error.to_string();
     assert!(
@@ -993,5 +1009,316 @@ async fn enabling_lifts_only_gatehouses_own_lock() {
         slapd::attribute(&mut admin, &jo, "pwdAccountLockedTime").await,
         Some(vec!["20261126010000Z".to_string()]),
         "the server's lockout stays"
+    );
+}
+
+/// A person with an HR record: display name, e-mail, and (when not empty) a title, in
+/// `dept`, reporting to `manager` (themselves: nobody).
+fn staff(name: &str, display: &str, title: &str, dept: &str, manager: &str) -> String {
+    let title = if title.is_empty() {
+        String::new()
+    } else {
+        format!(", title: '{title}'")
+    };
+    format!(
+        "name: {name}}}\nspec: {{type: Human, displayName: '{display}', email: '{name}@acme.example', employment: {{status: Active, department: {dept}, manager: {manager}{title}}}}}"
+    )
+}
+
+/// The attribute changes of `name`'s updateAttributes in `plan`, as `attr: from → to`.
+fn changes(plan: &Plan, name: &str) -> Vec<String> {
+    plan.operations
+        .iter()
+        .filter(|op| op.identity.name == name)
+        .filter_map(|op| match &op.action {
+            Action::UpdateAttributes { changes } => Some(changes),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// The values of an attribute of an entry that must exist.
+async fn value(admin: &mut ldap3::Ldap, dn: &str, attr: &str) -> Vec<String> {
+    slapd::attribute(admin, dn, attr)
+        .await
+        .expect("the entry exists")
+}
+
+fn update(identity: &str, changes: Vec<AttributeChange>) -> Operation {
+    Operation {
+        identity: std::sync::Arc::new(IdentityKey::new("acme", identity)),
+        target: "corp-ldap".into(),
+        action: Action::UpdateAttributes { changes },
+        leaver: false,
+        sources: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn attributes_flow_from_the_hr_record_and_drift_is_repaired() {
+    let (server, scope, connector, spec) =
+        setup(&["finance", "engineering", "staff"], "", "Disable").await;
+    let mut admin = server.admin().await;
+    let (alice, carol, dave) = (scope.user("alice"), scope.user("carol"), scope.user("dave"));
+    let bosses = [
+        staff("carol", "Carol Chief", "CFO", "finance", "carol"),
+        staff("dave", "Dave Lead", "VP Engineering", "engineering", "dave"),
+    ];
+    let with = |alice_spec: String| {
+        let mut people = bosses.to_vec();
+        people.push(alice_spec);
+        org(&spec, &people)
+    };
+
+    // Joiner: created with her text attributes; her manager (a DN) follows once every
+    // account of the plan exists.
+    let joined = with(staff(
+        "alice",
+        "Alice Smith",
+        "Accountant",
+        "finance",
+        "carol",
+    ));
+    let plan = sync_ok(&connector, &joined).await;
+    let first = steps(&plan);
+    let created = first.iter().position(|s| s == "alice createAccount");
+    let updated = first.iter().position(|s| s == "alice updateAttributes");
+    assert!(created < updated && created.is_some(), "{first:?}");
+    assert_eq!(
+        changes(&plan, "alice"),
+        ["manager: (unset) → \"account carol\""]
+    );
+    for (attr, want) in [
+        ("cn", "Alice Smith"),
+        ("sn", "Smith"),
+        ("givenName", "Alice"),
+        ("displayName", "Alice Smith"),
+        ("mail", "alice@acme.example"),
+        ("title", "Accountant"),
+        ("departmentNumber", "finance"),
+    ] {
+        assert_eq!(value(&mut admin, &alice, attr).await, [want], "{attr}");
+    }
+    assert_eq!(
+        value(&mut admin, &alice, "manager").await[0].to_lowercase(),
+        carol.to_lowercase(),
+        "the manager's DN"
+    );
+    // Read back: the manager's DN is the account it names; nothing left to do.
+    let observed = connector.observe(&subjects(&joined)).await.unwrap().held;
+    let held = &observed.identities[&IdentityKey::new("acme", "alice")].attributes["corp-ldap"];
+    assert_eq!(
+        held.get("manager"),
+        Some(&AttrValue::Account {
+            account: "carol".into()
+        })
+    );
+    assert_eq!(held.len(), 8, "exactly the owned attributes: {held:?}");
+    assert!(sync_ok(&connector, &joined).await.is_empty(), "converged");
+
+    // Mover: new title, department and manager in the same plan as her access change.
+    let moved = with(staff(
+        "alice",
+        "Alice Smith",
+        "Engineer",
+        "engineering",
+        "dave",
+    ));
+    let plan = sync_ok(&connector, &moved).await;
+    assert_eq!(
+        steps(&plan),
+        [
+            "alice -finance",
+            "alice updateAttributes",
+            "alice +engineering"
+        ]
+    );
+    assert_eq!(
+        changes(&plan, "alice"),
+        [
+            "departmentNumber: \"finance\" → \"engineering\"",
+            "manager: \"account carol\" → \"account dave\"",
+            "title: \"Accountant\" → \"Engineer\"",
+        ]
+    );
+    assert_eq!(value(&mut admin, &alice, "title").await, ["Engineer"]);
+    assert_eq!(
+        value(&mut admin, &alice, "departmentNumber").await,
+        ["engineering"]
+    );
+    assert_eq!(
+        value(&mut admin, &alice, "manager").await[0].to_lowercase(),
+        dave.to_lowercase()
+    );
+    assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+
+    // Drift: a hand-edited title is put back; a description set by hand (not mapped) and
+    // a second title value are treated as they should be: the one left alone, the other
+    // replaced.
+    slapd::modify(
+        &mut admin,
+        &alice,
+        vec![
+            Mod::Replace("title", ["Intern"].into()),
+            Mod::Replace("description", ["set by hand"].into()),
+        ],
+    )
+    .await;
+    let plan = sync_ok(&connector, &moved).await;
+    assert_eq!(steps(&plan), ["alice updateAttributes"]);
+    assert_eq!(
+        changes(&plan, "alice"),
+        ["title: \"Intern\" → \"Engineer\""]
+    );
+    assert_eq!(value(&mut admin, &alice, "title").await, ["Engineer"]);
+    assert_eq!(
+        value(&mut admin, &alice, "description").await,
+        ["set by hand"]
+    );
+    slapd::modify(
+        &mut admin,
+        &alice,
+        vec![Mod::Add("title", ["Intern"].into())],
+    )
+    .await;
+    assert_eq!(
+        changes(&sync_ok(&connector, &moved).await, "alice"),
+        ["title: \"Engineer\nIntern\" → \"Engineer\""]
+    );
+    assert_eq!(value(&mut admin, &alice, "title").await, ["Engineer"]);
+    // A manager outside the managed accounts reads back as its DN, and is repaired.
+    slapd::modify(
+        &mut admin,
+        &alice,
+        vec![Mod::Replace("manager", [server.admin_dn.as_str()].into())],
+    )
+    .await;
+    assert_eq!(
+        changes(&sync_ok(&connector, &moved).await, "alice"),
+        [format!(
+            "manager: \"{}\" → \"account dave\"",
+            server.admin_dn
+        )]
+    );
+    assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+
+    // The HR record loses her title: the attribute is removed, and removing it again
+    // (already absent) is done too.
+    let untitled = with(staff("alice", "Alice Smith", "", "engineering", "dave"));
+    let plan = sync_ok(&connector, &untitled).await;
+    assert_eq!(changes(&plan, "alice"), ["title: \"Engineer\" → (unset)"]);
+    assert_eq!(
+        value(&mut admin, &alice, "title").await,
+        Vec::<String>::new()
+    );
+    let subject = subjects(&untitled)
+        .remove(&IdentityKey::new("acme", "alice"))
+        .unwrap();
+    let again = update(
+        "alice",
+        vec![
+            AttributeChange {
+                name: "title".into(),
+                from: Some(AttrValue::Text("Engineer".into())),
+                to: None,
+            },
+            AttributeChange {
+                name: "mail".into(),
+                from: None,
+                to: Some(AttrValue::Text("alice.smith@acme.example".into())),
+            },
+        ],
+    );
+    assert_eq!(
+        connector.apply(&again, &subject).await.expect("idempotent"),
+        Applied::Done
+    );
+    assert_eq!(
+        value(&mut admin, &alice, "mail").await,
+        ["alice.smith@acme.example"],
+        "the rest of the modify went through"
+    );
+    assert_eq!(
+        changes(&sync_ok(&connector, &untitled).await, "alice"),
+        ["mail: \"alice.smith@acme.example\" → \"alice@acme.example\""]
+    );
+
+    // A reference to an account that does not exist (yet): transient, naming both.
+    let ghost = update(
+        "alice",
+        vec![AttributeChange {
+            name: "manager".into(),
+            from: None,
+            to: Some(AttrValue::Account {
+                account: "ghost".into(),
+            }),
+        }],
+    );
+    let error = connector.apply(&ghost, &subject).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        error.to_string().contains("ghost") && error.to_string().contains("manager"),
+        "{error}"
+    );
+    // Nothing the mapping does not own is ever written.
+    let unowned = update(
+        "alice",
+        vec![AttributeChange {
+            name: "description".into(),
+            from: None,
+            to: Some(AttrValue::Text("x".into())),
+        }],
+    );
+    assert!(matches!(
+        connector.apply(&unowned, &subject).await,
+        Err(TargetError::Permanent(_))
+    ));
+    assert_eq!(
+        value(&mut admin, &alice, "description").await,
+        ["set by hand"]
+    );
+    assert!(sync_ok(&connector, &untitled).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn a_mapped_attribute_the_schema_refuses_is_a_permanent_error_naming_it() {
+    let server = Slapd::shared();
+    let scope = server.scope(&["finance", "staff"]).await;
+    // employeeID is Active Directory's; OpenLDAP's inetOrgPerson has no such attribute.
+    let spec = server
+        .spec_yaml(&server.ldap_url, &scope, "startTLS: false", "Disable")
+        .replacen(
+            "{type: LDAP,",
+            "{type: LDAP, attributes: {employeeID: '{{ attributes.employeeId }}'},",
+            1,
+        );
+    let config = gatehouse::targets::TargetConfig {
+        spec: yaml(&spec),
+        ..server.config(&scope, "", "Disable")
+    };
+    let connector = LdapDirectory::connect(&config).await.expect("connect");
+    let bob = |id: &str| {
+        format!(
+            "name: bob}}\nspec: {{type: Human, displayName: Bob Jones, attributes: {{employeeId: '{id}'}}, employment: {{status: Active, department: finance, manager: bob}}}}"
+        )
+    };
+    // Without an employeeId nothing is written to employeeID: the account is created.
+    let first = sync_ok(&connector, &org(&spec, &[bob("")])).await;
+    assert!(steps(&first).contains(&"bob createAccount".to_string()));
+    let with_id = org(&spec, &[bob("E-1001")]);
+    let synced = sync(&connector, &with_id).await;
+    assert_eq!(steps(&synced.plan), ["bob updateAttributes"]);
+    let [(_, error)] = synced.failed.as_slice() else {
+        panic!("{:?}", synced.failed.len());
+    };
+    assert!(matches!(error, TargetError::Permanent(_)), "{error}");
+    assert!(error.to_string().contains("employeeID"), "{error}");
+    // Nothing else was changed by the refused modify.
+    let mut admin = server.admin().await;
+    assert_eq!(
+        value(&mut admin, &scope.user("bob"), "displayName").await,
+        ["Bob Jones"]
     );
 }

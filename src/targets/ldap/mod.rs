@@ -30,6 +30,14 @@
 //! server restart) is rebuilt once per operation, which is safe because every operation is
 //! idempotent.
 //!
+//! Owned attributes (the TargetSystem's mapping, docs/attributes.md) are requested in the
+//! account search and read back under the mapping's spelling; a reference (`manager`) that
+//! is the DN of an account entry in the users OU reads back as that account. A new account
+//! is added with its text attributes; an update is one modify (replace, or delete, where a
+//! delete of an absent attribute counts as done), with references written as the DN of the
+//! account entry found in the users OU at that moment. Attributes outside the mapping are
+//! never read into the plan nor written.
+//!
 //! Group names compare case-insensitively, as the directory compares them: `observe`
 //! reports the directory's spelling (`cn=Finance`), and the caller respells it like the
 //! policy (`finance`) before planning (`Capabilities::case_insensitive_names`,
@@ -62,6 +70,7 @@ use super::TargetError;
 use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig};
 use crate::api::EntitlementRef;
 use crate::engine::IdentityKey;
+use crate::engine::attributes::{AttrValue, AttributeChange, Attributes};
 use crate::plan::{AccessState, AccountState, Action, Operation};
 
 /// Secret key of the DN the connector binds as.
@@ -479,7 +488,12 @@ impl LdapDirectory {
         }
     }
 
-    async fn create(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
+    async fn create(
+        &self,
+        subject: &Subject,
+        enabled: bool,
+        owned: &Attributes,
+    ) -> Result<(), TargetError> {
         let s = &self.settings;
         let account = self.checked_account(subject)?;
         if let Some(found) = lock(&self.accounts).get(&account.to_lowercase())
@@ -500,6 +514,16 @@ impl LdapDirectory {
                 .replace("{namespace}", &subject.identity.namespace);
             if !value.is_empty() {
                 attrs.insert(name.clone(), BTreeSet::from([value]));
+            }
+        }
+        // The owned attributes' text values (references to other accounts follow in an
+        // updateAttributes, once those exist).
+        for (name, value) in owned {
+            self.check_owned(name)?;
+            if let AttrValue::Text(value) = value
+                && !value.is_empty()
+            {
+                attrs.insert(name.clone(), BTreeSet::from([value.clone()]));
             }
         }
         attrs.insert(
@@ -586,10 +610,186 @@ impl LdapDirectory {
                     return Err(error);
                 }
                 lock(&self.accounts).insert(account.to_lowercase(), found);
-                self.set_enabled(subject, enabled).await
+                self.set_enabled(subject, enabled).await?;
+                // The adopted entry gets the owned attributes the add would have written.
+                let changes: Vec<AttributeChange> = owned
+                    .iter()
+                    .filter(|(_, v)| matches!(v, AttrValue::Text(t) if !t.is_empty()))
+                    .map(|(name, value)| AttributeChange {
+                        name: name.clone(),
+                        from: None,
+                        to: Some(value.clone()),
+                    })
+                    .collect();
+                self.update_attributes(subject, &changes).await
             }
             _ => Err(self.rc_error(&format!("add {dn}"), &result)),
         }
+    }
+
+    /// The owned attributes an account entry holds, named as the mapping spells them
+    /// (the directory may answer `displayname` for `displayName`). A reference that is the
+    /// DN of an account entry in the users OU reads back as that account, any other value
+    /// as its text; several values as their sorted text, one a line.
+    fn owned_attributes(&self, entry: &Entry, by_dn: &HashMap<String, String>) -> Attributes {
+        let s = &self.settings;
+        let mut out = Attributes::new();
+        for name in &s.owned {
+            let key = name.to_ascii_lowercase();
+            let value = match entry.values(&key) {
+                [] => continue,
+                [one] if s.references.contains(&key) => match by_dn.get(&normalize_dn(one)) {
+                    Some(account) => AttrValue::Account {
+                        account: account.clone(),
+                    },
+                    None => AttrValue::Text(one.clone()),
+                },
+                [one] => AttrValue::Text(one.clone()),
+                many => {
+                    let mut many = many.to_vec();
+                    many.sort();
+                    AttrValue::Text(many.join("\n"))
+                }
+            };
+            out.insert(name.clone(), value);
+        }
+        out
+    }
+
+    /// Refuses to write an attribute the mapping does not own.
+    fn check_owned(&self, name: &str) -> Result<(), TargetError> {
+        if self
+            .settings
+            .owned
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(name))
+        {
+            Ok(())
+        } else {
+            Err(TargetError::Permanent(format!(
+                "{name} is not an attribute gatehouse owns on {} (spec.attributes and the type's defaults); it is left alone",
+                self.target
+            )))
+        }
+    }
+
+    /// The DN of the account entry `account` names, for a reference held in `attribute`;
+    /// looked up in the users OU each time, so a reference never points at a DN that is
+    /// gone.
+    async fn reference_dn(&self, account: &str, attribute: &str) -> Result<String, TargetError> {
+        let s = &self.settings;
+        let filter = format!("({}={})", s.account_attribute, ldap3::ldap_escape(account));
+        let found = self
+            .list(&s.users_dn, "usersOU", &filter, &["objectClass"])
+            .await?;
+        match found.as_slice() {
+            [] => Err(TargetError::Transient(format!(
+                "the account {account} that attribute {attribute} refers to does not exist on {} yet",
+                self.target
+            ))),
+            [one] => Ok(one.dn.clone()),
+            many => Err(TargetError::Permanent(format!(
+                "attribute {attribute} refers to the account {account}, and several entries in spec.ldap.usersOU have {}={account}: {}; remove or rename all but one",
+                s.account_attribute,
+                many.iter()
+                    .map(|e| e.dn.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Applies attribute changes to an account in one modify: a new value replaces every
+    /// old one, an unset attribute is deleted (one already absent counts as deleted), and a
+    /// reference to another account is written as that account's DN.
+    async fn update_attributes(
+        &self,
+        subject: &Subject,
+        changes: &[AttributeChange],
+    ) -> Result<(), TargetError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let account = self.checked_account(subject)?;
+        let dn = self.managed_account_dn(account)?;
+        let mut mods: Vec<Mod<String>> = Vec::with_capacity(changes.len());
+        for change in changes {
+            self.check_owned(&change.name)?;
+            let name = change.name.clone();
+            mods.push(match &change.to {
+                Some(AttrValue::Text(value)) if !value.is_empty() => {
+                    Mod::Replace(name, HashSet::from([value.clone()]))
+                }
+                Some(AttrValue::Account { account: other }) => {
+                    let other_dn = self.reference_dn(other, &change.name).await?;
+                    Mod::Replace(name, HashSet::from([other_dn]))
+                }
+                Some(AttrValue::Text(_)) | None => Mod::Delete(name, HashSet::new()),
+            });
+        }
+        let mut result = self.modify(&dn, mods.clone()).await?;
+        if result.rc == 16 {
+            // noSuchAttribute: an attribute to delete is absent already (the modify is
+            // atomic, so nothing was done). Delete only those still there.
+            let deleting: Vec<String> = mods
+                .iter()
+                .filter_map(|m| match m {
+                    Mod::Delete(name, _) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            let names: Vec<&str> = deleting.iter().map(String::as_str).collect();
+            let Some(entry) = self.read(&dn, &names).await? else {
+                return Err(self.vanished(&dn));
+            };
+            mods.retain(|m| match m {
+                Mod::Delete(name, _) => !entry.values(&name.to_ascii_lowercase()).is_empty(),
+                _ => true,
+            });
+            if mods.is_empty() {
+                return Ok(());
+            }
+            result = self.modify(&dn, mods).await?;
+        }
+        match result.rc {
+            0 => Ok(()),
+            32 => Err(self.vanished(&dn)),
+            16 => Err(TargetError::Transient(format!(
+                "modify {dn}: {}; the entry changed meanwhile; the next sync retries",
+                describe(&result)
+            ))),
+            17 | 19 | 21 | 50 | 53 | 65 | 69 => {
+                let text = result.text.to_ascii_lowercase();
+                let mut named: Vec<&str> = changes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .filter(|n| text.contains(&n.to_ascii_lowercase()))
+                    .collect();
+                if named.is_empty() {
+                    named = changes.iter().map(|c| c.name.as_str()).collect();
+                }
+                let hint = match result.rc {
+                    50 => format!(
+                        "{:?} needs write access to these attributes of the accounts in spec.ldap.usersOU",
+                        self.settings.bind_dn
+                    ),
+                    19 => "the value breaks a constraint of the directory (length, syntax or uniqueness); correct the Identity or the template in spec.attributes".to_string(),
+                    _ => "the directory's schema does not allow it on this entry (its object classes, spec.ldap.userObjectClasses) or does not know it; remove it from spec.attributes, or (a default) set spec.defaultAttributes: false and map only what the directory has".to_string(),
+                };
+                Err(TargetError::Permanent(format!(
+                    "set {} on {dn}: the server refused ({}); {hint}",
+                    named.join(", "),
+                    describe(&result)
+                )))
+            }
+            _ => Err(self.rc_error(&format!("modify {dn}"), &result)),
+        }
+    }
+
+    fn vanished(&self, dn: &str) -> TargetError {
+        TargetError::Transient(format!(
+            "{dn} does not exist (deleted meanwhile?); the next sync creates it again"
+        ))
     }
 
     async fn set_enabled(&self, subject: &Subject, enabled: bool) -> Result<(), TargetError> {
@@ -1023,6 +1223,7 @@ impl Connector for LdapDirectory {
         } else {
             attrs.push("pwdAccountLockedTime");
         }
+        attrs.extend(s.owned.iter().map(String::as_str));
         let filter = format!("({}=*)", s.account_attribute);
         let users = self.list(&s.users_dn, "usersOU", &filter, &attrs).await?;
         let groups = if s.ad {
@@ -1042,6 +1243,22 @@ impl Connector for LdapDirectory {
             .map(|subject| (subject.account.to_lowercase(), subject))
             .collect();
         let account_key = s.account_attribute.to_ascii_lowercase();
+        // Account entries by normalised DN, for reading references (`manager`) back as the
+        // account they name, spelled as the desired state spells it.
+        let by_dn: HashMap<String, String> = if s.references.is_empty() {
+            HashMap::new()
+        } else {
+            users
+                .iter()
+                .filter_map(|user| {
+                    let account = user.first(&account_key)?;
+                    let spelled = wanted
+                        .get(&account.to_lowercase())
+                        .map_or(account, |subject| subject.account.as_str());
+                    Some((normalize_dn(&user.dn), spelled.to_string()))
+                })
+                .collect()
+        };
         let mut state = AccessState::default();
         let mut orphans = BTreeSet::new();
         let mut found = HashMap::new();
@@ -1092,6 +1309,10 @@ impl Connector for LdapDirectory {
                     AccountState::Enabled
                 },
             );
+            let owned = self.owned_attributes(user, &by_dn);
+            if !owned.is_empty() {
+                holding.attributes.insert(self.target.clone(), owned);
+            }
             if s.ad {
                 for group in user.values("memberof") {
                     if let Some(name) = self.managed_group(group) {
@@ -1146,12 +1367,12 @@ impl Connector for LdapDirectory {
         subject: &Subject,
     ) -> Result<Applied, TargetError> {
         match &operation.action {
-            Action::CreateAccount { enabled, .. } => self.create(subject, *enabled).await?,
-            // WIP(attributes): replaced by the connector's attribute writes.
-            Action::UpdateAttributes { .. } => {
-                return Err(TargetError::Permanent(
-                    "updateAttributes is not built yet".into(),
-                ));
+            Action::CreateAccount {
+                enabled,
+                attributes,
+            } => self.create(subject, *enabled, attributes).await?,
+            Action::UpdateAttributes { changes } => {
+                self.update_attributes(subject, changes).await?
             }
             Action::DisableAccount => self.set_enabled(subject, false).await?,
             Action::EnableAccount => self.set_enabled(subject, true).await?,

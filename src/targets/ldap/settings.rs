@@ -1,7 +1,7 @@
 //! A TargetSystem's `spec.ldap` and its Secret, checked into the settings the connector
 //! runs with; TLS from the Secret's CA bundle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use super::dn::{join_normalized, normalize_dn, parse_dn};
 use super::{BIND_DN_KEY, CA_KEY, PASSWORD_KEY};
 use crate::api::LdapFlavor;
+use crate::engine::attributes::{AttrValue, Mapping, Profile};
 use crate::targets::{Credentials, TargetConfig, TargetError};
 
 /// Everything a TargetSystem and its Secret say, checked.
@@ -31,7 +32,14 @@ pub(super) struct Settings {
     pub(super) rdn_attribute: String,
     pub(super) account_attribute: String,
     pub(super) object_classes: Vec<String>,
+    /// Creation-only templates (`spec.ldap.attributes` and the connector's defaults), less
+    /// the names the mapping owns.
     pub(super) attributes: BTreeMap<String, String>,
+    /// The attribute names gatehouse owns (`spec.attributes` over the type's defaults), as
+    /// the mapping spells them.
+    pub(super) owned: Vec<String>,
+    /// The owned attributes that hold a reference to another account (a DN), lowercased.
+    pub(super) references: HashSet<String>,
     pub(super) placeholder: String,
     pub(super) placeholder_norm: String,
     pub(super) page_size: i32,
@@ -254,6 +262,17 @@ pub(super) fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
     attributes.retain(|k, _| {
         !k.eq_ignore_ascii_case(&account_attribute) && !k.eq_ignore_ascii_case(&rdn_attribute)
     });
+    // The mapping's problems are the engine's findings; its valid entries are owned here.
+    let (mapping, _) = Mapping::compile(&config.spec);
+    let owned: Vec<String> = mapping.names().map(str::to_string).collect();
+    attributes.retain(|k, _| !owned.iter().any(|o| o.eq_ignore_ascii_case(k)));
+    // The entries that render to a reference when there is a manager.
+    let references = mapping
+        .render(&Profile::default(), &config.name, Some("manager"))
+        .into_iter()
+        .filter(|(_, v)| matches!(v, AttrValue::Account { .. }))
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
     let placeholder = spec.placeholder_member.clone().unwrap_or_default();
     if !placeholder.is_empty() && parse_dn(&placeholder).is_none() {
         return Err(config_error(
@@ -301,6 +320,8 @@ pub(super) fn settings(config: &TargetConfig) -> Result<Settings, TargetError> {
         account_attribute,
         object_classes,
         attributes,
+        owned,
+        references,
         placeholder_norm: normalize_dn(&placeholder),
         placeholder,
         page_size: spec.page_size.unwrap_or(500).clamp(1, 10_000),
@@ -414,7 +435,28 @@ mod tests {
         assert_eq!(s.users_dn, "ou=people,dc=acme,dc=example");
         assert_eq!(s.groups_dn, "ou=groups,dc=acme,dc=example");
         assert!(s.tls.is_none() && !s.start_tls);
+        // The default mapping owns cn and sn: no creation-only templates are left.
+        assert!(s.attributes.is_empty(), "{:?}", s.attributes);
+        assert_eq!(
+            s.owned,
+            [
+                "cn",
+                "departmentNumber",
+                "displayName",
+                "givenName",
+                "mail",
+                "manager",
+                "sn",
+                "title"
+            ]
+        );
+        assert_eq!(s.references, HashSet::from(["manager".to_string()]));
+        // Without the default mapping, the connector's creation defaults remain.
+        let mut bare = config(ok, GOOD);
+        bare.spec.default_attributes = Some(false);
+        let s = settings(&bare).unwrap();
         assert_eq!(s.attributes.keys().collect::<Vec<_>>(), ["cn", "sn"]);
+        assert!(s.owned.is_empty() && s.references.is_empty());
 
         assert!(
             error(
@@ -483,8 +525,21 @@ mod tests {
         assert!(s.ad && s.tls.is_some());
         assert_eq!(s.account_attribute, "sAMAccountName");
         assert_eq!(s.rdn_attribute, "cn");
-        assert_eq!(s.attributes["userPrincipalName"], "{account}@acme.example");
+        // userPrincipalName is owned (the default mapping); displayName, set by
+        // spec.ldap.attributes, is creation-only and so not owned.
+        assert!(s.owned.iter().any(|n| n == "userPrincipalName"));
+        assert!(!s.owned.iter().any(|n| n == "displayName"));
+        assert_eq!(
+            s.attributes.keys().collect::<Vec<_>>(),
+            ["displayName"],
+            "{:?}",
+            s.attributes
+        );
         assert_eq!(s.attributes["displayName"], "{identity}");
+        let mut bare = config(ad, GOOD);
+        bare.spec.default_attributes = Some(false);
+        let s = settings(&bare).unwrap();
+        assert_eq!(s.attributes["userPrincipalName"], "{account}@acme.example");
         assert!(
             !s.attributes.contains_key("cn"),
             "the RDN is set from the account"
