@@ -238,7 +238,7 @@ impl Scim {
                     }
                     (501, _) if !filtered => {
                         self.learned
-                            .no_patch(Resource::Users, &reply.error().to_string());
+                            .no_user_attribute_patch(&reply.error().to_string());
                         true
                     }
                     (501, _) | (400, Some("invalidPath" | "invalidFilter" | "invalidSyntax"))
@@ -259,6 +259,7 @@ impl Scim {
                 reply
             } else {
                 self.put_modified::<Map<String, Value>>(&path, |user| {
+                    attrs::drop_empty_values(user);
                     for (name, _, to) in changes {
                         attrs::set(user, name, to.as_deref());
                     }
@@ -542,7 +543,11 @@ impl Scim {
             self.learned
                 .no_patch(Resource::Users, &reply.error().to_string());
         }
-        self.put_modified::<User>(path, change).await
+        self.put_modified::<User>(path, |user| {
+            attrs::drop_empty_values(&mut user.extra);
+            change(user)
+        })
+        .await
     }
 
     /// Read-modify-write for servers without PATCH: GET, change, PUT with the tag read.

@@ -272,6 +272,17 @@ fn set_work_email(user: &mut Map<String, Value>, raw: Option<&str>) {
     }
 }
 
+/// Drops the entries of multi-valued attributes that have an empty `value` (django-scim2
+/// shows a user without e-mail as `emails: [{"value": "", "primary": true}]` and refuses
+/// that entry when a PUT sends it back).
+pub fn drop_empty_values(user: &mut Map<String, Value>) {
+    for value in user.values_mut() {
+        if let Value::Array(items) = value {
+            items.retain(|item| item.get("value").is_none_or(|v| text(Some(v)).is_some()));
+        }
+    }
+}
+
 /// The PATCH operations that change `name` from `from` to `to` (raw values). The work
 /// e-mail: added as a primary work entry when there was none, replaced through its
 /// filtered path when there was one, and when there were several, all removed and one

@@ -70,6 +70,9 @@ pub struct Learned {
     removal: AtomicU8,
     /// PATCH paths with a value filter on a User (`emails[type eq "work"].value`).
     user_filter_path: AtomicBool,
+    /// PATCH of a User's profile attributes (a server may take `replace` of `active` and
+    /// refuse `remove`, as django-scim2 does).
+    user_attribute_patch: AtomicBool,
 }
 
 impl Learned {
@@ -90,6 +93,7 @@ impl Learned {
             bulk: AtomicBool::new(true),
             removal: AtomicU8::new(removal as u8),
             user_filter_path: AtomicBool::new(filter),
+            user_attribute_patch: AtomicBool::new(true),
         }
     }
 
@@ -142,9 +146,22 @@ impl Learned {
         }
     }
 
+    /// A User's profile attributes may be PATCHed.
+    pub fn user_attribute_patch(&self) -> bool {
+        self.patch(Resource::Users) && self.user_attribute_patch.load(Ordering::Relaxed)
+    }
+
+    /// The server refused (`501`) a PATCH of a User's profile attributes: those change by
+    /// read-modify-write PUT from now on; `active` and `userName` keep PATCH.
+    pub fn no_user_attribute_patch(&self, why: &str) {
+        if self.user_attribute_patch.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server refused a PATCH of user attributes; changing them by read-modify-write PUT from now on");
+        }
+    }
+
     /// A User may be PATCHed through a value-filter path (`emails[type eq "work"].value`).
     pub fn user_filter_path(&self) -> bool {
-        self.patch(Resource::Users) && self.user_filter_path.load(Ordering::Relaxed)
+        self.user_attribute_patch() && self.user_filter_path.load(Ordering::Relaxed)
     }
 
     /// The server refused a PATCH with a value-filter path on a User: changes of such an
@@ -277,5 +294,10 @@ mod tests {
         let learned = Learned::new("t", true, true);
         learned.no_patch(Resource::Users, "405");
         assert!(!learned.user_filter_path(), "no PATCH, no filtered PATCH");
+        assert!(!learned.user_attribute_patch());
+        let learned = Learned::new("t", true, true);
+        learned.no_user_attribute_patch("501");
+        assert!(!learned.user_attribute_patch() && !learned.user_filter_path());
+        assert!(learned.patch(Resource::Users), "active keeps PATCH");
     }
 }
