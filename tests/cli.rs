@@ -152,7 +152,14 @@ fn markdown_has_a_summary_line_and_a_table_per_person() {
     ]);
     let t = text(&out);
     assert!(
-        t.starts_with("### gatehouse plan: grants 2, revokes 3, affects 1 person, 1 SoD violation"),
+        t.starts_with(
+            "### gatehouse plan: grants 2, revokes 3, attribute updates 1, affects 1 person, 1 SoD violation"
+        ),
+        "{t}"
+    );
+    // The transfer's new title, department and manager reach the directory in the same plan.
+    assert!(
+        t.contains("| updateAttributes | corp-ldap | account | departmentNumber: \"finance\" → \"engineering\"; manager: account claire → account rachel; title: \"Financial Analyst\" → \"Data Engineer\" | |"),
         "{t}"
     );
     assert!(t.contains("#### `acme/emma` (Active)"), "{t}");
@@ -545,5 +552,32 @@ spec: {type: PostgreSQL, postgresql: {host: db, database: ledger}}
     assert!(
         after.contains("Exception/alice-ledger-admin: Expired"),
         "{after}"
+    );
+}
+
+#[test]
+fn validate_refuses_a_broken_attribute_template_naming_the_target_field_and_fix() {
+    let target = "apiVersion: gatehouse.dev/v1alpha1
+kind: TargetSystem
+metadata: {name: corp-ldap}
+spec:
+  type: LDAP
+  ldap: {url: 'ldaps://ldap', baseDN: 'dc=x'}
+  attributes:
+    title: '{{ employment.titel }}'
+";
+    let dir = tree(&[
+        ("t.yaml", target),
+        ("p.yaml", POLICY),
+        ("a.yaml", &person("ann", "finance", "ann")),
+    ]);
+    let out = gatehouse(&["validate", dir.path().to_str().unwrap(), "--now", NOW]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("TargetSystem/corp-ldap"), "{t}");
+    assert!(t.contains("spec.attributes.title"), "{t}");
+    assert!(
+        t.contains("unknown field `employment.titel`; a template can read"),
+        "{t}"
     );
 }

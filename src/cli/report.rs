@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::inputs::{Attribution, Files};
 use crate::api::{EntitlementRef, Kind, ObjectKey};
+use crate::engine::attributes::AttributeChange;
 use crate::engine::{
     DesiredState, IdentityAccess, IdentityKey, Phase, Severity, Source, SourceKind, Violation,
     ViolationKind,
@@ -50,6 +51,8 @@ pub struct RevisionRef {
 pub struct Summary {
     pub grants: usize,
     pub revokes: usize,
+    /// Accounts whose owned attributes change (creations not counted).
+    pub attribute_updates: usize,
     pub identities_affected: usize,
     pub violations: usize,
     pub errors: usize,
@@ -137,6 +140,20 @@ pub struct AccountChange<'a> {
     pub target: &'a str,
     pub action: &'static str,
     pub leaver: bool,
+    /// Attribute values written (account creation, attribute update), old to new.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+}
+
+impl AccountChange<'_> {
+    /// `title: "Clerk" → "Accountant"; mail: (unset) → "a@x"`, or empty.
+    fn attribute_summary(&self) -> String {
+        self.attributes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// One step of one person's plan, for rendering in plan order.
@@ -181,6 +198,13 @@ impl<'a> PlanReport<'a> {
                         target: &op.target,
                         action: account_action(other),
                         leaver: op.leaver,
+                        attributes: match other {
+                            Action::UpdateAttributes { changes } => changes.clone(),
+                            Action::CreateAccount { attributes, .. } => {
+                                crate::engine::attributes::diff(None, attributes)
+                            }
+                            _ => Vec::new(),
+                        },
                     });
                     continue;
                 }
@@ -229,6 +253,10 @@ impl<'a> PlanReport<'a> {
         let summary = Summary {
             grants: changes.iter().filter(|c| c.action == "grant").count(),
             revokes: changes.iter().filter(|c| c.action == "revoke").count(),
+            attribute_updates: account_changes
+                .iter()
+                .filter(|a| a.action == "updateAttributes")
+                .count(),
             identities_affected: affected.len(),
             violations: violations.len(),
             errors: violations
@@ -259,8 +287,13 @@ impl<'a> PlanReport<'a> {
         let s = &self.summary;
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let attributes = if s.attribute_updates > 0 {
+            format!(", attribute updates {}", s.attribute_updates)
+        } else {
+            String::new()
+        };
         format!(
-            "grants {}, revokes {}, affects {}, {}, {}",
+            "grants {}, revokes {}{attributes}, affects {}, {}, {}",
             s.grants,
             s.revokes,
             plural(s.identities_affected, "person", "people"),
@@ -313,7 +346,10 @@ impl<'a> PlanReport<'a> {
             for step in steps {
                 match step {
                     Step::Account(a) => {
-                        writeln!(out, "  ~ {:<14} account on {}", a.action, a.target)?
+                        writeln!(out, "  ~ {:<14} account on {}", a.action, a.target)?;
+                        for c in &a.attributes {
+                            writeln!(out, "      {c}")?;
+                        }
                     }
                     Step::Entitlement(c) => writeln!(
                         out,
@@ -359,7 +395,8 @@ impl<'a> PlanReport<'a> {
             for step in steps {
                 let c = match step {
                     Step::Account(a) => {
-                        writeln!(out, "| {} | {} | account | | |", a.action, a.target)?;
+                        let attrs = a.attribute_summary().replace('|', "\\|");
+                        writeln!(out, "| {} | {} | account | {attrs} | |", a.action, a.target)?;
                         continue;
                     }
                     Step::Entitlement(c) => c,

@@ -561,7 +561,12 @@ async fn apply<F: Factory>(
                 outcome[i] = Some(match result {
                     Ok(applied) => {
                         slot.parked.remove(&key);
-                        if op.action.is_revocation() && applied == Applied::Done {
+                        // Revocations and attribute writes are confirmed by the next
+                        // observation: one the target acknowledged yet still shows undone
+                        // is not sent again and again (a target that rewrites a value).
+                        let confirmable = op.action.is_revocation()
+                            || matches!(op.action, Action::UpdateAttributes { .. });
+                        if confirmable && applied == Applied::Done {
                             slot.acknowledged.insert(key, Instant::now());
                             confirm_soon = true;
                         }

@@ -121,6 +121,14 @@ impl Org {
         self
     }
 
+    /// A target in [`NS`] with a whole spec (the inside of a YAML flow mapping).
+    pub fn target_spec(mut self, name: &str, spec: &str) -> Self {
+        self.snap
+            .targets
+            .push(object("TargetSystem", NS, name, spec));
+        self
+    }
+
     pub fn identity(mut self, identity: Identity) -> Self {
         self.snap.identities.push(identity);
         self

@@ -23,7 +23,8 @@ struct Scripted {
     refuse: Refusal,
     /// `identity action` per operation received, in order.
     log: Mutex<Vec<String>>,
-    /// Acknowledge revocations without doing them (a server that lies).
+    /// Acknowledge revocations and attribute writes without doing them (a server that
+    /// lies, or rewrites what it is sent).
     ack_only: bool,
 }
 
@@ -153,6 +154,7 @@ impl Connector for Handle {
                         .insert(target.name.clone(), attributes.clone());
                 }
             }
+            Action::UpdateAttributes { .. } if target.ack_only => {}
             Action::UpdateAttributes { changes } => {
                 let attrs = holding.attributes.entry(target.name.clone()).or_default();
                 for c in changes {
@@ -573,4 +575,65 @@ proptest! {
             }
         }
     }
+}
+
+/// The tenant of [`tenant`] with its one target turned into a SCIM app: the SCIM default
+/// attribute mapping applies (`name.familyName` from the account for these test people).
+fn scim_tenant(people: &[Person<'_>]) -> TenantObjects {
+    let mut t = tenant(people, &[("scim", "")]);
+    let spec = &mut t.snapshot.targets[0].spec;
+    spec.type_ = crate::api::TargetType::SCIM;
+    spec.scim = Some(serde_yaml::from_str("{url: 'http://scim.invalid'}").unwrap());
+    t
+}
+
+#[tokio::test]
+async fn an_acknowledged_attribute_write_that_a_reobservation_contradicts_is_not_resent() {
+    let scim = Arc::new(Scripted {
+        ack_only: true,
+        ..Arc::into_inner(Scripted::new("scim", Box::new(|_, _| None))).unwrap()
+    });
+    // alice holds her group but none of her owned attributes.
+    scim.grant("alice", "payments");
+    let tenant = scim_tenant(&[("alice", "Active", &["payments"])]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
+    let first = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert_eq!(
+        outcome_of(&first, "scim", "alice", "updateAttributes"),
+        &Outcome::Done
+    );
+    assert_eq!(scim.log(), ["alice updateAttributes"]);
+    // The target acknowledged the write, yet still shows the old values: not sent again.
+    let second = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(matches!(
+        outcome_of(&second, "scim", "alice", "updateAttributes"),
+        Outcome::Failed(f) if f.permanent && f.message.contains("still shows it undone")
+    ));
+    assert_eq!(scim.log().len(), 1, "{:?}", scim.log());
+}
+
+#[tokio::test]
+async fn a_joiner_is_created_with_its_attributes_and_converges() {
+    let scim = Scripted::new("scim", Box::new(|_, _| None));
+    let tenant = scim_tenant(&[("alice", "Active", &["payments"])]);
+    let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
+    let first = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    let create = first.decision.targets["scim"]
+        .operations
+        .iter()
+        .find_map(|op| match &op.action {
+            Action::CreateAccount { attributes, .. } => Some(attributes.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        create.get("name.familyName"),
+        Some(&crate::engine::attributes::AttrValue::Text("alice".into()))
+    );
+    let second = pass(&mut slots, &tenant, &|| true).await.unwrap();
+    assert!(
+        second.decision.targets["scim"].operations.is_empty(),
+        "{:?}",
+        second.decision.targets["scim"].operations
+    );
 }

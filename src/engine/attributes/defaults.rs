@@ -143,15 +143,9 @@ pub fn check_name(spec: &TargetSystemSpec, name: &str) -> Result<(), String> {
             "Kubernetes RBAC subjects have no attributes; remove spec.attributes from this target"
                 .into(),
         ),
-        TargetType::PostgreSQL => {
-            if name == "comment" {
-                Ok(())
-            } else {
-                Err(format!(
-                    "PostgreSQL roles carry no profile attributes: only `comment` can be mapped (written after gatehouse's marker), not {name}"
-                ))
-            }
-        }
+        TargetType::PostgreSQL => Err(format!(
+            "PostgreSQL roles carry no profile attributes, and the role comment is gatehouse's ownership marker; {name} cannot be mapped: remove spec.attributes from this target"
+        )),
         TargetType::LDAP => {
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');

@@ -60,7 +60,8 @@ pub struct AttributeChange {
 impl std::fmt::Display for AttributeChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = |v: &Option<AttrValue>| match v {
-            Some(v) => format!("\"{v}\""),
+            Some(AttrValue::Text(t)) => format!("{t:?}"),
+            Some(reference) => reference.to_string(),
             None => "(unset)".into(),
         };
         write!(

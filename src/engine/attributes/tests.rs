@@ -189,7 +189,7 @@ fn mapping_errors_name_the_field_and_the_fix() {
         (
             "{type: PostgreSQL, postgresql: {host: h, database: d}, attributes: {title: x}}",
             "spec.attributes.title",
-            "only `comment`",
+            "ownership marker",
         ),
         (
             "{type: Kubernetes, attributes: {title: x}}",

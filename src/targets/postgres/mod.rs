@@ -669,12 +669,9 @@ impl Connector for Postgres {
         check_name(&role)?;
         match &operation.action {
             Action::CreateAccount { enabled, .. } => self.create(&role, *enabled).await?,
-            // WIP(attributes): replaced by the connector's attribute writes.
-            Action::UpdateAttributes { .. } => {
-                return Err(TargetError::Permanent(
-                    "updateAttributes is not built yet".into(),
-                ));
-            }
+            // PostgreSQL roles have no mappable attributes (a mapping is refused), so this
+            // is never planned here.
+            Action::UpdateAttributes { .. } => return Ok(Applied::Unsupported),
             Action::EnableAccount => self.enable(&role, true).await?,
             Action::DisableAccount => self.enable(&role, false).await?,
             Action::RevokeSessions => {
