@@ -23,6 +23,12 @@
 //! instead. A successful answer that shows the resource must show the change: a server
 //! that answers `200` and ignores `members` or `active` gets a permanent error, never
 //! `Done`. Members that name no user (deleted users some servers leave behind) are ignored.
+//!
+//! **Attributes.** The owned attributes (`spec.attributes` over the SCIM defaults, see
+//! `attrs` and docs/attributes.md) are read from the listed users, sent with the create, and
+//! changed by one PATCH per account; a refused PATCH (`405`, `501`) or refused filtered
+//! e-mail path falls back, for the connector's life, to a PUT of the user as the server has
+//! it. Every write is confirmed against what the server then shows.
 
 mod accounts;
 mod attrs;
