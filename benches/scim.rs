@@ -26,6 +26,12 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
 }
 
 fn org(config: &TargetConfig, n: usize) -> Snapshot {
+    org_with(config, n, false)
+}
+
+/// `rich`: full HR records (display name, e-mail, title, cost centre, employee number and
+/// a manager: the first of every ten), so every default SCIM attribute is written.
+fn org_with(config: &TargetConfig, n: usize, rich: bool) -> Snapshot {
     let mut target: TargetSystem = yaml(&format!(
         "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {{name: saas, namespace: {NS}}}\nspec: {{type: SCIM, scim: {{url: \"http://x\"}}}}"
     ));
@@ -41,10 +47,21 @@ fn org(config: &TargetConfig, n: usize) -> Snapshot {
             .collect(),
         identities: (0..n)
             .map(|i| {
-                yaml::<Identity>(&format!(
-                    "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: {NS}, name: user-{i:05}}}\nspec: {{type: Human, employment: {{status: Active, department: d{}, manager: user-{i:05}}}}}",
-                    i % GROUPS
-                ))
+                let text = if rich {
+                    format!(
+                        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: {NS}, name: user-{i:05}}}\nspec: {{type: Human, displayName: \"User Number{i}\", email: \"user-{i:05}@bench.example\", attributes: {{costCenter: \"CC{}\", employeeId: \"E{i}\"}}, employment: {{status: Active, department: d{}, title: \"Engineer {}\", manager: user-{:05}}}}}",
+                        i % 7,
+                        i % GROUPS,
+                        i % 3,
+                        i / 10 * 10
+                    )
+                } else {
+                    format!(
+                        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: {NS}, name: user-{i:05}}}\nspec: {{type: Human, employment: {{status: Active, department: d{}, manager: user-{i:05}}}}}",
+                        i % GROUPS
+                    )
+                };
+                yaml::<Identity>(&text)
             })
             .collect(),
         exceptions: vec![],
@@ -142,6 +159,66 @@ async fn run(peer: &scim_peer::Peer, n: usize, way: Way) {
     );
 }
 
+/// Joins `n` identities with Bulk, then times the unchanged re-sync: without attributes
+/// (`spec.defaultAttributes: false`) or with full HR records on every default attribute.
+async fn resync(peer: &scim_peer::Peer, n: usize, attributes: bool) -> Duration {
+    let tenant = peer.tenant("bench");
+    let mut config = peer.config(NS, "saas", &tenant, "", "Disable");
+    if !attributes {
+        config.spec.default_attributes = Some(false);
+    }
+    let connector = Scim::connect(&config).await.expect("connect");
+    let snapshot = org_with(&config, n, attributes);
+    let engine = Engine::new(&snapshot, Settings::default());
+    let subjects = subjects(&engine);
+    // Creations first, then the manager references (once the managers exist), then grants.
+    for _ in 0..2 {
+        let (operations, _) = observe_and_plan(&connector, &engine, &subjects).await;
+        let pairs: Vec<(&Operation, &Subject)> = operations
+            .iter()
+            .map(|op| (op, &subjects[&op.identity]))
+            .collect();
+        let results = connector.apply_batch(&pairs).await;
+        assert!(
+            results.iter().all(|r| r.is_ok()),
+            "{:?}",
+            results.iter().find(|r| r.is_err())
+        );
+    }
+    let mut best = Duration::MAX;
+    let mut split = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let observed = connector.observe(&subjects).await.expect("observe");
+        let observing = started.elapsed();
+        let desired = engine.evaluate(NOW.parse().unwrap(), &observed.held);
+        let again = plan(&observed.held, &desired).operations;
+        let took = started.elapsed();
+        if took < best {
+            split = (observing, took - observing);
+        }
+        assert!(
+            again.is_empty(),
+            "an unchanged tenant plans nothing: {} operations, first {:?}",
+            again.len(),
+            again.first()
+        );
+        best = best.min(took);
+    }
+    println!(
+        "scim unchanged re-sync of {n} accounts {}: {:.0} ms (best of 3, 0 operations; observe {:.0} ms, evaluate + plan {:.0} ms)",
+        if attributes {
+            "with every default attribute set"
+        } else {
+            "without attributes"
+        },
+        best.as_secs_f64() * 1000.0,
+        split.0.as_secs_f64() * 1000.0,
+        split.1.as_secs_f64() * 1000.0
+    );
+    best
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing (or `--test`).
     let args: Vec<String> = std::env::args().collect();
@@ -153,8 +230,17 @@ fn main() {
         .expect("tokio runtime");
     let peer = scim_peer::peer();
     runtime.block_on(async {
-        run(peer, n, Way::Bulk).await;
-        run(peer, n, Way::BatchWithoutBulk).await;
-        run(peer, n, Way::OneAtATime).await;
+        // `SCIM_BENCH=resync` runs only the re-sync comparison.
+        if std::env::var("SCIM_BENCH").as_deref() != Ok("resync") {
+            run(peer, n, Way::Bulk).await;
+            run(peer, n, Way::BatchWithoutBulk).await;
+            run(peer, n, Way::OneAtATime).await;
+        }
+        let bare = resync(peer, n, false).await;
+        let full = resync(peer, n, true).await;
+        println!(
+            "scim re-sync with attributes / without: {:.2}x",
+            full.as_secs_f64() / bare.as_secs_f64()
+        );
     });
 }

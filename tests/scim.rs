@@ -19,6 +19,7 @@ use reqwest::Method;
 use scim_peer::{Peer, Raw, django_peer, django_proxy, minimal_peer, peer, proxy};
 
 const NOW: &str = "2026-12-01T09:00:00Z";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const NS: &str = "acme";
 
 fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
@@ -214,10 +215,22 @@ async fn joiner_mover_on_leave_and_leaver() {
     assert_eq!(raw.members("staff").await, ["alice"]);
     assert!(sync(&connector, &joined).await.is_empty(), "converged");
 
-    // Mover: out of finance, into engineering, revocation first; staff stays.
+    // Mover: out of finance, into engineering, revocation first; staff stays. The new
+    // department (the enterprise extension's, a default mapping) is in the same plan.
     let moved = org(&config, &[person("alice", "engineering", "Active")]);
     let mover = steps(&sync(&connector, &moved).await);
-    assert_eq!(mover, ["alice -finance", "alice +engineering"]);
+    assert_eq!(
+        mover,
+        [
+            "alice -finance",
+            "alice updateAttributes",
+            "alice +engineering"
+        ]
+    );
+    assert_eq!(
+        raw.user("alice").await.unwrap()[ENTERPRISE]["department"],
+        "engineering"
+    );
     assert!(raw.members("finance").await.is_empty());
     assert_eq!(raw.members("engineering").await, ["alice"]);
     assert!(sync(&connector, &moved).await.is_empty(), "converged");
@@ -858,7 +871,10 @@ async fn refused_member_removals_fall_back_shape_by_shape_and_are_learned_once()
         ],
     );
     let plan = sync_with(&connector, &moved, true).await;
-    assert_eq!(steps(&plan), ["ona -finance", "ona +engineering"]);
+    assert_eq!(
+        steps(&plan),
+        ["ona -finance", "ona updateAttributes", "ona +engineering"]
+    );
     assert_eq!(raw.members("finance").await, ["pia"]);
     assert_eq!(raw.members("engineering").await, ["ona", "quin"]);
 
@@ -941,11 +957,26 @@ async fn groups_that_refuse_patch_change_by_put_while_users_keep_patch() {
     );
 }
 
+/// The attributes django-scim2 keeps, with templates that give every test person a value.
+fn django_mapping(mut config: TargetConfig) -> TargetConfig {
+    config.spec.default_attributes = Some(false);
+    config.spec.attributes = BTreeMap::from([
+        ("name.familyName".into(), "{{ account | upper }}".into()),
+        (
+            "emails[type eq \"work\"].value".into(),
+            "{{ account }}@acme.example".into(),
+        ),
+    ]);
+    config
+}
+
 /// django-scim2 shares one store between tests: this is its only test, in two acts.
 #[tokio::test]
 async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_accepts() {
     let django = django_peer();
-    let config = django.config(NS, "saas", "", "", "Disable");
+    // It keeps names, displayName and one e-mail, not title nor the enterprise extension:
+    // the mapping owns what it keeps.
+    let config = django_mapping(django.config(NS, "saas", "", "", "Disable"));
     let connector = Scim::connect(&config).await.expect("connect");
     let f = connector.features();
     assert!(
@@ -961,6 +992,29 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
     sync_with(&connector, &org(&config, &people), true).await;
     assert_eq!(raw.members("finance").await, ["ona", "pia"]);
     assert_eq!(raw.members("staff").await, ["ona", "pia", "quin"]);
+    let ona = raw.user("ona").await.unwrap();
+    assert_eq!(ona["name"]["familyName"], "ONA", "{ona}");
+    assert_eq!(ona["emails"][0]["value"], "ona@acme.example", "{ona}");
+    assert!(
+        sync(&connector, &org(&config, &people)).await.is_empty(),
+        "what django-scim2 echoes is what was written"
+    );
+    // Drift on an owned attribute (the e-mail, by hand) is repaired; django-scim2 keeps
+    // one e-mail and no type, so it is read as the primary one.
+    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "emails", "value": [{"value": "x@elsewhere.example", "primary": true}]}]});
+    let ona_id = ona["id"].as_str().unwrap().to_string();
+    let (status, _, _) = raw
+        .call(Method::PATCH, &format!("Users/{ona_id}"), Some(body), None)
+        .await;
+    assert_eq!(status, 200);
+    let repair = sync(&connector, &org(&config, &people)).await;
+    assert_eq!(steps(&repair), ["ona updateAttributes"]);
+    assert_eq!(
+        raw.user("ona").await.unwrap()["emails"][0]["value"],
+        "ona@acme.example"
+    );
+    assert!(sync(&connector, &org(&config, &people)).await.is_empty());
 
     // A mover, in one plan: out of finance (by value: filters are not announced, so no
     // filter path is sent), into engineering.
@@ -999,7 +1053,7 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
     // 200 and ignores `members`. The leaver is still disabled at once, and the revocations
     // fail permanently, saying so, instead of passing for done.
     let front = django_proxy("novalueremove");
-    let config = front.config(NS, "", "");
+    let config = django_mapping(front.config(NS, "", ""));
     let connector = Scim::connect(&config)
         .await
         .expect("connect through the front");
@@ -1050,7 +1104,7 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
 
     // django-scim2's uniqueness is case-sensitive: it would create `wendy` next to someone
     // else's `Wendy`. One name per RFC 7643: the create is refused, nothing is sent.
-    let direct = django.config(NS, "saas", "", "", "Disable");
+    let direct = django_mapping(django.config(NS, "saas", "", "", "Disable"));
     let connector = Scim::connect(&direct).await.expect("connect");
     raw.create_user("Wendy", None).await;
     people.push(person("wendy", "finance", "Active"));
@@ -1066,6 +1120,24 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
         raw.all("Users").await.len(),
         users_before,
         "no look-alike account"
+    );
+
+    // With the SCIM defaults the department (enterprise extension) is owned too, and
+    // django-scim2 answers 2xx and drops it: the update fails permanently, naming what it
+    // does not keep, instead of passing for done (and the server is left as it was).
+    let defaults = django.config(NS, "saas", "", "", "Disable");
+    let connector = Scim::connect(&defaults).await.expect("connect");
+    let (plan, errors) = try_sync_with(&connector, &org(&defaults, &people[..2]), true).await;
+    assert!(
+        steps(&plan).contains(&"ona updateAttributes".to_string()),
+        "{:?}",
+        steps(&plan)
+    );
+    assert!(
+        errors.iter().any(|(op, e)| op.identity.name == "ona"
+            && matches!(op.action, Action::UpdateAttributes { .. })
+            && matches!(e, TargetError::Permanent(m) if m.contains("does not keep this attribute"))),
+        "{errors:#?}"
     );
 }
 
@@ -1350,4 +1422,320 @@ async fn the_controller_reaches_scim_through_any_connector() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(connector.capabilities().disable && connector.capabilities().delete);
     assert_eq!(Raw::new(peer(), &tenant).members("finance").await, ["rita"]);
+}
+
+/// A person with a full HR record: display name, e-mail, title, department, manager, cost
+/// centre and employee number.
+fn staffer(name: &str, display: &str, dept: &str, title: &str, manager: &str) -> String {
+    format!(
+        "name: {name}}}\nspec: {{type: Human, displayName: \"{display}\", email: \"{name}@acme.example\", attributes: {{costCenter: \"CC-{dept}\", employeeId: \"E-{name}\"}}, employment: {{status: Active, department: {dept}, title: \"{title}\", manager: {manager}}}}}"
+    )
+}
+
+fn patch_op(ops: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn id_of(user: &serde_json::Value) -> String {
+    user["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn attributes_flow_joiner_mover_drift_and_unowned_untouched() {
+    let (connector, raw, config) = setup(peer(), "attrs", "", "Disable").await;
+    // Joiner with a manager who joins in the same plan: both created (in Bulk) with their
+    // text attributes, then the reference, once the manager has an id.
+    let mut people = vec![
+        staffer("boss", "Big Boss", "finance", "CFO", "boss"),
+        staffer("ann", "Ann Lee", "finance", "Analyst", "boss"),
+    ];
+    let joined = org(&config, &people);
+    let plan = sync_with(&connector, &joined, true).await;
+    let s = steps(&plan);
+    assert_eq!(
+        &s[..3],
+        [
+            "ann createAccount",
+            "boss createAccount",
+            "ann updateAttributes"
+        ],
+        "{s:?}"
+    );
+    let boss = raw.user("boss").await.unwrap();
+    let ann = raw.user("ann").await.unwrap();
+    assert_eq!(ann["displayName"], "Ann Lee");
+    assert_eq!(ann["name"]["givenName"], "Ann");
+    assert_eq!(ann["name"]["familyName"], "Lee");
+    assert_eq!(
+        ann["emails"],
+        serde_json::json!([{"value": "ann@acme.example", "type": "work", "primary": true}])
+    );
+    assert_eq!(ann["title"], "Analyst");
+    assert!(
+        ann["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(ENTERPRISE)),
+        "{ann}"
+    );
+    let ext = &ann[ENTERPRISE];
+    assert_eq!(ext["department"], "finance");
+    assert_eq!(ext["costCenter"], "CC-finance");
+    assert_eq!(ext["employeeNumber"], "E-ann");
+    assert_eq!(ext["manager"]["value"], boss["id"], "the manager's id");
+    assert!(
+        boss[ENTERPRISE].get("manager").is_none(),
+        "no self-reference"
+    );
+    // Read back exactly as written: nothing to do, and the reference is the account.
+    let (observed, plan) = observe_and_plan(&connector, &joined).await;
+    assert!(plan.is_empty(), "{:?}", steps(&plan));
+    let held = &observed.held.identities[&IdentityKey::new(NS, "ann")].attributes["saas"];
+    assert_eq!(
+        serde_json::to_value(&held[&format!("{ENTERPRISE}:manager")]).unwrap(),
+        serde_json::json!({"account": "boss"})
+    );
+    assert!(!held.contains_key("nickName"));
+
+    // Attributes gatehouse does not own, set by hand, are never read nor touched.
+    let ann_id = id_of(&ann);
+    let (status, _, _) = raw
+        .call(
+            Method::PATCH,
+            &format!("Users/{ann_id}"),
+            Some(patch_op(serde_json::json!([
+                {"op": "replace", "path": "nickName", "value": "annie"},
+                {"op": "replace", "path": "userType", "value": "Contractor"},
+                {"op": "add", "path": "emails", "value": [{"value": "ann@home.example", "type": "home"}]}
+            ]))),
+            None,
+        )
+        .await;
+    assert!(status < 300);
+    assert!(
+        sync(&connector, &joined).await.is_empty(),
+        "unowned changes plan nothing"
+    );
+
+    // Mover: new title, department and manager (who joins in the same plan), with the
+    // access change, in one plan: revocation, creation, attributes, grants.
+    people[1] = staffer("ann", "Ann Lee", "engineering", "Lead Engineer", "cat");
+    people.push(staffer("cat", "Cat Ng", "engineering", "CTO", "cat"));
+    let moved = org(&config, &people);
+    let s = steps(&sync_with(&connector, &moved, true).await);
+    let at = |step: &str| {
+        s.iter()
+            .position(|x| x == step)
+            .unwrap_or_else(|| panic!("{step}: {s:?}"))
+    };
+    assert!(at("ann -finance") < at("cat createAccount"));
+    assert!(at("cat createAccount") < at("ann updateAttributes"));
+    assert!(at("ann updateAttributes") < at("ann +engineering"));
+    let cat = raw.user("cat").await.unwrap();
+    let ann = raw.user("ann").await.unwrap();
+    assert_eq!(ann["title"], "Lead Engineer");
+    assert_eq!(ann[ENTERPRISE]["department"], "engineering");
+    assert_eq!(ann[ENTERPRISE]["costCenter"], "CC-engineering");
+    assert_eq!(ann[ENTERPRISE]["manager"]["value"], cat["id"]);
+    assert_eq!(ann["nickName"], "annie", "unowned, untouched");
+    assert_eq!(ann["userType"], "Contractor", "unowned, untouched");
+    assert_eq!(
+        ann["emails"],
+        serde_json::json!([{"value": "ann@acme.example", "type": "work", "primary": true},
+                           {"value": "ann@home.example", "type": "home"}]),
+        "the home e-mail is not gatehouse's"
+    );
+    assert!(sync(&connector, &moved).await.is_empty(), "converged");
+
+    // Drift on an owned attribute, by hand: repaired by the next pass, and only that.
+    let (status, _, _) = raw
+        .call(
+            Method::PATCH,
+            &format!("Users/{ann_id}"),
+            Some(patch_op(
+                serde_json::json!([{"op": "replace", "path": "title", "value": "Intern"},
+                                   {"op": "remove", "path": format!("{ENTERPRISE}:costCenter")}]),
+            )),
+            None,
+        )
+        .await;
+    assert!(status < 300);
+    let (_, plan) = observe_and_plan(&connector, &moved).await;
+    match &plan.operations[..] {
+        [op] => match &op.action {
+            Action::UpdateAttributes { changes } => {
+                let text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                assert_eq!(
+                    text,
+                    [
+                        "title: \"Intern\" → \"Lead Engineer\"".to_string(),
+                        format!("{ENTERPRISE}:costCenter: (unset) → \"CC-engineering\"")
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    sync(&connector, &moved).await;
+    let ann = raw.user("ann").await.unwrap();
+    assert_eq!(ann["title"], "Lead Engineer");
+    assert_eq!(ann[ENTERPRISE]["costCenter"], "CC-engineering");
+    assert_eq!(ann["nickName"], "annie");
+    assert!(sync(&connector, &moved).await.is_empty(), "converged");
+
+    // An attribute the record no longer has is removed (the title), the rest stays.
+    people[1] = staffer("ann", "Ann Lee", "engineering", "", "cat");
+    let untitled = org(&config, &people);
+    assert_eq!(
+        steps(&sync(&connector, &untitled).await),
+        ["ann updateAttributes"]
+    );
+    let ann = raw.user("ann").await.unwrap();
+    assert!(ann.get("title").is_none(), "{ann}");
+    assert!(sync(&connector, &untitled).await.is_empty(), "converged");
+}
+
+#[tokio::test]
+async fn a_manager_without_an_account_yet_is_a_transient_error() {
+    let (connector, _raw, config) = setup(peer(), "nomgr", "bulk: false", "Disable").await;
+    let people = [
+        staffer("dan", "Dan Oh", "finance", "Clerk", "dan"),
+        staffer("eve", "Eve Ma", "finance", "Clerk", "dan"),
+    ];
+    let snapshot = org(&config, &people);
+    let subjects = subjects(&snapshot);
+    let (_, plan) = observe_and_plan(&connector, &snapshot).await;
+    // Only eve's steps: dan's account is never created.
+    let mut errors = Vec::new();
+    for op in plan
+        .operations
+        .iter()
+        .filter(|op| op.identity.name == "eve")
+    {
+        if let Err(e) = connector.apply(op, &subjects[&op.identity]).await {
+            errors.push((op.action.name(), e));
+        }
+    }
+    match &errors[..] {
+        [(name, TargetError::Transient(m))] => {
+            assert_eq!(*name, "updateAttributes");
+            assert!(
+                m.contains("the account dan") && m.contains("does not exist on saas yet"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn users_that_refuse_patch_get_attributes_by_put_keeping_what_is_not_owned() {
+    // The front answers 405 to any PATCH of a user: attributes (and `active`) change by a
+    // read-modify-write PUT of the resource as the server has it, under If-Match; the
+    // refusal is learned once.
+    let tenant = peer().tenant("nouserpatch");
+    let config = proxy().config(NS, &tenant, "bulk: false");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let raw = Raw::new(peer(), &tenant);
+    let mut people = vec![staffer("fay", "Fay Wu", "finance", "Clerk", "fay")];
+    sync(&connector, &org(&config, &people)).await;
+    let fay = raw.user("fay").await.unwrap();
+    let fay_id = id_of(&fay);
+    let (status, _, _) = raw
+        .call(
+            Method::PATCH,
+            &format!("Users/{fay_id}"),
+            Some(patch_op(serde_json::json!([
+                {"op": "replace", "path": "nickName", "value": "fifi"},
+                {"op": "add", "path": "phoneNumbers", "value": [{"value": "+1 555", "type": "work"}]}
+            ]))),
+            None,
+        )
+        .await;
+    assert!(status < 300);
+
+    people[0] = staffer("fay", "Fay Wu-Li", "engineering", "Engineer", "fay");
+    let moved = org(&config, &people);
+    let s = steps(&sync(&connector, &moved).await);
+    assert_eq!(
+        s,
+        ["fay -finance", "fay updateAttributes", "fay +engineering"]
+    );
+    let fay = raw.user("fay").await.unwrap();
+    assert_eq!(fay["displayName"], "Fay Wu-Li");
+    assert_eq!(fay["name"]["familyName"], "Wu-Li");
+    assert_eq!(fay["title"], "Engineer");
+    assert_eq!(fay[ENTERPRISE]["department"], "engineering");
+    assert_eq!(fay["nickName"], "fifi", "kept as the server had it");
+    assert_eq!(fay["phoneNumbers"][0]["value"], "+1 555");
+    assert_eq!(fay["externalId"], "acme/fay");
+    assert!(sync(&connector, &moved).await.is_empty(), "converged");
+    // Once more, after the lesson: straight to PUT.
+    people[0] = staffer("fay", "Fay Wu-Li", "engineering", "Staff Engineer", "fay");
+    sync(&connector, &org(&config, &people)).await;
+    assert_eq!(raw.user("fay").await.unwrap()["title"], "Staff Engineer");
+
+    let requests = proxy().requests(&tenant);
+    let user_patches: Vec<&String> = requests
+        .iter()
+        .filter(|l| l.starts_with("PATCH") && l.contains("/Users/"))
+        .collect();
+    assert_eq!(user_patches.len(), 1, "refused once: {requests:#?}");
+    assert!(user_patches[0].ends_with(" 405"));
+    let puts = requests
+        .iter()
+        .filter(|l| l.starts_with("PUT") && l.contains("/Users/"))
+        .count();
+    assert_eq!(puts, 2, "{requests:#?}");
+}
+
+#[tokio::test]
+async fn a_refused_filtered_email_path_falls_back_to_put_for_the_email_only() {
+    // The front refuses `emails[type eq "work"]…` paths (400 invalidPath): an e-mail
+    // change goes by PUT from then on; other attributes keep PATCH.
+    let tenant = peer().tenant("noemailpath");
+    let config = proxy().config(NS, &tenant, "bulk: false");
+    let connector = Scim::connect(&config).await.expect("connect");
+    let raw = Raw::new(peer(), &tenant);
+    let gil = |email: &str, title: &str| {
+        format!(
+            "name: gil}}\nspec: {{type: Human, displayName: \"Gil Ro\", email: \"{email}\", employment: {{status: Active, department: finance, title: \"{title}\", manager: gil}}}}"
+        )
+    };
+    sync(
+        &connector,
+        &org(&config, &[gil("gil@acme.example", "Clerk")]),
+    )
+    .await;
+    for (email, title) in [
+        ("gil.ro@acme.example", "Clerk"),
+        ("gil.ro@acme.example", "Senior Clerk"),
+        ("g@acme.example", "Senior Clerk"),
+    ] {
+        let snapshot = org(&config, &[gil(email, title)]);
+        assert_eq!(
+            steps(&sync(&connector, &snapshot).await),
+            ["gil updateAttributes"]
+        );
+        let user = raw.user("gil").await.unwrap();
+        assert_eq!(
+            user["emails"],
+            serde_json::json!([{"value": email, "type": "work", "primary": true}])
+        );
+        assert_eq!(user["title"], title);
+        assert!(sync(&connector, &snapshot).await.is_empty(), "converged");
+    }
+    let requests = proxy().requests(&tenant);
+    let of = |method: &str| -> Vec<&String> {
+        requests
+            .iter()
+            .filter(|l| l.starts_with(method) && l.contains("/Users/"))
+            .collect()
+    };
+    let patches = of("PATCH");
+    assert_eq!(patches.len(), 2, "{requests:#?}");
+    assert!(patches[0].ends_with(" 400"), "the refused e-mail path");
+    assert!(patches[1].ends_with(" 204"), "the title by PATCH");
+    assert_eq!(of("PUT").len(), 2, "each e-mail change by PUT");
 }

@@ -21,6 +21,9 @@ one of these words (the first path segment, `/<tenant>/v2/...`):
   way to remove a member.
 - ``nogrouppatch``: any PATCH of a group answers 405 (groups change only by PUT there);
   PATCH of users passes.
+- ``nouserpatch``: any PATCH of a user answers 405 (users change only by PUT there).
+- ``noemailpath``: a PATCH whose body has the filtered path ``emails[type eq "work"]...``
+  answers 400 ``invalidPath``; other PATCHes pass.
 
 Words given as FAULTS apply to every request, whatever the path (for an upstream without
 tenants, such as django-scim2 at ``/scim/v2``).
@@ -109,6 +112,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                "application/scim+json")
         if "nogrouppatch" in words and self.command == "PATCH" and "/Groups/" in self.path:
             return self.answer(405, '{"detail": "PATCH is not allowed on groups", "status": "405"}',
+                               "application/scim+json")
+        if "nouserpatch" in words and self.command == "PATCH" and "/Users/" in self.path:
+            return self.answer(405, '{"detail": "PATCH is not allowed on users", "status": "405"}',
+                               "application/scim+json")
+        if "noemailpath" in words and self.command == "PATCH" and body and b'emails[type eq' in body:
+            return self.answer(400, '{"scimType": "invalidPath", "detail": "filtered paths are not supported", "status": "400"}',
                                "application/scim+json")
         if "novalueremove" in words and self.command == "PATCH" and removes_by_value(body):
             return self.answer(501, '{"detail": "", "status": 501}', "application/scim+json")

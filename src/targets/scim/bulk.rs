@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::accounts::new_user_body;
 use super::http::{self, Reply};
 use super::learned::{MemberRemoval, Resource};
 use super::members::member_patch;
@@ -14,6 +15,7 @@ use super::types::*;
 use super::{
     Applied, CONCURRENCY, Connector, Known, MEMBERS_PER_PATCH, Scim, Subject, TargetError,
 };
+use crate::engine::attributes::AttrValue;
 use crate::plan::{Action, Operation};
 
 impl Scim {
@@ -268,22 +270,33 @@ impl Scim {
         self.bulk_limits()?;
         let known = self.cache().users.get(&subject.identity).cloned();
         match (&op.action, known) {
-            (Action::CreateAccount { enabled, .. }, None)
-                if !subject.account.trim().is_empty() && self.not_taken(subject).is_ok() =>
-            {
-                let external = Self::external_id(&subject.identity);
+            (
+                Action::CreateAccount {
+                    enabled,
+                    attributes,
+                },
+                None,
+            ) if !subject.account.trim().is_empty() && self.not_taken(subject).is_ok() => {
+                // Values in the target's form; a reference the cache cannot resolve goes
+                // the careful way (which looks the account up).
+                let raw = attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        let raw = match value {
+                            AttrValue::Text(text) => text.clone(),
+                            AttrValue::Account { account } => {
+                                self.cache().accounts.get(account)?.clone()
+                            }
+                        };
+                        Some((name.clone(), raw))
+                    })
+                    .collect::<Option<BTreeMap<String, String>>>()?;
                 Some(BulkOperation {
                     method: "POST",
                     bulk_id: Some(format!("u{i}")),
                     version: None,
                     path: "/Users".into(),
-                    data: serde_json::to_value(NewUser {
-                        schemas: [USER_SCHEMA],
-                        user_name: &subject.account,
-                        external_id: &external,
-                        active: *enabled,
-                    })
-                    .ok(),
+                    data: Some(new_user_body(subject, *enabled, &raw)),
                 })
             }
             (Action::EnableAccount | Action::DisableAccount, Some(known))
@@ -375,6 +388,9 @@ impl Scim {
                                 });
                             match id {
                                 Some(id) => {
+                                    self.cache()
+                                        .accounts
+                                        .insert(subject.account.clone(), id.clone());
                                     self.remember_user_tag(key, &id, result.version.clone());
                                     results[i] = Some(Ok(Applied::Done));
                                 }

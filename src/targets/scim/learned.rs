@@ -68,6 +68,11 @@ pub struct Learned {
     filter_sw: AtomicBool,
     bulk: AtomicBool,
     removal: AtomicU8,
+    /// PATCH paths with a value filter on a User (`emails[type eq "work"].value`).
+    user_filter_path: AtomicBool,
+    /// PATCH of a User's profile attributes (a server may take `replace` of `active` and
+    /// refuse `remove`, as django-scim2 does).
+    user_attribute_patch: AtomicBool,
 }
 
 impl Learned {
@@ -87,6 +92,8 @@ impl Learned {
             filter_sw: AtomicBool::new(filter),
             bulk: AtomicBool::new(true),
             removal: AtomicU8::new(removal as u8),
+            user_filter_path: AtomicBool::new(filter),
+            user_attribute_patch: AtomicBool::new(true),
         }
     }
 
@@ -136,6 +143,32 @@ impl Learned {
     pub fn no_patch(&self, resource: Resource, why: &str) {
         if self.patch_flag(resource).swap(false, Ordering::Relaxed) {
             tracing::warn!(target = %self.target, ?resource, %why, "the SCIM server does not support PATCH on this resource type after all; using read-modify-write PUT there from now on");
+        }
+    }
+
+    /// A User's profile attributes may be PATCHed.
+    pub fn user_attribute_patch(&self) -> bool {
+        self.patch(Resource::Users) && self.user_attribute_patch.load(Ordering::Relaxed)
+    }
+
+    /// The server refused (`501`) a PATCH of a User's profile attributes: those change by
+    /// read-modify-write PUT from now on; `active` and `userName` keep PATCH.
+    pub fn no_user_attribute_patch(&self, why: &str) {
+        if self.user_attribute_patch.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server refused a PATCH of user attributes; changing them by read-modify-write PUT from now on");
+        }
+    }
+
+    /// A User may be PATCHed through a value-filter path (`emails[type eq "work"].value`).
+    pub fn user_filter_path(&self) -> bool {
+        self.user_attribute_patch() && self.user_filter_path.load(Ordering::Relaxed)
+    }
+
+    /// The server refused a PATCH with a value-filter path on a User: changes of such an
+    /// attribute are read-modify-write PUTs from now on.
+    pub fn no_user_filter_path(&self, why: &str) {
+        if self.user_filter_path.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.target, %why, "the SCIM server refused a PATCH of a user through a filtered path; changing the work e-mail by read-modify-write PUT from now on");
         }
     }
 
@@ -253,5 +286,18 @@ mod tests {
         assert!(learned.bulk());
         learned.no_bulk("501");
         assert!(!learned.bulk());
+
+        let learned = Learned::new("t", true, true);
+        assert!(learned.user_filter_path());
+        learned.no_user_filter_path("501");
+        assert!(!learned.user_filter_path() && learned.patch(Resource::Users));
+        let learned = Learned::new("t", true, true);
+        learned.no_patch(Resource::Users, "405");
+        assert!(!learned.user_filter_path(), "no PATCH, no filtered PATCH");
+        assert!(!learned.user_attribute_patch());
+        let learned = Learned::new("t", true, true);
+        learned.no_user_attribute_patch("501");
+        assert!(!learned.user_attribute_patch() && !learned.user_filter_path());
+        assert!(learned.patch(Resource::Users), "active keeps PATCH");
     }
 }

@@ -23,8 +23,15 @@
 //! instead. A successful answer that shows the resource must show the change: a server
 //! that answers `200` and ignores `members` or `active` gets a permanent error, never
 //! `Done`. Members that name no user (deleted users some servers leave behind) are ignored.
+//!
+//! **Attributes.** The owned attributes (`spec.attributes` over the SCIM defaults, see
+//! `attrs` and docs/attributes.md) are read from the listed users, sent with the create, and
+//! changed by one PATCH per account; a refused PATCH (`405`, `501`) or refused filtered
+//! e-mail path falls back, for the connector's life, to a PUT of the user as the server has
+//! it. Every write is confirmed against what the server then shows.
 
 mod accounts;
+mod attrs;
 mod bulk;
 pub mod http;
 mod learned;
@@ -79,6 +86,9 @@ struct Known {
 struct Cache {
     users: HashMap<IdentityKey, Known>,
     groups: HashMap<String, Known>,
+    /// The ids of managed accounts by account name (userName as gatehouse names it): what a
+    /// reference to another account (the enterprise `manager`) is written as.
+    accounts: HashMap<String, String>,
     /// userNames (lowercased) of the users gatehouse does not manage that the last
     /// observation listed, with their externalId: a server whose uniqueness is
     /// case-sensitive (django-scim2) would take `alice` next to `Alice`, where RFC 7643's
@@ -95,6 +105,9 @@ pub struct Scim {
     cache: Mutex<Cache>,
     /// What the server's answers taught beyond its announced features.
     learned: Learned,
+    /// The attributes gatehouse owns on this target's users (`spec.attributes` with the
+    /// SCIM defaults), sorted.
+    owned: Vec<String>,
 }
 
 impl Scim {
@@ -150,6 +163,11 @@ impl Scim {
             features,
             cache: Mutex::default(),
             learned: Learned::new(&config.name, features.patch, features.filter),
+            owned: crate::engine::attributes::Mapping::compile(&config.spec)
+                .0
+                .names()
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -225,12 +243,12 @@ impl Connector for Scim {
         subject: &Subject,
     ) -> Result<Applied, TargetError> {
         match &operation.action {
-            Action::CreateAccount { enabled, .. } => self.create(subject, *enabled).await?,
-            // WIP(attributes): replaced by the connector's attribute writes.
-            Action::UpdateAttributes { .. } => {
-                return Err(TargetError::Permanent(
-                    "updateAttributes is not built yet".into(),
-                ));
+            Action::CreateAccount {
+                enabled,
+                attributes,
+            } => self.create(subject, *enabled, attributes).await?,
+            Action::UpdateAttributes { changes } => {
+                self.update_attributes(subject, changes).await?
             }
             Action::EnableAccount => return self.set_active(subject, true).await,
             Action::DisableAccount => return self.set_active(subject, false).await,

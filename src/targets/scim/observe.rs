@@ -7,10 +7,12 @@ use std::sync::Arc;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 
+use super::attrs::{self, Attr};
 use super::http::{self, Reply};
 use super::types::*;
 use super::{Cache, Known, Observed, Scim, Subject, TargetError, filter_refused, quote};
 use crate::engine::IdentityKey;
+use crate::engine::attributes::{AttrValue, Attributes};
 use crate::plan::{AccessState, AccountState};
 
 impl Scim {
@@ -188,6 +190,8 @@ impl Scim {
         let mut state = AccessState::default();
         let mut orphans = Vec::new();
         let mut held_ids: HashMap<String, IdentityKey> = HashMap::new();
+        // The owned attributes of each held user, as the server holds them.
+        let mut raw: Vec<(IdentityKey, BTreeMap<String, String>)> = Vec::new();
         let mut cache = Cache::default();
         for user in others {
             if let Some(name) = user.user_name.filter(|n| !n.is_empty()) {
@@ -228,6 +232,12 @@ impl Scim {
                             .or_default()
                             .accounts
                             .insert(self.target.clone(), account);
+                        let values =
+                            attrs::read_all(&user.extra, self.owned.iter().map(String::as_str));
+                        if !values.is_empty() {
+                            raw.push((key.clone(), values));
+                        }
+                        cache.accounts.insert(subject.account.clone(), id.clone());
                         held_ids.insert(id, key);
                     }
                 }
@@ -236,6 +246,24 @@ impl Scim {
                 } else {
                     user_name
                 }),
+            }
+        }
+        // A reference to a held account is that account; any other id stays as read.
+        for (key, values) in raw {
+            let attributes: Attributes = values
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match (Attr::of(&name), held_ids.get(&value)) {
+                        (Attr::Manager, Some(boss)) => AttrValue::Account {
+                            account: expected[boss].account.clone(),
+                        },
+                        _ => AttrValue::Text(value),
+                    };
+                    (name, value)
+                })
+                .collect();
+            if let Some(holding) = state.identities.get_mut(&key) {
+                holding.attributes.insert(self.target.clone(), attributes);
             }
         }
         for mut group in groups {
