@@ -154,10 +154,10 @@ pub struct LdapTarget {
     /// `sAMAccountName` (Active Directory, whose RDN is `CN`) by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_attribute: Option<String>,
-    /// Attributes set on accounts gatehouse creates: attribute name to a template in which
-    /// `{account}`, `{identity}` and `{namespace}` are replaced. Added to the defaults
-    /// `cn` and `sn` (OpenLDAP) or `cn` and `userPrincipalName: {account}@<domain of
-    /// baseDN>` (Active Directory); an entry here replaces the default of the same name.
+    /// Attributes set only when gatehouse creates an account, never kept in sync: attribute
+    /// name to a template in which `{account}`, `{identity}` and `{namespace}` are
+    /// replaced. A name listed here is not owned: it leaves the default mapping of
+    /// `spec.attributes` (see docs/attributes.md); listing it in both is an error.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, String>,
     /// OpenLDAP only: the `member` a `groupOfNames` keeps when its last real member is

@@ -107,7 +107,8 @@ pub fn for_target(spec: &TargetSystemSpec) -> BTreeMap<String, String> {
         TargetType::SCIM => {
             let e = |a: &str| format!("{SCIM_ENTERPRISE}:{a}");
             let mut m = map(&[
-                ("displayName", "{{ displayName }}"),
+                // Apps show (and some servers derive) a display name: never leave it empty.
+                ("displayName", "{{ displayName | default(account) }}"),
                 ("name.givenName", GIVEN),
                 ("name.familyName", FAMILY),
                 ("title", "{{ employment.title }}"),
