@@ -445,7 +445,7 @@ async fn attributes_flow_to_a_real_domain_controller_and_drift_is_repaired() {
         changes,
         [
             "department: \"finance\" → \"engineering\"".to_string(),
-            format!("manager: \"account {carol}\" → \"account {dave}\""),
+            format!("manager: account {carol} → account {dave}"),
             "title: \"Accountant\" → \"Engineer\"".to_string(),
         ]
     );
