@@ -248,14 +248,36 @@ fn openpgp_signer(text: &str, data: &[u8], keys: &TrustedKeys) -> Signer {
     })
 }
 
-/// Path globs mapped to the key names allowed to change matching files.
+/// One `pathOwners` entry, compiled.
+#[derive(Clone, Debug)]
+struct PathRule {
+    glob: String,
+    matcher: GlobMatcher,
+    keys: BTreeSet<String>,
+    approvals: u32,
+}
+
+/// Path globs mapped to the key names allowed to change matching files, and the number
+/// of approvals changes to them need.
 #[derive(Clone, Debug, Default)]
 pub struct PathRules {
-    rules: Vec<(String, GlobMatcher, BTreeSet<String>)>,
+    rules: Vec<PathRule>,
+}
+
+/// A rule that wants approvals for a path: its glob, its owners, how many approvals.
+#[derive(Clone, Copy, Debug)]
+pub struct ApprovalRule<'a> {
+    /// The `pathOwners[].path` glob.
+    pub glob: &'a str,
+    /// The `pathOwners[].keys`.
+    pub owners: &'a BTreeSet<String>,
+    /// `pathOwners[].requireApprovals`.
+    pub approvals: u32,
 }
 
 impl PathRules {
-    /// Compiles `pathOwners`, checking that every key name is a trusted key.
+    /// Compiles `pathOwners`, checking that every key name is a trusted key and that
+    /// every `requireApprovals` can be met.
     pub fn new(owners: &[PathOwner], keys: &TrustedKeys) -> Result<Self, String> {
         let mut rules = Vec::new();
         for (i, owner) in owners.iter().enumerate() {
@@ -270,11 +292,22 @@ impl PathRules {
                     ));
                 }
             }
-            rules.push((
-                owner.path.clone(),
-                glob.compile_matcher(),
-                owner.keys.iter().cloned().collect(),
-            ));
+            let names: BTreeSet<String> = owner.keys.iter().cloned().collect();
+            let approvals = owner.require_approvals.unwrap_or(0);
+            if approvals as usize >= names.len() && approvals > 0 {
+                return Err(format!(
+                    "spec.pathOwners[{i}].requireApprovals is {approvals}, but {:?} has {} distinct key(s) and a change's own signer never approves it: list at least {} keys or lower requireApprovals",
+                    owner.path,
+                    names.len(),
+                    approvals + 1
+                ));
+            }
+            rules.push(PathRule {
+                glob: owner.path.clone(),
+                matcher: glob.compile_matcher(),
+                keys: names,
+                approvals,
+            });
         }
         Ok(Self { rules })
     }
@@ -283,8 +316,25 @@ impl PathRules {
     fn forbidding(&self, path: &str, signer: &str) -> Option<(&str, &BTreeSet<String>)> {
         self.rules
             .iter()
-            .find(|(_, glob, keys)| glob.is_match(path) && !keys.contains(signer))
-            .map(|(text, _, keys)| (text.as_str(), keys))
+            .find(|r| r.matcher.is_match(path) && !r.keys.contains(signer))
+            .map(|r| (r.glob.as_str(), &r.keys))
+    }
+
+    /// Whether any rule asks for approvals.
+    pub fn wants_approvals(&self) -> bool {
+        self.rules.iter().any(|r| r.approvals > 0)
+    }
+
+    /// The rules matching `path` that ask for approvals, in `pathOwners` order.
+    pub fn approvals_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = ApprovalRule<'a>> {
+        self.rules
+            .iter()
+            .filter(move |r| r.approvals > 0 && r.matcher.is_match(path))
+            .map(|r| ApprovalRule {
+                glob: &r.glob,
+                owners: &r.keys,
+                approvals: r.approvals,
+            })
     }
 }
 
