@@ -473,6 +473,132 @@ async fn forge_merge_signed_with_openpgp_is_applied_and_an_expired_key_refused()
     );
 }
 
+/// Approvals through the real sync: `policies/**` needs one approval by another owner.
+/// The forge's OpenPGP-signed merge of iam-lead's pull request is applied; iam-lead's
+/// direct push, its self-merge, hr-bot's merge (not an owner of policies) and an unsigned
+/// merge are each refused with `Verified=False` naming the commit, the path, the author and
+/// the missing approval, the merge kept in force; iam-2's signed merge is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_need_an_approving_merge_by_another_owner() {
+    let w = World::new("src-approve").await;
+    let keys = w.root.parent().unwrap().join("approvers");
+    let forge = PgpKey::generate(&keys, "GitHub <noreply@github.com>");
+    let iam2 = SigningKey::generate(&keys, "iam-2");
+    w.repo.write(
+        "tenants/acme/identities/alice.yaml",
+        &person("alice", "finance"),
+    );
+    w.repo.write("tenants/acme/targets/k8s.yaml", TARGET);
+    let people = w.repo.commit("people", HR, Some(&w.hr));
+    let yaml = format!(
+        "metadata: {{name: access}}\nspec:\n  url: {}\n  ref: {{branch: main}}\n  path: tenants/acme\n  interval: 1s\n  verify:\n    keys:\n    - {{name: hr-bot, publicKey: '{}'}}\n    - {{name: iam-lead, publicKey: '{}'}}\n    - {{name: iam-2, publicKey: '{}'}}\n    - {{name: github, publicKey: {}}}\n  pathOwners:\n  - {{path: 'identities/**', keys: [hr-bot]}}\n  - {{path: 'targets/**', keys: [hr-bot]}}\n  - {{path: 'policies/**', keys: [iam-lead, iam-2, github], requireApprovals: 1}}\n",
+        w.repo.url_file(),
+        w.hr.public_key,
+        w.iam.public_key,
+        iam2.public_key,
+        serde_json::to_string(&forge.public_key()).unwrap(),
+    );
+    harness::apply::<PolicySource>(&w.client, &w.ns, &yaml).await;
+    w.applied(&people).await;
+
+    // A pull request by iam-lead, merged with the forge's button.
+    let pull_request = |branch: &str, name: &str| {
+        gitrepo::git(w.repo.path(), &["checkout", "-q", "-b", branch, "main"]);
+        w.repo.write(
+            &format!("tenants/acme/policies/{name}.yaml"),
+            &policy(name, "finance", "view"),
+        );
+        let commit = w.repo.commit(name, IAM, Some(&w.iam));
+        gitrepo::git(w.repo.path(), &["checkout", "-q", "main"]);
+        commit
+    };
+    pull_request("pr-1", "finance");
+    let merged = w.repo.merge(
+        "pr-1",
+        "Merge pull request #1",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[],
+    );
+    let source = w.applied(&merged).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(w.names::<AccessPolicy>().await, ["finance"]);
+
+    // Pushed straight to main.
+    w.repo.write(
+        "tenants/acme/policies/direct.yaml",
+        &policy("direct", "finance", "edit"),
+    );
+    let direct = w.repo.commit("direct", IAM, Some(&w.iam));
+    let source = w.refused(&direct).await;
+    let (status, reason, message) = condition(&source, "Verified");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "VerificationFailed")
+    );
+    assert!(
+        message.contains(&format!(
+            "commit {} changes policies/direct.yaml",
+            &direct[..12]
+        )) && message.contains("signed by iam-lead (its author) without the approval it needs")
+            && message.contains("need 1 approval by other owners (github, iam-2)")
+            && message.contains("pushed to the branch directly"),
+        "{message}"
+    );
+    assert_eq!(condition(&source, "Stalled").0, "True");
+    assert_eq!(
+        source.status.unwrap().last_applied_commit.as_deref(),
+        Some(merged.as_str())
+    );
+    assert_eq!(w.names::<AccessPolicy>().await, ["finance"]);
+
+    // Self-approved, merged by a key that does not own policies/, and an unsigned merge.
+    for (branch, merger, expect) in [
+        (
+            "pr-self",
+            Some(&w.iam),
+            "signed by iam-lead, the author, whose approval does not count",
+        ),
+        (
+            "pr-hr",
+            Some(&w.hr),
+            "signed by hr-bot, which does not own \"policies/**\"",
+        ),
+        ("pr-unsigned", None, "unsigned"),
+    ] {
+        w.repo.reset_hard(&merged);
+        let commit = pull_request(branch, branch);
+        let merge = w
+            .repo
+            .merge(branch, branch, IAM, merger.map_or(Sign::No, Sign::Ssh), &[]);
+        let source = w.refused(&merge).await;
+        let (_, _, message) = condition(&source, "Verified");
+        assert!(
+            message.contains(&format!(
+                "commit {} changes policies/{branch}.yaml",
+                &commit[..12]
+            )) && message.contains(&format!("{} {expect}", &merge[..12])),
+            "{branch}: {message}"
+        );
+        assert_eq!(
+            source.status.unwrap().last_applied_commit.as_deref(),
+            Some(merged.as_str()),
+            "{branch}"
+        );
+        assert_eq!(w.names::<AccessPolicy>().await, ["finance"], "{branch}");
+    }
+
+    // Merged by iam-2: approved.
+    w.repo.reset_hard(&merged);
+    pull_request("pr-2", "audit");
+    let approved = w
+        .repo
+        .merge("pr-2", "Merge pr-2", IAM, Sign::Ssh(&iam2), &[]);
+    let source = w.applied(&approved).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(w.names::<AccessPolicy>().await, ["audit", "finance"]);
+}
+
 async fn warning_events(w: &World) -> Vec<String> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(w.client.clone(), &w.ns);
     harness::eventually("events", Duration::from_secs(10), || async {
