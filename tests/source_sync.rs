@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::api::{AccessPolicy, Identity, PolicySource, annotations};
 use gatehouse::controller::{Options, run};
-use gitrepo::{GitHttpServer, PgpKey, Repo, Sign, SigningKey};
+use gitrepo::{GitHttpServer, PgpKey, Repo, ServeOptions, Sign, SigningKey, TestCa};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
@@ -1065,4 +1065,141 @@ async fn ssh_transport_checks_the_host_key() {
     .await;
     w.applied(&rules).await;
     assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+}
+
+/// Waits for `Ready=False` with a message containing `expect`; returns (reason, message,
+/// whether `Stalled=True`).
+async fn not_ready(w: &World, expect: &str) -> (String, String, bool) {
+    let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);
+    harness::eventually(
+        &format!("Ready=False saying {expect:?}"),
+        Duration::from_secs(30),
+        || async {
+            let s = api.get("access").await.map_err(|e| e.to_string())?;
+            let conditions = s.status.clone().unwrap_or_default().conditions;
+            match harness::condition(&conditions, "Ready") {
+                Some((st, reason, message)) if st == "False" && message.contains(expect) => {
+                    let stalled =
+                        harness::condition(&conditions, "Stalled").is_some_and(|c| c.0 == "True");
+                    Ok((reason, message, stalled))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// HTTPS behind a TLS front on loopback (rustls, a certificate from a private CA made with
+/// openssl) running `git http-backend`: basic credentials and a bearer token from the
+/// Secret, its `ca.crt` trusted for this source only; a wrong CA, no CA (the system's do
+/// not know it), a wrong password and a wrong token are refused with a reason, never
+/// sending the credentials to a server the CA does not vouch for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_basic_or_bearer_credentials() {
+    let w = World::new("src-https").await;
+    let (_, rules) = w.baseline();
+    let pki = w.root.parent().unwrap().join("pki");
+    let ca = TestCa::generate(&pki, "gatehouse test CA");
+    let other = TestCa::generate(&pki, "some other CA");
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bot:s3cret")
+    );
+    let server = GitHttpServer::start_with(
+        &w.root,
+        ServeOptions {
+            tls: Some(ca.server_certificate()),
+            authorization: Some(basic),
+        },
+    );
+    let url = server.url("access");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let secret = |data: serde_json::Value| {
+        let yaml = serde_json::json!({"metadata": {"name": "repo-https"}, "stringData": data});
+        let client = w.client.clone();
+        let ns = w.ns.clone();
+        async move {
+            // Replace, not merge: a key left out must be gone.
+            let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+            let _ = api.delete("repo-https", &Default::default()).await;
+            harness::apply::<k8s_openapi::api::core::v1::Secret>(&client, &ns, &yaml.to_string())
+                .await;
+        }
+    };
+
+    // The wrong CA: refused at the TLS handshake, before any credential is sent.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret", "ca.crt": other.cert_pem}))
+        .await;
+    w.source(&url, "  secretRef: {name: repo-https}\n").await;
+    let (reason, message, stalled) = not_ready(&w, "TLS certificate of 127.0.0.1 is refused").await;
+    assert_eq!(reason, "FetchFailed", "{message}");
+    assert!(stalled, "a person must act: {message}");
+    assert!(
+        message.contains(&format!("key \"ca.crt\" of Secret {}/repo-https", w.ns))
+            && message.contains("UnknownIssuer"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    assert_eq!(server.requests(), 0, "no HTTP request reached the server");
+    assert!(w.names::<Identity>().await.is_empty());
+
+    // The right CA, and basic credentials: applied.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret", "ca.crt": ca.cert_pem}))
+        .await;
+    w.applied(&rules).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    assert!(
+        server.unauthorized() >= 1,
+        "libgit2 answered the Basic challenge"
+    );
+
+    // No ca.crt: the system's CAs do not know this one.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret"})).await;
+    let (_, message, stalled) = not_ready(&w, "not trusted by the system's CA certificates").await;
+    assert!(stalled, "{message}");
+    assert!(
+        message.contains(&format!("commit {} stays in force", &rules[..12])),
+        "{message}"
+    );
+
+    // A wrong password.
+    secret(serde_json::json!({"username": "bot", "password": "wrong", "ca.crt": ca.cert_pem}))
+        .await;
+    let (_, message, _) = not_ready(&w, "refused the credentials").await;
+    assert!(!message.contains("wrong"), "{message}");
+
+    // A bearer token, sent with every request (the server never challenges it).
+    let bearer = GitHttpServer::start_with(
+        &w.root,
+        ServeOptions {
+            tls: Some(ca.server_certificate()),
+            authorization: Some("Bearer t0ken-123".into()),
+        },
+    );
+    secret(serde_json::json!({"bearerToken": "t0ken-123", "ca.crt": ca.cert_pem})).await;
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    let carol = w.repo.commit("carol", HR, Some(&w.hr));
+    w.source(&bearer.url("access"), "  secretRef: {name: repo-https}\n")
+        .await;
+    w.applied(&carol).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "carol"]);
+    assert_eq!(
+        bearer.unauthorized(),
+        0,
+        "the token went with every request"
+    );
+    assert!(bearer.requests() >= 2, "polled and fetched over HTTPS");
+
+    // A wrong token: the server's 401 names the key to fix, never the token.
+    secret(serde_json::json!({"bearerToken": "expired-token", "ca.crt": ca.cert_pem})).await;
+    let (_, message, stalled) = not_ready(&w, "refused the bearer token").await;
+    assert!(stalled, "{message}");
+    assert!(
+        message.contains("key \"bearerToken\"") && !message.contains("expired-token"),
+        "{message}"
+    );
 }
