@@ -50,7 +50,12 @@ impl Keys {
     /// A PolicySource spec trusting every key, with `policies/**` owned by the IAM keys and
     /// the forge and needing `approvals`.
     fn spec(&self, approvals: u32) -> PolicySourceSpec {
-        let yaml = format!(
+        serde_yaml::from_str(&self.spec_yaml(approvals)).unwrap()
+    }
+
+    /// The YAML of [`Keys::spec`].
+    fn spec_yaml(&self, approvals: u32) -> String {
+        format!(
             "url: file:///unused\nref: {{branch: main}}\nverify:\n  keys:\n  - {{name: hr-bot, publicKey: '{}'}}\n  - {{name: iam-lead, publicKey: '{}'}}\n  - {{name: iam-2, publicKey: '{}'}}\n  - {{name: iam-3, publicKey: '{}'}}\n  - name: github\n    publicKey: |\n{}\npathOwners:\n- {{path: 'identities/**', keys: [hr-bot, github]}}\n- {{path: 'policies/**', keys: [iam-lead, iam-2, iam-3, github], requireApprovals: {approvals}}}\n",
             self.hr.public_key,
             self.iam.public_key,
@@ -61,8 +66,7 @@ impl Keys {
                 .lines()
                 .map(|l| format!("      {l}\n"))
                 .collect::<String>()
-        );
-        serde_yaml::from_str(&yaml).unwrap()
+        )
     }
 
     fn trusted(&self) -> TrustedKeys {
@@ -293,4 +297,90 @@ fn two_approvals_through_a_review_branch_and_the_audit_review_of_a_step() {
     let step = approvals::step(&git2repo, &first, None, &trusted, &signer).unwrap();
     assert_eq!(step.authors, ["hr-bot"]);
     assert!(step.approvers.is_empty());
+}
+
+/// `gatehouse validate --repo --policy-source` applies a PolicySource's keys, path owners and
+/// approvals to the newest change, as its first sync does: a forge-merged head passes, a
+/// direct push on top fails (exit 1) naming the commit, the path, the author and the
+/// missing approval, and a PolicySource naming an unknown key is a usage error (exit 2).
+#[test]
+fn validate_applies_the_policy_sources_approvals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"));
+    let repo = Repo::init(&tmp.path().join("repo"));
+    repo.write("tenant/identities/alice.yaml", &person("alice"));
+    repo.write(
+        "tenant/targets/k8s.yaml",
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: k8s}\nspec: {type: Kubernetes}\n",
+    );
+    repo.commit_signed("alice", "HR <hr@acme.example>", Sign::Ssh(&keys.hr));
+    git(repo.path(), &["checkout", "-q", "-b", "pr-1", "main"]);
+    repo.write("tenant/policies/finance.yaml", &policy("finance"));
+    repo.commit_signed("finance", IAM, Sign::Ssh(&keys.iam));
+    git(repo.path(), &["checkout", "-q", "main"]);
+    repo.merge(
+        "pr-1",
+        "Merge pull request #1",
+        FORGE,
+        Sign::Pgp(&keys.forge),
+        &[],
+    );
+    let manifest = tmp.path().join("psrc.yaml");
+    let spec: String = keys
+        .spec_yaml(1)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect();
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: PolicySource\nmetadata: {{name: access}}\nspec:\n{spec}  path: tenant\n"
+        ),
+    )
+    .unwrap();
+    let validate = |manifest: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["validate", "--repo"])
+            .arg(repo.path())
+            .arg("--policy-source")
+            .arg(manifest)
+            .output()
+            .expect("binary runs")
+    };
+    let ok = validate(&manifest);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    repo.write("tenant/policies/direct.yaml", &policy("direct"));
+    let direct = repo.commit_signed("direct", IAM, Sign::Ssh(&keys.iam));
+    let refused = validate(&manifest);
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "commit {} changes policies/direct.yaml",
+            &direct[..12]
+        )) && text.contains("signed by iam-lead (its author)")
+            && text.contains("pushed to the branch directly"),
+        "{text}"
+    );
+    let broken = tmp.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("keys: [hr-bot, github]", "keys: [hr-bot, nobody]"),
+    )
+    .unwrap();
+    let bad = validate(&broken);
+    let stderr = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("spec.pathOwners[0].keys names \"nobody\", which is not in spec.verify.keys"),
+        "{stderr}"
+    );
 }
