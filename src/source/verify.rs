@@ -220,11 +220,19 @@ fn openpgp_signer(text: &str, data: &[u8], keys: &TrustedKeys) -> Signer {
         Err(e) => return Signer::Invalid(format!("OpenPGP signature: {e}")),
     };
     let now = unix_now();
+    let revokers: Vec<&Keyring> = keys
+        .keys
+        .iter()
+        .filter_map(|(_, k)| match k {
+            Key::OpenPgp(ring) => Some(&**ring),
+            Key::Ssh(_) => None,
+        })
+        .collect();
     let mut outcome = None;
     for sig in &sigs {
         for (name, key) in &keys.keys {
             let Key::OpenPgp(keyring) = key else { continue };
-            match openpgp::check(keyring, sig, data, now) {
+            match openpgp::check(keyring, sig, data, now, &revokers) {
                 openpgp::Check::Good => return Signer::Trusted(name.clone()),
                 openpgp::Check::NotOurs => {}
                 openpgp::Check::Bad(why) => {

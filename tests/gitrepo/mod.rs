@@ -153,12 +153,7 @@ impl PgpKey {
         expire: &str,
         faked_time: Option<i64>,
     ) -> PgpKey {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let home = dir.join(format!("gnupg{}", COUNT.fetch_add(1, Ordering::SeqCst)));
-        std::fs::create_dir_all(&home).expect("GNUPGHOME");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
-            .expect("GNUPGHOME mode");
+        let home = Self::new_home(dir);
         let mut key = PgpKey {
             user_id: user_id.to_string(),
             home,
@@ -182,6 +177,91 @@ impl PgpKey {
             .expect("gpg lists the new key's fingerprint")
             .to_string();
         key
+    }
+
+    /// A new, empty `GNUPGHOME` under `dir`.
+    fn new_home(dir: &Path) -> PathBuf {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let home = dir.join(format!("gnupg{}", COUNT.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&home).expect("GNUPGHOME");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .expect("GNUPGHOME mode");
+        home
+    }
+
+    /// Like [`PgpKey::generate`], naming `revoker` as a designated revoker (a Revocation
+    /// Key subpacket in the self-signature: that key may revoke this one). gpg names a
+    /// revoker only in unattended generation (`gpg --gen-key` with a parameter file).
+    pub fn generate_with_revoker(dir: &Path, user_id: &str, revoker: &PgpKey) -> PgpKey {
+        let mut key = PgpKey {
+            user_id: user_id.to_string(),
+            home: Self::new_home(dir),
+            fingerprint: String::new(),
+            faked_time: None,
+        };
+        let (name, mail) = split_person(user_id);
+        let params = key.home.join("params");
+        std::fs::write(
+            &params,
+            format!(
+                "%no-protection\nKey-Type: eddsa\nKey-Curve: ed25519\nKey-Usage: sign\nName-Real: {name}\nName-Email: {mail}\nExpire-Date: 0\nRevoker: 22:{}\n%commit\n",
+                revoker.fingerprint
+            ),
+        )
+        .expect("key parameters");
+        key.gpg(&["--gen-key", params.to_str().expect("utf-8 path")]);
+        let listing = key.gpg(&["--with-colons", "--list-keys", &mail]);
+        key.fingerprint = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("the new key's fingerprint")
+            .to_string();
+        key
+    }
+
+    /// Revokes `key` with this key as its designated revoker (`gpg --desig-revoke`), and
+    /// returns `key`'s armored public key carrying that revocation.
+    pub fn designated_revoke(&self, key: &PgpKey) -> String {
+        let exported = self.home.join("revokee.asc");
+        std::fs::write(&exported, key.public_key()).expect("write revokee");
+        self.gpg(&["--import", exported.to_str().expect("utf-8 path")]);
+        // --desig-revoke refuses --batch: answer its questions on the command fd.
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", &self.home)
+            .args([
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--command-fd",
+                "0",
+                "--armor",
+                "--desig-revoke",
+                &key.fingerprint,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("gpg starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"y\n1\n\ny\n")
+            .expect("answers");
+        let out = child.wait_with_output().expect("gpg runs");
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "gpg --desig-revoke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let revocation = self.home.join("designated.rev");
+        std::fs::write(&revocation, &out.stdout).expect("write revocation");
+        self.gpg(&["--import", revocation.to_str().expect("utf-8 path")]);
+        self.gpg(&["--armor", "--export", &key.fingerprint])
     }
 
     /// Runs `gpg --batch args...` in this key's home; returns stdout.
