@@ -365,3 +365,51 @@ fn a_revocation_by_a_designated_revoker_refuses_the_key() {
         "{r}"
     );
 }
+
+/// A `gpgsig-sha256` header (a signature over the commit's SHA-256 form, as git writes in a
+/// SHA-256 repository or with object-format interoperability) is not mistaken for no
+/// signature: it is an unsupported one, and the refusal says what it is.
+#[test]
+fn a_gpgsig_sha256_header_is_refused_as_unsupported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = PgpKey::generate(&tmp.path().join("keys"), ALICE);
+    let repo = Repo::init(&tmp.path().join("repo"));
+    repo.write("identities/a.yaml", "a: 1\n");
+    let base = repo.commit_signed("base", ALICE, Sign::Pgp(&alice));
+    repo.write("identities/b.yaml", "b: 1\n");
+    let signed = repo.commit_signed("b", ALICE, Sign::Pgp(&alice));
+    // The same commit with its signature under the SHA-256 header name.
+    let body = git(repo.path(), &["cat-file", "commit", &signed]);
+    let renamed = body.replacen("\ngpgsig ", "\ngpgsig-sha256 ", 1);
+    assert_ne!(renamed, body);
+    let mut cmd = gitrepo::git_command(repo.path());
+    cmd.args(["hash-object", "-t", "commit", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(renamed.as_bytes())
+        .unwrap();
+    let sha256 = String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let git2repo = Repository::open(repo.path()).unwrap();
+    let trusted = TrustedKeys::new([("alice".to_string(), alice.public_key())]).unwrap();
+    assert!(matches!(
+        commit_signer(&git2repo, oid(&sha256), &trusted),
+        Signer::Unsupported(what) if what.starts_with("gpgsig-sha256")
+    ));
+    let range = changes(&git2repo, Some(oid(&base)), oid(&sha256), None, 100).unwrap();
+    let r = verify_changes(&git2repo, &range, &trusted, &PathRules::default()).unwrap_err();
+    assert!(
+        r.to_string().contains(&format!("commit {}", &sha256[..12]))
+            && r.reason
+                .contains("has an unsupported signature (gpgsig-sha256"),
+        "{r}"
+    );
+}

@@ -1203,3 +1203,45 @@ async fn https_with_a_private_ca_and_basic_or_bearer_credentials() {
         "{message}"
     );
 }
+
+/// A SHA-256 repository (`git init --object-format=sha256`, whose commits carry
+/// `gpgsig-sha256`) cannot be read by libgit2: refused as a configuration error that says
+/// so, over `file://` and smart HTTP alike, not retried as an unreachable remote.
+#[test]
+fn sha256_repositories_are_refused_with_a_clear_reason() {
+    use gatehouse::source::fetch::{self, FetchError, GitCredentials};
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    gitrepo::git(
+        &served,
+        &["init", "-q", "--object-format=sha256", "-b", "main", "r"],
+    );
+    let repo = Repo::open(&served.join("r"));
+    for (key, value) in [("user.name", "T"), ("user.email", "t@example.org")] {
+        gitrepo::git(repo.path(), &["config", key, value]);
+    }
+    repo.write("identities/a.yaml", &person("a", "finance"));
+    repo.commit("a", HR, None);
+    let server = GitHttpServer::start(&served);
+    let cache = fetch::open_cache(&dir.path().join("cache"), "ns", "s").unwrap();
+    let git_ref = gatehouse::api::GitRef {
+        branch: Some("main".into()),
+        tag: None,
+    };
+    for url in [repo.url_file(), server.url("r")] {
+        for result in [
+            fetch::remote_head(&cache, &url, &git_ref, &GitCredentials::default()),
+            fetch::fetch(&cache, &url, &git_ref, &GitCredentials::default()),
+        ] {
+            match result {
+                Err(FetchError::Config(message)) => assert!(
+                    message.contains("uses SHA-256 object names")
+                        && message.contains("sync from a SHA-1 repository"),
+                    "{message}"
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+}

@@ -317,6 +317,11 @@ fn classify(
         return FetchError::Config(reason);
     }
     let message = format!("{}: {}", redact(url), error.message());
+    if error.message().contains("object format 'sha256'") {
+        return FetchError::Config(format!(
+            "{message}: the repository uses SHA-256 object names (git init --object-format=sha256), which gatehouse cannot read yet (libgit2 reads SHA-1 repositories only): sync from a SHA-1 repository"
+        ));
+    }
     // A refused bearer token comes back as a challenge libgit2 cannot answer.
     if credentials.bearer_token.is_some()
         && error.class() == git2::ErrorClass::Http

@@ -174,7 +174,7 @@ impl fmt::Display for Signer {
 pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Signer {
     let (signature, data) = match repo.extract_signature(&commit, None) {
         Ok(parts) => parts,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Signer::Unsigned,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return unsigned_or_sha256(repo, commit),
         Err(e) => return Signer::Invalid(e.message().to_string()),
     };
     let Ok(text) = std::str::from_utf8(&signature) else {
@@ -206,6 +206,24 @@ pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Sign
                 .fingerprint(HashAlg::Sha256)
                 .to_string(),
         },
+    }
+}
+
+/// `Unsigned`, unless the commit carries only a `gpgsig-sha256` header: a signature over
+/// the commit's SHA-256 form (git's object-format interoperability), which cannot be checked
+/// against the SHA-1 object gatehouse reads.
+fn unsigned_or_sha256(repo: &Repository, commit: Oid) -> Signer {
+    let sha256 = repo.find_commit(commit).is_ok_and(|c| {
+        c.raw_header_bytes()
+            .split(|b| *b == b'\n')
+            .any(|line| line.starts_with(b"gpgsig-sha256 "))
+    });
+    if sha256 {
+        Signer::Unsupported(
+            "gpgsig-sha256, a signature over the commit's SHA-256 form, which gatehouse cannot check: sign in a SHA-1 repository (gpgsig)".into(),
+        )
+    } else {
+        Signer::Unsigned
     }
 }
 
