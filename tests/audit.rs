@@ -545,6 +545,11 @@ fn csv_and_text_outputs() {
         for (name, value) in header.iter().zip(record) {
             let expected = match &row[name.as_str()] {
                 Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 other => other.to_string(),
             };
             assert_eq!(&expected, value, "field {name}");
@@ -559,6 +564,7 @@ fn csv_and_text_outputs() {
         "COMMIT",
         "AUTHOR",
         "SIGNER",
+        "APPROVED BY",
         "IDENTITY",
         "ENTITLEMENT",
         "CHANGE",
@@ -964,4 +970,190 @@ fn openpgp_keyring_in_audit_and_validate() {
     );
     // Without keys, validate does not look at signatures.
     assert!(validate(&[]).status.success());
+}
+
+/// Each row names who signed the changes its commit brought (`authoredBy`) and whose
+/// signed merges approved them (`approvedBy`): nobody for a direct push or a self-merge,
+/// the forge for its merge of a pull request (and nobody once the merge changes files
+/// itself, since nobody else approved those).
+#[test]
+fn rows_name_the_authors_and_the_approvers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let hana = PgpKey::generate(&keys, HR);
+    let forge = PgpKey::generate(&keys, "GitHub <noreply@github.com>");
+    let iam = SigningKey::generate(&keys, "iam-lead");
+    let allowed = write_allowed_signers(&tmp.path().join("allowed_signers"), &[&iam]);
+    let keyring = tmp.path().join("keyring.asc");
+    std::fs::write(
+        &keyring,
+        format!("{}{}", hana.public_key(), forge.public_key()),
+    )
+    .unwrap();
+    let mut repo = Repo::init(&tmp.path().join("repo"));
+    let f = |p: &str| format!("{DIR}/{p}");
+    repo.set_date(Some("2026-01-05T10:00:00Z"));
+    repo.write(
+        &f("targets/corp-ldap.yaml"),
+        &target(
+            "corp-ldap",
+            "LDAP",
+            "ldap: {url: 'ldaps://ldap', baseDN: 'dc=acme'}",
+        ),
+    );
+    repo.write(
+        &f("policies/all-staff.yaml"),
+        &policy(
+            "all-staff",
+            "type: Human",
+            &["{target: corp-ldap, name: vpn}"],
+        ),
+    );
+    repo.write(
+        &f("identities/ceo.yaml"),
+        &identity("ceo", "exec", "Active", "2020-01-01"),
+    );
+    let direct = repo.commit_signed("targets and policies", IAM, Sign::Ssh(&iam));
+    let pull_request = |repo: &mut Repo, branch: &str, name: &str, date: &str, sign: Sign<'_>| {
+        repo.set_date(Some(date));
+        git(repo.path(), &["checkout", "-q", "-b", branch, "main"]);
+        repo.write(
+            &f(&format!("identities/{name}.yaml")),
+            &identity(name, "finance", "Active", "2026-01-01"),
+        );
+        repo.commit_signed(name, HR, sign);
+        git(repo.path(), &["checkout", "-q", "main"]);
+    };
+    pull_request(
+        &mut repo,
+        "pr-1",
+        "alice",
+        "2026-01-06T10:00:00Z",
+        Sign::Pgp(&hana),
+    );
+    let forge_merge = repo.merge(
+        "pr-1",
+        "Merge pull request #1",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[],
+    );
+    pull_request(
+        &mut repo,
+        "pr-2",
+        "bob",
+        "2026-01-07T10:00:00Z",
+        Sign::Ssh(&iam),
+    );
+    let self_merge = repo.merge("pr-2", "Merge pr-2", IAM, Sign::Ssh(&iam), &[]);
+    pull_request(
+        &mut repo,
+        "pr-3",
+        "carol",
+        "2026-01-08T10:00:00Z",
+        Sign::Pgp(&hana),
+    );
+    let resolving = repo.merge(
+        "pr-3",
+        "Merge pull request #3",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[(
+            &f("identities/dave.yaml"),
+            &identity("dave", "finance", "Active", "2026-01-01"),
+        )],
+    );
+
+    let repo_path = repo.path().display().to_string();
+    let (allowed, keyring) = (allowed.display().to_string(), keyring.display().to_string());
+    let run = |output: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args([
+                "audit",
+                "--repo",
+                &repo_path,
+                "--path",
+                DIR,
+                "--now",
+                NOW,
+                "-o",
+                output,
+                "--allowed-signers",
+                &allowed,
+                "--keyring",
+                &keyring,
+            ])
+            .output()
+            .expect("binary runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rows: Vec<Value> = serde_json::from_str(&run("json")).unwrap();
+    let review = |who: &str| -> (String, Value, Value) {
+        let row = rows
+            .iter()
+            .find(|r| r["identity"] == who)
+            .unwrap_or_else(|| panic!("no row for {who}: {rows:?}"));
+        (
+            row["commit"].as_str().unwrap().to_string(),
+            row["authoredBy"].clone(),
+            row["approvedBy"].clone(),
+        )
+    };
+    let none = serde_json::json!([]);
+    assert_eq!(
+        review("ceo"),
+        (direct, serde_json::json!(["iam-lead"]), none.clone()),
+        "a direct push: its signer wrote it, nobody approved it"
+    );
+    assert_eq!(
+        review("alice"),
+        (
+            forge_merge.clone(),
+            serde_json::json!(["hana@hr.example"]),
+            serde_json::json!(["noreply@github.com"])
+        ),
+        "the forge's merge approved Hana's pull request"
+    );
+    assert_eq!(
+        review("bob"),
+        (self_merge, serde_json::json!(["iam-lead"]), none.clone()),
+        "a merge by the change's own signer approves nothing"
+    );
+    assert_eq!(
+        review("dave"),
+        (
+            resolving,
+            serde_json::json!(["hana@hr.example", "noreply@github.com"]),
+            none
+        ),
+        "what the merge added itself was approved by nobody else"
+    );
+    let text = run("text");
+    let alice = text
+        .lines()
+        .find(|l| l.contains("acme/alice"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.lines().next().unwrap().contains("APPROVED BY")
+            && alice.contains("noreply@github.com"),
+        "{text}"
+    );
+    let csv = run("csv");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",authoredBy,approvedBy"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(&forge_merge) && l.ends_with(",hana@hr.example,noreply@github.com")),
+        "{csv}"
+    );
 }

@@ -292,3 +292,124 @@ fn keyring_names_keys_by_mail_like_allowed_signers() {
     );
     assert!(TrustedKeys::from_keyring("not a key").is_err());
 }
+
+/// A third party's revocation: Kim's key names the security team's key as its designated
+/// revoker, and the team revokes it (`gpg --desig-revoke`). Listed with the revoker's key,
+/// Kim's commit is refused naming the commit, Kim's key and the revoker; listed without it,
+/// the revocation cannot be checked and is refused too, saying what to add.
+#[test]
+fn a_revocation_by_a_designated_revoker_refuses_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let security = PgpKey::generate(&keys, "Security <security@acme.example>");
+    let kim = PgpKey::generate_with_revoker(&keys, "Kim HR <kim@hr.example>", &security);
+    let repo = Repo::init(&tmp.path().join("repo"));
+    repo.write("identities/a.yaml", "a: 1\n");
+    let base = repo.commit_signed("base", ALICE, Sign::Pgp(&security));
+    repo.write("identities/k.yaml", "k: 1\n");
+    let by_kim = repo.commit_signed("kim", "Kim HR <kim@hr.example>", Sign::Pgp(&kim));
+    let git2repo = Repository::open(repo.path()).unwrap();
+    let before = kim.public_key();
+    let trusted = |kim_key: &str, with_revoker: bool| {
+        let mut list = vec![("kim".to_string(), kim_key.to_string())];
+        if with_revoker {
+            list.push(("security".to_string(), security.public_key()));
+        }
+        TrustedKeys::new(list).unwrap()
+    };
+    assert_eq!(
+        commit_signer(&git2repo, oid(&by_kim), &trusted(&before, true)),
+        Signer::Trusted("kim".into()),
+        "designating a revoker revokes nothing"
+    );
+
+    let revoked = security.designated_revoke(&kim);
+    assert_ne!(revoked, before);
+    let keys_now = trusted(&revoked, true);
+    let range = changes(&git2repo, Some(oid(&base)), oid(&by_kim), None, 100).unwrap();
+    let rules = PathRules::new(&[], &keys_now).unwrap();
+    let r = verify_changes(&git2repo, &range, &keys_now, &rules).unwrap_err();
+    assert_eq!(r.commit, by_kim);
+    assert_eq!(r.key.as_deref(), Some("kim"));
+    let text = r.to_string();
+    assert!(
+        text.starts_with(&format!("commit {}", &by_kim[..12]))
+            && text.contains(&format!("kim (OpenPGP {})", kim.fingerprint))
+            && text.contains("was revoked on")
+            && text.contains(&format!(
+                "by its designated revoker OpenPGP {}",
+                security.fingerprint
+            )),
+        "{text}"
+    );
+    // The revoker's own commits are untouched.
+    assert_eq!(
+        commit_signer(&git2repo, oid(&base), &keys_now),
+        Signer::Trusted("security".into())
+    );
+
+    // Without the revoker's key the revocation cannot be checked: refused, saying so.
+    let alone = trusted(&revoked, false);
+    let r = verify_changes(
+        &git2repo,
+        &range,
+        &alone,
+        &PathRules::new(&[], &alone).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        r.reason.contains(&format!(
+            "carries a revocation by its designated revoker OpenPGP {}, which cannot be checked without that key",
+            security.fingerprint
+        )),
+        "{r}"
+    );
+}
+
+/// A `gpgsig-sha256` header (a signature over the commit's SHA-256 form, as git writes in a
+/// SHA-256 repository or with object-format interoperability) is not mistaken for no
+/// signature: it is an unsupported one, and the refusal says what it is.
+#[test]
+fn a_gpgsig_sha256_header_is_refused_as_unsupported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = PgpKey::generate(&tmp.path().join("keys"), ALICE);
+    let repo = Repo::init(&tmp.path().join("repo"));
+    repo.write("identities/a.yaml", "a: 1\n");
+    let base = repo.commit_signed("base", ALICE, Sign::Pgp(&alice));
+    repo.write("identities/b.yaml", "b: 1\n");
+    let signed = repo.commit_signed("b", ALICE, Sign::Pgp(&alice));
+    // The same commit with its signature under the SHA-256 header name.
+    let body = git(repo.path(), &["cat-file", "commit", &signed]);
+    let renamed = body.replacen("\ngpgsig ", "\ngpgsig-sha256 ", 1);
+    assert_ne!(renamed, body);
+    let mut cmd = gitrepo::git_command(repo.path());
+    cmd.args(["hash-object", "-t", "commit", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(renamed.as_bytes())
+        .unwrap();
+    let sha256 = String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let git2repo = Repository::open(repo.path()).unwrap();
+    let trusted = TrustedKeys::new([("alice".to_string(), alice.public_key())]).unwrap();
+    assert!(matches!(
+        commit_signer(&git2repo, oid(&sha256), &trusted),
+        Signer::Unsupported(what) if what.starts_with("gpgsig-sha256")
+    ));
+    let range = changes(&git2repo, Some(oid(&base)), oid(&sha256), None, 100).unwrap();
+    let r = verify_changes(&git2repo, &range, &trusted, &PathRules::default()).unwrap_err();
+    assert!(
+        r.to_string().contains(&format!("commit {}", &sha256[..12]))
+            && r.reason
+                .contains("has an unsupported signature (gpgsig-sha256"),
+        "{r}"
+    );
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::api::{AccessPolicy, Identity, PolicySource, annotations};
 use gatehouse::controller::{Options, run};
-use gitrepo::{GitHttpServer, PgpKey, Repo, Sign, SigningKey};
+use gitrepo::{GitHttpServer, PgpKey, Repo, ServeOptions, Sign, SigningKey, TestCa};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
@@ -506,6 +506,132 @@ async fn forge_merge_signed_with_openpgp_is_applied_and_an_expired_key_refused()
     );
 }
 
+/// Approvals through the real sync: `policies/**` needs one approval by another owner.
+/// The forge's OpenPGP-signed merge of iam-lead's pull request is applied; iam-lead's
+/// direct push, its self-merge, hr-bot's merge (not an owner of policies) and an unsigned
+/// merge are each refused with `Verified=False` naming the commit, the path, the author and
+/// the missing approval, the merge kept in force; iam-2's signed merge is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_need_an_approving_merge_by_another_owner() {
+    let w = World::new("src-approve").await;
+    let keys = w.root.parent().unwrap().join("approvers");
+    let forge = PgpKey::generate(&keys, "GitHub <noreply@github.com>");
+    let iam2 = SigningKey::generate(&keys, "iam-2");
+    w.repo.write(
+        "tenants/acme/identities/alice.yaml",
+        &person("alice", "finance"),
+    );
+    w.repo.write("tenants/acme/targets/k8s.yaml", TARGET);
+    let people = w.repo.commit("people", HR, Some(&w.hr));
+    let yaml = format!(
+        "metadata: {{name: access}}\nspec:\n  url: {}\n  ref: {{branch: main}}\n  path: tenants/acme\n  interval: 1s\n  verify:\n    keys:\n    - {{name: hr-bot, publicKey: '{}'}}\n    - {{name: iam-lead, publicKey: '{}'}}\n    - {{name: iam-2, publicKey: '{}'}}\n    - {{name: github, publicKey: {}}}\n  pathOwners:\n  - {{path: 'identities/**', keys: [hr-bot]}}\n  - {{path: 'targets/**', keys: [hr-bot]}}\n  - {{path: 'policies/**', keys: [iam-lead, iam-2, github], requireApprovals: 1}}\n",
+        w.repo.url_file(),
+        w.hr.public_key,
+        w.iam.public_key,
+        iam2.public_key,
+        serde_json::to_string(&forge.public_key()).unwrap(),
+    );
+    harness::apply::<PolicySource>(&w.client, &w.ns, &yaml).await;
+    w.applied(&people).await;
+
+    // A pull request by iam-lead, merged with the forge's button.
+    let pull_request = |branch: &str, name: &str| {
+        gitrepo::git(w.repo.path(), &["checkout", "-q", "-b", branch, "main"]);
+        w.repo.write(
+            &format!("tenants/acme/policies/{name}.yaml"),
+            &policy(name, "finance", "view"),
+        );
+        let commit = w.repo.commit(name, IAM, Some(&w.iam));
+        gitrepo::git(w.repo.path(), &["checkout", "-q", "main"]);
+        commit
+    };
+    pull_request("pr-1", "finance");
+    let merged = w.repo.merge(
+        "pr-1",
+        "Merge pull request #1",
+        "GitHub <noreply@github.com>",
+        Sign::Pgp(&forge),
+        &[],
+    );
+    let source = w.applied(&merged).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(w.names::<AccessPolicy>().await, ["finance"]);
+
+    // Pushed straight to main.
+    w.repo.write(
+        "tenants/acme/policies/direct.yaml",
+        &policy("direct", "finance", "edit"),
+    );
+    let direct = w.repo.commit("direct", IAM, Some(&w.iam));
+    let source = w.refused(&direct).await;
+    let (status, reason, message) = condition(&source, "Verified");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "VerificationFailed")
+    );
+    assert!(
+        message.contains(&format!(
+            "commit {} changes policies/direct.yaml",
+            &direct[..12]
+        )) && message.contains("signed by iam-lead (its author) without the approval it needs")
+            && message.contains("need 1 approval by other owners (github, iam-2)")
+            && message.contains("pushed to the branch directly"),
+        "{message}"
+    );
+    assert_eq!(condition(&source, "Stalled").0, "True");
+    assert_eq!(
+        source.status.unwrap().last_applied_commit.as_deref(),
+        Some(merged.as_str())
+    );
+    assert_eq!(w.names::<AccessPolicy>().await, ["finance"]);
+
+    // Self-approved, merged by a key that does not own policies/, and an unsigned merge.
+    for (branch, merger, expect) in [
+        (
+            "pr-self",
+            Some(&w.iam),
+            "signed by iam-lead, the author, whose approval does not count",
+        ),
+        (
+            "pr-hr",
+            Some(&w.hr),
+            "signed by hr-bot, which does not own \"policies/**\"",
+        ),
+        ("pr-unsigned", None, "unsigned"),
+    ] {
+        w.repo.reset_hard(&merged);
+        let commit = pull_request(branch, branch);
+        let merge = w
+            .repo
+            .merge(branch, branch, IAM, merger.map_or(Sign::No, Sign::Ssh), &[]);
+        let source = w.refused(&merge).await;
+        let (_, _, message) = condition(&source, "Verified");
+        assert!(
+            message.contains(&format!(
+                "commit {} changes policies/{branch}.yaml",
+                &commit[..12]
+            )) && message.contains(&format!("{} {expect}", &merge[..12])),
+            "{branch}: {message}"
+        );
+        assert_eq!(
+            source.status.unwrap().last_applied_commit.as_deref(),
+            Some(merged.as_str()),
+            "{branch}"
+        );
+        assert_eq!(w.names::<AccessPolicy>().await, ["finance"], "{branch}");
+    }
+
+    // Merged by iam-2: approved.
+    w.repo.reset_hard(&merged);
+    pull_request("pr-2", "audit");
+    let approved = w
+        .repo
+        .merge("pr-2", "Merge pr-2", IAM, Sign::Ssh(&iam2), &[]);
+    let source = w.applied(&approved).await;
+    assert_eq!(condition(&source, "Verified").0, "True");
+    assert_eq!(w.names::<AccessPolicy>().await, ["audit", "finance"]);
+}
+
 async fn warning_events(w: &World) -> Vec<String> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(w.client.clone(), &w.ns);
     harness::eventually("events", Duration::from_secs(10), || async {
@@ -973,4 +1099,183 @@ async fn ssh_transport_checks_the_host_key() {
     .await;
     w.applied(&rules).await;
     assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+}
+
+/// Waits for `Ready=False` with a message containing `expect`; returns (reason, message,
+/// whether `Stalled=True`).
+async fn not_ready(w: &World, expect: &str) -> (String, String, bool) {
+    let api = Api::<PolicySource>::namespaced(w.client.clone(), &w.ns);
+    harness::eventually(
+        &format!("Ready=False saying {expect:?}"),
+        Duration::from_secs(30),
+        || async {
+            let s = api.get("access").await.map_err(|e| e.to_string())?;
+            let conditions = s.status.clone().unwrap_or_default().conditions;
+            match harness::condition(&conditions, "Ready") {
+                Some((st, reason, message)) if st == "False" && message.contains(expect) => {
+                    let stalled =
+                        harness::condition(&conditions, "Stalled").is_some_and(|c| c.0 == "True");
+                    Ok((reason, message, stalled))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// HTTPS behind a TLS front on loopback (rustls, a certificate from a private CA made with
+/// openssl) running `git http-backend`: basic credentials and a bearer token from the
+/// Secret, its `ca.crt` trusted for this source only; a wrong CA, no CA (the system's do
+/// not know it), a wrong password and a wrong token are refused with a reason, never
+/// sending the credentials to a server the CA does not vouch for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_basic_or_bearer_credentials() {
+    let w = World::new("src-https").await;
+    let (_, rules) = w.baseline();
+    let pki = w.root.parent().unwrap().join("pki");
+    let ca = TestCa::generate(&pki, "gatehouse test CA");
+    let other = TestCa::generate(&pki, "some other CA");
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bot:s3cret")
+    );
+    let server = GitHttpServer::start_with(
+        &w.root,
+        ServeOptions {
+            tls: Some(ca.server_certificate()),
+            authorization: Some(basic),
+        },
+    );
+    let url = server.url("access");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let secret = |data: serde_json::Value| {
+        let yaml = serde_json::json!({"metadata": {"name": "repo-https"}, "stringData": data});
+        let client = w.client.clone();
+        let ns = w.ns.clone();
+        async move {
+            // Replace, not merge: a key left out must be gone.
+            let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+            let _ = api.delete("repo-https", &Default::default()).await;
+            harness::apply::<k8s_openapi::api::core::v1::Secret>(&client, &ns, &yaml.to_string())
+                .await;
+        }
+    };
+
+    // The wrong CA: refused at the TLS handshake, before any credential is sent.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret", "ca.crt": other.cert_pem}))
+        .await;
+    w.source(&url, "  secretRef: {name: repo-https}\n").await;
+    let (reason, message, stalled) = not_ready(&w, "TLS certificate of 127.0.0.1 is refused").await;
+    assert_eq!(reason, "FetchFailed", "{message}");
+    assert!(stalled, "a person must act: {message}");
+    assert!(
+        message.contains(&format!("key \"ca.crt\" of Secret {}/repo-https", w.ns))
+            && message.contains("UnknownIssuer"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    assert_eq!(server.requests(), 0, "no HTTP request reached the server");
+    assert!(w.names::<Identity>().await.is_empty());
+
+    // The right CA, and basic credentials: applied.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret", "ca.crt": ca.cert_pem}))
+        .await;
+    w.applied(&rules).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob"]);
+    assert!(
+        server.unauthorized() >= 1,
+        "libgit2 answered the Basic challenge"
+    );
+
+    // No ca.crt: the system's CAs do not know this one.
+    secret(serde_json::json!({"username": "bot", "password": "s3cret"})).await;
+    let (_, message, stalled) = not_ready(&w, "not trusted by the system's CA certificates").await;
+    assert!(stalled, "{message}");
+    assert!(
+        message.contains(&format!("commit {} stays in force", &rules[..12])),
+        "{message}"
+    );
+
+    // A wrong password.
+    secret(serde_json::json!({"username": "bot", "password": "wrong", "ca.crt": ca.cert_pem}))
+        .await;
+    let (_, message, _) = not_ready(&w, "refused the credentials").await;
+    assert!(!message.contains("wrong"), "{message}");
+
+    // A bearer token, sent with every request (the server never challenges it).
+    let bearer = GitHttpServer::start_with(
+        &w.root,
+        ServeOptions {
+            tls: Some(ca.server_certificate()),
+            authorization: Some("Bearer t0ken-123".into()),
+        },
+    );
+    secret(serde_json::json!({"bearerToken": "t0ken-123", "ca.crt": ca.cert_pem})).await;
+    w.repo.write(
+        "tenants/acme/identities/carol.yaml",
+        &person("carol", "finance"),
+    );
+    let carol = w.repo.commit("carol", HR, Some(&w.hr));
+    w.source(&bearer.url("access"), "  secretRef: {name: repo-https}\n")
+        .await;
+    w.applied(&carol).await;
+    assert_eq!(w.names::<Identity>().await, ["alice", "bob", "carol"]);
+    assert_eq!(
+        bearer.unauthorized(),
+        0,
+        "the token went with every request"
+    );
+    assert!(bearer.requests() >= 2, "polled and fetched over HTTPS");
+
+    // A wrong token: the server's 401 names the key to fix, never the token.
+    secret(serde_json::json!({"bearerToken": "expired-token", "ca.crt": ca.cert_pem})).await;
+    let (_, message, stalled) = not_ready(&w, "refused the bearer token").await;
+    assert!(stalled, "{message}");
+    assert!(
+        message.contains("key \"bearerToken\"") && !message.contains("expired-token"),
+        "{message}"
+    );
+}
+
+/// A SHA-256 repository (`git init --object-format=sha256`, whose commits carry
+/// `gpgsig-sha256`) cannot be read by libgit2: refused as a configuration error that says
+/// so, over `file://` and smart HTTP alike, not retried as an unreachable remote.
+#[test]
+fn sha256_repositories_are_refused_with_a_clear_reason() {
+    use gatehouse::source::fetch::{self, FetchError, GitCredentials};
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    gitrepo::git(
+        &served,
+        &["init", "-q", "--object-format=sha256", "-b", "main", "r"],
+    );
+    let repo = Repo::open(&served.join("r"));
+    for (key, value) in [("user.name", "T"), ("user.email", "t@example.org")] {
+        gitrepo::git(repo.path(), &["config", key, value]);
+    }
+    repo.write("identities/a.yaml", &person("a", "finance"));
+    repo.commit("a", HR, None);
+    let server = GitHttpServer::start(&served);
+    let cache = fetch::open_cache(&dir.path().join("cache"), "ns", "s").unwrap();
+    let git_ref = gatehouse::api::GitRef {
+        branch: Some("main".into()),
+        tag: None,
+    };
+    for url in [repo.url_file(), server.url("r")] {
+        for result in [
+            fetch::remote_head(&cache, &url, &git_ref, &GitCredentials::default()),
+            fetch::fetch(&cache, &url, &git_ref, &GitCredentials::default()),
+        ] {
+            match result {
+                Err(FetchError::Config(message)) => assert!(
+                    message.contains("uses SHA-256 object names")
+                        && message.contains("sync from a SHA-1 repository"),
+                    "{message}"
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
 }

@@ -75,7 +75,8 @@ pub struct PolicySourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verification>,
     /// Which keys may change which files: a change to a path matching `path` must be signed
-    /// by one of `keys`. A path matching several entries needs a key allowed by each.
+    /// by one of `keys`. A path matching several entries needs a key allowed by each, and
+    /// the approvals of each entry's `requireApprovals`.
     #[serde(default)]
     pub path_owners: Vec<PathOwner>,
     /// Delete objects this source applied earlier and that left Git.
@@ -140,8 +141,11 @@ pub struct TrustedKey {
     pub public_key: String,
 }
 
-/// Keys allowed to change paths matching a glob.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// Keys allowed to change paths matching a glob, and how many of them must approve.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!has(self.requireApprovals) || self.requireApprovals < size(self.keys)").message("spec.pathOwners[].requireApprovals must be below the number of keys: a change's own signer never approves it, so N approvals need N+1 owners")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PathOwner {
     /// Glob relative to `spec.path`, e.g. `identities/**`.
@@ -150,6 +154,13 @@ pub struct PathOwner {
     /// Names of keys from `spec.verify.keys`.
     #[schemars(length(min = 1))]
     pub keys: Vec<String>,
+    /// Approvals every change to matching files needs: it must reach the branch through
+    /// merge commits signed by this many distinct keys of `keys`, none of them the key
+    /// that signed the change. A commit pushed straight to the branch has none. Unset or
+    /// 0: no approval needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 64))]
+    pub require_approvals: Option<u32>,
 }
 
 /// Where the webhook receiver finds its shared secret.

@@ -6,7 +6,8 @@
 //! the last good commit stays in force) and evaluated by the engine as of its committer
 //! time. Each identity's effective entitlements are diffed against the state before, and
 //! every difference is a row: granted or revoked, by which commit, author and signer,
-//! under which policy or exception, and why it ended.
+//! under which policy or exception, and why it ended; and who signed the changes the
+//! commit brought and whose signed merges approved them ([`approvals::step`]).
 //!
 //! Between commits time passes: exceptions expire, end dates pass, start dates arrive.
 //! Those changes are rows too (trigger `time`, at the instant they happen, with the commit
@@ -33,6 +34,7 @@ use crate::api::{Exception, Kind, ObjectKey};
 use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, SourceKind,
 };
+use crate::source::approvals::{self, Review};
 use crate::source::replay::{self, FileChange, Replay};
 use crate::source::verify::{TrustedKeys, commit_signer};
 
@@ -41,7 +43,9 @@ pub const LONG_ABOUT: &str = "Replay the repository's history: who had what acce
 Walks the first-parent history of --ref from the oldest commit and, at each commit that \
 changed something under --path, evaluates the engine as of that commit's committer time. \
 Prints one row per entitlement granted or revoked: date, commit, author, signer, identity, \
-target:entitlement, granted|revoked, the policy or exception behind it and the reason.\n\n\
+target:entitlement, granted|revoked, the policy or exception behind it and the reason, and \
+who signed the changes the commit brought (authoredBy) and whose signed merges approved \
+them (approvedBy).\n\n\
 A commit with any invalid file is not applied, as the controller would not apply it: its \
 problems are printed on stderr naming the commit and file, and the last good commit stays \
 in force. Changes caused by time alone (an exception expiring, an end date passing) are \
@@ -157,9 +161,15 @@ pub struct Row {
     pub reason: String,
     /// False when only `Observe`-mode policies grant it (reported, never applied).
     pub enforced: bool,
+    /// Who signed the changes the commit brought (for a merge: the merged commits), as
+    /// `signer` shows a signature.
+    pub authored_by: Vec<String>,
+    /// The keys whose signed merges brought in every one of those changes, their own
+    /// signers excepted; empty for a commit pushed straight to the branch.
+    pub approved_by: Vec<String>,
 }
 
-const CSV_HEADER: [&str; 15] = [
+const CSV_HEADER: [&str; 17] = [
     "time",
     "commit",
     "author",
@@ -175,10 +185,12 @@ const CSV_HEADER: [&str; 15] = [
     "sourceCommit",
     "reason",
     "enforced",
+    "authoredBy",
+    "approvedBy",
 ];
 
 impl Row {
-    fn csv_fields(&self) -> [String; 15] {
+    fn csv_fields(&self) -> [String; 17] {
         [
             self.time.clone(),
             self.commit.clone(),
@@ -195,6 +207,8 @@ impl Row {
             self.source_commit.clone(),
             self.reason.clone(),
             self.enforced.to_string(),
+            self.authored_by.join("; "),
+            self.approved_by.join("; "),
         ]
     }
 }
@@ -294,7 +308,7 @@ pub fn write_text(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "no entitlement was granted or revoked");
     }
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             let commit = match r.trigger {
@@ -310,6 +324,11 @@ pub fn write_text(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
                 } else {
                     r.signer.clone()
                 },
+                if r.approved_by.is_empty() {
+                    "-".into()
+                } else {
+                    r.approved_by.join(", ")
+                },
                 format!("{}/{}", r.namespace, r.identity),
                 r.entitlement.clone(),
                 r.change.to_string(),
@@ -322,6 +341,7 @@ pub fn write_text(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
         "COMMIT",
         "AUTHOR",
         "SIGNER",
+        "APPROVED BY",
         "IDENTITY",
         "ENTITLEMENT",
         "CHANGE",
@@ -384,6 +404,8 @@ struct CommitRef {
     id: String,
     author: String,
     signer: String,
+    /// Who signed and who approved what the commit brought.
+    review: Review,
     time: Timestamp,
     /// `commit`, or `rewind` for a reflog step to a commit that does not descend from the
     /// one before (a force-push or reset to older history).
@@ -432,6 +454,9 @@ pub fn audit(
             continue;
         }
         let author = commit.author();
+        let signer = commit_signer(repo, oid, &options.keys);
+        let review = approvals::step(repo, &commit, subdir, &options.keys, &signer)
+            .map_err(|e| format!("commit {oid}: {e}"))?;
         let info = CommitRef {
             id: oid.to_string(),
             author: format!(
@@ -439,7 +464,8 @@ pub fn audit(
                 author.name().unwrap_or("?"),
                 author.email().unwrap_or("?")
             ),
-            signer: commit_signer(repo, oid, &options.keys).to_string(),
+            signer: signer.to_string(),
+            review,
             time: match step.moved_at {
                 Some(t) => t,
                 None => Timestamp::from_second(commit.committer().when().seconds())
@@ -716,6 +742,8 @@ impl<'o> Auditor<'o> {
                 source_commit: source.provenance.commit.clone().unwrap_or_default(),
                 reason,
                 enforced: grant.enforced,
+                authored_by: info.review.authors.clone(),
+                approved_by: info.review.approvers.clone(),
             }
         };
         let rewind = if trigger == "rewind" {

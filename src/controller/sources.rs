@@ -358,8 +358,11 @@ async fn read_credentials(
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
     Ok(GitCredentials {
+        secret: Some(format!("{ns}/{}", reference.name)),
         username: text("username"),
         password: text("password").or_else(|| text("token")),
+        bearer_token: text(fetch::BEARER_KEY),
+        ca: text(fetch::CA_KEY),
         identity: text("identity"),
         known_hosts: text("known_hosts"),
     })

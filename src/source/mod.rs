@@ -1,6 +1,7 @@
 //! Reading manifests: from a directory or straight from Git objects, into a checked
 //! [`Snapshot`](crate::engine::Snapshot) plus every problem found on the way.
 
+pub mod approvals;
 mod definitions;
 mod diagnostics;
 pub mod fetch;

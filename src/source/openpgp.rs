@@ -166,10 +166,18 @@ pub fn issuer(sig: &Signature) -> String {
 }
 
 /// Checks `sig` over `data` against the keyring at `now` (seconds since the epoch).
-pub fn check(keyring: &Keyring, sig: &Signature, data: &[u8], now: i64) -> Check {
+/// `revokers` are the other trusted keys, where the keys that a certificate designates as
+/// its revokers are looked up to check their revocations of it.
+pub fn check(
+    keyring: &Keyring,
+    sig: &Signature,
+    data: &[u8],
+    now: i64,
+    revokers: &[&Keyring],
+) -> Check {
     let mut outcome = Check::NotOurs;
     for cert in &keyring.certs {
-        match check_cert(cert, sig, data, now) {
+        match check_cert(cert, sig, data, now, revokers) {
             Check::Good => return Check::Good,
             Check::NotOurs => {}
             other => {
@@ -191,7 +199,13 @@ fn issued_by(sig: &Signature, key: &impl KeyDetails) -> bool {
         || ids.iter().any(|id| **id == key.legacy_key_id())
 }
 
-fn check_cert(cert: &SignedPublicKey, sig: &Signature, data: &[u8], now: i64) -> Check {
+fn check_cert(
+    cert: &SignedPublicKey,
+    sig: &Signature,
+    data: &[u8],
+    now: i64,
+    revokers: &[&Keyring],
+) -> Check {
     if !matches!(
         sig.typ(),
         Some(SignatureType::Binary) | Some(SignatureType::Text)
@@ -206,7 +220,7 @@ fn check_cert(cert: &SignedPublicKey, sig: &Signature, data: &[u8], now: i64) ->
     let made = sig.created().map(|t| i64::from(t.as_secs()));
     if issued_by(sig, &cert.primary_key) && sig.verify(&cert.primary_key, data).is_ok() {
         let key = format!("{:X}", cert.primary_key.fingerprint());
-        return match primary_problem(cert, made, now, true) {
+        return match primary_problem(cert, made, now, true, revokers) {
             Some(why) => Check::Unusable { key, why },
             None => signature_time_problem(sig, made, now)
                 .map(Check::Bad)
@@ -216,7 +230,7 @@ fn check_cert(cert: &SignedPublicKey, sig: &Signature, data: &[u8], now: i64) ->
     for sub in &cert.public_subkeys {
         if issued_by(sig, &sub.key) && sig.verify(&sub.key, data).is_ok() {
             let key = format!("{:X}", sub.key.fingerprint());
-            let problem = primary_problem(cert, made, now, false)
+            let problem = primary_problem(cert, made, now, false, revokers)
                 .map(|why| {
                     format!(
                         "belongs to primary key {:X}, which {why}",
@@ -300,6 +314,99 @@ fn has_key_flags(sig: &Signature) -> bool {
     })
 }
 
+/// The fingerprints (upper-case hex) of the keys the certificate's owner designated as its
+/// revokers: the Revocation Key subpackets of its valid self-signatures.
+fn designated_revokers(cert: &SignedPublicKey) -> Vec<String> {
+    let primary = &cert.primary_key;
+    let direct = cert
+        .details
+        .direct_signatures
+        .iter()
+        .filter(|s| s.verify_key(primary).is_ok());
+    let users = cert.details.users.iter().flat_map(|u| {
+        u.signatures.iter().filter(move |s| {
+            s.is_certification() && s.verify_certification(primary, Tag::UserId, &u.id).is_ok()
+        })
+    });
+    let mut out: Vec<String> = direct
+        .chain(users)
+        .filter_map(|s| s.config())
+        .flat_map(|c| c.hashed_subpackets())
+        .filter_map(|p| match &p.data {
+            SubpacketData::RevocationKey(k) => Some(hex::encode_upper(&k.fingerprint)),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A revocation of `cert` by a key it designated as its revoker: `Some(why)` when one
+/// verifies with that key among `revokers`, or when the revoker's key is not there to check
+/// it (refused rather than trusted: the owner said that key may revoke this one).
+/// Revocations by keys the owner did not designate count for nothing.
+fn third_party_revocation(cert: &SignedPublicKey, revokers: &[&Keyring]) -> Option<String> {
+    let revocations: Vec<&Signature> = cert
+        .details
+        .revocation_signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::KeyRevocation))
+        .collect();
+    if revocations.is_empty() {
+        return None;
+    }
+    let designated = designated_revokers(cert);
+    for rev in revocations {
+        let Some(fingerprint) = designated.iter().find(|fp| {
+            rev.issuer_fingerprint()
+                .iter()
+                .any(|i| format!("{i:X}") == **fp)
+                || rev
+                    .issuer_key_id()
+                    .iter()
+                    .any(|id| fp.ends_with(&id.to_string().to_uppercase()))
+        }) else {
+            continue;
+        };
+        let revoked = || {
+            Some(format!(
+                "{} by its designated revoker OpenPGP {fingerprint}",
+                revocation_text(rev)
+            ))
+        };
+        let mut found = false;
+        for revoker in revokers.iter().flat_map(|r| r.certs.iter()) {
+            if format!("{:X}", revoker.primary_key.fingerprint()) == *fingerprint {
+                found = true;
+                if rev
+                    .verify_key_third_party(&cert.primary_key, &revoker.primary_key)
+                    .is_ok()
+                {
+                    return revoked();
+                }
+            }
+            for sub in &revoker.public_subkeys {
+                if format!("{:X}", sub.key.fingerprint()) == *fingerprint {
+                    found = true;
+                    if rev
+                        .verify_key_third_party(&cert.primary_key, &sub.key)
+                        .is_ok()
+                    {
+                        return revoked();
+                    }
+                }
+            }
+        }
+        if !found {
+            return Some(format!(
+                "carries a revocation by its designated revoker OpenPGP {fingerprint}, which cannot be checked without that key: add the revoker's public key to the trusted keys"
+            ));
+        }
+    }
+    None
+}
+
 /// What makes the primary key unusable, if anything. `signs` also requires it to be a
 /// signing key (not needed when a subkey signed).
 fn primary_problem(
@@ -307,6 +414,7 @@ fn primary_problem(
     made: Option<i64>,
     now: i64,
     signs: bool,
+    revokers: &[&Keyring],
 ) -> Option<String> {
     let primary = &cert.primary_key;
     if let Some(rev) =
@@ -315,6 +423,9 @@ fn primary_problem(
         })
     {
         return Some(revocation_text(rev));
+    }
+    if let Some(why) = third_party_revocation(cert, revokers) {
+        return Some(why);
     }
     let Some(selfsig) = newest_self_signature(cert) else {
         return Some("has no valid self-signature".into());

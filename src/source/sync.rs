@@ -11,6 +11,7 @@ use kube::Resource;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::approvals;
 use super::history::{self, Change, Movement};
 use super::verify::{self, PathRules, Rejection, Signer, TrustedKeys};
 use super::{Definitions, Diagnostic, Diagnostics, Loader};
@@ -194,17 +195,28 @@ pub fn prepare(
                 }
             }
         }
-        match verify::verify_changes(repo, &to_check, keys, &rules) {
-            Ok(signers) => {
-                verified_commits = signers.len();
-                for (oid, name) in signers.into_iter().rev() {
-                    if !desired_signers.contains(&name) {
-                        desired_signers.push(name.clone());
-                    }
-                    verified.insert(oid, name);
-                }
-            }
+        let signers = match verify::verify_changes(repo, &to_check, keys, &rules) {
+            Ok(signers) => signers,
             Err(rejection) => return Ok(Err(Refusal::Unverified(rejection))),
+        };
+        if rules.wants_approvals() {
+            let base = match movement {
+                Movement::FastForward => applied,
+                Movement::Diverged(base) => base,
+                _ => None,
+            };
+            if let Err(rejection) =
+                approvals::verify_approvals(repo, base, head, &to_check, &signers, keys, &rules)?
+            {
+                return Ok(Err(Refusal::Unverified(rejection)));
+            }
+        }
+        verified_commits = signers.len();
+        for (oid, name) in signers.into_iter().rev() {
+            if !desired_signers.contains(&name) {
+                desired_signers.push(name.clone());
+            }
+            verified.insert(oid, name);
         }
     }
 

@@ -174,7 +174,7 @@ impl fmt::Display for Signer {
 pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Signer {
     let (signature, data) = match repo.extract_signature(&commit, None) {
         Ok(parts) => parts,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Signer::Unsigned,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return unsigned_or_sha256(repo, commit),
         Err(e) => return Signer::Invalid(e.message().to_string()),
     };
     let Ok(text) = std::str::from_utf8(&signature) else {
@@ -209,6 +209,24 @@ pub fn commit_signer(repo: &Repository, commit: Oid, keys: &TrustedKeys) -> Sign
     }
 }
 
+/// `Unsigned`, unless the commit carries only a `gpgsig-sha256` header: a signature over
+/// the commit's SHA-256 form (git's object-format interoperability), which cannot be checked
+/// against the SHA-1 object gatehouse reads.
+fn unsigned_or_sha256(repo: &Repository, commit: Oid) -> Signer {
+    let sha256 = repo.find_commit(commit).is_ok_and(|c| {
+        c.raw_header_bytes()
+            .split(|b| *b == b'\n')
+            .any(|line| line.starts_with(b"gpgsig-sha256 "))
+    });
+    if sha256 {
+        Signer::Unsupported(
+            "gpgsig-sha256, a signature over the commit's SHA-256 form, which gatehouse cannot check: sign in a SHA-1 repository (gpgsig)".into(),
+        )
+    } else {
+        Signer::Unsigned
+    }
+}
+
 fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -220,11 +238,19 @@ fn openpgp_signer(text: &str, data: &[u8], keys: &TrustedKeys) -> Signer {
         Err(e) => return Signer::Invalid(format!("OpenPGP signature: {e}")),
     };
     let now = unix_now();
+    let revokers: Vec<&Keyring> = keys
+        .keys
+        .iter()
+        .filter_map(|(_, k)| match k {
+            Key::OpenPgp(ring) => Some(&**ring),
+            Key::Ssh(_) => None,
+        })
+        .collect();
     let mut outcome = None;
     for sig in &sigs {
         for (name, key) in &keys.keys {
             let Key::OpenPgp(keyring) = key else { continue };
-            match openpgp::check(keyring, sig, data, now) {
+            match openpgp::check(keyring, sig, data, now, &revokers) {
                 openpgp::Check::Good => return Signer::Trusted(name.clone()),
                 openpgp::Check::NotOurs => {}
                 openpgp::Check::Bad(why) => {
@@ -248,14 +274,36 @@ fn openpgp_signer(text: &str, data: &[u8], keys: &TrustedKeys) -> Signer {
     })
 }
 
-/// Path globs mapped to the key names allowed to change matching files.
+/// One `pathOwners` entry, compiled.
+#[derive(Clone, Debug)]
+struct PathRule {
+    glob: String,
+    matcher: GlobMatcher,
+    keys: BTreeSet<String>,
+    approvals: u32,
+}
+
+/// Path globs mapped to the key names allowed to change matching files, and the number
+/// of approvals changes to them need.
 #[derive(Clone, Debug, Default)]
 pub struct PathRules {
-    rules: Vec<(String, GlobMatcher, BTreeSet<String>)>,
+    rules: Vec<PathRule>,
+}
+
+/// A rule that wants approvals for a path: its glob, its owners, how many approvals.
+#[derive(Clone, Copy, Debug)]
+pub struct ApprovalRule<'a> {
+    /// The `pathOwners[].path` glob.
+    pub glob: &'a str,
+    /// The `pathOwners[].keys`.
+    pub owners: &'a BTreeSet<String>,
+    /// `pathOwners[].requireApprovals`.
+    pub approvals: u32,
 }
 
 impl PathRules {
-    /// Compiles `pathOwners`, checking that every key name is a trusted key.
+    /// Compiles `pathOwners`, checking that every key name is a trusted key and that
+    /// every `requireApprovals` can be met.
     pub fn new(owners: &[PathOwner], keys: &TrustedKeys) -> Result<Self, String> {
         let mut rules = Vec::new();
         for (i, owner) in owners.iter().enumerate() {
@@ -270,11 +318,22 @@ impl PathRules {
                     ));
                 }
             }
-            rules.push((
-                owner.path.clone(),
-                glob.compile_matcher(),
-                owner.keys.iter().cloned().collect(),
-            ));
+            let names: BTreeSet<String> = owner.keys.iter().cloned().collect();
+            let approvals = owner.require_approvals.unwrap_or(0);
+            if approvals as usize >= names.len() && approvals > 0 {
+                return Err(format!(
+                    "spec.pathOwners[{i}].requireApprovals is {approvals}, but {:?} has {} distinct key(s) and a change's own signer never approves it: list at least {} keys or lower requireApprovals",
+                    owner.path,
+                    names.len(),
+                    approvals + 1
+                ));
+            }
+            rules.push(PathRule {
+                glob: owner.path.clone(),
+                matcher: glob.compile_matcher(),
+                keys: names,
+                approvals,
+            });
         }
         Ok(Self { rules })
     }
@@ -283,8 +342,25 @@ impl PathRules {
     fn forbidding(&self, path: &str, signer: &str) -> Option<(&str, &BTreeSet<String>)> {
         self.rules
             .iter()
-            .find(|(_, glob, keys)| glob.is_match(path) && !keys.contains(signer))
-            .map(|(text, _, keys)| (text.as_str(), keys))
+            .find(|r| r.matcher.is_match(path) && !r.keys.contains(signer))
+            .map(|r| (r.glob.as_str(), &r.keys))
+    }
+
+    /// Whether any rule asks for approvals.
+    pub fn wants_approvals(&self) -> bool {
+        self.rules.iter().any(|r| r.approvals > 0)
+    }
+
+    /// The rules matching `path` that ask for approvals, in `pathOwners` order.
+    pub fn approvals_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = ApprovalRule<'a>> {
+        self.rules
+            .iter()
+            .filter(move |r| r.approvals > 0 && r.matcher.is_match(path))
+            .map(|r| ApprovalRule {
+                glob: &r.glob,
+                owners: &r.keys,
+                approvals: r.approvals,
+            })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Real Git repositories for tests and benchmarks: built with the `git` CLI in temporary
 //! directories, signed with ed25519 keys made by `ssh-keygen` or OpenPGP keys made by `gpg`
 //! (each in a throw-away `GNUPGHOME`), and served over smart HTTP on loopback by
-//! `git http-backend` behind a small axum server.
+//! `git http-backend` behind a small axum server: plain HTTP, or HTTPS with a certificate
+//! from a throw-away CA made by `openssl` ([`TestCa`]), optionally requiring an
+//! `Authorization` header (basic or bearer).
 //!
 //! Use from a test binary with `mod gitrepo;` (or `#[path = "gitrepo/mod.rs"] mod gitrepo;`)
 //! and from a benchmark with `#[path = "../tests/gitrepo/mod.rs"] mod gitrepo;`. No test
@@ -151,12 +153,7 @@ impl PgpKey {
         expire: &str,
         faked_time: Option<i64>,
     ) -> PgpKey {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let home = dir.join(format!("gnupg{}", COUNT.fetch_add(1, Ordering::SeqCst)));
-        std::fs::create_dir_all(&home).expect("GNUPGHOME");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
-            .expect("GNUPGHOME mode");
+        let home = Self::new_home(dir);
         let mut key = PgpKey {
             user_id: user_id.to_string(),
             home,
@@ -180,6 +177,91 @@ impl PgpKey {
             .expect("gpg lists the new key's fingerprint")
             .to_string();
         key
+    }
+
+    /// A new, empty `GNUPGHOME` under `dir`.
+    fn new_home(dir: &Path) -> PathBuf {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let home = dir.join(format!("gnupg{}", COUNT.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&home).expect("GNUPGHOME");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .expect("GNUPGHOME mode");
+        home
+    }
+
+    /// Like [`PgpKey::generate`], naming `revoker` as a designated revoker (a Revocation
+    /// Key subpacket in the self-signature: that key may revoke this one). gpg names a
+    /// revoker only in unattended generation (`gpg --gen-key` with a parameter file).
+    pub fn generate_with_revoker(dir: &Path, user_id: &str, revoker: &PgpKey) -> PgpKey {
+        let mut key = PgpKey {
+            user_id: user_id.to_string(),
+            home: Self::new_home(dir),
+            fingerprint: String::new(),
+            faked_time: None,
+        };
+        let (name, mail) = split_person(user_id);
+        let params = key.home.join("params");
+        std::fs::write(
+            &params,
+            format!(
+                "%no-protection\nKey-Type: eddsa\nKey-Curve: ed25519\nKey-Usage: sign\nName-Real: {name}\nName-Email: {mail}\nExpire-Date: 0\nRevoker: 22:{}\n%commit\n",
+                revoker.fingerprint
+            ),
+        )
+        .expect("key parameters");
+        key.gpg(&["--gen-key", params.to_str().expect("utf-8 path")]);
+        let listing = key.gpg(&["--with-colons", "--list-keys", &mail]);
+        key.fingerprint = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("the new key's fingerprint")
+            .to_string();
+        key
+    }
+
+    /// Revokes `key` with this key as its designated revoker (`gpg --desig-revoke`), and
+    /// returns `key`'s armored public key carrying that revocation.
+    pub fn designated_revoke(&self, key: &PgpKey) -> String {
+        let exported = self.home.join("revokee.asc");
+        std::fs::write(&exported, key.public_key()).expect("write revokee");
+        self.gpg(&["--import", exported.to_str().expect("utf-8 path")]);
+        // --desig-revoke refuses --batch: answer its questions on the command fd.
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", &self.home)
+            .args([
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--command-fd",
+                "0",
+                "--armor",
+                "--desig-revoke",
+                &key.fingerprint,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("gpg starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"y\n1\n\ny\n")
+            .expect("answers");
+        let out = child.wait_with_output().expect("gpg runs");
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "gpg --desig-revoke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let revocation = self.home.join("designated.rev");
+        std::fs::write(&revocation, &out.stdout).expect("write revocation");
+        self.gpg(&["--import", revocation.to_str().expect("utf-8 path")]);
+        self.gpg(&["--armor", "--export", &key.fingerprint])
     }
 
     /// Runs `gpg --batch args...` in this key's home; returns stdout.
@@ -592,6 +674,100 @@ impl Repo {
     }
 }
 
+/// A throw-away certificate authority made with the `openssl` CLI (EC P-256), and server
+/// certificates it signs.
+pub struct TestCa {
+    dir: PathBuf,
+    /// The CA certificate (PEM).
+    pub cert_pem: String,
+}
+
+impl TestCa {
+    /// Makes a CA named `name` in `dir/name/`.
+    pub fn generate(dir: &Path, name: &str) -> TestCa {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).expect("CA directory");
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(&dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+        ]);
+        cmd.arg(format!("/CN={name}"));
+        run(cmd);
+        let cert_pem = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
+        TestCa { dir, cert_pem }
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost` signed by this CA:
+    /// (certificate PEM, PKCS#8 private key PEM).
+    pub fn server_certificate(&self) -> (String, String) {
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(&self.dir).args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        run(cmd);
+        std::fs::write(
+            self.dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext.cnf");
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(&self.dir).args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        run(cmd);
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).expect("server files");
+        (read("server.crt"), read("server.key"))
+    }
+}
+
+/// How a [`GitHttpServer`] serves.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// HTTPS with this certificate and private key (PEM) instead of plain HTTP.
+    pub tls: Option<(String, String)>,
+    /// Every request must carry exactly this `Authorization` header value (`Basic …` or
+    /// `Bearer …`); others get 401 with a matching `WWW-Authenticate` challenge.
+    pub authorization: Option<String>,
+}
+
 /// A smart-HTTP Git server on 127.0.0.1 (random port) serving every repository under a
 /// root directory through `git http-backend` (CGI, one process per request).
 ///
@@ -604,6 +780,7 @@ impl Repo {
 /// asynchronous tests can both use it; it stops when dropped.
 pub struct GitHttpServer {
     port: u16,
+    scheme: &'static str,
     state: Arc<ServerState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -613,12 +790,68 @@ struct ServerState {
     root: PathBuf,
     backend: PathBuf,
     requests: AtomicUsize,
+    unauthorized: AtomicUsize,
+    handshakes_failed: Arc<AtomicUsize>,
     down: AtomicBool,
+    authorization: Option<String>,
+}
+
+/// Accepts TLS connections; a handshake the client aborts (a certificate it refuses) is
+/// counted and skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    failed: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, address),
+                Err(_) => {
+                    self.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("server certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("server key PEM");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 impl GitHttpServer {
-    /// Starts serving `root`.
+    /// Starts serving `root` over plain HTTP, to anyone.
     pub fn start(root: &Path) -> GitHttpServer {
+        Self::start_with(root, ServeOptions::default())
+    }
+
+    /// Starts serving `root` as `options` say.
+    pub fn start_with(root: &Path, options: ServeOptions) -> GitHttpServer {
         let exec_path = run({
             let mut c = git_command(root);
             c.arg("--exec-path");
@@ -634,40 +867,65 @@ impl GitHttpServer {
             root: root.canonicalize().expect("server root exists"),
             backend,
             requests: AtomicUsize::new(0),
+            unauthorized: AtomicUsize::new(0),
+            handshakes_failed: Arc::new(AtomicUsize::new(0)),
             down: AtomicBool::new(false),
+            authorization: options.authorization.clone(),
         });
+        let acceptor = options
+            .tls
+            .as_ref()
+            .map(|(cert, key)| tls_acceptor(cert, key));
+        let failed = state.handshakes_failed.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("local address").port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("git-http-server".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
+        let thread =
+            std::thread::Builder::new()
+                .name("git-http-server".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     let app = axum::Router::new().fallback(move |request| {
                         let state = served.clone();
                         async move { handle(state, request).await }
                     });
-                    tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result { eprintln!("git http server: {e}"); }
+                    match acceptor {
+                        None => tokio::select! {
+                            result = axum::serve(listener, app) => {
+                                if let Err(e) = result { eprintln!("git http server: {e}"); }
+                            }
+                            _ = rx => {}
+                        },
+                        Some(acceptor) => {
+                            let listener = TlsListener { tcp: listener, acceptor, failed };
+                            tokio::select! {
+                                result = axum::serve(listener, app) => {
+                                    if let Err(e) = result { eprintln!("git https server: {e}"); }
+                                }
+                                _ = rx => {}
+                            }
                         }
-                        _ = rx => {}
                     }
                 });
-                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-            })
-            .expect("server thread");
+                    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+                })
+                .expect("server thread");
         GitHttpServer {
             port,
+            scheme: if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             state,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -676,7 +934,12 @@ impl GitHttpServer {
 
     /// The URL of the repository at `<root>/<name>`.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, name.trim_matches('/'))
+        format!(
+            "{}://127.0.0.1:{}/{}",
+            self.scheme,
+            self.port,
+            name.trim_matches('/')
+        )
     }
 
     /// The server's port.
@@ -687,6 +950,16 @@ impl GitHttpServer {
     /// Requests received so far (including those refused while down).
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused for a missing or wrong `Authorization` header.
+    pub fn unauthorized(&self) -> usize {
+        self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that did not complete (the client refused the certificate).
+    pub fn handshakes_failed(&self) -> usize {
+        self.state.handshakes_failed.load(Ordering::SeqCst)
     }
 
     /// While down, every request gets `503 Service Unavailable` and nothing is served.
@@ -718,6 +991,23 @@ async fn handle(
         return (StatusCode::SERVICE_UNAVAILABLE, "down for a fault test\n").into_response();
     }
     let (parts, body) = request.into_parts();
+    if let Some(expected) = &state.authorization {
+        let given = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            state.unauthorized.fetch_add(1, Ordering::SeqCst);
+            let scheme = expected.split_whitespace().next().unwrap_or("Basic");
+            let mut response =
+                (StatusCode::UNAUTHORIZED, "authorization required\n").into_response();
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&format!("{scheme} realm=\"git\"")).expect("header value"),
+            );
+            return response;
+        }
+    }
     let body = match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
         Ok(body) => body,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}\n")).into_response(),
