@@ -317,3 +317,39 @@ async fn the_server_and_validate_agree_on_schema_constraints() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// `pathOwners[].requireApprovals` must be below the number of the entry's keys (the
+/// author's key never approves): the server refuses an unsatisfiable threshold, and takes
+/// one it can meet or none.
+#[tokio::test]
+async fn the_server_refuses_an_approval_threshold_no_one_can_meet() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "approvals").await;
+    let source = |name: &str, approvals: &str| -> gatehouse::api::PolicySource {
+        parse(
+            "PolicySource",
+            name,
+            &format!(
+                "{{url: 'https://git.example/a.git', ref: {{branch: main}}, verify: {{keys: [{{name: a, publicKey: x}}, {{name: b, publicKey: y}}]}}, pathOwners: [{{path: 'policies/**', keys: [a, b]{approvals}}}]}}"
+            ),
+        )
+    };
+    let refused = create(&client, &ns, source("too-many", ", requireApprovals: 2"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.starts_with("422 ")
+            && refused
+                .contains("spec.pathOwners[].requireApprovals must be below the number of keys"),
+        "{refused}"
+    );
+    assert_eq!(
+        offline(&source("too-many", ", requireApprovals: 2")).len(),
+        1
+    );
+    for (name, approvals) in [("one", ", requireApprovals: 1"), ("none", "")] {
+        create(&client, &ns, source(name, approvals))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
