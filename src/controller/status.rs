@@ -568,6 +568,9 @@ pub fn exception_status(
             ExceptionPhase::Expired => {
                 "expired: its access is revoked; the object can be deleted".into()
             }
+            ExceptionPhase::Revoked => {
+                "break-glass access not ratified by a Git commit in time: revoked".into()
+            }
         },
     );
     c.set(

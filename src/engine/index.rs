@@ -222,6 +222,12 @@ pub struct ExceptionRecord {
     /// Interned ids of `entitlements`, in the same order.
     pub ids: Vec<u32>,
     pub invalid: Vec<(String, String)>,
+    /// `spec.breakGlass`.
+    pub break_glass: bool,
+    /// `metadata.creationTimestamp`: when a break-glass exception appeared in the cluster.
+    pub created_at: Option<Timestamp>,
+    /// Who created it outside Git (the admission-checked annotation).
+    pub created_by: Option<String>,
 }
 
 /// Everything the engine knows about one namespace.
@@ -383,6 +389,14 @@ impl Namespace {
             entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
             ids: Vec::new(),
             invalid,
+            break_glass: spec.break_glass,
+            created_at: exception.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            created_by: exception
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::annotations::BREAK_GLASS_BY))
+                .cloned(),
         });
     }
 
