@@ -90,4 +90,35 @@ pub struct ExceptionStatus {
     /// Conditions: `Ready`, `Approved`, `Active`, `Expired`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// A break-glass exception's use: who, its real window, ratification and end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassStatus>,
+}
+
+/// The record of one break-glass use, kept in status (and appended by the controller to
+/// the tenant's `gatehouse-break-glass` ConfigMap, which outlives the Exception).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassStatus {
+    /// Who created it outside Git (`gatehouse.dev/break-glass-by`), else the Git author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Start of the window (RFC 3339).
+    pub from: String,
+    /// End of the window: `min(expiresAt, validFrom + --break-glass-max)` (RFC 3339).
+    pub until: String,
+    /// Whether a Git commit of the same Exception carries it.
+    pub ratified: bool,
+    /// While unratified: when it is revoked unless ratified (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratify_by: Option<String>,
+    /// When the controller first found it in force (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<String>,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// How it ended: `Expired` or `RevokedUnratified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
