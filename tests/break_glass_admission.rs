@@ -4,16 +4,24 @@
 //! forged provenance, and without changing it afterwards; the controller's ServiceAccount
 //! applies any Exception. The objects come from `manifests/install.yaml` (the chart with
 //! default values), so what is tested is what ships.
+//!
+//! And end to end through the controller (`gatehouse run` in process): a break-glass
+//! Exception created by a member of the group grants at once (a ClusterRoleBinding
+//! appears), and at its end the binding and the ServiceAccount's token Secrets are gone,
+//! with Warning Events, the `gatehouse_break_glass_total` metric and ledger entries.
 
 #[path = "harness/mod.rs"]
 mod harness;
 
 use std::time::Duration;
 
-use gatehouse::api::Exception;
+use gatehouse::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use gatehouse::controller::{Options, run};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -100,13 +108,18 @@ async fn create(client: &Client, exc: &Exception) -> Result<Exception, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Installs the chart's admission policy and the break-glass group's RBAC.
+async fn install_policy(admin: &Client) {
+    apply_all::<ValidatingAdmissionPolicy>(admin, "ValidatingAdmissionPolicy").await;
+    apply_all::<ValidatingAdmissionPolicyBinding>(admin, "ValidatingAdmissionPolicyBinding").await;
+    apply_all::<ClusterRole>(admin, "ClusterRole").await;
+    apply_all::<ClusterRoleBinding>(admin, "ClusterRoleBinding").await;
+}
+
 #[tokio::test]
 async fn only_the_break_glass_group_creates_exceptions_outside_git() {
     let admin = harness::client().await;
-    apply_all::<ValidatingAdmissionPolicy>(&admin, "ValidatingAdmissionPolicy").await;
-    apply_all::<ValidatingAdmissionPolicyBinding>(&admin, "ValidatingAdmissionPolicyBinding").await;
-    apply_all::<ClusterRole>(&admin, "ClusterRole").await;
-    apply_all::<ClusterRoleBinding>(&admin, "ClusterRoleBinding").await;
+    install_policy(&admin).await;
     // RBAC lets everyone here create and patch Exceptions (more than the chart gives the
     // group), so that what refuses them below is the admission policy, not RBAC.
     let role: ClusterRole = serde_json::from_value(json!({
@@ -270,4 +283,211 @@ async fn only_the_break_glass_group_creates_exceptions_outside_git() {
         )
         .await
         .expect("the controller stamps the Git provenance");
+}
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// ClusterRoles bound for `identity` of tenant `ns`, sorted.
+async fn bound(client: &Client, ns: &str, identity: &str) -> Vec<String> {
+    let list = Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap();
+    let mut roles: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|b| b.subjects.iter().flatten().any(|s| s.name == identity))
+        .map(|b| b.role_ref.name)
+        .collect();
+    roles.sort();
+    roles
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_grants_at_once_and_ends_with_its_sessions() {
+    let admin = harness::client().await;
+    install_policy(&admin).await;
+    let ns = harness::namespace(&admin, "bg-run").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let metrics = options.metrics.clone();
+    let controller = tokio::spawn(run(admin.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(admin.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    Api::<AccessPolicy>::namespaced(admin.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: machines, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{type: NonHuman}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let identities = Api::<Identity>::namespaced(admin.clone(), &ns);
+    for text in [
+        format!(
+            "metadata: {{name: alice, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: Active, department: ops, manager: alice}}}}"
+        ),
+        format!("metadata: {{name: svc, namespace: {ns}}}\nspec: {{type: NonHuman, owner: alice}}"),
+    ] {
+        identities.create(&post, &yaml(&text)).await.unwrap();
+    }
+    harness::eventually("the policy's binding", Duration::from_secs(60), || async {
+        match bound(&admin, &ns, "svc").await {
+            b if b == ["view"] => Ok(()),
+            b => Err(format!("{b:?}")),
+        }
+    })
+    .await;
+    // A token the ServiceAccount holds: a session that must not outlive the break-glass.
+    let token: Secret = yaml(&format!(
+        "metadata: {{name: svc-token, namespace: {ns}, annotations: {{kubernetes.io/service-account.name: svc}}}}\ntype: kubernetes.io/service-account-token"
+    ));
+    let secrets = Api::<Secret>::namespaced(admin.clone(), &ns);
+    secrets.create(&post, &token).await.unwrap();
+
+    // ana of the break-glass group grants svc `edit` for 27 seconds, with kubectl's client.
+    let ana = as_user("ana", &["gatehouse:break-glass", "system:authenticated"]).await;
+    let from = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+    let until = from + jiff::SignedDuration::from_secs(27);
+    let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let exc: Exception = serde_json::from_value(json!({
+        "apiVersion": "gatehouse.dev/v1alpha1", "kind": "Exception",
+        "metadata": {"name": "bg", "namespace": ns,
+                     "annotations": {"gatehouse.dev/break-glass-by": "ana"}},
+        "spec": {"identity": "svc", "entitlements": [{"target": "k8s", "kind": "ClusterRole", "name": "edit"}],
+                 "justification": "INC-9", "requestedBy": "alice", "approvedBy": [],
+                 "validFrom": fmt(from), "expiresAt": fmt(until), "breakGlass": true}
+    }))
+    .unwrap();
+    harness::eventually(
+        "ana's break-glass Exception",
+        Duration::from_secs(30),
+        || async { create(&ana, &exc).await.map(drop) },
+    )
+    .await;
+    harness::eventually(
+        "the break-glass binding",
+        Duration::from_secs(20),
+        || async {
+            match bound(&admin, &ns, "svc").await {
+                b if b == ["edit", "view"] => Ok(()),
+                b => Err(format!("{b:?}")),
+            }
+        },
+    )
+    .await;
+    let exceptions = Api::<Exception>::namespaced(admin.clone(), &ns);
+    let by = harness::eventually("status.breakGlass", Duration::from_secs(20), || async {
+        let s = exceptions
+            .get("bg")
+            .await
+            .map_err(|e| e.to_string())?
+            .status;
+        s.and_then(|s| s.break_glass)
+            .and_then(|b| b.by)
+            .ok_or_else(|| "no record yet".to_string())
+    })
+    .await;
+    assert_eq!(by, "ana");
+    assert!(secrets.get_opt("svc-token").await.unwrap().is_some());
+
+    // At its end: the binding and the token go; the policy's binding stays.
+    harness::eventually("the break-glass end", Duration::from_secs(60), || async {
+        let roles = bound(&admin, &ns, "svc").await;
+        let token = secrets
+            .get_opt("svc-token")
+            .await
+            .map_err(|e| e.to_string())?;
+        if roles == ["view"] && token.is_none() {
+            Ok(())
+        } else {
+            Err(format!(
+                "bound {roles:?}, token present: {}",
+                token.is_some()
+            ))
+        }
+    })
+    .await;
+    let status = harness::eventually("status Expired", Duration::from_secs(20), || async {
+        let s = exceptions
+            .get("bg")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        match s.phase.as_deref() {
+            Some("Expired") => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let record = status.break_glass.unwrap();
+    assert_eq!(record.outcome.as_deref(), Some("Expired"));
+    assert!(
+        record.activated_at.is_some() && record.ended_at.is_some(),
+        "{record:?}"
+    );
+
+    let reasons = harness::eventually("the Warning Events", Duration::from_secs(20), || async {
+        let events = Api::<Event>::namespaced(admin.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reasons: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Exception"))
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        reasons.sort();
+        if reasons.len() >= 2 {
+            Ok(reasons)
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
+    assert_eq!(reasons, vec!["BreakGlassExpired", "BreakGlassUsed"]);
+    let rendered = metrics.render();
+    for event in ["activated", "expired"] {
+        let series =
+            format!("gatehouse_break_glass_total{{namespace=\"{ns}\",event=\"{event}\"}} 1");
+        assert!(
+            rendered.contains(&series),
+            "missing {series} in:\n{rendered}"
+        );
+    }
+    let ledger = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .get("gatehouse-break-glass")
+        .await
+        .expect("the ledger ConfigMap");
+    let mut keys: Vec<String> = ledger.data.unwrap_or_default().into_keys().collect();
+    keys.sort();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].starts_with("bg.") && keys[0].ends_with(".activated"),
+        "{keys:?}"
+    );
+    assert!(keys[1].ends_with(".expired"), "{keys:?}");
+
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
 }
