@@ -27,6 +27,8 @@ struct Bg {
     by: &'static str,
     /// The commit annotation a Git apply sets; empty: none.
     commit: &'static str,
+    /// The PolicySource label a Git apply sets.
+    label: bool,
 }
 
 const BG: Bg = Bg {
@@ -37,6 +39,7 @@ const BG: Bg = Bg {
     created: "2026-06-15T10:00:00Z",
     by: "oncall-ana",
     commit: "",
+    label: false,
 };
 
 impl Bg {
@@ -49,14 +52,19 @@ impl Bg {
             notes.push(format!("gatehouse.dev/commit: '{}'", self.commit));
             notes.push("gatehouse.dev/author: iam-lead".to_string());
         }
+        let mut meta = format!(
+            "name: bg, namespace: {NS}, annotations: {{{}}}",
+            notes.join(", ")
+        );
+        if !self.created.is_empty() {
+            meta.push_str(&format!(", creationTimestamp: '{}'", self.created));
+        }
+        if self.label {
+            meta.push_str(", labels: {gatehouse.dev/source: access}");
+        }
         yaml(&format!(
-            "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {{name: bg, namespace: {NS}, creationTimestamp: '{}', annotations: {{{}}}}}\nspec: {{identity: alice, entitlements: [{{target: pg, name: ledger_admin}}], justification: incident INC-7, requestedBy: alice, approvedBy: {}, validFrom: '{}', expiresAt: '{}', breakGlass: {}}}\n",
-            self.created,
-            notes.join(", "),
-            self.approvers,
-            self.from,
-            self.until,
-            self.flag
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {{{meta}}}\nspec: {{identity: alice, entitlements: [{{target: pg, name: ledger_admin}}], justification: incident INC-7, requestedBy: alice, approvedBy: {}, validFrom: '{}', expiresAt: '{}', breakGlass: {}}}\n",
+            self.approvers, self.from, self.until, self.flag
         ))
     }
 }
@@ -125,7 +133,9 @@ fn break_glass_decisions() {
         ("window past --break-glass-max: expired at validFrom + 4h", Bg { until: "2026-06-15T20:00:00Z", ..ratified }, "2026-06-15T14:00:00Z", E::Expired, vec![VK::ExpiredException], Some("2026-06-15T20:00:00Z")),
         ("exactly the 24h hard maximum is accepted", Bg { until: "2026-06-16T10:00:00Z", ..ratified }, "2026-06-15T12:00:00Z", E::Active, vec![VK::BreakGlassActive], Some("2026-06-15T14:00:00Z")),
         ("over the 24h hard maximum: refused", Bg { until: "2026-06-16T10:00:01Z", ..ratified }, "2026-06-15T12:00:00Z", E::Invalid, vec![VK::InvalidException], None),
-        ("created in Git (no creator annotation): ratified", Bg { by: "", ..BG }, "2026-06-15T12:00:00Z", E::Active, vec![VK::BreakGlassActive], Some("2026-06-15T14:00:00Z")),
+        ("read from files (no creation time, no creator): ratified", Bg { by: "", created: "", ..BG }, "2026-06-15T12:00:00Z", E::Active, vec![VK::BreakGlassActive], Some("2026-06-15T14:00:00Z")),
+        ("in the cluster without creator annotation nor Git provenance: unratified", Bg { by: "", ..BG }, "2026-06-15T11:00:00Z", E::Revoked, vec![VK::BreakGlassUnratified], Some("2026-06-15T14:00:00Z")),
+        ("applied by a PolicySource (source label): ratified", Bg { by: "", label: true, ..BG }, "2026-06-15T12:00:00Z", E::Active, vec![VK::BreakGlassActive], Some("2026-06-15T14:00:00Z")),
         ("window not open yet", Bg { from: "2026-06-15T13:00:00Z", until: "2026-06-15T15:00:00Z", ..BG }, "2026-06-15T12:00:00Z", E::Pending, vec![], Some("2026-06-15T13:00:00Z")),
         ("deadline counts from creation when later than validFrom", Bg { created: "2026-06-15T10:30:00Z", ..BG }, "2026-06-15T11:15:00Z", E::Active, vec![VK::BreakGlassActive], Some("2026-06-15T11:30:00Z")),
         ("deadline from creation passed", Bg { created: "2026-06-15T10:30:00Z", ..BG }, "2026-06-15T11:30:00Z", E::Revoked, vec![VK::BreakGlassUnratified], Some("2026-06-15T14:00:00Z")),
@@ -157,7 +167,7 @@ fn break_glass_decisions() {
                 what,
                 "ratified",
                 info.ratified,
-                bg.by.is_empty() || !bg.commit.is_empty(),
+                (bg.by.is_empty() && bg.created.is_empty()) || !bg.commit.is_empty() || bg.label,
             );
         }
         let ended = d.break_glass_ended.contains_key(&key("alice"));

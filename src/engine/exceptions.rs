@@ -214,9 +214,8 @@ fn break_glass_window(exc: &ExceptionRecord, settings: &Settings) -> Option<Brea
         .break_glass_max
         .min(SignedDuration::from_hours(BREAK_GLASS_HARD_MAX_HOURS));
     let until = expires.min(from.saturating_add(max).unwrap_or(expires));
-    // Created outside Git (the admission policy demands the creator annotation there) and
-    // not yet applied from a Git commit, which sets the commit annotation.
-    let ratified = exc.created_by.is_none() || exc.source.provenance.commit.is_some();
+    // Made outside Git until a Git commit of it is applied (commit annotation, label).
+    let ratified = exc.from_git;
     let ratify_by = (!ratified).then(|| {
         let start = exc.created_at.map_or(from, |c| c.max(from));
         start
