@@ -491,3 +491,111 @@ async fn break_glass_grants_at_once_and_ends_with_its_sessions() {
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
+
+/// Not ratified in time (`--break-glass-ratify` of 8 s here): revoked early, before its
+/// window ends, with a `BreakGlassRevoked` Warning Event and the `revoked` metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unratified_break_glass_is_revoked_early() {
+    let admin = harness::client().await;
+    install_policy(&admin).await;
+    let ns = harness::namespace(&admin, "bg-early").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(60),
+        ..Options::default()
+    };
+    options.settings.break_glass_ratify = jiff::SignedDuration::from_secs(8);
+    let metrics = options.metrics.clone();
+    let controller = tokio::spawn(run(admin.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(admin.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    Api::<Identity>::namespaced(admin.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: alice, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: Active, department: ops, manager: alice}}}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let ana = as_user("ana", &["gatehouse:break-glass", "system:authenticated"]).await;
+    let mut exc = exception(
+        &ns,
+        "bg",
+        true,
+        json!({"gatehouse.dev/break-glass-by": "ana"}),
+        2,
+    );
+    exc.spec.entitlements = vec![yaml("{target: k8s, kind: ClusterRole, name: edit}")];
+    exc.spec.valid_from = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    harness::eventually(
+        "ana's break-glass Exception",
+        Duration::from_secs(30),
+        || async { create(&ana, &exc).await.map(drop) },
+    )
+    .await;
+    harness::eventually(
+        "the break-glass binding",
+        Duration::from_secs(20),
+        || async {
+            match bound(&admin, &ns, "alice").await {
+                b if b == ["edit"] => Ok(()),
+                b => Err(format!("{b:?}")),
+            }
+        },
+    )
+    .await;
+    harness::eventually("revoked early", Duration::from_secs(40), || async {
+        let phase = Api::<Exception>::namespaced(admin.clone(), &ns)
+            .get("bg")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .and_then(|s| s.phase);
+        let roles = bound(&admin, &ns, "alice").await;
+        if phase.as_deref() == Some("Revoked") && roles.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("phase {phase:?}, bound {roles:?}"))
+        }
+    })
+    .await;
+    let reasons = harness::eventually("the Warning Events", Duration::from_secs(20), || async {
+        let events = Api::<Event>::namespaced(admin.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reasons: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.reason.clone())
+            .filter(|r| r.starts_with("BreakGlass"))
+            .collect();
+        reasons.sort();
+        if reasons.len() >= 2 {
+            Ok(reasons)
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
+    assert_eq!(reasons, vec!["BreakGlassRevoked", "BreakGlassUsed"]);
+    let series = format!("gatehouse_break_glass_total{{namespace=\"{ns}\",event=\"revoked\"}} 1");
+    assert!(metrics.render().contains(&series), "missing {series}");
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}
