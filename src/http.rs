@@ -57,6 +57,17 @@ pub struct Metrics {
     /// Duration of a PolicySource pass (poll, and when the head moved: fetch, verify, parse,
     /// apply, prune).
     pub source_sync_seconds: Histogram,
+    /// Break-glass exceptions by event: `activated`, `expired`, `revoked` (unratified).
+    pub break_glass: Family<BreakGlassLabels, Counter>,
+}
+
+/// Labels of the break-glass series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakGlassLabels {
+    /// Tenant namespace.
+    pub namespace: String,
+    /// `activated`, `expired` or `revoked`.
+    pub event: String,
 }
 
 /// Labels of per-PolicySource series.
@@ -113,6 +124,12 @@ impl Default for Metrics {
         let pending_operations = Family::<TargetLabels, Gauge>::default();
         let source_syncs = Family::<SourceLabels, Counter>::default();
         let source_sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let break_glass = Family::<BreakGlassLabels, Counter>::default();
+        registry.register(
+            "break_glass",
+            "Break-glass exceptions activated, expired and revoked unratified",
+            break_glass.clone(),
+        );
         registry.register(
             "source_syncs",
             "PolicySource passes by outcome",
@@ -171,6 +188,7 @@ impl Default for Metrics {
             pending_operations,
             source_syncs,
             source_sync_seconds,
+            break_glass,
         }
     }
 }

@@ -87,6 +87,21 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             vec![],
         ),
         (
+            "Exception",
+            "{identity: alice, entitlements: [{target: db, name: x}], justification: j, requestedBy: bob, approvedBy: [], validFrom: '2026-12-01T00:00:00Z', expiresAt: '2026-12-02T00:00:00Z', breakGlass: true}",
+            vec![],
+        ),
+        (
+            "Exception",
+            "{identity: alice, entitlements: [{target: db, name: x}], justification: j, requestedBy: bob, approvedBy: [], validFrom: '2026-12-01T00:00:00Z', expiresAt: '2026-12-02T00:00:01Z', breakGlass: true}",
+            vec!["a breakGlass Exception lasts at most 24h"],
+        ),
+        (
+            "Exception",
+            "{identity: alice, entitlements: [{target: db, name: x}], justification: j, requestedBy: bob, approvedBy: [], validFrom: '2026-12-01T00:00:00Z', expiresAt: '2026-12-02T00:00:00Z', breakGlass: false}",
+            vec!["an Exception needs at least one approver"],
+        ),
+        (
             "Identity",
             "{type: NonHuman, attributes: {system: ci}}",
             vec!["a NonHuman identity needs spec.owner"],

@@ -1157,3 +1157,91 @@ fn rows_name_the_authors_and_the_approvers() {
         "{csv}"
     );
 }
+
+/// `--break-glass`: the ledger the controller writes (built here with the controller's own
+/// `ledger_entry`, so writer and reader agree) adds break-glass rows, merged by time and
+/// filtered like the others.
+#[test]
+fn break_glass_ledger_rows() {
+    use gatehouse::api::{BreakGlassStatus, Exception, ExceptionStatus};
+    use gatehouse::controller::break_glass::{ledger_entry, transition};
+    let h = history();
+    let exc: Exception = serde_yaml::from_str(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {name: inc-7, namespace: acme, uid: 0123456789abcdef}\nspec: {identity: alice, entitlements: [{target: ldap, name: ledger_admin}], justification: INC-7, requestedBy: alice, approvedBy: [], validFrom: '2026-03-01T10:00:00Z', expiresAt: '2026-03-01T14:00:00Z', breakGlass: true}\n",
+    )
+    .unwrap();
+    let status = |phase: &str, outcome: Option<&str>| ExceptionStatus {
+        phase: Some(phase.into()),
+        break_glass: Some(BreakGlassStatus {
+            by: Some("ana".into()),
+            from: "2026-03-01T10:00:00Z".into(),
+            until: "2026-03-01T14:00:00Z".into(),
+            ratified: false,
+            ratify_by: Some("2026-03-01T11:00:00Z".into()),
+            activated_at: Some("2026-03-01T10:00:03Z".into()),
+            ended_at: outcome.map(|_| "2026-03-01T11:00:01Z".into()),
+            outcome: outcome.map(str::to_string),
+        }),
+        ..ExceptionStatus::default()
+    };
+    let mut data = serde_json::Map::new();
+    let mut before: Option<ExceptionStatus> = None;
+    for (phase, outcome, at) in [
+        ("Active", None, "2026-03-01T10:00:03Z"),
+        ("Revoked", Some("RevokedUnratified"), "2026-03-01T11:00:01Z"),
+    ] {
+        let next = status(phase, outcome);
+        let said = transition("inc-7", "alice", before.as_ref(), &next).expect("a transition");
+        let (key, value) = ledger_entry(&exc, &next, &said, at.parse().unwrap());
+        data.insert(key, value.into());
+        before = Some(next);
+    }
+    let ledger = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "gatehouse-break-glass", "namespace": "acme"},
+        "data": data,
+    });
+    let file = h.repo.path().parent().unwrap().join("bg-ledger.json");
+    std::fs::write(&file, ledger.to_string()).unwrap();
+    let path = file.display().to_string();
+
+    let rows = json_rows(&h, &["--break-glass", &path]);
+    let bg: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["trigger"] == "break-glass")
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = bg
+        .iter()
+        .map(|r| {
+            (
+                r["time"].as_str().unwrap(),
+                r["change"].as_str().unwrap(),
+                r["entitlement"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("2026-03-01T10:00:03Z", "granted", "ldap:ledger_admin"),
+            ("2026-03-01T11:00:00Z", "revoked", "ldap:ledger_admin"),
+        ]
+    );
+    assert_eq!(bg[0]["author"], "ana");
+    assert_eq!(bg[0]["source"], "Exception/inc-7");
+    assert!(bg[1]["reason"].as_str().unwrap().contains("not ratified"));
+    // Merged by time with the Git rows.
+    let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    // Filtered like the others.
+    let carol = json_rows(&h, &["carol", "--break-glass", &path]);
+    assert!(carol.iter().all(|r| r["trigger"] != "break-glass"));
+    let alice = json_rows(&h, &["alice", "--break-glass", &path]);
+    assert_eq!(
+        alice
+            .iter()
+            .filter(|r| r["trigger"] == "break-glass")
+            .count(),
+        2
+    );
+}

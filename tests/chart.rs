@@ -308,9 +308,11 @@ fn secrets_cluster_wide(objects: &[Value]) -> Vec<String> {
 fn rendered_rbac_grants_no_wildcards_and_no_secrets_cluster_wide() {
     for values in [&[][..], &["--set", "rbac.tenantNamespaces={a,b}"][..]] {
         let objects = template(values);
+        // The controller's roles; the break-glass group's role is checked below.
         let roles: Vec<&Value> = objects
             .iter()
             .filter(|o| matches!(kind(o), "ClusterRole" | "Role"))
+            .filter(|o| !name(o).ends_with("-break-glass"))
             .collect();
         assert_eq!(
             roles.len(),
@@ -684,6 +686,9 @@ async fn the_controller_runs_the_lifecycle_with_only_the_charts_rbac() {
     let tenants = format!("rbac.tenantNamespaces={{{TENANT},{SOURCE_TENANT}}}");
     let mut rbac = 0;
     for mut object in template(&["--set", &tenants]) {
+        if name(&object).ends_with("-break-glass") {
+            continue; // the break-glass group's role, not the controller's
+        }
         match kind(&object) {
             "ClusterRole" | "Role" => {}
             "ClusterRoleBinding" | "RoleBinding" => {
@@ -1267,4 +1272,56 @@ async fn bind_limited_to_named_roles_refuses_the_others() {
         }
         other => panic!("binding an unlisted role must be forbidden: {other:?}"),
     }
+}
+
+#[test]
+fn break_glass_policy_and_group_role_ship_and_can_be_turned_off() {
+    let objects = template(&[]);
+    let kinds: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|o| name(o).contains("break-glass") || name(o).ends_with("-exceptions"))
+        .map(|o| (kind(o), name(o)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("ClusterRole", "gatehouse-break-glass"),
+            ("ClusterRoleBinding", "gatehouse-break-glass"),
+            ("ValidatingAdmissionPolicy", "gatehouse-exceptions"),
+            ("ValidatingAdmissionPolicyBinding", "gatehouse-exceptions"),
+        ]
+    );
+    let role = objects
+        .iter()
+        .find(|o| kind(o) == "ClusterRole" && name(o) == "gatehouse-break-glass")
+        .unwrap();
+    for (_, resources, verbs) in rule_sets(role) {
+        assert_eq!(resources, vec!["exceptions"]);
+        assert!(
+            !verbs
+                .iter()
+                .any(|v| v == "patch" || v == "update" || v.contains('*'))
+        );
+    }
+    let custom = template(&[
+        "--set",
+        "breakGlass.group=oncall",
+        "--set",
+        "breakGlass.gitAppliers.users={argocd}",
+    ]);
+    let policy = custom
+        .iter()
+        .find(|o| kind(o) == "ValidatingAdmissionPolicy")
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("oncall") && policy.contains("argocd"),
+        "{policy}"
+    );
+    let off = template(&["--set", "breakGlass.admissionPolicy=false"]);
+    assert!(
+        !off.iter()
+            .any(|o| kind(o).starts_with("ValidatingAdmissionPolicy")
+                || name(o).ends_with("-break-glass"))
+    );
 }

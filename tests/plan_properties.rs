@@ -827,6 +827,7 @@ proptest! {
                 ExceptionPhase::Pending => now < from,
                 ExceptionPhase::Active => from <= now && now < until,
                 ExceptionPhase::Expired => now >= until,
+                ExceptionPhase::Revoked => false, // generated exceptions are never break-glass
             };
             prop_assert!(want, "{name}: {verdict:?} with window [{from}, {until}) at {now}");
             prop_assert_eq!(verdict.problems.is_empty(), verdict.phase != ExceptionPhase::Invalid);

@@ -1242,3 +1242,85 @@ async fn lost_connections_are_transient_and_the_next_sync_completes() {
     assert!(sync_ok(&c, &both).await.is_empty(), "converged");
     assert_eq!(role(&accounts[1]).await.unwrap().2, vec![read.clone()]);
 }
+
+/// Observe, plan at `now` and apply everything; returns the steps.
+async fn sync_at(connector: &Postgres, snapshot: &Snapshot, now: &str) -> Vec<String> {
+    let engine = Engine::new(snapshot, Settings::default());
+    let subjects = subjects(snapshot);
+    let observed = connector.observe(&subjects).await.expect("observe").held;
+    let desired = engine.evaluate(now.parse().unwrap(), &observed);
+    let mut plan = plan(&observed, &desired);
+    plan.operations.retain(|op| op.target == TARGET);
+    for op in &plan.operations {
+        let outcome = connector.apply(op, &subjects[&op.identity]).await;
+        assert_eq!(outcome.expect("applied"), Applied::Done, "{op:?}");
+    }
+    steps(&plan)
+}
+
+/// A break-glass grant ends with its sessions: at its end the membership is revoked and
+/// the identity's open sessions (one that had `SET ROLE` to the break-glass group) are
+/// terminated, while the account and its policy grants stay.
+#[tokio::test]
+async fn an_ending_break_glass_grant_terminates_the_sessions_opened_under_it() {
+    let scope = Scope::new("bg");
+    let spec = spec_yaml("", "");
+    let (read, admin) = (scope.role("ledger_read"), scope.role("ledger_admin"));
+    groups(&[read.clone(), admin.clone()]).await;
+    let account = scope.role("alice");
+    let policies: [(&str, &[String]); 1] = [("finance", std::slice::from_ref(&read))];
+    let mut snapshot = org(
+        &scope,
+        &spec,
+        &policies,
+        &[Person("alice", "finance", "Active", Some(&account))],
+    );
+    // Applied from Git (commit annotation), from 09:00 to 13:00.
+    snapshot.exceptions.push(yaml(&format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {{name: inc-7, namespace: {}, annotations: {{gatehouse.dev/commit: abc123}}}}\nspec: {{identity: alice, entitlements: [{{target: {TARGET}, name: {}}}], justification: INC-7, requestedBy: alice, approvedBy: [], validFrom: '2026-12-01T09:00:00Z', expiresAt: '2026-12-01T13:00:00Z', breakGlass: true}}",
+        scope.tenant,
+        q(&admin)
+    )));
+    let c = connector(&scope, &spec).await;
+    let during = "2026-12-01T10:00:00Z";
+    let first = sync_at(&c, &snapshot, during).await;
+    assert!(first.contains(&format!("alice +{admin}")), "{first:?}");
+    assert!(sync_at(&c, &snapshot, during).await.is_empty(), "converged");
+
+    set_password(&account, "alice-pw").await;
+    let session = postgres_peer::connect_as(peer().port, &account, "alice-pw").await;
+    session
+        .simple_query(&format!("SET ROLE {}", q(&admin)))
+        .await
+        .expect("alice assumes the break-glass role");
+
+    let ended = sync_at(&c, &snapshot, "2026-12-01T13:00:00Z").await;
+    assert_eq!(
+        ended,
+        [
+            "alice revokeSessions".to_string(),
+            format!("alice -{admin}")
+        ]
+    );
+    assert!(
+        session.simple_query("SELECT 1").await.is_err(),
+        "the session opened under break-glass was terminated"
+    );
+    let (login, _, member_of) = role(&account).await.unwrap();
+    assert!(login, "the account stays for the policy's grant");
+    assert_eq!(member_of, vec![read.clone()]);
+    let again = postgres_peer::connect_as(peer().port, &account, "alice-pw").await;
+    assert!(
+        again
+            .simple_query(&format!("SET ROLE {}", q(&admin)))
+            .await
+            .is_err(),
+        "the break-glass role is gone"
+    );
+    assert!(
+        sync_at(&c, &snapshot, "2026-12-01T14:00:00Z")
+            .await
+            .is_empty(),
+        "no second session revocation"
+    );
+}

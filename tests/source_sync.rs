@@ -1279,3 +1279,79 @@ fn sha256_repositories_are_refused_with_a_clear_reason() {
         }
     }
 }
+
+/// A break-glass Exception created outside Git is not this source's (no source label), so
+/// prune leaves it; a Git commit of the same Exception ratifies it (the source applies it,
+/// stamping provenance and the label, keeping the creator annotation), and from then on it
+/// is Git's: removed from Git, it is pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_leaves_break_glass_made_outside_git_until_git_ratifies_it() {
+    use gatehouse::api::Exception;
+    let w = World::new("src-bg").await;
+    let (_, rules) = w.baseline();
+    w.source(&w.repo.url_file(), "").await;
+    w.applied(&rules).await;
+    let from = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1);
+    let until = from + jiff::SignedDuration::from_hours(2);
+    let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let spec = format!(
+        "spec: {{identity: alice, entitlements: [{{target: k8s, kind: ClusterRole, name: edit}}], justification: INC-9, requestedBy: alice, approvedBy: [], validFrom: '{}', expiresAt: '{}', breakGlass: true}}\n",
+        fmt(from),
+        fmt(until)
+    );
+    harness::apply::<Exception>(
+        &w.client,
+        &w.ns,
+        &format!(
+            "metadata: {{name: bg, annotations: {{gatehouse.dev/break-glass-by: ana}}}}\n{spec}"
+        ),
+    )
+    .await;
+
+    w.repo.remove("tenants/acme/identities/bob.yaml");
+    let pruned = w.repo.commit("bob leaves Git", HR, Some(&w.hr));
+    w.applied(&pruned).await;
+    harness::eventually("bob pruned", Duration::from_secs(30), || async {
+        match w.names::<Identity>().await {
+            n if n == ["alice"] => Ok(()),
+            n => Err(format!("{n:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        w.names::<Exception>().await,
+        ["bg"],
+        "prune left break-glass alone"
+    );
+
+    w.repo.write(
+        "tenants/acme/exceptions/bg.yaml",
+        &format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Exception\nmetadata: {{name: bg}}\n{spec}"
+        ),
+    );
+    let ratified = w.repo.commit("ratify INC-9 break-glass", IAM, Some(&w.iam));
+    w.applied(&ratified).await;
+    let bg = Api::<Exception>::namespaced(w.client.clone(), &w.ns)
+        .get("bg")
+        .await
+        .unwrap();
+    let notes = bg.metadata.annotations.clone().unwrap();
+    assert_eq!(notes[annotations::COMMIT], ratified);
+    assert_eq!(notes[annotations::BREAK_GLASS_BY], "ana");
+    assert_eq!(
+        bg.metadata.labels.unwrap()[gatehouse::api::labels::SOURCE],
+        "access"
+    );
+
+    w.repo.remove("tenants/acme/exceptions/bg.yaml");
+    let gone = w.repo.commit("INC-9 closed", IAM, Some(&w.iam));
+    w.applied(&gone).await;
+    harness::eventually("bg pruned once Git's", Duration::from_secs(30), || async {
+        match w.names::<Exception>().await {
+            n if n.is_empty() => Ok(()),
+            n => Err(format!("{n:?}")),
+        }
+    })
+    .await;
+}

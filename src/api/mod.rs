@@ -52,6 +52,9 @@ pub mod annotations {
     pub const DIGEST: &str = "gatehouse.dev/digest";
     /// Set (to a timestamp) on a PolicySource to ask for a sync now; the webhook does this.
     pub const REQUESTED_AT: &str = "gatehouse.dev/requested-at";
+    /// On a break-glass Exception: the user who created it outside Git. The admission
+    /// policy requires it to equal the requesting user, so it is the API server's word.
+    pub const BREAK_GLASS_BY: &str = "gatehouse.dev/break-glass-by";
 }
 
 /// Labels gatehouse puts on objects it manages.

@@ -88,6 +88,11 @@ pub struct AuditArgs {
     /// first user ID. Combines with --allowed-signers.
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+    /// The break-glass ledger (`kubectl get configmap gatehouse-break-glass -n NAMESPACE
+    /// -o yaml`, or a List of them): adds rows with trigger `break-glass` for emergency
+    /// access granted outside Git, its expiry and its early revocation.
+    #[arg(long, value_name = "FILE")]
+    break_glass: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -271,9 +276,24 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, String> {
         let _ = git2::opts::set_cache_max_size(64 << 20);
     }
     let repo = open_repo(&args.repo)?;
-    let rows = audit(&repo, &options, &mut |warning| {
+    let mut rows = audit(&repo, &options, &mut |warning| {
         eprintln!("warning: {warning}")
     })?;
+    if let Some(path) = &args.break_glass {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--break-glass: cannot read {}: {e}", path.display()))?;
+        let extra = super::break_glass_rows::rows(&text, &path.display().to_string())?;
+        rows.extend(extra.into_iter().filter(|r| {
+            options
+                .since
+                .is_none_or(|s| r.time.parse::<Timestamp>().is_ok_and(|t| t >= s))
+                && options.identity.as_ref().is_none_or(|(ns, name)| {
+                    *name == r.identity && ns.as_ref().is_none_or(|ns| *ns == r.namespace)
+                })
+        }));
+        // Stable: Git rows keep their order among themselves.
+        rows.sort_by(|a, b| a.time.cmp(&b.time));
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let written = match args.output {

@@ -34,6 +34,27 @@ pub struct EngineArgs {
     /// Longest exception window when no policy granting the entitlement sets maxDuration.
     #[arg(long, value_name = "DURATION", default_value_t = GoDuration(Settings::default().default_max_exception))]
     pub max_exception_duration: GoDuration,
+    /// Longest a break-glass Exception is in force (Go duration, at most 24h); one value
+    /// for the whole controller, every tenant alike.
+    #[arg(long, value_name = "DURATION", value_parser = break_glass_max, default_value_t = GoDuration(Settings::default().break_glass_max))]
+    pub break_glass_max: GoDuration,
+    /// How long a break-glass Exception created outside Git may wait for the Git commit
+    /// of the same Exception before it is revoked early (Go duration).
+    #[arg(long, value_name = "DURATION", default_value_t = GoDuration(Settings::default().break_glass_ratify))]
+    pub break_glass_ratify: GoDuration,
+}
+
+/// `--break-glass-max`: a duration no longer than the hard maximum.
+fn break_glass_max(text: &str) -> Result<GoDuration, String> {
+    let d: GoDuration = text.parse()?;
+    let hard = jiff::SignedDuration::from_hours(crate::api::BREAK_GLASS_HARD_MAX_HOURS);
+    if d.0 > hard || d.0 <= jiff::SignedDuration::ZERO {
+        return Err(format!(
+            "{text} is outside the allowed range: a break-glass exception lasts more than 0 and at most {}h",
+            crate::api::BREAK_GLASS_HARD_MAX_HOURS
+        ));
+    }
+    Ok(d)
 }
 
 impl EngineArgs {
@@ -42,6 +63,8 @@ impl EngineArgs {
         Settings {
             owner_grace: self.owner_grace.0,
             default_max_exception: self.max_exception_duration.0,
+            break_glass_max: self.break_glass_max.0,
+            break_glass_ratify: self.break_glass_ratify.0,
         }
     }
 }
@@ -202,6 +225,13 @@ mod tests {
             .engine
             .settings();
         assert_eq!(set.owner_grace, jiff::SignedDuration::from_mins(90));
+        assert_eq!(settings.break_glass_max, defaults.break_glass_max);
+        assert_eq!(settings.break_glass_ratify, defaults.break_glass_ratify);
+        let set = Cli::parse_from(["x", "--break-glass-max", "24h"])
+            .engine
+            .settings();
+        assert_eq!(set.break_glass_max, jiff::SignedDuration::from_hours(24));
+        assert!(Cli::try_parse_from(["x", "--break-glass-max", "25h"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `gatehouse` command line: `plan`, `validate`, `explain`, `audit`, `hr import` and `crds`.
 
 pub mod audit;
+mod break_glass_rows;
 mod explain;
 pub mod hr;
 mod inputs;

@@ -7,7 +7,8 @@
 //! Every replica keeps its caches warm; with leader election only the leader reconciles,
 //! and it checks the Lease before every apply batch.
 
-pub mod connectors;
+pub mod break_glass;
+mod connectors;
 pub mod leader;
 pub mod pass;
 pub mod report;
@@ -639,6 +640,8 @@ impl<F: Factory> Reconciler<F> {
             {
                 self.writer
                     .status(e, e.status.as_ref(), status, |s| &s.conditions)
+                    .await;
+                break_glass::announce(&self.client, &self.writer, &options.metrics, e, status)
                     .await;
             }
         }

@@ -568,6 +568,9 @@ pub fn exception_status(
             ExceptionPhase::Expired => {
                 "expired: its access is revoked; the object can be deleted".into()
             }
+            ExceptionPhase::Revoked => {
+                "break-glass access not ratified by a Git commit in time: revoked".into()
+            }
         },
     );
     c.set(
@@ -584,9 +587,45 @@ pub fn exception_status(
     );
     ExceptionStatus {
         observed_generation: generation,
+        break_glass: break_glass_status(verdict, previous, now),
         phase: Some(phase),
         conditions: c.finish(),
     }
+}
+
+/// A break-glass exception's record: the verdict's facts, plus when it was first found in
+/// force and when and how it ended (kept from `previous` once set).
+fn break_glass_status(
+    verdict: &ExceptionVerdict,
+    previous: Option<&ExceptionStatus>,
+    now: Timestamp,
+) -> Option<crate::api::BreakGlassStatus> {
+    let bg = verdict.break_glass.as_ref()?;
+    let before = previous.and_then(|p| p.break_glass.as_ref());
+    let kept =
+        |f: fn(&crate::api::BreakGlassStatus) -> &Option<String>| before.and_then(|b| f(b).clone());
+    let activated_at = kept(|b| &b.activated_at)
+        .or_else(|| (verdict.phase == ExceptionPhase::Active).then(|| now.to_string()));
+    let outcome = match verdict.phase {
+        ExceptionPhase::Expired => Some("Expired"),
+        ExceptionPhase::Revoked => Some("RevokedUnratified"),
+        _ => None,
+    };
+    let (ended_at, outcome) = match (kept(|b| &b.outcome), outcome) {
+        (Some(was), Some(is)) if was == is => (kept(|b| &b.ended_at), Some(was)),
+        (_, Some(is)) => (Some(now.to_string()), Some(is.to_string())),
+        (_, None) => (None, None),
+    };
+    Some(crate::api::BreakGlassStatus {
+        by: bg.by.clone(),
+        from: bg.from.to_string(),
+        until: bg.until.to_string(),
+        ratified: bg.ratified,
+        ratify_by: bg.ratify_by.map(|t| t.to_string()),
+        activated_at,
+        ended_at,
+        outcome,
+    })
 }
 
 fn messages(findings: &[&&Violation]) -> String {

@@ -222,7 +222,12 @@ pub fn evaluate_identity(
     {
         let exc = &ns.exceptions[i];
         let verdict = verdicts(i);
-        for boundary in [exc.valid_from, exc.expires_at].into_iter().flatten() {
+        let break_glass = verdict.break_glass.iter().flat_map(|b| b.boundaries());
+        for boundary in [exc.valid_from, exc.expires_at]
+            .into_iter()
+            .flatten()
+            .chain(break_glass)
+        {
             if boundary > now && verdict.phase != ExceptionPhase::Invalid {
                 next_change = earliest(next_change, Some(boundary));
             }

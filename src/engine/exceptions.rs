@@ -1,11 +1,14 @@
-//! Exception validity: approvers, time window and maximum duration.
+//! Exception validity: approvers, time window and maximum duration; break-glass windows
+//! and their ratification.
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::index::{ExceptionRecord, Namespace};
-use super::model::{ExceptionPhase, ExceptionVerdict, Phase, Violation, ViolationKind};
+use super::model::{
+    BreakGlassVerdict, ExceptionPhase, ExceptionVerdict, Phase, Violation, ViolationKind,
+};
 use super::{Engine, Settings};
-use crate::api::IdentityType;
+use crate::api::{BREAK_GLASS_HARD_MAX_HOURS, IdentityType};
 
 /// Judges one exception at `now`; `phase_of` gives the current phase of a named identity.
 pub fn judge(
@@ -58,7 +61,7 @@ pub fn judge(
             ),
         );
     }
-    if exc.approved_by.is_empty() {
+    if exc.approved_by.is_empty() && !exc.break_glass {
         flag(
             ViolationKind::InvalidException,
             "spec.approvedBy",
@@ -120,6 +123,10 @@ pub fn judge(
             flag(kind, &format!("spec.entitlements[{i}].{suffix}"), msg);
         }
     }
+    let break_glass = exc
+        .break_glass
+        .then(|| break_glass_window(exc, settings))
+        .flatten();
     if let (Some(from), Some(until)) = (exc.valid_from, exc.expires_at) {
         let length = from.duration_until(until);
         if length <= SignedDuration::ZERO {
@@ -128,6 +135,18 @@ pub fn judge(
                 "spec.expiresAt",
                 "spec.expiresAt must be after spec.validFrom".into(),
             );
+        } else if exc.break_glass {
+            let hard = SignedDuration::from_hours(BREAK_GLASS_HARD_MAX_HOURS);
+            if length > hard {
+                flag(
+                    ViolationKind::InvalidException,
+                    "spec.expiresAt",
+                    format!(
+                        "a break-glass window lasts at most {BREAK_GLASS_HARD_MAX_HOURS}h and this one lasts {}h: bring spec.expiresAt within {BREAK_GLASS_HARD_MAX_HOURS}h of spec.validFrom",
+                        length.as_secs() / 3600
+                    ),
+                );
+            }
         } else {
             let (limit, by) = max_duration(ns, exc, settings);
             if length > limit {
@@ -143,12 +162,20 @@ pub fn judge(
             }
         }
     }
+    let ends = break_glass.as_ref().map(|b| b.until).or(exc.expires_at);
     let phase = if !problems.is_empty() {
         ExceptionPhase::Invalid
     } else {
-        match (exc.valid_from, exc.expires_at) {
+        match (exc.valid_from, ends) {
             (Some(from), _) if now < from => ExceptionPhase::Pending,
             (_, Some(until)) if now >= until => ExceptionPhase::Expired,
+            _ if break_glass
+                .as_ref()
+                .and_then(|b| b.ratify_by)
+                .is_some_and(|by| now >= by) =>
+            {
+                ExceptionPhase::Revoked
+            }
             _ => ExceptionPhase::Active,
         }
     };
@@ -161,11 +188,93 @@ pub fn judge(
             Some("spec.expiresAt"),
             format!(
                 "expired at {}: it grants nothing; delete the file or renew it with a new approval",
-                exc.expires_at.unwrap_or_default()
+                ends.unwrap_or_default()
             ),
         ));
     }
-    (ExceptionVerdict { phase, problems }, violations)
+    if let Some(bg) = &break_glass {
+        violations.extend(break_glass_findings(ns, exc, phase, bg));
+    }
+    (
+        ExceptionVerdict {
+            phase,
+            problems,
+            break_glass,
+        },
+        violations,
+    )
+}
+
+/// A break-glass exception's real window and ratification deadline; `None` when its
+/// timestamps do not parse (reported as invalid values).
+fn break_glass_window(exc: &ExceptionRecord, settings: &Settings) -> Option<BreakGlassVerdict> {
+    let from = exc.valid_from?;
+    let expires = exc.expires_at?;
+    let max = settings
+        .break_glass_max
+        .min(SignedDuration::from_hours(BREAK_GLASS_HARD_MAX_HOURS));
+    let until = expires.min(from.saturating_add(max).unwrap_or(expires));
+    // Made outside Git until a Git commit of it is applied (commit annotation, label).
+    let ratified = exc.from_git;
+    let ratify_by = (!ratified).then(|| {
+        let start = exc.created_at.map_or(from, |c| c.max(from));
+        start
+            .saturating_add(settings.break_glass_ratify)
+            .unwrap_or(start)
+    });
+    Some(BreakGlassVerdict {
+        by: exc
+            .created_by
+            .clone()
+            .or_else(|| exc.source.provenance.author.clone()),
+        from,
+        until,
+        ratified,
+        ratify_by,
+    })
+}
+
+/// Findings that make emergency access visible: one while it is in force, one when it
+/// was revoked for want of ratification.
+fn break_glass_findings(
+    ns: &Namespace,
+    exc: &ExceptionRecord,
+    phase: ExceptionPhase,
+    bg: &BreakGlassVerdict,
+) -> Option<Violation> {
+    let object = format!("Exception/{}", exc.name);
+    let by = bg.by.as_deref().unwrap_or("an unknown user");
+    let (kind, message) = match (phase, bg.ratify_by) {
+        (ExceptionPhase::Active, Some(deadline)) => (
+            ViolationKind::BreakGlassActive,
+            format!(
+                "break-glass access used by {by}, in force until {}; commit this Exception to Git before {deadline} or it is revoked then",
+                bg.until
+            ),
+        ),
+        (ExceptionPhase::Active, None) => (
+            ViolationKind::BreakGlassActive,
+            format!(
+                "break-glass access used by {by}, ratified in Git, in force until {}",
+                bg.until
+            ),
+        ),
+        (ExceptionPhase::Revoked, Some(deadline)) => (
+            ViolationKind::BreakGlassUnratified,
+            format!(
+                "break-glass access used by {by} was not ratified by a Git commit of this Exception before {deadline}: revoked early, sessions ended where the target can; review the use and delete the object"
+            ),
+        ),
+        _ => return None,
+    };
+    Some(Engine::violation(
+        kind,
+        &ns.name,
+        Some(&exc.subject),
+        &object,
+        Some("spec.breakGlass"),
+        message,
+    ))
 }
 
 /// The longest window allowed: the strictest `maxDuration` among policies granting any of

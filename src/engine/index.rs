@@ -222,6 +222,15 @@ pub struct ExceptionRecord {
     /// Interned ids of `entitlements`, in the same order.
     pub ids: Vec<u32>,
     pub invalid: Vec<(String, String)>,
+    /// `spec.breakGlass`.
+    pub break_glass: bool,
+    /// `metadata.creationTimestamp`: when a break-glass exception appeared in the cluster.
+    pub created_at: Option<Timestamp>,
+    /// Who created it outside Git (the admission-checked annotation).
+    pub created_by: Option<String>,
+    /// Applied from Git (a commit annotation or a PolicySource label), or read from files
+    /// (no creation timestamp: `plan`, `validate`, `audit`): not made outside Git.
+    pub from_git: bool,
 }
 
 /// Everything the engine knows about one namespace.
@@ -255,6 +264,24 @@ pub struct Namespace {
     pub referrers: HashMap<String, BTreeSet<String>>,
     /// Exceptions a person requested or approved: person -> exception indexes.
     pub exceptions_by_party: HashMap<String, Vec<usize>>,
+}
+
+/// Whether an object came from Git: applied by a PolicySource (commit annotation or source
+/// label), or read from files, which have no creation timestamp and no creator annotation.
+fn made_in_git(meta: &kube::api::ObjectMeta) -> bool {
+    let annotated = |key: &str| {
+        meta.annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(key))
+    };
+    let labelled = meta
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(crate::api::labels::SOURCE));
+    annotated(crate::api::annotations::COMMIT)
+        || labelled
+        || (meta.creation_timestamp.is_none()
+            && !annotated(crate::api::annotations::BREAK_GLASS_BY))
 }
 
 fn source(kind: SourceKind, meta: &kube::api::ObjectMeta) -> Arc<Source> {
@@ -383,6 +410,15 @@ impl Namespace {
             entitlements: spec.entitlements.iter().cloned().map(Arc::new).collect(),
             ids: Vec::new(),
             invalid,
+            break_glass: spec.break_glass,
+            created_at: exception.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            created_by: exception
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::annotations::BREAK_GLASS_BY))
+                .cloned(),
+            from_git: made_in_git(&exception.metadata),
         });
     }
 

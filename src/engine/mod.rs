@@ -27,6 +27,11 @@ pub struct Settings {
     pub owner_grace: SignedDuration,
     /// Longest exception window when no policy granting the entitlement sets one.
     pub default_max_exception: SignedDuration,
+    /// Longest a break-glass exception is in force (`--break-glass-max`, at most 24 h).
+    pub break_glass_max: SignedDuration,
+    /// How long a break-glass exception created outside Git may wait for the Git commit
+    /// that ratifies it before it is revoked (`--break-glass-ratify`).
+    pub break_glass_ratify: SignedDuration,
 }
 
 impl Default for Settings {
@@ -34,6 +39,8 @@ impl Default for Settings {
         Self {
             owner_grace: SignedDuration::from_hours(7 * 24),
             default_max_exception: SignedDuration::from_hours(90 * 24),
+            break_glass_max: SignedDuration::from_hours(4),
+            break_glass_ratify: SignedDuration::from_hours(1),
         }
     }
 }
@@ -137,6 +144,18 @@ impl Engine {
                     .insert((ns.name.clone(), name.clone()), info.clone());
             }
             for (exc, verdict) in ns.exceptions.iter().zip(&verdicts) {
+                if verdict.break_glass.is_some()
+                    && matches!(
+                        verdict.phase,
+                        ExceptionPhase::Expired | ExceptionPhase::Revoked
+                    )
+                {
+                    state
+                        .break_glass_ended
+                        .entry(IdentityKey::new(&ns.name, &exc.subject))
+                        .or_default()
+                        .extend(exc.entitlements.iter().cloned());
+                }
                 state
                     .exceptions
                     .insert((ns.name.clone(), exc.name.clone()), verdict.clone());

@@ -307,6 +307,10 @@ pub enum ViolationKind {
     /// An attribute refers to an account that does not exist on the target (a manager
     /// without one): it is left unset.
     UnresolvedAttribute,
+    /// A break-glass exception is in force: emergency access outside the reviewed path.
+    BreakGlassActive,
+    /// A break-glass exception was not ratified by a Git commit in time and was revoked.
+    BreakGlassUnratified,
 }
 
 impl ViolationKind {
@@ -323,7 +327,9 @@ impl ViolationKind {
             | Self::MissingAttributes
             | Self::OwnerTerminated
             | Self::OwnerInactive
-            | Self::UnresolvedAttribute => Severity::Warning,
+            | Self::UnresolvedAttribute
+            | Self::BreakGlassActive
+            | Self::BreakGlassUnratified => Severity::Warning,
         }
     }
 
@@ -391,6 +397,9 @@ pub enum ExceptionPhase {
     Expired,
     /// Breaks a rule: grants nothing.
     Invalid,
+    /// A break-glass exception created outside Git and not ratified by a Git commit in
+    /// time: revoked before its end.
+    Revoked,
 }
 
 /// The engine's verdict on one exception.
@@ -400,6 +409,37 @@ pub struct ExceptionVerdict {
     pub phase: ExceptionPhase,
     /// Why it is invalid (empty otherwise).
     pub problems: Vec<String>,
+    /// For a break-glass exception: who used it, its real window and its ratification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassVerdict>,
+}
+
+/// The engine's view of a break-glass exception.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassVerdict {
+    /// Who created it outside Git (admission-checked annotation), else the Git author.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Start of the window.
+    pub from: Timestamp,
+    /// End of the window: `min(expiresAt, validFrom + --break-glass-max)`.
+    pub until: Timestamp,
+    /// Whether a Git commit of the same Exception carries it (created in Git, or
+    /// applied from Git after the fact).
+    pub ratified: bool,
+    /// While unratified: the instant it is revoked unless ratified by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratify_by: Option<Timestamp>,
+}
+
+impl BreakGlassVerdict {
+    /// The instants at which this verdict changes without an edit.
+    pub fn boundaries(&self) -> impl Iterator<Item = Timestamp> {
+        [Some(self.from), Some(self.until), self.ratify_by]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// The engine's output for a snapshot at an instant.
@@ -420,4 +460,9 @@ pub struct DesiredState {
     pub policy_matches: BTreeMap<(String, String), usize>,
     /// The earliest instant at which any verdict changes without an edit.
     pub next_change: Option<Timestamp>,
+    /// Per identity: entitlements of its break-glass exceptions that have ended (expired
+    /// or revoked unratified). Revoking one of them also ends the identity's sessions on
+    /// that target, so nothing opened under emergency access outlives it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub break_glass_ended: BTreeMap<IdentityKey, Vec<Arc<EntitlementRef>>>,
 }

@@ -315,6 +315,8 @@ impl Plan {
 pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
     let empty = Holding::default();
     let mut operations = Vec::new();
+    // Where each identity's operations begin.
+    let mut starts = Vec::new();
     for (key, have, access) in merge_keys(&base.identities, &desired.identities) {
         let key = Arc::new(key.clone());
         let have = have.unwrap_or(&empty);
@@ -329,6 +331,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             (Some(_), Some(a)) => a.enforced().collect(),
             _ => Vec::new(),
         };
+        starts.push(operations.len());
         let mut push = |target: &str, action: Action, sources: Sources| {
             operations.push(Operation {
                 identity: key.clone(),
@@ -400,6 +403,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             }
         }
     }
+    end_break_glass_sessions(desired, &mut operations, &starts);
     operations.sort_by(|a, b| {
         (
             a.action.rank(),
@@ -417,6 +421,56 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             ))
     });
     Plan { operations }
+}
+
+/// Adds a session revocation on each target where a plan revokes an entitlement of an
+/// ended break-glass exception (unless the identity's sessions there already end), so
+/// nothing opened under emergency access outlives it. `starts` gives where each
+/// identity's operations begin.
+fn end_break_glass_sessions(
+    desired: &DesiredState,
+    operations: &mut Vec<Operation>,
+    starts: &[usize],
+) {
+    if desired.break_glass_ended.is_empty() {
+        return;
+    }
+    let mut bounds: Vec<usize> = starts.to_vec();
+    bounds.push(operations.len());
+    let mut extra = Vec::new();
+    for pair in bounds.windows(2) {
+        let ops = &operations[pair[0]..pair[1]];
+        let Some(first) = ops.first() else { continue };
+        let Some(ended) = desired.break_glass_ended.get(&first.identity) else {
+            continue;
+        };
+        let mut targets: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match &op.action {
+                Action::Revoke { entitlement } if ended.iter().any(|e| e == entitlement) => {
+                    Some(op.target.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            let already = ops
+                .iter()
+                .any(|op| op.target == target && op.action == Action::RevokeSessions);
+            if !already {
+                extra.push(Operation {
+                    identity: first.identity.clone(),
+                    target: target.to_string(),
+                    action: Action::RevokeSessions,
+                    leaver: first.leaver,
+                    sources: Sources::new(),
+                });
+            }
+        }
+    }
+    operations.extend(extra);
 }
 
 /// Walks the identities of both sides in key order.
