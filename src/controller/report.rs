@@ -152,6 +152,7 @@ pub fn report(
                     entitlements: Vec::new(),
                     withheld: Vec::new(),
                     next_change: None,
+                    owner_exit: None,
                     profile: Default::default(),
                 };
                 &gone

@@ -11,6 +11,7 @@ use super::model::{
     AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, Phase,
     Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
 };
+use super::owner_exit::{owner_exit, rotates_credentials};
 use super::{Engine, Held, Settings};
 use crate::api::{EmploymentType, EntitlementRef, IdentityType, Mode, ProofingLevel};
 
@@ -364,6 +365,14 @@ pub fn evaluate_identity(
         Phase::OwnerTerminated if in_grace => AccountIntent::Enabled,
         Phase::Terminated | Phase::OwnerTerminated | Phase::Unowned => AccountIntent::Revoked,
     };
+    let owner_exit = match (phase, owner) {
+        (Phase::OwnerTerminated, Some((name, _))) => {
+            let exit = owner_exit(ns, name, now);
+            report_owner_exit(ns, &exit, &entitlements, next_change, &mut report);
+            Some(exit)
+        }
+        _ => None,
+    };
     let access = IdentityAccess {
         key,
         identity_type: rec.identity_type,
@@ -372,9 +381,60 @@ pub fn evaluate_identity(
         entitlements,
         withheld,
         next_change,
+        owner_exit,
         profile: rec.profile.clone(),
     };
     (access, violations)
+}
+
+/// The owner-exit findings: the proposed interim owner, and each target of the identity's
+/// grants that cannot rotate its credentials.
+fn report_owner_exit(
+    ns: &Namespace,
+    exit: &super::model::OwnerExit,
+    grants: &[Grant],
+    grace_end: Option<Timestamp>,
+    report: &mut dyn FnMut(ViolationKind, Option<&str>, String),
+) {
+    let until = match grace_end {
+        Some(end) => format!("to keep its access after {end}"),
+        None => "to restore its access".to_string(),
+    };
+    let message = match &exit.proposed_owner {
+        Some(manager) => format!(
+            "owner {} has left: proposed interim owner {manager} (their manager); set spec.owner: {manager} in Git {until}",
+            exit.owner
+        ),
+        None => format!(
+            "owner {} has left and no active manager of theirs can be proposed: set spec.owner to an active human in Git {until}",
+            exit.owner
+        ),
+    };
+    report(
+        ViolationKind::InterimOwnerProposed,
+        Some("spec.owner"),
+        message,
+    );
+    let mut targets: Vec<&str> = grants
+        .iter()
+        .map(|g| g.entitlement.target.as_str())
+        .collect();
+    targets.dedup();
+    for target in targets {
+        let Some(info) = ns.targets.get(target) else {
+            continue;
+        };
+        if !rotates_credentials(info.target_type) {
+            report(
+                ViolationKind::CredentialsNotRotated,
+                None,
+                format!(
+                    "owner {} has left, and TargetSystem/{target} ({:?}) cannot rotate this identity's credentials: rotate its tokens or passwords there by hand",
+                    exit.owner, info.target_type
+                ),
+            );
+        }
+    }
 }
 
 /// Attribute checks for a human: department, a valid manager for employees and interns,

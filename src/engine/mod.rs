@@ -10,6 +10,7 @@ mod exceptions;
 pub mod index;
 pub mod lifecycle;
 mod model;
+pub mod owner_exit;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 

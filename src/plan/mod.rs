@@ -1,9 +1,16 @@
 //! The pure planner: the difference between a base state (observed, or the desired state
 //! of a base revision) and the engine's desired state, as ordered operations.
 //!
-//! Ordering is the safety property: every account disable, session revocation,
-//! entitlement revocation and account deletion comes before any account creation or
-//! grant, and leavers come first within each step.
+//! Ordering is the safety property: every account disable, credential rotation, session
+//! revocation, entitlement revocation and account deletion comes before any account
+//! creation or grant, and leavers come first within each step.
+//!
+//! **Owner exit.** A non-human identity whose owner left ([`IdentityAccess::owner_exit`])
+//! gets one [`Action::RotateCredentials`] on each target where it has an account, the
+//! target's type can rotate ([`crate::engine::owner_exit::rotates_credentials`]) and the
+//! observed rotation marker ([`Holding::rotated`]) is older than the owner's exit. The
+//! marker lives on the target, so the rotation happens once per exit and is confirmed by
+//! the next observation.
 
 pub mod decide;
 pub mod guard;
@@ -11,10 +18,12 @@ pub mod guard;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::{EntitlementRef, OnLeave};
 use crate::engine::attributes::{self, AttributeChange, Attributes};
+use crate::engine::owner_exit::rotates_credentials;
 use crate::engine::{
     AccountIntent, DesiredState, Grant, Held, IdentityAccess, IdentityKey, Sources, TargetInfo,
 };
@@ -39,6 +48,9 @@ pub struct Holding {
     /// Per target: the owned attributes of the account there (the target's mapped
     /// attributes only; an absent one is unset). Targets without a mapping are absent.
     pub attributes: BTreeMap<String, Attributes>,
+    /// Per target: the owner-exit instant the account's last credential rotation was for
+    /// (the target's rotation marker). Targets without one are absent.
+    pub rotated: BTreeMap<String, Timestamp>,
 }
 
 /// Accounts and entitlements per identity.
@@ -76,6 +88,17 @@ impl AccessState {
                 holding
                     .entitlements
                     .insert(grant.entitlement.clone(), grant.sources.clone());
+            }
+            if let Some(exit) = &access.owner_exit {
+                for target in holding.accounts.keys() {
+                    let rotates = desired
+                        .targets
+                        .get(&(key.namespace.clone(), target.clone()))
+                        .is_some_and(|t| rotates_credentials(t.target_type));
+                    if rotates {
+                        holding.rotated.insert(target.clone(), exit.left_at);
+                    }
+                }
             }
             for target in holding.accounts.keys() {
                 if let Some(attrs) =
@@ -183,6 +206,10 @@ impl AccessState {
                 Action::DeleteAccount => {
                     holding.accounts.remove(&op.target);
                     holding.attributes.remove(&op.target);
+                    holding.rotated.remove(&op.target);
+                }
+                Action::RotateCredentials { owner_left_at } => {
+                    holding.rotated.insert(op.target.clone(), *owner_left_at);
                 }
                 Action::RevokeSessions => {}
                 Action::Revoke { entitlement } => {
@@ -197,6 +224,7 @@ impl AccessState {
             if holding.accounts.is_empty()
                 && holding.entitlements.is_empty()
                 && holding.attributes.is_empty()
+                && holding.rotated.is_empty()
             {
                 next.identities.remove(&op.identity);
             }
@@ -211,6 +239,14 @@ impl AccessState {
 pub enum Action {
     /// Lock the account (LDAP lock, SCIM `active=false`, `NOLOGIN`).
     DisableAccount,
+    /// Owner exit: invalidate the non-human identity's credentials on the target
+    /// (PostgreSQL `PASSWORD NULL` and its sessions ended; Kubernetes token Secrets
+    /// deleted) and record the rotation marker there.
+    RotateCredentials {
+        /// The owner's exit instant the rotation is for (written as the marker).
+        #[serde(rename = "ownerLeftAt")]
+        owner_left_at: Timestamp,
+    },
     /// End live sessions where the target can.
     RevokeSessions,
     /// Remove an entitlement.
@@ -249,6 +285,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Self::DisableAccount => "disableAccount",
+            Self::RotateCredentials { .. } => "rotateCredentials",
             Self::RevokeSessions => "revokeSessions",
             Self::Revoke { .. } => "revoke",
             Self::DeleteAccount => "deleteAccount",
@@ -259,12 +296,13 @@ impl Action {
         }
     }
 
-    /// Position in the plan: everything that takes access away (0..=3) precedes
-    /// attribute updates (5, after the creations they may refer to) and everything that
-    /// gives access (4..=7).
+    /// Position in the plan: everything that takes access away (0..=3; a credential
+    /// rotation ranks with the account disables, right after them) precedes attribute
+    /// updates (5, after the creations they may refer to) and everything that gives
+    /// access (4..=7).
     pub fn rank(&self) -> u8 {
         match self {
-            Self::DisableAccount => 0,
+            Self::DisableAccount | Self::RotateCredentials { .. } => 0,
             Self::RevokeSessions => 1,
             Self::Revoke { .. } => 2,
             Self::DeleteAccount => 3,
@@ -290,7 +328,8 @@ pub struct Operation {
     pub target: String,
     /// What.
     pub action: Action,
-    /// The identity is a leaver (its steps run first).
+    /// The identity is a leaver, or the step is an owner exit's credential rotation (its
+    /// steps run first, and go ahead as cut-offs when the guard holds the rest).
     pub leaver: bool,
     /// Why: the policies or exceptions behind a grant, or behind the revoked grant.
     pub sources: Sources,
@@ -329,6 +368,30 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             (Some(_), Some(a)) => a.enforced().collect(),
             _ => Vec::new(),
         };
+        let mut rotations = Vec::new();
+        if let Some(exit) = access.and_then(|a| a.owner_exit.as_ref()) {
+            for target in have.accounts.keys() {
+                let rotates = desired
+                    .targets
+                    .get(&(key.namespace.clone(), target.clone()))
+                    .is_some_and(|t| rotates_credentials(t.target_type));
+                let done = have
+                    .rotated
+                    .get(target)
+                    .is_some_and(|at| *at >= exit.left_at);
+                if rotates && !done {
+                    rotations.push(Operation {
+                        identity: key.clone(),
+                        target: target.clone(),
+                        action: Action::RotateCredentials {
+                            owner_left_at: exit.left_at,
+                        },
+                        leaver: true,
+                        sources: Sources::new(),
+                    });
+                }
+            }
+        }
         let mut push = |target: &str, action: Action, sources: Sources| {
             operations.push(Operation {
                 identity: key.clone(),
@@ -399,6 +462,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
                 }
             }
         }
+        operations.extend(rotations);
     }
     operations.sort_by(|a, b| {
         (
@@ -505,6 +569,9 @@ mod tests {
         });
         for action in [
             Action::DisableAccount,
+            Action::RotateCredentials {
+                owner_left_at: Timestamp::UNIX_EPOCH,
+            },
             Action::RevokeSessions,
             Action::Revoke {
                 entitlement: e.clone(),

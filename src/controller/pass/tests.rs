@@ -165,6 +165,9 @@ impl Connector for Handle {
                 }
             }
             Action::RevokeSessions => {}
+            Action::RotateCredentials { owner_left_at } => {
+                holding.rotated.insert(target.name.clone(), *owner_left_at);
+            }
             Action::Revoke { entitlement } if !target.ack_only => {
                 holding.entitlements.remove(entitlement);
             }
