@@ -310,6 +310,14 @@ fn change_line(c: &crate::hr::Change) -> String {
             )
         })
         .collect();
+    if c.kinds.contains(&Kind::Reowned) {
+        return format!(
+            "{} {}: {} (the leaving owner's manager, proposed as interim owner)",
+            kinds(c),
+            c.name,
+            fields.join("; ")
+        );
+    }
     format!(
         "{} {} (employee {}): {}",
         kinds(c),

@@ -68,6 +68,9 @@ pub enum Field {
     Attribute(String),
     /// `metadata.labels.<key>`.
     Label(String),
+    /// `spec.owner` of a non-human identity: never read from a feed, only proposed by the
+    /// import when the owner leaves.
+    Owner,
 }
 
 impl Field {
@@ -109,6 +112,7 @@ impl Field {
             Field::EndDate => vec!["spec", "employment", "endDate"],
             Field::Attribute(k) => vec!["spec", "attributes", k.as_str()],
             Field::Label(k) => vec!["metadata", "labels", k.as_str()],
+            Field::Owner => vec!["spec", "owner"],
         }
     }
 
