@@ -31,6 +31,17 @@ fn machine(name: &str, owner: &str) -> String {
     )
 }
 
+/// [`machine`] after the import re-owned it: the owner replaced, the leaver annotated;
+/// every other byte as it was.
+fn reowned(name: &str, old: &str, new: &str) -> String {
+    machine(name, old)
+        .replace(&format!("owner: {old}  #"), &format!("owner: {new}  #"))
+        .replace(
+            "  namespace: t\n",
+            &format!("  namespace: t\n  annotations:\n    gatehouse.dev/previous-owner: {old}\n"),
+        )
+}
+
 fn gatehouse(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
@@ -138,21 +149,22 @@ fn a_leaving_owners_machines_go_to_their_manager_in_the_same_change() {
         "{report}"
     );
     assert!(
-        report.contains("re-owned (owner leaves) ledger-bot: owner: cy -> bea (the leaving owner's manager, proposed as interim owner)"),
+        report.contains("re-owned (owner leaves) ledger-bot: owner: cy -> bea (cy's manager, proposed as interim owner; annotated gatehouse.dev/previous-owner: cy, so its credentials are still rotated once)"),
         "{report}"
     );
     assert!(
         report.contains("re-owned (owner leaves) dee-bot: owner: dee -> bea"),
         "{report}"
     );
-    // Only the owner's value changed; every other byte of the file is kept.
+    // Only the owner's value changed and the leaver is annotated; every other byte of the
+    // file is kept.
     assert_eq!(
         org.read("machines/ledger-bot.yaml"),
-        machine("ledger-bot", "cy").replace("owner: cy  #", "owner: bea  #")
+        reowned("ledger-bot", "cy", "bea")
     );
     assert_eq!(
         org.read("machines/dee-bot.yaml"),
-        machine("dee-bot", "dee").replace("owner: dee  #", "owner: bea  #")
+        reowned("dee-bot", "dee", "bea")
     );
     // Owners who stay: untouched.
     assert_eq!(org.read("machines/eve-bot.yaml"), machine("eve-bot", "eve"));
@@ -214,7 +226,7 @@ fn the_commit_carries_the_re_ownership_and_a_summary_line() {
         ["identities/eve.yaml", "machines/eve-bot.yaml"]
     );
     let bot = git(org.repo.path(), &["show", "hr/eve:machines/eve-bot.yaml"]);
-    assert_eq!(bot, machine("eve-bot", "head"));
+    assert_eq!(bot, reowned("eve-bot", "eve", "head"));
     // The working tree is not touched by --commit.
     assert_eq!(org.read("machines/eve-bot.yaml"), machine("eve-bot", "eve"));
 }

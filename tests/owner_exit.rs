@@ -307,3 +307,78 @@ fn owner_grace_zero_still_rotates() {
     assert_eq!(access(&d, "svc").account, AccountIntent::Revoked);
     assert_eq!(rotations(&plan(&held, &d)).len(), 2);
 }
+
+/// `svc` re-owned to `owner` by `gatehouse hr import`, annotated with the leaver.
+fn reowned_org(owner: &str, previous: &str) -> Org {
+    let mut org = org(owner);
+    let svc = org
+        .snap
+        .identities
+        .iter_mut()
+        .find(|i| i.metadata.name.as_deref() == Some("svc"))
+        .unwrap();
+    svc.metadata.annotations = Some(
+        [(
+            gatehouse::api::annotations::PREVIOUS_OWNER.to_string(),
+            previous.to_string(),
+        )]
+        .into(),
+    );
+    org
+}
+
+#[test]
+fn re_owned_by_hr_import_in_the_exit_commit_still_rotates_once_and_keeps_access() {
+    // The import's commit both terminates olga and gives svc to mgr: the engine never sees
+    // svc owned by a leaver, but the annotation names the exit to rotate for.
+    let held = applied("olga");
+    let org = reowned_org("mgr", "olga");
+    let d = org.eval_held(NOW, &held);
+    let a = access(&d, "svc");
+    assert_eq!(
+        (a.phase, a.account),
+        (Phase::Active, AccountIntent::Enabled)
+    );
+    assert_eq!(ents(a).len(), 4);
+    assert_eq!(
+        a.owner_exit,
+        Some(OwnerExit {
+            owner: "olga".into(),
+            left_at: ts(LEFT),
+            proposed_owner: None,
+        })
+    );
+    // No interim owner to propose (it has one); the targets that cannot rotate are named.
+    assert_eq!(kinds_on(&d, "Identity/svc"), [VK::CredentialsNotRotated]);
+    let p = plan(&held, &d);
+    assert_eq!(
+        steps(&p),
+        [format!("k8s rotate {LEFT}"), format!("pg rotate {LEFT}")]
+    );
+    let after = held.apply(&p);
+    for now in [NOW, AFTER_GRACE] {
+        let d = org.eval_held(now, &after);
+        assert!(plan(&after, &d).is_empty(), "{now}");
+        assert_eq!(access(&d, "svc").account, AccountIntent::Enabled, "{now}");
+    }
+}
+
+#[test]
+fn a_previous_owner_annotation_without_an_exit_does_nothing() {
+    let held = applied("olga");
+    // Olga has not left yet (BEFORE), or the annotation names the current owner, or no
+    // human at all.
+    for (owner, previous, now) in [
+        ("mgr", "olga", BEFORE),
+        ("mgr", "mgr", NOW),
+        ("mgr", "ghost", NOW),
+    ] {
+        let d = reowned_org(owner, previous).eval_held(now, &held);
+        let a = access(&d, "svc");
+        assert_eq!(a.owner_exit, None, "{previous} at {now}");
+        assert!(
+            rotations(&plan(&held, &d)).is_empty(),
+            "{previous} at {now}"
+        );
+    }
+}

@@ -52,6 +52,10 @@ pub mod annotations {
     pub const DIGEST: &str = "gatehouse.dev/digest";
     /// Set (to a timestamp) on a PolicySource to ask for a sync now; the webhook does this.
     pub const REQUESTED_AT: &str = "gatehouse.dev/requested-at";
+    /// On a non-human Identity re-owned because its owner left (`gatehouse hr import`
+    /// writes it with the new `spec.owner`): the leaving owner, whose exit still rotates
+    /// the identity's credentials once.
+    pub const PREVIOUS_OWNER: &str = "gatehouse.dev/previous-owner";
 }
 
 /// Labels gatehouse puts on objects it manages.

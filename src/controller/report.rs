@@ -408,7 +408,10 @@ fn owner_exit_event(
     findings: &[&crate::engine::Violation],
 ) -> Option<IdentityEvent> {
     use crate::engine::ViolationKind;
-    let exit = access.owner_exit.as_ref()?;
+    let exit = access
+        .owner_exit
+        .as_ref()
+        .filter(|_| access.phase == Phase::OwnerTerminated)?;
     let before = identity.status.as_ref().and_then(|s| s.phase.as_deref());
     if before == Some("OwnerTerminated") {
         return None;

@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use super::index::{IdentityRecord, Namespace};
 use super::lifecycle::{earliest, end_of, human_phase};
 use super::model::{
-    AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, Phase,
-    Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
+    AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, OwnerExit,
+    Phase, Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
 };
 use super::owner_exit::{owner_exit, rotates_credentials};
 use super::{Engine, Held, Settings};
@@ -368,8 +368,24 @@ pub fn evaluate_identity(
     let owner_exit = match (phase, owner) {
         (Phase::OwnerTerminated, Some((name, _))) => {
             let exit = owner_exit(ns, name, now);
-            report_owner_exit(ns, &exit, &entitlements, next_change, &mut report);
+            report_owner_exit(ns, &exit, &entitlements, next_change, false, &mut report);
             Some(exit)
+        }
+        // Re-owned because the owner left: that exit still rotates the credentials.
+        (Phase::Active, Some((current, _))) => {
+            let exit = rec
+                .previous_owner
+                .as_deref()
+                .filter(|previous| *previous != current)
+                .filter(|previous| left(ns, previous, now))
+                .map(|previous| OwnerExit {
+                    proposed_owner: None,
+                    ..owner_exit(ns, previous, now)
+                });
+            if let Some(exit) = &exit {
+                report_owner_exit(ns, exit, &entitlements, None, true, &mut report);
+            }
+            exit
         }
         _ => None,
     };
@@ -387,13 +403,22 @@ pub fn evaluate_identity(
     (access, violations)
 }
 
-/// The owner-exit findings: the proposed interim owner, and each target of the identity's
-/// grants that cannot rotate its credentials.
+/// Whether a named human has left at `now`.
+fn left(ns: &Namespace, name: &str, now: Timestamp) -> bool {
+    ns.identities
+        .get(name)
+        .and_then(|r| r.human.as_ref())
+        .is_some_and(|h| human_phase(h, now).0 == Phase::Terminated)
+}
+
+/// The owner-exit findings: the proposed interim owner (unless already `reowned`), and
+/// each target of the identity's grants that cannot rotate its credentials.
 fn report_owner_exit(
     ns: &Namespace,
-    exit: &super::model::OwnerExit,
+    exit: &OwnerExit,
     grants: &[Grant],
     grace_end: Option<Timestamp>,
+    reowned: bool,
     report: &mut dyn FnMut(ViolationKind, Option<&str>, String),
 ) {
     let until = match grace_end {
@@ -410,11 +435,13 @@ fn report_owner_exit(
             exit.owner
         ),
     };
-    report(
-        ViolationKind::InterimOwnerProposed,
-        Some("spec.owner"),
-        message,
-    );
+    if !reowned {
+        report(
+            ViolationKind::InterimOwnerProposed,
+            Some("spec.owner"),
+            message,
+        );
+    }
     let mut targets: Vec<&str> = grants
         .iter()
         .map(|g| g.entitlement.target.as_str())

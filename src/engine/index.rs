@@ -34,6 +34,8 @@ pub struct IdentityRecord {
     pub identity_type: IdentityType,
     pub human: Option<HumanRecord>,
     pub owner: Option<String>,
+    /// `gatehouse.dev/previous-owner`: the owner it was taken from when that one left.
+    pub previous_owner: Option<String>,
     pub proofing: Option<ProofingLevel>,
     /// Selector-visible attributes, sorted by key.
     pub attributes: Vec<(String, String)>,
@@ -97,6 +99,13 @@ impl IdentityRecord {
             identity_type: spec.type_,
             human,
             owner: spec.owner.clone(),
+            previous_owner: identity
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::annotations::PREVIOUS_OWNER))
+                .filter(|_| spec.type_ == IdentityType::NonHuman)
+                .cloned(),
             proofing: spec.proofing.as_ref().map(|p| p.level),
             attributes: attributes.into_iter().collect(),
             invalid,

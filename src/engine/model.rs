@@ -243,7 +243,8 @@ pub struct IdentityAccess {
     pub withheld: Vec<Withheld>,
     /// The next instant at which this verdict changes without any edit.
     pub next_change: Option<Timestamp>,
-    /// Non-human identity whose owner is a leaver: the owner-exit playbook's facts.
+    /// Non-human identity whose owner is a leaver, or that was re-owned from one
+    /// (`gatehouse.dev/previous-owner`): the owner-exit playbook's facts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_exit: Option<OwnerExit>,
     /// What attribute templates read from the Identity.
@@ -261,8 +262,8 @@ pub struct OwnerExit {
     /// record marked Terminated without one. Credentials rotated at or after this instant
     /// (the target's rotation marker) count as rotated for this exit.
     pub left_at: Timestamp,
-    /// The owner's manager when that is an active human other than the owner: the
-    /// proposed interim owner.
+    /// The first active human up the owner's manager chain: the proposed interim owner
+    /// (none once re-owned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proposed_owner: Option<String>,
 }

@@ -249,6 +249,8 @@ struct Existing {
     values: BTreeMap<Field, String>,
     /// `spec.owner` of a non-human identity.
     owner: Option<String>,
+    /// Its `gatehouse.dev/previous-owner` annotation.
+    previous_owner: Option<String>,
     /// In a file holding several documents: read, never rewritten.
     shared_file: bool,
     text_index: usize,
@@ -343,6 +345,10 @@ fn read_existing(
                 .filter(|_| !human)
                 .and_then(|s| s.get("owner"))
                 .and_then(text_of);
+            let previous_owner = meta
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(crate::api::annotations::PREVIOUS_OWNER))
+                .and_then(text_of);
             out.push(Existing {
                 path: file.path.clone(),
                 name: name.to_string(),
@@ -350,6 +356,7 @@ fn read_existing(
                 id,
                 values,
                 owner,
+                previous_owner,
                 shared_file: shared,
                 text_index: index,
             });
@@ -1059,8 +1066,10 @@ const MAX_CHAIN: usize = 16;
 
 /// The owner-exit playbook's part of the import: every non-human identity whose owner
 /// leaves in this import (a leaver, or missing from a full feed) gets `spec.owner` set to
-/// the owner's manager, or the first one up the chain who is not leaving too. Without one,
-/// a notice asks for an owner by hand.
+/// the owner's manager, or the first one up the chain who is not leaving too, and the
+/// `gatehouse.dev/previous-owner` annotation naming the leaver (so the controller still
+/// rotates its credentials once for that exit). Without one, a notice asks for an owner by
+/// hand.
 fn reown(
     existing: &[Existing],
     changes: &[Planned],
@@ -1133,7 +1142,18 @@ fn reown(
                 String::new(),
                 None,
                 BTreeSet::from([Kind::Reowned]),
-                vec![(Field::Owner, Some(owner.to_string()), Some(manager.to_string()))],
+                vec![
+                    (
+                        Field::Owner,
+                        Some(owner.to_string()),
+                        Some(manager.to_string()),
+                    ),
+                    (
+                        Field::PreviousOwner,
+                        nhi.previous_owner.clone(),
+                        Some(owner.to_string()),
+                    ),
+                ],
                 Some(nhi.text_index),
             )),
         }

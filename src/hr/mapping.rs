@@ -71,6 +71,9 @@ pub enum Field {
     /// `spec.owner` of a non-human identity: never read from a feed, only proposed by the
     /// import when the owner leaves.
     Owner,
+    /// The `gatehouse.dev/previous-owner` annotation written with a proposed owner: the
+    /// leaving owner, whose exit still rotates the identity's credentials.
+    PreviousOwner,
 }
 
 impl Field {
@@ -113,6 +116,11 @@ impl Field {
             Field::Attribute(k) => vec!["spec", "attributes", k.as_str()],
             Field::Label(k) => vec!["metadata", "labels", k.as_str()],
             Field::Owner => vec!["spec", "owner"],
+            Field::PreviousOwner => vec![
+                "metadata",
+                "annotations",
+                crate::api::annotations::PREVIOUS_OWNER,
+            ],
         }
     }
 
