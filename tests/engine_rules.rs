@@ -1377,6 +1377,7 @@ fn action_ranks() {
             Action::CreateAccount {
                 enabled: true,
                 attributes: Default::default(),
+                rotated_for: None,
             },
             4,
         ),

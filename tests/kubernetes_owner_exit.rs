@@ -246,3 +246,27 @@ async fn owner_exit_deletes_the_machines_token_secrets_once_and_keeps_the_rest()
         "converged"
     );
 }
+
+#[tokio::test]
+async fn a_service_account_created_after_the_exit_is_born_rotated() {
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "owner-exit-late").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let first = sync(&client, &ns, &org(&ns, "olga"), IN_GRACE).await;
+    assert_eq!(
+        first,
+        [
+            "bot createAccount",
+            "other createAccount",
+            "bot grant",
+            "other grant"
+        ]
+    );
+    assert_eq!(rotated_at(&accounts, "bot").await.as_deref(), Some(LEFT));
+    assert_eq!(rotated_at(&accounts, "other").await, None);
+    assert!(
+        sync(&client, &ns, &org(&ns, "olga"), IN_GRACE)
+            .await
+            .is_empty()
+    );
+}

@@ -382,3 +382,62 @@ fn a_previous_owner_annotation_without_an_exit_does_nothing() {
         );
     }
 }
+
+#[test]
+fn an_account_created_after_the_exit_is_born_rotated() {
+    // During the grace svc is granted on a target where it has no account yet.
+    let mut held = applied("olga");
+    held.identities
+        .get_mut(&key("svc"))
+        .unwrap()
+        .accounts
+        .remove("k8s");
+    let held = AccessState {
+        identities: held
+            .identities
+            .into_iter()
+            .map(|(k, mut h)| {
+                h.entitlements.retain(|e, _| e.target != "k8s");
+                (k, h)
+            })
+            .collect(),
+    };
+    let org = org("olga");
+    let d = org.eval_held(NOW, &held);
+    let p = plan(&held, &d);
+    let create = p
+        .operations
+        .iter()
+        .find(|op| op.target == "k8s" && op.identity.name == "svc")
+        .unwrap();
+    assert_eq!(
+        create.action,
+        Action::CreateAccount {
+            enabled: true,
+            attributes: Default::default(),
+            rotated_for: Some(ts(LEFT)),
+        }
+    );
+    assert_eq!(rotations(&p), [format!("pg rotate {LEFT}")]);
+    let after = held.apply(&p);
+    assert!(plan(&after, &org.eval_held(NOW, &after)).is_empty());
+    // A machine whose owner stays gets no marker.
+    let fresh = org_created_plain();
+    assert!(fresh.iter().all(|a| matches!(
+        a,
+        Action::CreateAccount {
+            rotated_for: None,
+            ..
+        }
+    )));
+}
+
+fn org_created_plain() -> Vec<Action> {
+    let d = org("mgr").eval(NOW);
+    plan(&AccessState::default(), &d)
+        .operations
+        .into_iter()
+        .filter(|op| matches!(op.action, Action::CreateAccount { .. }))
+        .map(|op| op.action)
+        .collect()
+}

@@ -259,7 +259,7 @@ async fn owner_exit_kills_the_password_and_sessions_once_and_keeps_access_for_th
 }
 
 #[tokio::test]
-async fn a_role_dropped_before_the_rotation_has_nothing_to_rotate() {
+async fn a_role_created_after_the_exit_is_born_rotated_and_a_dropped_one_has_nothing_to_rotate() {
     let scope = Scope::new("owner-exit-gone");
     let (account, group) = (scope.role("svc"), scope.role("svc_rw"));
     superuser()
@@ -290,6 +290,32 @@ async fn a_role_dropped_before_the_rotation_has_nothing_to_rotate() {
         account: account.clone(),
         enabled: true,
     };
+    // Created while the owner is gone: born rotated, never rotated after.
+    let late = Scope::new("owner-exit-late");
+    let late_account = late.role("svc");
+    let late_group = late.role("svc_rw");
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {} NOLOGIN",
+            quote_ident(&late_group).unwrap()
+        ))
+        .await
+        .unwrap();
+    let lc = Postgres::connect(&config(&late, TARGET, &spec_yaml("", ""), credentials()))
+        .await
+        .unwrap();
+    let late_org = org(&late, "olga", &late_account, &late_group);
+    assert_eq!(
+        sync(&lc, &late_org, IN_GRACE).await,
+        ["svc createAccount", "svc grant"]
+    );
+    assert_eq!(
+        role(&late_account).await.1,
+        Some(format!("{} rotated={LEFT}", marker(&late.tenant, TARGET)))
+    );
+    assert!(sync(&lc, &late_org, IN_GRACE).await.is_empty());
+
     // Twice: idempotent.
     for _ in 0..2 {
         assert_eq!(c.apply(&op, &subject).await.unwrap(), Applied::Done);

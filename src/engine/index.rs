@@ -433,13 +433,15 @@ impl Namespace {
         Some(old)
     }
 
-    /// The people an identity's verdict depends on: its manager and its owner.
+    /// The people an identity's verdict depends on directly: its manager, its owner and
+    /// the owner it was re-owned from.
     fn references(rec: &IdentityRecord) -> impl Iterator<Item = &str> {
         rec.human
             .as_ref()
             .and_then(|h| h.manager.as_deref())
             .into_iter()
             .chain(rec.owner.as_deref())
+            .chain(rec.previous_owner.as_deref())
     }
 
     /// Sorts policies by name, interns entitlements and builds the attribute index. Call

@@ -9,7 +9,7 @@ use super::model::{OwnerExit, Phase};
 use crate::api::TargetType;
 
 /// How far up the manager chain an interim owner is looked for.
-const MAX_CHAIN: usize = 16;
+pub const MAX_CHAIN: usize = 16;
 
 /// The owner-exit facts of a non-human identity whose owner `owner` is a leaver at `now`.
 pub fn owner_exit(ns: &Namespace, owner: &str, now: Timestamp) -> OwnerExit {

@@ -91,11 +91,7 @@ impl AccessState {
             }
             if let Some(exit) = &access.owner_exit {
                 for target in holding.accounts.keys() {
-                    let rotates = desired
-                        .targets
-                        .get(&(key.namespace.clone(), target.clone()))
-                        .is_some_and(|t| rotates_credentials(t.target_type));
-                    if rotates {
+                    if rotates_on(desired, key, target) {
                         holding.rotated.insert(target.clone(), exit.left_at);
                     }
                 }
@@ -178,6 +174,7 @@ impl AccessState {
                 Action::CreateAccount {
                     enabled,
                     attributes,
+                    rotated_for,
                 } => {
                     let state = if *enabled {
                         AccountState::Enabled
@@ -185,6 +182,9 @@ impl AccessState {
                         AccountState::Disabled
                     };
                     holding.accounts.insert(op.target.clone(), state);
+                    if let Some(at) = rotated_for {
+                        holding.rotated.insert(op.target.clone(), *at);
+                    }
                     if !attributes.is_empty() {
                         holding
                             .attributes
@@ -264,6 +264,14 @@ pub enum Action {
         /// accounts follow in an [`Action::UpdateAttributes`], once those exist).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         attributes: Attributes,
+        /// A machine's account created after its owner left: born rotated for that exit
+        /// (the connector writes the rotation marker with it), so it is never rotated.
+        #[serde(
+            default,
+            rename = "rotatedFor",
+            skip_serializing_if = "Option::is_none"
+        )]
+        rotated_for: Option<Timestamp>,
     },
     /// Bring the account's owned attributes (the target's mapping of the HR record) in
     /// line: after every revocation, before any grant.
@@ -371,10 +379,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
         let mut rotations = Vec::new();
         if let Some(exit) = access.and_then(|a| a.owner_exit.as_ref()) {
             for target in have.accounts.keys() {
-                let rotates = desired
-                    .targets
-                    .get(&(key.namespace.clone(), target.clone()))
-                    .is_some_and(|t| rotates_credentials(t.target_type));
+                let rotates = rotates_on(desired, &key, target);
                 let done = have
                     .rotated
                     .get(target)
@@ -448,11 +453,16 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
                 let (references, text): (Attributes, Attributes) = want
                     .into_iter()
                     .partition(|(_, v)| matches!(v, attributes::AttrValue::Account { .. }));
+                let rotated_for = access
+                    .and_then(|a| a.owner_exit.as_ref())
+                    .filter(|_| rotates_on(desired, &key, target))
+                    .map(|exit| exit.left_at);
                 push(
                     target,
                     Action::CreateAccount {
                         enabled: state == AccountState::Enabled,
                         attributes: text,
+                        rotated_for,
                     },
                     Sources::new(),
                 );
@@ -481,6 +491,14 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             ))
     });
     Plan { operations }
+}
+
+/// Whether gatehouse rotates credentials on `target` of the identity's namespace.
+fn rotates_on(desired: &DesiredState, key: &IdentityKey, target: &str) -> bool {
+    desired
+        .targets
+        .get(&(key.namespace.clone(), target.to_string()))
+        .is_some_and(|t| rotates_credentials(t.target_type))
 }
 
 /// Walks the identities of both sides in key order.
@@ -580,6 +598,7 @@ mod tests {
             Action::CreateAccount {
                 enabled: true,
                 attributes: Default::default(),
+                rotated_for: None,
             },
             Action::UpdateAttributes { changes: vec![] },
             Action::EnableAccount,

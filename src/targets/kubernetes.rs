@@ -332,6 +332,16 @@ impl KubernetesRbac {
             let name = secret.metadata.name.clone().unwrap_or_default();
             ignore_not_found(api.delete(&name, &DeleteParams::default()).await.map(drop))?;
         }
+        self.mark_rotated(&subject.account, left_at).await
+    }
+
+    /// Records on a ServiceAccount that its credentials were rotated for the owner exit at
+    /// `left_at` (a ServiceAccount that is gone has nothing to mark).
+    async fn mark_rotated(
+        &self,
+        account: &str,
+        left_at: jiff::Timestamp,
+    ) -> Result<(), TargetError> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.tenant);
         let patch =
             serde_json::json!({"metadata": {"annotations": {ROTATED: left_at.to_string()}}});
@@ -341,7 +351,7 @@ impl KubernetesRbac {
         };
         ignore_not_found(
             accounts
-                .patch(&subject.account, &params, &Patch::Merge(patch))
+                .patch(account, &params, &Patch::Merge(patch))
                 .await
                 .map(drop),
         )
@@ -498,8 +508,15 @@ impl Connector for KubernetesRbac {
                 self.delete_binding(&subject.identity.name, entitlement)
                     .await?;
             }
-            Action::CreateAccount { enabled, .. } if machine => {
-                self.put_service_account(subject, *enabled).await?
+            Action::CreateAccount {
+                enabled,
+                rotated_for,
+                ..
+            } if machine => {
+                self.put_service_account(subject, *enabled).await?;
+                if let Some(at) = rotated_for {
+                    self.mark_rotated(&subject.account, *at).await?;
+                }
             }
             Action::CreateAccount { .. } => return Ok(Applied::Unsupported),
             // RBAC subjects carry no attributes (a mapping cannot be configured).

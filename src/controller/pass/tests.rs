@@ -141,6 +141,7 @@ impl Connector for Handle {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => {
                 let state = if *enabled {
                     AccountState::Enabled

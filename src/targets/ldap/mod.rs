@@ -1370,6 +1370,7 @@ impl Connector for LdapDirectory {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => self.create(subject, *enabled, attributes).await?,
             Action::UpdateAttributes { changes } => {
                 self.update_attributes(subject, changes).await?

@@ -426,7 +426,12 @@ impl Postgres {
         Ok(())
     }
 
-    async fn create(&self, role: &str, enabled: bool) -> Result<(), TargetError> {
+    async fn create(
+        &self,
+        role: &str,
+        enabled: bool,
+        rotated_for: Option<jiff::Timestamp>,
+    ) -> Result<(), TargetError> {
         let client = self.client().await?;
         match self.managed(&client, role).await? {
             Some(found) if found.can_login == enabled => Ok(()),
@@ -438,7 +443,10 @@ impl Postgres {
                     "CREATE ROLE {q} {login}; COMMENT ON ROLE {q} IS {marker};",
                     q = quote_ident(role)?,
                     login = if enabled { "LOGIN" } else { "NOLOGIN" },
-                    marker = quote_literal(&self.marker)?,
+                    marker = quote_literal(&match rotated_for {
+                        Some(at) => format!("{}{}{at}", self.marker, rotate::ROTATED),
+                        None => self.marker.clone(),
+                    })?,
                 );
                 self.transaction(&client, &sql, Commit::Relaxed, "creating a role")
                     .await
@@ -682,7 +690,11 @@ impl Connector for Postgres {
         let role = self.role_name(&subject.account);
         check_name(&role)?;
         match &operation.action {
-            Action::CreateAccount { enabled, .. } => self.create(&role, *enabled).await?,
+            Action::CreateAccount {
+                enabled,
+                rotated_for,
+                ..
+            } => self.create(&role, *enabled, *rotated_for).await?,
             // PostgreSQL roles have no mappable attributes (a mapping is refused), so this
             // is never planned here.
             Action::UpdateAttributes { .. } => return Ok(Applied::Unsupported),

@@ -246,6 +246,7 @@ impl Connector for Scim {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => self.create(subject, *enabled, attributes).await?,
             Action::UpdateAttributes { changes } => {
                 self.update_attributes(subject, changes).await?
