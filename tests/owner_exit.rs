@@ -277,7 +277,15 @@ fn the_interim_owner_is_the_first_active_manager_up_the_chain() {
             .unwrap()
             .message;
         match proposed {
-            Some(p) => assert!(msg.contains(&format!("spec.owner: {p}")), "{msg}"),
+            Some(p) => {
+                assert!(msg.contains(&format!("spec.owner: {p}")), "{msg}");
+                let how = if owner == "oskar" {
+                    "the first active manager above them"
+                } else {
+                    "their manager"
+                };
+                assert!(msg.contains(&format!("{p} ({how})")), "{msg}");
+            }
             None => assert!(msg.contains("no active manager"), "{msg}"),
         }
     }
@@ -348,8 +356,16 @@ fn re_owned_by_hr_import_in_the_exit_commit_still_rotates_once_and_keeps_access(
             proposed_owner: None,
         })
     );
-    // No interim owner to propose (it has one); the targets that cannot rotate are named.
+    // No interim owner to propose (it has one); the targets that cannot rotate are named,
+    // until the annotation is removed.
     assert_eq!(kinds_on(&d, "Identity/svc"), [VK::CredentialsNotRotated]);
+    assert!(
+        findings_on(&d, NS, "Identity/svc")[0]
+            .message
+            .ends_with("by hand, then remove its gatehouse.dev/previous-owner annotation"),
+        "{}",
+        findings_on(&d, NS, "Identity/svc")[0].message
+    );
     let p = plan(&held, &d);
     assert_eq!(
         steps(&p),

@@ -421,27 +421,45 @@ fn report_owner_exit(
     reowned: bool,
     report: &mut dyn FnMut(ViolationKind, Option<&str>, String),
 ) {
-    let until = match grace_end {
-        Some(end) => format!("to keep its access after {end}"),
-        None => "to restore its access".to_string(),
-    };
-    let message = match &exit.proposed_owner {
-        Some(manager) => format!(
-            "owner {} has left: proposed interim owner {manager} (their manager); set spec.owner: {manager} in Git {until}",
-            exit.owner
-        ),
-        None => format!(
-            "owner {} has left and no active manager of theirs can be proposed: set spec.owner to an active human in Git {until}",
-            exit.owner
-        ),
-    };
     if !reowned {
+        let until = match grace_end {
+            Some(end) => format!("to keep its access after {end}"),
+            None => "to restore its access".to_string(),
+        };
+        let direct = ns
+            .identities
+            .get(&exit.owner)
+            .and_then(|r| r.human.as_ref())
+            .and_then(|h| h.manager.as_deref());
+        let message = match exit.proposed_owner.as_deref() {
+            Some(manager) => format!(
+                "owner {} has left: proposed interim owner {manager} ({}); set spec.owner: {manager} in Git {until}",
+                exit.owner,
+                if direct == Some(manager) {
+                    "their manager"
+                } else {
+                    "the first active manager above them"
+                }
+            ),
+            None => format!(
+                "owner {} has left and no active manager of theirs can be proposed: set spec.owner to an active human in Git {until}",
+                exit.owner
+            ),
+        };
         report(
             ViolationKind::InterimOwnerProposed,
             Some("spec.owner"),
             message,
         );
     }
+    let then = if reowned {
+        format!(
+            ", then remove its {} annotation",
+            crate::api::annotations::PREVIOUS_OWNER
+        )
+    } else {
+        String::new()
+    };
     let mut targets: Vec<&str> = grants
         .iter()
         .map(|g| g.entitlement.target.as_str())
@@ -456,7 +474,7 @@ fn report_owner_exit(
                 ViolationKind::CredentialsNotRotated,
                 None,
                 format!(
-                    "owner {} has left, and TargetSystem/{target} ({:?}) cannot rotate this identity's credentials: rotate its tokens or passwords there by hand",
+                    "owner {} has left, and TargetSystem/{target} ({:?}) cannot rotate this identity's credentials: rotate its tokens or passwords there by hand{then}",
                     exit.owner, info.target_type
                 ),
             );
