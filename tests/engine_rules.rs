@@ -738,13 +738,13 @@ fn non_human_identities_follow_their_owner() {
         ("owner active", "own-active", NOW, P::Active, A::Enabled, &["pg:svc"], None, vec![]),
         ("owner on leave", "own-leave", NOW, P::Active, A::Enabled, &["pg:svc"], None, vec![VK::OwnerInactive]),
         ("owner not started", "own-pre", NOW, P::Unowned, A::Revoked, &[], Some("2026-07-01T00:00:00Z"), vec![VK::OwnerInactive]),
-        ("owner terminated, within grace", "own-grace", NOW, P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-20T00:00:00Z"), vec![VK::OwnerTerminated]),
-        ("owner terminated, last second of grace", "own-grace", "2026-06-19T23:59:59Z", P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-20T00:00:00Z"), vec![VK::OwnerTerminated]),
-        ("owner terminated, grace ends exactly now", "own-grace", "2026-06-20T00:00:00Z", P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated]),
-        ("owner's end date passed, after grace", "own-old", NOW, P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated]),
-        ("owner terminated without end date: no grace", "own-gone", NOW, P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated]),
+        ("owner terminated, within grace", "own-grace", NOW, P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-20T00:00:00Z"), vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
+        ("owner terminated, last second of grace", "own-grace", "2026-06-19T23:59:59Z", P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-20T00:00:00Z"), vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
+        ("owner terminated, grace ends exactly now", "own-grace", "2026-06-20T00:00:00Z", P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
+        ("owner's end date passed, after grace", "own-old", NOW, P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
+        ("owner terminated without end date: no grace", "own-gone", NOW, P::OwnerTerminated, A::Revoked, &[], None, vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
         ("owner's last day today", "own-leaving", NOW, P::Active, A::Enabled, &["pg:svc"], Some("2026-06-16T00:00:00Z"), vec![]),
-        ("owner left at midnight: grace starts", "own-leaving", "2026-06-16T00:00:00Z", P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-23T00:00:00Z"), vec![VK::OwnerTerminated]),
+        ("owner left at midnight: grace starts", "own-leaving", "2026-06-16T00:00:00Z", P::OwnerTerminated, A::Enabled, &["pg:svc"], Some("2026-06-23T00:00:00Z"), vec![VK::OwnerTerminated, VK::InterimOwnerProposed]),
         ("no owner", "", NOW, P::Unowned, A::Revoked, &[], None, vec![VK::UnknownReference]),
         ("unknown owner", "ghost", NOW, P::Unowned, A::Revoked, &[], None, vec![VK::UnknownReference]),
         ("owner is itself non-human", "bot0", NOW, P::Unowned, A::Revoked, &[], None, vec![VK::UnknownReference]),
@@ -1294,6 +1294,9 @@ fn ops(p: &Plan) -> Vec<String> {
             let (verb, what) = match &op.action {
                 Action::DisableAccount => ("disable", op.target.clone()),
                 Action::RevokeSessions => ("sessions", op.target.clone()),
+                Action::RotateCredentials { owner_left_at } => {
+                    ("rotate", format!("{} {owner_left_at}", op.target))
+                }
                 Action::Revoke { entitlement } => ("revoke", entitlement.to_string()),
                 Action::DeleteAccount => ("delete", op.target.clone()),
                 Action::CreateAccount { enabled: true, .. } => ("create", op.target.clone()),
@@ -1374,6 +1377,7 @@ fn action_ranks() {
             Action::CreateAccount {
                 enabled: true,
                 attributes: Default::default(),
+                rotated_for: None,
             },
             4,
         ),

@@ -55,6 +55,10 @@ pub mod annotations {
     /// On a break-glass Exception: the user who created it outside Git. The admission
     /// policy requires it to equal the requesting user, so it is the API server's word.
     pub const BREAK_GLASS_BY: &str = "gatehouse.dev/break-glass-by";
+    /// On a non-human Identity re-owned because its owner left (`gatehouse hr import`
+    /// writes it with the new `spec.owner`): the leaving owner, whose exit still rotates
+    /// the identity's credentials once.
+    pub const PREVIOUS_OWNER: &str = "gatehouse.dev/previous-owner";
 }
 
 /// Labels gatehouse puts on objects it manages.

@@ -310,6 +310,16 @@ fn change_line(c: &crate::hr::Change) -> String {
             )
         })
         .collect();
+    if c.kinds.contains(&Kind::Reowned)
+        && let Some((_, Some(old), Some(new))) = c.fields.first()
+    {
+        return format!(
+            "{} {}: owner: {old} -> {new} ({old}'s manager, proposed as interim owner; annotated {}: {old}, so its credentials are still rotated once)",
+            kinds(c),
+            c.name,
+            crate::api::annotations::PREVIOUS_OWNER
+        );
+    }
     format!(
         "{} {} (employee {}): {}",
         kinds(c),

@@ -467,6 +467,7 @@ fn identity_entry(access: &IdentityAccess) -> IdentityEntry<'_> {
 fn account_action(action: &Action) -> &'static str {
     match action {
         Action::DisableAccount => "disableAccount",
+        Action::RotateCredentials { .. } => "rotateCredentials",
         Action::RevokeSessions => "revokeSessions",
         Action::DeleteAccount => "deleteAccount",
         Action::CreateAccount { enabled: true, .. } => "createAccount",

@@ -43,7 +43,7 @@ pub struct Report {
     pub release: Vec<IdentityKey>,
     /// Identities without the finalizer yet.
     pub hold: Vec<IdentityKey>,
-    /// Warning Events on Identities (failed leaver operations).
+    /// Warning Events on Identities (failed leaver operations, an owner's exit).
     pub events: Vec<IdentityEvent>,
     /// Leaver revocations confirmed this pass: (target, seconds since the identity became
     /// a leaver), for the SLA histogram.
@@ -152,6 +152,7 @@ pub fn report(
                     entitlements: Vec::new(),
                     withheld: Vec::new(),
                     next_change: None,
+                    owner_exit: None,
                     profile: Default::default(),
                 };
                 &gone
@@ -259,6 +260,8 @@ pub fn report(
             .iter()
             .filter(|v| v.namespace == key.namespace && v.identity.as_deref() == Some(&key.name))
             .collect();
+        out.events
+            .extend(owner_exit_event(identity, access, &findings));
         let since = leaver.then(|| leaver_since(identity, by_date.get(&key).copied(), now));
         let facts = IdentityFacts {
             access,
@@ -395,4 +398,113 @@ pub fn report(
         }
     }
     out
+}
+/// The Event of a non-human identity whose owner has just left (its status did not say
+/// so yet): the proposed interim owner, and the targets that cannot rotate its
+/// credentials, from the engine's findings.
+fn owner_exit_event(
+    identity: &Identity,
+    access: &IdentityAccess,
+    findings: &[&crate::engine::Violation],
+) -> Option<IdentityEvent> {
+    use crate::engine::ViolationKind;
+    let exit = access
+        .owner_exit
+        .as_ref()
+        .filter(|_| access.phase == Phase::OwnerTerminated)?;
+    let before = identity.status.as_ref().and_then(|s| s.phase.as_deref());
+    if before == Some("OwnerTerminated") {
+        return None;
+    }
+    let notes: Vec<&str> = findings
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.kind,
+                ViolationKind::InterimOwnerProposed | ViolationKind::CredentialsNotRotated
+            )
+        })
+        .map(|v| v.message.as_str())
+        .collect();
+    Some(IdentityEvent {
+        identity: access.key.clone(),
+        reason: "InterimOwnerProposed",
+        note: if notes.is_empty() {
+            format!("owner {} has left", exit.owner)
+        } else {
+            notes.join("; ")
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{NothingHeld, Settings, Snapshot, evaluate};
+
+    fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_owner_exit_raises_one_event_proposing_the_manager() {
+        let id = |name: &str, spec: &str| -> Identity {
+            yaml(&format!(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: t}}\nspec: {spec}"
+            ))
+        };
+        let snapshot = Snapshot {
+            identities: vec![
+                id(
+                    "mgr",
+                    "{type: Human, employment: {status: Active, department: d, manager: mgr}}",
+                ),
+                id(
+                    "olga",
+                    "{type: Human, employment: {status: Terminated, department: d, manager: mgr, endDate: '2026-11-30'}}",
+                ),
+                id("svc", "{type: NonHuman, owner: olga}"),
+            ],
+            policies: vec![yaml(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p, namespace: t}\nspec: {selector: {matchAttributes: {type: NonHuman}}, entitlements: [{target: scim, name: g}]}",
+            )],
+            targets: vec![yaml(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: scim, namespace: t}\nspec: {type: SCIM}",
+            )],
+            exceptions: vec![],
+        };
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        let desired = evaluate(&snapshot, now, &Settings::default(), &NothingHeld);
+        let key = IdentityKey::new("t", "svc");
+        let access = &desired.identities[&key];
+        let findings: Vec<_> = desired
+            .violations
+            .iter()
+            .filter(|v| v.identity.as_deref() == Some("svc"))
+            .collect();
+        let mut svc = snapshot.identities[2].clone();
+        let event = owner_exit_event(&svc, access, &findings).expect("an event");
+        assert_eq!(event.reason, "InterimOwnerProposed");
+        assert!(
+            event.note.contains("proposed interim owner mgr"),
+            "{}",
+            event.note
+        );
+        assert!(
+            event
+                .note
+                .contains("TargetSystem/scim (SCIM) cannot rotate"),
+            "{}",
+            event.note
+        );
+        // Once the status says so, no more Events.
+        svc.status = Some(IdentityStatus {
+            phase: Some("OwnerTerminated".into()),
+            ..Default::default()
+        });
+        assert_eq!(owner_exit_event(&svc, access, &findings), None);
+        // A human, or a machine whose owner stays: none.
+        let mgr = &desired.identities[&IdentityKey::new("t", "mgr")];
+        assert_eq!(owner_exit_event(&snapshot.identities[0], mgr, &[]), None);
+    }
 }

@@ -8,9 +8,10 @@ use jiff::Timestamp;
 use super::index::{IdentityRecord, Namespace};
 use super::lifecycle::{earliest, end_of, human_phase};
 use super::model::{
-    AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, Phase,
-    Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
+    AccountIntent, ExceptionPhase, ExceptionVerdict, Grant, IdentityAccess, IdentityKey, OwnerExit,
+    Phase, Source, SourceKind, Violation, ViolationKind, Withheld, WithheldReason,
 };
+use super::owner_exit::{owner_exit, rotates_credentials};
 use super::{Engine, Held, Settings};
 use crate::api::{EmploymentType, EntitlementRef, IdentityType, Mode, ProofingLevel};
 
@@ -369,6 +370,30 @@ pub fn evaluate_identity(
         Phase::OwnerTerminated if in_grace => AccountIntent::Enabled,
         Phase::Terminated | Phase::OwnerTerminated | Phase::Unowned => AccountIntent::Revoked,
     };
+    let owner_exit = match (phase, owner) {
+        (Phase::OwnerTerminated, Some((name, _))) => {
+            let exit = owner_exit(ns, name, now);
+            report_owner_exit(ns, &exit, &entitlements, next_change, false, &mut report);
+            Some(exit)
+        }
+        // Re-owned because the owner left: that exit still rotates the credentials.
+        (Phase::Active, Some((current, _))) => {
+            let exit = rec
+                .previous_owner
+                .as_deref()
+                .filter(|previous| *previous != current)
+                .filter(|previous| left(ns, previous, now))
+                .map(|previous| OwnerExit {
+                    proposed_owner: None,
+                    ..owner_exit(ns, previous, now)
+                });
+            if let Some(exit) = &exit {
+                report_owner_exit(ns, exit, &entitlements, None, true, &mut report);
+            }
+            exit
+        }
+        _ => None,
+    };
     let access = IdentityAccess {
         key,
         identity_type: rec.identity_type,
@@ -377,9 +402,89 @@ pub fn evaluate_identity(
         entitlements,
         withheld,
         next_change,
+        owner_exit,
         profile: rec.profile.clone(),
     };
     (access, violations)
+}
+
+/// Whether a named human has left at `now`.
+fn left(ns: &Namespace, name: &str, now: Timestamp) -> bool {
+    ns.identities
+        .get(name)
+        .and_then(|r| r.human.as_ref())
+        .is_some_and(|h| human_phase(h, now).0 == Phase::Terminated)
+}
+
+/// The owner-exit findings: the proposed interim owner (unless already `reowned`), and
+/// each target of the identity's grants that cannot rotate its credentials.
+fn report_owner_exit(
+    ns: &Namespace,
+    exit: &OwnerExit,
+    grants: &[Grant],
+    grace_end: Option<Timestamp>,
+    reowned: bool,
+    report: &mut dyn FnMut(ViolationKind, Option<&str>, String),
+) {
+    if !reowned {
+        let until = match grace_end {
+            Some(end) => format!("to keep its access after {end}"),
+            None => "to restore its access".to_string(),
+        };
+        let direct = ns
+            .identities
+            .get(&exit.owner)
+            .and_then(|r| r.human.as_ref())
+            .and_then(|h| h.manager.as_deref());
+        let message = match exit.proposed_owner.as_deref() {
+            Some(manager) => format!(
+                "owner {} has left: proposed interim owner {manager} ({}); set spec.owner: {manager} in Git {until}",
+                exit.owner,
+                if direct == Some(manager) {
+                    "their manager"
+                } else {
+                    "the first active manager above them"
+                }
+            ),
+            None => format!(
+                "owner {} has left and no active manager of theirs can be proposed: set spec.owner to an active human in Git {until}",
+                exit.owner
+            ),
+        };
+        report(
+            ViolationKind::InterimOwnerProposed,
+            Some("spec.owner"),
+            message,
+        );
+    }
+    let then = if reowned {
+        format!(
+            ", then remove its {} annotation",
+            crate::api::annotations::PREVIOUS_OWNER
+        )
+    } else {
+        String::new()
+    };
+    let mut targets: Vec<&str> = grants
+        .iter()
+        .map(|g| g.entitlement.target.as_str())
+        .collect();
+    targets.dedup();
+    for target in targets {
+        let Some(info) = ns.targets.get(target) else {
+            continue;
+        };
+        if !rotates_credentials(info.target_type) {
+            report(
+                ViolationKind::CredentialsNotRotated,
+                None,
+                format!(
+                    "owner {} has left, and TargetSystem/{target} ({:?}) cannot rotate this identity's credentials: rotate its tokens or passwords there by hand{then}",
+                    exit.owner, info.target_type
+                ),
+            );
+        }
+    }
 }
 
 /// Attribute checks for a human: department, a valid manager for employees and interns,

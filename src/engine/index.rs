@@ -34,6 +34,8 @@ pub struct IdentityRecord {
     pub identity_type: IdentityType,
     pub human: Option<HumanRecord>,
     pub owner: Option<String>,
+    /// `gatehouse.dev/previous-owner`: the owner it was taken from when that one left.
+    pub previous_owner: Option<String>,
     pub proofing: Option<ProofingLevel>,
     /// Selector-visible attributes, sorted by key.
     pub attributes: Vec<(String, String)>,
@@ -97,6 +99,13 @@ impl IdentityRecord {
             identity_type: spec.type_,
             human,
             owner: spec.owner.clone(),
+            previous_owner: identity
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::annotations::PREVIOUS_OWNER))
+                .filter(|_| spec.type_ == IdentityType::NonHuman)
+                .cloned(),
             proofing: spec.proofing.as_ref().map(|p| p.level),
             attributes: attributes.into_iter().collect(),
             invalid,
@@ -460,13 +469,15 @@ impl Namespace {
         Some(old)
     }
 
-    /// The people an identity's verdict depends on: its manager and its owner.
+    /// The people an identity's verdict depends on directly: its manager, its owner and
+    /// the owner it was re-owned from.
     fn references(rec: &IdentityRecord) -> impl Iterator<Item = &str> {
         rec.human
             .as_ref()
             .and_then(|h| h.manager.as_deref())
             .into_iter()
             .chain(rec.owner.as_deref())
+            .chain(rec.previous_owner.as_deref())
     }
 
     /// Sorts policies by name, interns entitlements and builds the attribute index. Call

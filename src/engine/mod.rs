@@ -10,6 +10,7 @@ mod exceptions;
 pub mod index;
 pub mod lifecycle;
 mod model;
+pub mod owner_exit;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -287,6 +288,29 @@ impl Engine {
 
     fn dependents(ns: &Namespace, name: &str, out: &mut BTreeSet<String>) {
         out.extend(ns.referrers.get(name).into_iter().flatten().cloned());
+        // An owner exit's proposed interim owner is looked for up the owner's manager
+        // chain: the machines owned anywhere below `name` (that far) depend on it too.
+        let mut frontier: Vec<&str> = vec![name];
+        let mut seen: HashSet<&str> = HashSet::from([name]);
+        for _ in 0..=owner_exit::MAX_CHAIN {
+            let mut next = Vec::new();
+            for person in frontier {
+                for r in ns.referrers.get(person).into_iter().flatten() {
+                    let Some(rec) = ns.identities.get(r) else {
+                        continue;
+                    };
+                    if rec.identity_type == crate::api::IdentityType::NonHuman {
+                        out.insert(r.clone());
+                    } else if seen.insert(r.as_str()) {
+                        next.push(r.as_str());
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
         for &i in ns.exceptions_by_party.get(name).into_iter().flatten() {
             out.insert(ns.exceptions[i].subject.clone());
         }

@@ -243,9 +243,29 @@ pub struct IdentityAccess {
     pub withheld: Vec<Withheld>,
     /// The next instant at which this verdict changes without any edit.
     pub next_change: Option<Timestamp>,
+    /// Non-human identity whose owner is a leaver, or that was re-owned from one
+    /// (`gatehouse.dev/previous-owner`): the owner-exit playbook's facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_exit: Option<OwnerExit>,
     /// What attribute templates read from the Identity.
     #[serde(skip)]
     pub profile: Arc<super::attributes::Profile>,
+}
+
+/// A non-human identity's owner has left: whose exit, since when, and who could take over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerExit {
+    /// The leaving owner (`spec.owner`).
+    pub owner: String,
+    /// The instant the owner left: the end of their end date, or the Unix epoch for a
+    /// record marked Terminated without one. Credentials rotated at or after this instant
+    /// (the target's rotation marker) count as rotated for this exit.
+    pub left_at: Timestamp,
+    /// The first active human up the owner's manager chain: the proposed interim owner
+    /// (none once re-owned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed_owner: Option<String>,
 }
 
 impl IdentityAccess {
@@ -298,6 +318,12 @@ pub enum ViolationKind {
     OwnerTerminated,
     /// A non-human identity's owner is on leave or has not started.
     OwnerInactive,
+    /// A non-human identity's owner has left: its owner's manager is proposed as interim
+    /// owner (set `spec.owner` in Git to keep its access past the grace period).
+    InterimOwnerProposed,
+    /// A non-human identity's owner has left and a target of it cannot rotate its
+    /// credentials: rotate them by hand.
+    CredentialsNotRotated,
     /// A name that resolves to nothing (or to the wrong type).
     UnknownReference,
     /// Managers form a cycle.
@@ -329,7 +355,9 @@ impl ViolationKind {
             | Self::OwnerInactive
             | Self::UnresolvedAttribute
             | Self::BreakGlassActive
-            | Self::BreakGlassUnratified => Severity::Warning,
+            | Self::BreakGlassUnratified
+            | Self::InterimOwnerProposed
+            | Self::CredentialsNotRotated => Severity::Warning,
         }
     }
 

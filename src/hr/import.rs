@@ -114,6 +114,9 @@ pub enum Kind {
     Updated,
     /// Terminated because a full feed no longer carries it (`--missing terminate`).
     Missing,
+    /// A non-human identity whose owner leaves in this import: its `spec.owner` set to
+    /// the owner's manager (the proposed interim owner).
+    Reowned,
 }
 
 impl Kind {
@@ -128,6 +131,7 @@ impl Kind {
             Kind::Conversion => "conversion",
             Kind::Updated => "updated",
             Kind::Missing => "missing from feed, terminated",
+            Kind::Reowned => "re-owned (owner leaves)",
         }
     }
 }
@@ -202,10 +206,17 @@ impl Outcome {
             .count()
     }
 
-    /// `joiners 1, movers 2, leavers 1, rehires 1, conversions 1, errors 0`.
+    /// `joiners 1, movers 2, leavers 1, rehires 1, conversions 1, errors 0`, then
+    /// `, machine identities re-owned 1` when the import re-owns any.
     pub fn summary(&self) -> String {
+        let reowned = self.count(Kind::Reowned);
+        let reowned = if reowned > 0 {
+            format!(", machine identities re-owned {reowned}")
+        } else {
+            String::new()
+        };
         format!(
-            "joiners {}, movers {}, leavers {}, scheduled leavers {}, rehires {}, conversions {}, other updates {}, errors {}",
+            "joiners {}, movers {}, leavers {}, scheduled leavers {}, rehires {}, conversions {}, other updates {}, errors {}{reowned}",
             self.count(Kind::Joiner),
             self.count(Kind::Mover),
             self.count(Kind::Leaver) + self.count(Kind::Missing),
@@ -216,7 +227,7 @@ impl Outcome {
                 .iter()
                 .filter(|c| c.kinds.iter().all(|k| *k == Kind::Updated))
                 .count(),
-            self.errors.len()
+            self.errors.len(),
         )
     }
 
@@ -236,6 +247,10 @@ struct Existing {
     human: bool,
     id: Option<String>,
     values: BTreeMap<Field, String>,
+    /// `spec.owner` of a non-human identity.
+    owner: Option<String>,
+    /// Its `gatehouse.dev/previous-owner` annotation.
+    previous_owner: Option<String>,
     /// In a file holding several documents: read, never rewritten.
     shared_file: bool,
     text_index: usize,
@@ -326,12 +341,22 @@ fn read_existing(
                 .get(&id_field)
                 .cloned()
                 .filter(|s| !s.trim().is_empty());
+            let owner = spec
+                .filter(|_| !human)
+                .and_then(|s| s.get("owner"))
+                .and_then(text_of);
+            let previous_owner = meta
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(crate::api::annotations::PREVIOUS_OWNER))
+                .and_then(text_of);
             out.push(Existing {
                 path: file.path.clone(),
                 name: name.to_string(),
                 human,
                 id,
                 values,
+                owner,
+                previous_owner,
                 shared_file: shared,
                 text_index: index,
             });
@@ -975,6 +1000,9 @@ pub fn import(
         }
     }
 
+    let reowned = reown(&existing, &changes, today, &mut out.notices);
+    changes.extend(reowned);
+
     // Render the files.
     for (name, path, employee_id, record, kinds, diff, text_index) in changes {
         let (text, created) = match text_index {
@@ -1018,6 +1046,118 @@ pub fn import(
     }
     out.changes.sort_by(|a, b| a.path.cmp(&b.path));
     out.notices.sort();
+    out
+}
+
+/// One file to write: name, path, employee id, record, kinds, (field, old, new), index of
+/// the existing text.
+type Planned = (
+    String,
+    String,
+    String,
+    Option<String>,
+    BTreeSet<Kind>,
+    Vec<(Field, Option<String>, Option<String>)>,
+    Option<usize>,
+);
+
+/// How far up a manager chain an interim owner is looked for.
+const MAX_CHAIN: usize = 16;
+
+/// The owner-exit playbook's part of the import: every non-human identity whose owner
+/// leaves in this import (a leaver, or missing from a full feed) gets `spec.owner` set to
+/// the owner's manager, or the first one up the chain who is not leaving too, and the
+/// `gatehouse.dev/previous-owner` annotation naming the leaver (so the controller still
+/// rotates its credentials once for that exit). Without one, a notice asks for an owner by
+/// hand.
+fn reown(
+    existing: &[Existing],
+    changes: &[Planned],
+    today: Date,
+    notices: &mut Vec<Notice>,
+) -> Vec<Planned> {
+    let leavers: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.4.contains(&Kind::Leaver) || c.4.contains(&Kind::Missing))
+        .map(|c| c.0.as_str())
+        .collect();
+    if leavers.is_empty() {
+        return Vec::new();
+    }
+    // Each human's manager after this import, and whether they are gone.
+    let mut people: HashMap<&str, (Option<&str>, bool)> = HashMap::new();
+    for e in existing.iter().filter(|e| e.human) {
+        let gone = e.values.get(&Field::Status).map(String::as_str) == Some("Terminated")
+            || e.values
+                .get(&Field::EndDate)
+                .and_then(|d| d.parse::<Date>().ok())
+                .is_some_and(|d| d < today);
+        let manager = e.values.get(&Field::Manager).map(String::as_str);
+        people.insert(e.name.as_str(), (manager, gone));
+    }
+    for (name, _, _, _, kinds, diff, _) in changes {
+        let entry = people.entry(name.as_str()).or_insert((None, false));
+        if let Some((_, _, new)) = diff.iter().find(|(f, _, _)| *f == Field::Manager) {
+            entry.0 = new.as_deref();
+        }
+        if kinds.contains(&Kind::Leaver) || kinds.contains(&Kind::Missing) {
+            entry.1 = true;
+        } else if kinds.contains(&Kind::Rehire) {
+            entry.1 = false;
+        }
+    }
+    let proposed = |owner: &str| -> Option<&str> {
+        let mut current = owner;
+        for _ in 0..MAX_CHAIN {
+            let manager = people.get(current)?.0?;
+            if manager == current || manager == owner {
+                return None;
+            }
+            match people.get(manager) {
+                Some((_, false)) => return Some(manager),
+                Some((_, true)) => current = manager,
+                None => return None,
+            }
+        }
+        None
+    };
+    let mut out = Vec::new();
+    for nhi in existing.iter().filter(|e| !e.human) {
+        let Some(owner) = nhi.owner.as_deref().filter(|o| leavers.contains(o)) else {
+            continue;
+        };
+        let subject = format!("{} ({})", nhi.name, nhi.path);
+        match proposed(owner) {
+            _ if nhi.shared_file => notices.push(Notice {
+                subject,
+                message: format!("its owner {owner} leaves in this import, but its file holds several documents: set spec.owner by hand"),
+            }),
+            None => notices.push(Notice {
+                subject,
+                message: format!("its owner {owner} leaves in this import and has no active manager to take it over: set spec.owner to an active human, or its access is revoked after the owner grace period"),
+            }),
+            Some(manager) => out.push((
+                nhi.name.clone(),
+                nhi.path.clone(),
+                String::new(),
+                None,
+                BTreeSet::from([Kind::Reowned]),
+                vec![
+                    (
+                        Field::Owner,
+                        Some(owner.to_string()),
+                        Some(manager.to_string()),
+                    ),
+                    (
+                        Field::PreviousOwner,
+                        nhi.previous_owner.clone(),
+                        Some(owner.to_string()),
+                    ),
+                ],
+                Some(nhi.text_index),
+            )),
+        }
+    }
     out
 }
 

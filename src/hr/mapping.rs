@@ -68,6 +68,12 @@ pub enum Field {
     Attribute(String),
     /// `metadata.labels.<key>`.
     Label(String),
+    /// `spec.owner` of a non-human identity: never read from a feed, only proposed by the
+    /// import when the owner leaves.
+    Owner,
+    /// The `gatehouse.dev/previous-owner` annotation written with a proposed owner: the
+    /// leaving owner, whose exit still rotates the identity's credentials.
+    PreviousOwner,
 }
 
 impl Field {
@@ -109,6 +115,12 @@ impl Field {
             Field::EndDate => vec!["spec", "employment", "endDate"],
             Field::Attribute(k) => vec!["spec", "attributes", k.as_str()],
             Field::Label(k) => vec!["metadata", "labels", k.as_str()],
+            Field::Owner => vec!["spec", "owner"],
+            Field::PreviousOwner => vec![
+                "metadata",
+                "annotations",
+                crate::api::annotations::PREVIOUS_OWNER,
+            ],
         }
     }
 

@@ -53,9 +53,13 @@ impl Hold {
 }
 
 /// Whether an operation cuts a person off without taking anything away for good: an
-/// account disable or a session revocation. These never wait on anything else.
+/// account disable, an owner exit's credential rotation or a session revocation. These
+/// never wait on anything else.
 pub fn is_cut_off(action: &Action) -> bool {
-    matches!(action, Action::DisableAccount | Action::RevokeSessions)
+    matches!(
+        action,
+        Action::DisableAccount | Action::RotateCredentials { .. } | Action::RevokeSessions
+    )
 }
 
 /// One target's share of the plan.
@@ -170,6 +174,9 @@ fn merge_target(into: &mut AccessState, from: &AccessState, target: &str) {
         }
         if let Some(attrs) = attrs {
             slot.attributes.insert(target.to_string(), attrs.clone());
+        }
+        if let Some(at) = holding.rotated.get(target) {
+            slot.rotated.insert(target.to_string(), *at);
         }
         for (e, sources) in entitlements {
             slot.entitlements.insert(e.clone(), sources.clone());

@@ -1,9 +1,16 @@
 //! The pure planner: the difference between a base state (observed, or the desired state
 //! of a base revision) and the engine's desired state, as ordered operations.
 //!
-//! Ordering is the safety property: every account disable, session revocation,
-//! entitlement revocation and account deletion comes before any account creation or
-//! grant, and leavers come first within each step.
+//! Ordering is the safety property: every account disable, credential rotation, session
+//! revocation, entitlement revocation and account deletion comes before any account
+//! creation or grant, and leavers come first within each step.
+//!
+//! **Owner exit.** A non-human identity whose owner left ([`IdentityAccess::owner_exit`])
+//! gets one [`Action::RotateCredentials`] on each target where it has an account, the
+//! target's type can rotate ([`crate::engine::owner_exit::rotates_credentials`]) and the
+//! observed rotation marker ([`Holding::rotated`]) is older than the owner's exit. The
+//! marker lives on the target, so the rotation happens once per exit and is confirmed by
+//! the next observation.
 
 pub mod decide;
 pub mod guard;
@@ -11,10 +18,12 @@ pub mod guard;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::{EntitlementRef, OnLeave};
 use crate::engine::attributes::{self, AttributeChange, Attributes};
+use crate::engine::owner_exit::rotates_credentials;
 use crate::engine::{
     AccountIntent, DesiredState, Grant, Held, IdentityAccess, IdentityKey, Sources, TargetInfo,
 };
@@ -39,6 +48,9 @@ pub struct Holding {
     /// Per target: the owned attributes of the account there (the target's mapped
     /// attributes only; an absent one is unset). Targets without a mapping are absent.
     pub attributes: BTreeMap<String, Attributes>,
+    /// Per target: the owner-exit instant the account's last credential rotation was for
+    /// (the target's rotation marker). Targets without one are absent.
+    pub rotated: BTreeMap<String, Timestamp>,
 }
 
 /// Accounts and entitlements per identity.
@@ -76,6 +88,13 @@ impl AccessState {
                 holding
                     .entitlements
                     .insert(grant.entitlement.clone(), grant.sources.clone());
+            }
+            if let Some(exit) = &access.owner_exit {
+                for target in holding.accounts.keys() {
+                    if rotates_on(desired, key, target) {
+                        holding.rotated.insert(target.clone(), exit.left_at);
+                    }
+                }
             }
             for target in holding.accounts.keys() {
                 if let Some(attrs) =
@@ -155,6 +174,7 @@ impl AccessState {
                 Action::CreateAccount {
                     enabled,
                     attributes,
+                    rotated_for,
                 } => {
                     let state = if *enabled {
                         AccountState::Enabled
@@ -162,6 +182,9 @@ impl AccessState {
                         AccountState::Disabled
                     };
                     holding.accounts.insert(op.target.clone(), state);
+                    if let Some(at) = rotated_for {
+                        holding.rotated.insert(op.target.clone(), *at);
+                    }
                     if !attributes.is_empty() {
                         holding
                             .attributes
@@ -183,6 +206,10 @@ impl AccessState {
                 Action::DeleteAccount => {
                     holding.accounts.remove(&op.target);
                     holding.attributes.remove(&op.target);
+                    holding.rotated.remove(&op.target);
+                }
+                Action::RotateCredentials { owner_left_at } => {
+                    holding.rotated.insert(op.target.clone(), *owner_left_at);
                 }
                 Action::RevokeSessions => {}
                 Action::Revoke { entitlement } => {
@@ -197,6 +224,7 @@ impl AccessState {
             if holding.accounts.is_empty()
                 && holding.entitlements.is_empty()
                 && holding.attributes.is_empty()
+                && holding.rotated.is_empty()
             {
                 next.identities.remove(&op.identity);
             }
@@ -211,6 +239,14 @@ impl AccessState {
 pub enum Action {
     /// Lock the account (LDAP lock, SCIM `active=false`, `NOLOGIN`).
     DisableAccount,
+    /// Owner exit: invalidate the non-human identity's credentials on the target
+    /// (PostgreSQL `PASSWORD NULL` and its sessions ended; Kubernetes token Secrets
+    /// deleted) and record the rotation marker there.
+    RotateCredentials {
+        /// The owner's exit instant the rotation is for (written as the marker).
+        #[serde(rename = "ownerLeftAt")]
+        owner_left_at: Timestamp,
+    },
     /// End live sessions where the target can.
     RevokeSessions,
     /// Remove an entitlement.
@@ -228,6 +264,14 @@ pub enum Action {
         /// accounts follow in an [`Action::UpdateAttributes`], once those exist).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         attributes: Attributes,
+        /// A machine's account created after its owner left: born rotated for that exit
+        /// (the connector writes the rotation marker with it), so it is never rotated.
+        #[serde(
+            default,
+            rename = "rotatedFor",
+            skip_serializing_if = "Option::is_none"
+        )]
+        rotated_for: Option<Timestamp>,
     },
     /// Bring the account's owned attributes (the target's mapping of the HR record) in
     /// line: after every revocation, before any grant.
@@ -249,6 +293,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Self::DisableAccount => "disableAccount",
+            Self::RotateCredentials { .. } => "rotateCredentials",
             Self::RevokeSessions => "revokeSessions",
             Self::Revoke { .. } => "revoke",
             Self::DeleteAccount => "deleteAccount",
@@ -259,12 +304,13 @@ impl Action {
         }
     }
 
-    /// Position in the plan: everything that takes access away (0..=3) precedes
-    /// attribute updates (5, after the creations they may refer to) and everything that
-    /// gives access (4..=7).
+    /// Position in the plan: everything that takes access away (0..=3; a credential
+    /// rotation ranks with the account disables, right after them) precedes attribute
+    /// updates (5, after the creations they may refer to) and everything that gives
+    /// access (4..=7).
     pub fn rank(&self) -> u8 {
         match self {
-            Self::DisableAccount => 0,
+            Self::DisableAccount | Self::RotateCredentials { .. } => 0,
             Self::RevokeSessions => 1,
             Self::Revoke { .. } => 2,
             Self::DeleteAccount => 3,
@@ -290,7 +336,8 @@ pub struct Operation {
     pub target: String,
     /// What.
     pub action: Action,
-    /// The identity is a leaver (its steps run first).
+    /// The identity is a leaver, or the step is an owner exit's credential rotation (its
+    /// steps run first, and go ahead as cut-offs when the guard holds the rest).
     pub leaver: bool,
     /// Why: the policies or exceptions behind a grant, or behind the revoked grant.
     pub sources: Sources,
@@ -332,6 +379,27 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
             _ => Vec::new(),
         };
         starts.push(operations.len());
+        let mut rotations = Vec::new();
+        if let Some(exit) = access.and_then(|a| a.owner_exit.as_ref()) {
+            for target in have.accounts.keys() {
+                let rotates = rotates_on(desired, &key, target);
+                let done = have
+                    .rotated
+                    .get(target)
+                    .is_some_and(|at| *at >= exit.left_at);
+                if rotates && !done {
+                    rotations.push(Operation {
+                        identity: key.clone(),
+                        target: target.clone(),
+                        action: Action::RotateCredentials {
+                            owner_left_at: exit.left_at,
+                        },
+                        leaver: true,
+                        sources: Sources::new(),
+                    });
+                }
+            }
+        }
         let mut push = |target: &str, action: Action, sources: Sources| {
             operations.push(Operation {
                 identity: key.clone(),
@@ -388,11 +456,16 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
                 let (references, text): (Attributes, Attributes) = want
                     .into_iter()
                     .partition(|(_, v)| matches!(v, attributes::AttrValue::Account { .. }));
+                let rotated_for = access
+                    .and_then(|a| a.owner_exit.as_ref())
+                    .filter(|_| rotates_on(desired, &key, target))
+                    .map(|exit| exit.left_at);
                 push(
                     target,
                     Action::CreateAccount {
                         enabled: state == AccountState::Enabled,
                         attributes: text,
+                        rotated_for,
                     },
                     Sources::new(),
                 );
@@ -402,6 +475,7 @@ pub fn plan(base: &AccessState, desired: &DesiredState) -> Plan {
                 }
             }
         }
+        operations.extend(rotations);
     }
     end_break_glass_sessions(desired, &mut operations, &starts);
     operations.sort_by(|a, b| {
@@ -471,6 +545,14 @@ fn end_break_glass_sessions(
         }
     }
     operations.extend(extra);
+}
+
+/// Whether gatehouse rotates credentials on `target` of the identity's namespace.
+fn rotates_on(desired: &DesiredState, key: &IdentityKey, target: &str) -> bool {
+    desired
+        .targets
+        .get(&(key.namespace.clone(), target.to_string()))
+        .is_some_and(|t| rotates_credentials(t.target_type))
 }
 
 /// Walks the identities of both sides in key order.
@@ -559,6 +641,9 @@ mod tests {
         });
         for action in [
             Action::DisableAccount,
+            Action::RotateCredentials {
+                owner_left_at: Timestamp::UNIX_EPOCH,
+            },
             Action::RevokeSessions,
             Action::Revoke {
                 entitlement: e.clone(),
@@ -567,6 +652,7 @@ mod tests {
             Action::CreateAccount {
                 enabled: true,
                 attributes: Default::default(),
+                rotated_for: None,
             },
             Action::UpdateAttributes { changes: vec![] },
             Action::EnableAccount,

@@ -6,6 +6,13 @@
 //! label and never touches anything else. A disabled account keeps its bindings with no
 //! subjects (access gone, entitlements kept for the return); a machine's disable also
 //! deletes its token Secrets.
+//!
+//! **Owner exit.** A machine whose owner left has its credentials rotated once: the legacy
+//! token Secrets of its ServiceAccount (`kubernetes.io/service-account-token` annotated with
+//! its name) and every Secret gatehouse labelled as the identity's are deleted, then the
+//! ServiceAccount is annotated `gatehouse.dev/credentials-rotated: <owner exit instant>`,
+//! which the next observation reads back. Tokens from the TokenRequest API are bound to the
+//! ServiceAccount's UID and expire on their own; they are not revoked here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,6 +36,11 @@ const IDENTITY: &str = "gatehouse.dev/identity";
 const TENANT: &str = "gatehouse.dev/tenant";
 const TARGET: &str = "gatehouse.dev/target";
 const DISABLED: &str = "gatehouse.dev/disabled";
+/// ServiceAccount annotation: the owner-exit instant of the last credential rotation.
+pub const ROTATED: &str = "gatehouse.dev/credentials-rotated";
+/// Field manager of the rotation annotation (apart from [`FIELD_MANAGER`], so the
+/// ServiceAccount's server-side applies never drop it).
+const ROTATION_MANAGER: &str = "gatehouse-rotation";
 /// Key of the kubeconfig in a remote cluster's Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
 
@@ -307,6 +319,44 @@ impl KubernetesRbac {
         .map_err(classify)
     }
 
+    /// Owner exit: deletes the machine's token Secrets and the Secrets gatehouse labelled
+    /// as its own, then records the rotation on its ServiceAccount.
+    async fn rotate(&self, subject: &Subject, left_at: jiff::Timestamp) -> Result<(), TargetError> {
+        self.delete_tokens(&subject.account).await?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.tenant);
+        let labelled = api
+            .list(&self.selector(Some(&subject.identity.name)))
+            .await
+            .map_err(classify)?;
+        for secret in labelled {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            ignore_not_found(api.delete(&name, &DeleteParams::default()).await.map(drop))?;
+        }
+        self.mark_rotated(&subject.account, left_at).await
+    }
+
+    /// Records on a ServiceAccount that its credentials were rotated for the owner exit at
+    /// `left_at` (a ServiceAccount that is gone has nothing to mark).
+    async fn mark_rotated(
+        &self,
+        account: &str,
+        left_at: jiff::Timestamp,
+    ) -> Result<(), TargetError> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.tenant);
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ROTATED: left_at.to_string()}}});
+        let params = PatchParams {
+            field_manager: Some(ROTATION_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        ignore_not_found(
+            accounts
+                .patch(account, &params, &Patch::Merge(patch))
+                .await
+                .map(drop),
+        )
+    }
+
     /// Deletes the long-lived token Secrets of a ServiceAccount.
     async fn delete_tokens(&self, account: &str) -> Result<(), TargetError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.tenant);
@@ -421,12 +471,17 @@ impl Connector for KubernetesRbac {
             } else {
                 AccountState::Enabled
             };
-            state
-                .identities
-                .entry(key)
-                .or_insert_with(Holding::default)
-                .accounts
-                .insert(self.target.clone(), account);
+            let rotated = sa
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ROTATED))
+                .and_then(|at| at.parse::<jiff::Timestamp>().ok());
+            let holding = state.identities.entry(key).or_insert_with(Holding::default);
+            holding.accounts.insert(self.target.clone(), account);
+            if let Some(at) = rotated {
+                holding.rotated.insert(self.target.clone(), at);
+            }
         }
         // Every object here is gatehouse's own: one whose Identity is gone is revoked by the
         // plan, so nothing is left over as an orphan.
@@ -453,8 +508,15 @@ impl Connector for KubernetesRbac {
                 self.delete_binding(&subject.identity.name, entitlement)
                     .await?;
             }
-            Action::CreateAccount { enabled, .. } if machine => {
-                self.put_service_account(subject, *enabled).await?
+            Action::CreateAccount {
+                enabled,
+                rotated_for,
+                ..
+            } if machine => {
+                self.put_service_account(subject, *enabled).await?;
+                if let Some(at) = rotated_for {
+                    self.mark_rotated(&subject.account, *at).await?;
+                }
             }
             Action::CreateAccount { .. } => return Ok(Applied::Unsupported),
             // RBAC subjects carry no attributes (a mapping cannot be configured).
@@ -463,6 +525,11 @@ impl Connector for KubernetesRbac {
             Action::EnableAccount => self.set_enabled(subject, true).await?,
             Action::RevokeSessions if machine => self.delete_tokens(&subject.account).await?,
             Action::RevokeSessions => return Ok(Applied::Unsupported),
+            Action::RotateCredentials { owner_left_at } if machine => {
+                self.rotate(subject, *owner_left_at).await?
+            }
+            // A user's credentials are issued outside the cluster.
+            Action::RotateCredentials { .. } => return Ok(Applied::Unsupported),
             Action::DeleteAccount => {
                 let remaining: BTreeSet<EntitlementRef> = self
                     .bindings_of(&subject.identity.name)

@@ -282,6 +282,7 @@ mod tests {
             op(Action::CreateAccount {
                 enabled: true,
                 attributes: Default::default(),
+                rotated_for: None,
             }),
         ];
         let recorder = Recorder(Mutex::default());

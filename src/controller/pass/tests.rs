@@ -141,6 +141,7 @@ impl Connector for Handle {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => {
                 let state = if *enabled {
                     AccountState::Enabled
@@ -165,6 +166,9 @@ impl Connector for Handle {
                 }
             }
             Action::RevokeSessions => {}
+            Action::RotateCredentials { owner_left_at } => {
+                holding.rotated.insert(target.name.clone(), *owner_left_at);
+            }
             Action::Revoke { entitlement } if !target.ack_only => {
                 holding.entitlements.remove(entitlement);
             }

@@ -1370,6 +1370,7 @@ impl Connector for LdapDirectory {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => self.create(subject, *enabled, attributes).await?,
             Action::UpdateAttributes { changes } => {
                 self.update_attributes(subject, changes).await?
@@ -1377,6 +1378,9 @@ impl Connector for LdapDirectory {
             Action::DisableAccount => self.set_enabled(subject, false).await?,
             Action::EnableAccount => self.set_enabled(subject, true).await?,
             Action::RevokeSessions => return Ok(Applied::Unsupported),
+            // A directory entry's password is not a credential gatehouse issues or knows
+            // about: never planned here (the engine reports CredentialsNotRotated).
+            Action::RotateCredentials { .. } => return Ok(Applied::Unsupported),
             Action::Grant { entitlement } => self.grant(subject, entitlement).await?,
             Action::Revoke { entitlement } => self.revoke(subject, entitlement).await?,
             Action::DeleteAccount => self.delete(subject).await?,

@@ -12,6 +12,10 @@
 //! error saying why. Nothing else is read as held, and nothing else is ever changed: a role
 //! without the marker is refused, never adopted.
 //!
+//! **Owner exit.** A machine account whose owner left gets `PASSWORD NULL` and its backends
+//! ended, once; the comment then reads `<marker> rotated=<instant>` (still this target's
+//! marker, see [`rotate`]).
+//!
 //! **Leaver.** `ALTER ROLE … NOLOGIN` (a new login fails at once), `pg_terminate_backend` on
 //! every backend of the role (waiting up to 5 s for each to end), `REVOKE` of each managed
 //! membership. With `onLeave: Delete`: `REASSIGN OWNED BY` the account `TO`
@@ -42,6 +46,7 @@
 
 mod error;
 mod privilege;
+mod rotate;
 mod sql;
 mod tls;
 
@@ -254,6 +259,11 @@ impl Postgres {
         &self.marker
     }
 
+    /// Whether a role carries this target's marker (with or without a rotation instant).
+    fn is_ours(&self, role: &Role) -> bool {
+        rotate::marked(&self.marker, role.comment.as_deref()).is_some()
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, TargetError> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => self.classify(e, "connecting"),
@@ -301,7 +311,7 @@ impl Postgres {
     ) -> Result<Option<Role>, TargetError> {
         match self.role(client, role).await? {
             None => Ok(None),
-            Some(r) if r.comment.as_deref() == Some(self.marker.as_str()) => Ok(Some(r)),
+            Some(r) if self.is_ours(&r) => Ok(Some(r)),
             Some(r) => Err(self.foreign(role, &r)),
         }
     }
@@ -416,7 +426,12 @@ impl Postgres {
         Ok(())
     }
 
-    async fn create(&self, role: &str, enabled: bool) -> Result<(), TargetError> {
+    async fn create(
+        &self,
+        role: &str,
+        enabled: bool,
+        rotated_for: Option<jiff::Timestamp>,
+    ) -> Result<(), TargetError> {
         let client = self.client().await?;
         match self.managed(&client, role).await? {
             Some(found) if found.can_login == enabled => Ok(()),
@@ -428,7 +443,10 @@ impl Postgres {
                     "CREATE ROLE {q} {login}; COMMENT ON ROLE {q} IS {marker};",
                     q = quote_ident(role)?,
                     login = if enabled { "LOGIN" } else { "NOLOGIN" },
-                    marker = quote_literal(&self.marker)?,
+                    marker = quote_literal(&match rotated_for {
+                        Some(at) => format!("{}{}{at}", self.marker, rotate::ROTATED),
+                        None => self.marker.clone(),
+                    })?,
                 );
                 self.transaction(&client, &sql, Commit::Relaxed, "creating a role")
                     .await
@@ -485,7 +503,7 @@ impl Postgres {
                     self.target
                 )));
             }
-            Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
+            Some(r) if !self.is_ours(&r) => {
                 return Err(self.foreign(role, &r));
             }
             Some(_) => {}
@@ -511,7 +529,7 @@ impl Postgres {
         let (account, found) = tokio::join!(self.role(&client, role), self.role(&client, group));
         match account? {
             None => return Ok(()), // no account, no membership
-            Some(r) if r.comment.as_deref() != Some(self.marker.as_str()) => {
+            Some(r) if !self.is_ours(&r) => {
                 return Err(self.foreign(role, &r));
             }
             Some(_) => {}
@@ -613,6 +631,7 @@ impl Connector for Postgres {
             let can_login: bool = self.column(&row, 1, WHAT)?;
             let group: Option<String> = self.column(&row, 2, WHAT)?;
             let powerful: Option<bool> = self.column(&row, 3, WHAT)?;
+            let comment: Option<String> = self.column(&row, 4, WHAT)?;
             let Some(identity) = by_role.get(&role) else {
                 let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
                 orphans.insert(account.to_string());
@@ -625,6 +644,9 @@ impl Connector for Postgres {
                 AccountState::Disabled
             };
             holding.accounts.insert(self.target.clone(), state);
+            if let Some(Some(at)) = rotate::marked(&self.marker, comment.as_deref()) {
+                holding.rotated.insert(self.target.clone(), at);
+            }
             if let Some(group) = group {
                 if powerful == Some(true) {
                     let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
@@ -668,7 +690,11 @@ impl Connector for Postgres {
         let role = self.role_name(&subject.account);
         check_name(&role)?;
         match &operation.action {
-            Action::CreateAccount { enabled, .. } => self.create(&role, *enabled).await?,
+            Action::CreateAccount {
+                enabled,
+                rotated_for,
+                ..
+            } => self.create(&role, *enabled, *rotated_for).await?,
             // PostgreSQL roles have no mappable attributes (a mapping is refused), so this
             // is never planned here.
             Action::UpdateAttributes { .. } => return Ok(Applied::Unsupported),
@@ -683,6 +709,9 @@ impl Connector for Postgres {
             Action::Grant { entitlement } => self.grant(&role, entitlement).await?,
             Action::Revoke { entitlement } => self.revoke(&role, entitlement).await?,
             Action::DeleteAccount => self.delete(&role).await?,
+            Action::RotateCredentials { owner_left_at } => {
+                self.rotate(&role, *owner_left_at).await?
+            }
         }
         Ok(Applied::Done)
     }

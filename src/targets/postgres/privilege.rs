@@ -128,7 +128,7 @@ const GRANTABLE_SQL: &str = concat!(
     " ORDER BY pg_catalog.cardinality(up.chain), d.rolname LIMIT 1"
 );
 
-/// Every role carrying the marker ($1), with its memberships in group roles of the managed
+/// Every role carrying the marker ($1, alone or followed by a rotation instant), with its memberships in group roles of the managed
 /// scope (name starting with $2), each with whether that group is "tainted": [`powerful!`]
 /// or a member (directly or through others) of a role that is (the rule of
 /// [`GRANTABLE_SQL`]). Tainted memberships are observed like the others, so they are
@@ -141,12 +141,14 @@ pub(super) const OBSERVE_SQL: &str = concat!(
     " UNION \
          SELECT m.member FROM pg_catalog.pg_auth_members m JOIN tainted t ON m.roleid = t.oid) \
      SELECT r.rolname::text, r.rolcanlogin, g.rolname::text, \
-            EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid) \
+            EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid), \
+            pg_catalog.shobj_description(r.oid, 'pg_authid') \
      FROM pg_catalog.pg_roles r \
      LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
      LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
           AND pg_catalog.starts_with(g.rolname::text, $2) \
-     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1"
+     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1 \
+        OR pg_catalog.starts_with(pg_catalog.shobj_description(r.oid, 'pg_authid'), $1 || ' rotated=')"
 );
 
 /// A role that makes a group role not grantable: the group itself or a role it is a member

@@ -274,6 +274,7 @@ impl Scim {
                 Action::CreateAccount {
                     enabled,
                     attributes,
+                    ..
                 },
                 None,
             ) if !subject.account.trim().is_empty() && self.not_taken(subject).is_ok() => {

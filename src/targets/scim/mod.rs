@@ -246,6 +246,7 @@ impl Connector for Scim {
             Action::CreateAccount {
                 enabled,
                 attributes,
+                ..
             } => self.create(subject, *enabled, attributes).await?,
             Action::UpdateAttributes { changes } => {
                 self.update_attributes(subject, changes).await?
@@ -253,6 +254,9 @@ impl Connector for Scim {
             Action::EnableAccount => return self.set_active(subject, true).await,
             Action::DisableAccount => return self.set_active(subject, false).await,
             Action::RevokeSessions => return Ok(Applied::Unsupported),
+            // SCIM has no operation that rotates an account's tokens: never planned here
+            // (the engine reports CredentialsNotRotated).
+            Action::RotateCredentials { .. } => return Ok(Applied::Unsupported),
             Action::DeleteAccount => self.delete(subject).await?,
             Action::Grant { entitlement } => self.membership(subject, entitlement, true).await?,
             Action::Revoke { entitlement } => self.membership(subject, entitlement, false).await?,
