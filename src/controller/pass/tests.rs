@@ -247,6 +247,7 @@ fn tenant(people: &[Person<'_>], targets: &[(&str, &str)]) -> TenantObjects {
             policies,
             targets,
             exceptions: vec![],
+            ..Default::default()
         },
         deleting: vec![],
     }
