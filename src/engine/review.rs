@@ -15,11 +15,11 @@ use sha2::{Digest, Sha256};
 
 use super::index::{IdentityRecord, Namespace, Selector};
 use super::lifecycle::{parse_duration, start_of};
-use super::model::{DesiredState, IdentityKey, SourceKind, Violation, ViolationKind};
+use super::model::{DesiredState, IdentityKey, Source, SourceKind, Violation, ViolationKind};
 use super::{Engine, Snapshot};
 use crate::api::{
     AccessReview, AccessReviewResponse, EntitlementRef, IdentityType, NoResponse, ReviewDecision,
-    ReviewItem, ReviewScope, ReviewSource, ReviewSourceKind, ReviewerRule,
+    ReviewItem, ReviewScope, ReviewSourceKind, ReviewerRule,
 };
 
 /// The digest of a policy's or exception's spec recorded in review items: the first 16
@@ -84,9 +84,6 @@ type Cycle<'a> = (
     Vec<ReviewDecision>,
     Option<Timestamp>,
 );
-
-/// A source's Git history: (granted since, last change commit).
-type History = (Option<String>, Option<String>);
 
 /// The reviews of one namespace, compiled.
 #[derive(Clone, Debug, Default)]
@@ -509,27 +506,30 @@ fn judge_item(
     }
 }
 
+/// One item of a new cycle, borrowed from the evaluation it was read from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpenItem<'a> {
+    /// The identity holding the access.
+    pub identity: &'a str,
+    /// The entitlement.
+    pub entitlement: &'a EntitlementRef,
+    /// The policy or exception granting it.
+    pub source: &'a Source,
+}
+
 /// The files of a new cycle: one list of pending items per reviewer.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Opened {
+pub struct Opened<'a> {
     /// Items by reviewer.
-    pub by_reviewer: BTreeMap<String, Vec<ReviewItem>>,
+    pub by_reviewer: BTreeMap<String, Vec<OpenItem<'a>>>,
     /// Items without a possible reviewer: (identity, entitlement, why).
     pub unassigned: Vec<(String, String, String)>,
 }
 
-/// What the CLI knows about a source from Git: (granted since, last change commit).
-pub type SourceHistory<'a> = dyn Fn(SourceKind, &str) -> (Option<String>, Option<String>) + 'a;
-
 impl Engine {
     /// The items of a new cycle of `review` over what `desired` grants (enforced grants
-    /// only), one list per reviewer. Pure: Git history comes in through `history`.
-    pub fn open_review(
-        &self,
-        desired: &DesiredState,
-        review: &AccessReview,
-        history: &SourceHistory<'_>,
-    ) -> Opened {
+    /// only), one list per reviewer.
+    pub fn open_review<'a>(&self, desired: &'a DesiredState, review: &AccessReview) -> Opened<'a> {
         let namespace = review.metadata.namespace.as_deref().unwrap_or_default();
         let mut out = Opened::default();
         let Some(ns) = self.namespaces.get(namespace) else {
@@ -537,7 +537,6 @@ impl Engine {
         };
         let scope: &ReviewScope = &review.spec.scope;
         let selector = scope.selector.as_ref().map(Selector::compile);
-        let mut known: HashMap<(SourceKind, &str), History> = HashMap::new();
         let start = IdentityKey::new(namespace, "");
         for (key, access) in desired.identities.range(start..) {
             if key.namespace != namespace {
@@ -581,35 +580,24 @@ impl Engine {
                         ));
                         continue;
                     };
-                    let (granted_since, last_change) = known
-                        .entry((source.kind, source.name.as_str()))
-                        .or_insert_with(|| history(source.kind, &source.name))
-                        .clone();
-                    out.by_reviewer
-                        .entry(reviewer.clone())
-                        .or_default()
-                        .push(ReviewItem {
-                            identity: key.name.clone(),
-                            entitlement: (*grant.entitlement).clone(),
-                            source: ReviewSource {
-                                kind: match source.kind {
-                                    SourceKind::AccessPolicy => ReviewSourceKind::AccessPolicy,
-                                    SourceKind::Exception => ReviewSourceKind::Exception,
-                                },
-                                name: source.name.clone(),
-                                digest: ns
-                                    .reviews
-                                    .digest(source.kind, &source.name)
-                                    .map(str::to_string),
-                            },
-                            granted_since,
-                            last_change,
-                            decision: ReviewDecision::Pending,
-                            justification: None,
-                        });
+                    let list = match out.by_reviewer.get_mut(reviewer) {
+                        Some(list) => list,
+                        None => out.by_reviewer.entry(reviewer.clone()).or_default(),
+                    };
+                    list.push(OpenItem {
+                        identity: &key.name,
+                        entitlement: &grant.entitlement,
+                        source,
+                    });
                 }
             }
         }
         out
+    }
+
+    /// The spec digest of a policy or exception recorded in review items (`None` when its
+    /// namespace has no reviews).
+    pub fn source_digest(&self, namespace: &str, kind: SourceKind, name: &str) -> Option<&str> {
+        self.namespaces.get(namespace)?.reviews.digest(kind, name)
     }
 }
