@@ -255,6 +255,59 @@ fn review_open_writes_signed_pending_files_that_reviewers_answer() {
         (49, 0, 1)
     );
 
+    // `gatehouse audit` shows the decision (reviewer, justification, commit) and the revocation.
+    let path = repo.path().display().to_string();
+    let allowed =
+        gitrepo::write_allowed_signers(&tmp.path().join("allowed"), &[&iam, &sofia, &marcus]);
+    let allowed = allowed.display().to_string();
+    let out = gatehouse(&[
+        "audit",
+        "--allowed-signers",
+        &allowed,
+        "--repo",
+        &path,
+        "--ref",
+        BRANCH,
+        "--path",
+        "tenants/acme",
+        "-o",
+        "json",
+        "--now",
+        "2026-12-02T00:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let reviewed: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["change"] == "reviewed").collect();
+    assert_eq!(reviewed.len(), 1, "{reviewed:?}");
+    let row = reviewed[0];
+    assert_eq!(row["commit"], answer.as_str());
+    assert_eq!(row["identity"], item.identity.as_str());
+    assert_eq!(row["review"]["reviewer"], "sofia");
+    assert_eq!(row["review"]["decision"], "revoke");
+    assert_eq!(
+        row["review"]["justification"],
+        "moved to controlling, no longer needed"
+    );
+    assert_eq!(row["signer"], "sofia", "{row}");
+    let revoked: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["change"] == "revoked" && r["commit"] == answer.as_str())
+        .collect();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert!(
+        revoked[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("review:finance-quarterly"),
+        "{}",
+        revoked[0]
+    );
+
     // A second run keeps every existing file: answers are never overwritten.
     git(repo.path(), &["checkout", "-q", "main"]);
     let (ok, out) = open(&repo, &iam);
