@@ -2,7 +2,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EntitlementRef;
+use super::{Condition, EntitlementRef};
 
 /// One reviewer's answers for one cycle of an AccessReview. Written as `pending` by
 /// `gatehouse review open`; the merged, reviewer-signed file is the attestation.
@@ -13,6 +13,7 @@ use super::EntitlementRef;
     kind = "AccessReviewResponse",
     plural = "accessreviewresponses",
     namespaced,
+    status = "AccessReviewResponseStatus",
     shortname = "arr",
     category = "gatehouse",
     cel,
@@ -20,6 +21,11 @@ use super::EntitlementRef;
     printcolumn(name = "Review", type_ = "string", json_path = ".spec.review"),
     printcolumn(name = "Reviewer", type_ = "string", json_path = ".spec.reviewer"),
     printcolumn(name = "Cycle", type_ = "string", json_path = ".spec.cycle"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -104,4 +110,16 @@ pub enum ReviewDecision {
     Keep,
     /// The access goes.
     Revoke,
+}
+
+/// Observed state of an AccessReviewResponse.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessReviewResponseStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: `Ready` (every decision counts: none refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }

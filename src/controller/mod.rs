@@ -11,6 +11,7 @@ pub mod connectors;
 pub mod leader;
 pub mod pass;
 pub mod report;
+pub mod review_status;
 mod sources;
 pub mod status;
 pub mod writer;

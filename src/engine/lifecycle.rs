@@ -106,7 +106,12 @@ mod tests {
             parse_duration("1.5h").unwrap(),
             SignedDuration::from_mins(90)
         );
-        for bad in ["", "h", "10", "10d", "1h-", "abc"] {
+        // Days, for review cadences (`every: 90d`), are 24 hours.
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            SignedDuration::from_hours(90 * 24)
+        );
+        for bad in ["", "h", "10", "10w", "1h-", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
