@@ -91,11 +91,21 @@ fn kinds_on(d: &gatehouse::engine::DesiredState, object: &str) -> Vec<ViolationK
     findings_on(d, NS, object).iter().map(|v| v.kind).collect()
 }
 
+/// case, decision, onNoResponse, now, alice keeps ldap:finance, findings on the response.
+type DecisionRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    Vec<ViolationKind>,
+);
+
 #[test]
 fn every_decision_path_of_a_policy_item() {
     let digest = finance_digest();
     // case, decision, onNoResponse, now, alice keeps ldap:finance, findings on the response
-    let rows: [(&str, &str, &str, &str, bool, Vec<ViolationKind>); 7] = [
+    let rows: [DecisionRow; 7] = [
         ("revoke", "revoke", "Keep", BEFORE, false, vec![]),
         ("revoke, Revoke", "revoke", "Revoke", BEFORE, false, vec![]),
         ("keep", "keep", "Revoke", AFTER, true, vec![]),

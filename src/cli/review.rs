@@ -202,8 +202,17 @@ fn open(args: OpenArgs) -> Result<ExitCode, String> {
     for path in &kept_existing {
         writeln!(stdout, "  kept {path}: it already exists on the branch").ok();
     }
-    for (identity, entitlement, why) in &opened.unassigned {
+    const SHOWN: usize = 20;
+    for (identity, entitlement, why) in opened.unassigned.iter().take(SHOWN) {
         writeln!(stdout, "  unassigned: {identity} {entitlement}: {why}").ok();
+    }
+    if opened.unassigned.len() > SHOWN {
+        writeln!(
+            stdout,
+            "  ... and {} more unassigned item(s)",
+            opened.unassigned.len() - SHOWN
+        )
+        .ok();
     }
     if files.is_empty() {
         writeln!(stdout, "Nothing to commit.").ok();
