@@ -134,12 +134,15 @@ fn open(args: OpenArgs) -> Result<ExitCode, String> {
     let due = parse_duration(&review.spec.due_period)
         .ok()
         .and_then(|d| start_of(cycle).checked_add(d).ok());
-    let engine = Engine::new(snapshot, args.common.settings());
-    let desired = engine.evaluate_namespace(&namespace, now, &NothingHeld);
-    tracing::debug!(elapsed = ?started.elapsed(), "evaluated");
+    let review = review.clone();
     let history = source_history(&repo, &parent, sub, &revision.loaded.files, &namespace)?;
     tracing::debug!(elapsed = ?started.elapsed(), "history read");
-    let opened = engine.open_review(&desired, review);
+    let engine = Engine::new(&revision.loaded.snapshot, args.common.settings());
+    // The engine keeps what it needs: the parsed objects go before the evaluation's peak.
+    drop(revision);
+    let desired = engine.evaluate_namespace(&namespace, now, &NothingHeld);
+    tracing::debug!(elapsed = ?started.elapsed(), "evaluated");
+    let opened = engine.open_review(&desired, &review);
     tracing::debug!(elapsed = ?started.elapsed(), "opened");
     let source_info = |source: &Source| {
         let kind = match source.kind {
@@ -177,7 +180,7 @@ fn open(args: OpenArgs) -> Result<ExitCode, String> {
         text.clear();
         render(
             &mut text,
-            review,
+            &review,
             &namespace,
             reviewer,
             cycle,
