@@ -518,6 +518,9 @@ pub fn audit(
     Ok(auditor.rows)
 }
 
+/// A review item: (namespace, response, identity, entitlement, source).
+type DecisionKey = (String, String, String, String, String);
+
 /// The replay state: the manifests in force, the engine, and each identity's verdict.
 struct Auditor<'o> {
     options: &'o AuditOptions,
@@ -539,9 +542,8 @@ struct Auditor<'o> {
     /// Whether the identity filtered on was ever evaluated.
     identity_seen: bool,
     rows: Vec<Row>,
-    /// Review decisions seen so far: (namespace, response, identity, entitlement, source)
-    /// -> (decision, justification).
-    decisions: HashMap<(String, String, String, String, String), (ReviewDecision, String)>,
+    /// Review decisions seen so far, to show only the ones a commit changed.
+    decisions: HashMap<DecisionKey, (ReviewDecision, String)>,
 }
 
 /// What the identities held before an evaluation, for separation of duties.
