@@ -525,3 +525,82 @@ fn no_response_revocations_over_the_limit_stall_the_target() {
         }
     }
 }
+
+/// The schema's CEL rules, as `gatehouse validate` evaluates them offline (the API server
+/// accepts the same rules: the harness applies every CRD before the controller tests).
+#[test]
+fn schema_rules_refuse_ambiguous_scopes_and_unjustified_decisions() {
+    use gatehouse::engine::Provenance;
+    use gatehouse::source::Loader;
+    let load = |text: &str| {
+        let mut loader = Loader::new(NS);
+        loader.add_file("reviews/x.yaml", text.as_bytes(), &Provenance::default());
+        let loaded = loader.finish();
+        loaded
+            .diagnostics
+            .0
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let review = |scope: &str, reviewers: &str| {
+        format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessReview\nmetadata: {{name: q}}\nspec: {{scope: {scope}, reviewers: {reviewers}, every: 90d, duePeriod: 14d}}\n"
+        )
+    };
+    assert_eq!(
+        load(&review("{policies: [finance]}", "{by: Manager}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        load(&review(
+            "{exceptions: true}",
+            "{by: Identities, identities: [carol]}"
+        )),
+        Vec::<String>::new()
+    );
+    let two = load(&review(
+        "{policies: [finance], exceptions: true}",
+        "{by: Manager}",
+    ));
+    assert!(
+        two.iter()
+            .any(|m| m.contains("exactly one of selector, policies, targets or exceptions")),
+        "{two:?}"
+    );
+    let none = load(&review("{}", "{by: Manager}"));
+    assert!(
+        none.iter().any(|m| m.contains("exactly one of")),
+        "{none:?}"
+    );
+    let named = load(&review("{exceptions: true}", "{by: Identities}"));
+    assert!(
+        named
+            .iter()
+            .any(|m| m.contains("spec.reviewers.identities is set exactly when")),
+        "{named:?}"
+    );
+    let bad_every = load(
+        &review("{exceptions: true}", "{by: Manager}").replace("every: 90d", "every: quarterly"),
+    );
+    assert!(!bad_every.is_empty());
+    let response = |item: &str| {
+        format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: AccessReviewResponse\nmetadata: {{name: r}}\nspec: {{review: q, reviewer: carol, cycle: \"2026-06-01\", items: [{{identity: alice, entitlement: {{target: ldap, name: finance}}, source: {{kind: AccessPolicy, name: finance}}, {item}}}]}}\n"
+        )
+    };
+    assert_eq!(load(&response("decision: pending")), Vec::<String>::new());
+    assert_eq!(
+        load(&response("decision: keep, justification: still in finance")),
+        Vec::<String>::new()
+    );
+    let unjustified = load(&response("decision: revoke"));
+    assert!(
+        unjustified
+            .iter()
+            .any(|m| m.contains("needs a justification")),
+        "{unjustified:?}"
+    );
+    let typo = load(&response("decision: approve"));
+    assert!(!typo.is_empty());
+}
