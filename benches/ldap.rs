@@ -55,6 +55,7 @@ fn org(spec: &str, people: usize, attributes: bool) -> Snapshot {
             })
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

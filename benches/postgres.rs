@@ -49,6 +49,7 @@ fn organisation(scope: &Scope, spec: &str, identities: usize) -> Snapshot {
             })
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

@@ -65,6 +65,7 @@ fn org_with(config: &TargetConfig, n: usize, rich: bool) -> Snapshot {
             })
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

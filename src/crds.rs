@@ -3,7 +3,10 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AccessPolicy, Exception, Identity, PolicySource, TargetSystem};
+use crate::api::{
+    AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, PolicySource,
+    TargetSystem,
+};
 
 /// Every CRD with the file name it is committed under in `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -13,6 +16,8 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("exception.yaml", Exception::crd()),
         ("targetsystem.yaml", TargetSystem::crd()),
         ("policysource.yaml", PolicySource::crd()),
+        ("accessreview.yaml", AccessReview::crd()),
+        ("accessreviewresponse.yaml", AccessReviewResponse::crd()),
     ]
 }
 

@@ -44,6 +44,7 @@ fn org(ns: &str, apps: &str, people: &[&str]) -> Snapshot {
             .map(|spec| yaml::<Identity>(&format!("apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: {ns}, {spec}")))
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,7 @@ fn org(spec: &str, people: &[String]) -> Snapshot {
             .map(|spec| yaml::<Identity>(&format!("apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{namespace: acme, {spec}")))
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

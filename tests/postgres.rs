@@ -65,6 +65,7 @@ fn org(scope: &Scope, spec: &str, policies: &[(&str, &[String])], people: &[Pers
         policies,
         identities,
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

@@ -53,6 +53,7 @@ fn org(config: &TargetConfig, people: &[String]) -> Snapshot {
             })
             .collect(),
         exceptions: vec![],
+        ..Default::default()
     }
 }
 

@@ -5,13 +5,18 @@ use std::str::FromStr;
 
 use kube::Resource;
 
-use super::{AccessPolicy, Exception, Identity, PolicySource, TargetSystem};
+use super::{
+    AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, PolicySource,
+    TargetSystem,
+};
 
 /// Every gatehouse kind. Declared in the order of their names, so that keys sort by kind
 /// as their text does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     AccessPolicy,
+    AccessReview,
+    AccessReviewResponse,
     Exception,
     Identity,
     PolicySource,
@@ -20,8 +25,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::AccessPolicy,
+        Kind::AccessReview,
+        Kind::AccessReviewResponse,
         Kind::Exception,
         Kind::Identity,
         Kind::PolicySource,
@@ -29,17 +36,21 @@ impl Kind {
     ];
 
     /// The kinds a policy repository holds (a PolicySource is not read from one).
-    pub const MANIFEST: [Kind; 4] = [
+    pub const MANIFEST: [Kind; 6] = [
         Kind::Identity,
         Kind::AccessPolicy,
         Kind::Exception,
         Kind::TargetSystem,
+        Kind::AccessReview,
+        Kind::AccessReviewResponse,
     ];
 
     /// The name, as in a manifest's `kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::AccessPolicy => "AccessPolicy",
+            Kind::AccessReview => "AccessReview",
+            Kind::AccessReviewResponse => "AccessReviewResponse",
             Kind::Exception => "Exception",
             Kind::Identity => "Identity",
             Kind::PolicySource => "PolicySource",
@@ -90,6 +101,12 @@ pub trait Kinded: Resource<DynamicType = ()> {
 
 impl Kinded for AccessPolicy {
     const KIND: Kind = Kind::AccessPolicy;
+}
+impl Kinded for AccessReview {
+    const KIND: Kind = Kind::AccessReview;
+}
+impl Kinded for AccessReviewResponse {
+    const KIND: Kind = Kind::AccessReviewResponse;
 }
 impl Kinded for Exception {
     const KIND: Kind = Kind::Exception;
@@ -153,6 +170,11 @@ mod tests {
         }
         assert_eq!(AccessPolicy::kind(&()), AccessPolicy::KIND.as_str());
         assert_eq!(Exception::kind(&()), Exception::KIND.as_str());
+        assert_eq!(AccessReview::kind(&()), AccessReview::KIND.as_str());
+        assert_eq!(
+            AccessReviewResponse::kind(&()),
+            AccessReviewResponse::KIND.as_str()
+        );
         assert_eq!(Identity::kind(&()), Identity::KIND.as_str());
         assert_eq!(PolicySource::kind(&()), PolicySource::KIND.as_str());
         assert_eq!(TargetSystem::kind(&()), TargetSystem::KIND.as_str());

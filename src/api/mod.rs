@@ -9,6 +9,10 @@
 // duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 mod access_policy;
+#[allow(clippy::duplicated_attributes)]
+mod access_review;
+#[allow(clippy::duplicated_attributes)]
+mod access_review_response;
 mod conditions;
 #[allow(clippy::duplicated_attributes)]
 mod exception;
@@ -21,6 +25,8 @@ mod policy_source;
 mod target_system;
 
 pub use access_policy::*;
+pub use access_review::*;
+pub use access_review_response::*;
 pub use conditions::*;
 pub use exception::*;
 pub use identity::*;

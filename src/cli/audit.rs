@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::inputs::{CommonArgs, open_repo};
-use crate::api::{Exception, Kind, ObjectKey};
+use crate::api::{Exception, Kind, ObjectKey, ReviewDecision};
 use crate::engine::{
     Engine, Held, IdentityAccess, IdentityKey, Phase, Provenance, Settings, SourceKind,
 };
@@ -172,6 +172,25 @@ pub struct Row {
     /// The keys whose signed merges brought in every one of those changes, their own
     /// signers excepted; empty for a commit pushed straight to the branch.
     pub approved_by: Vec<String>,
+    /// For a `reviewed` row: the access review decision the commit brought.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewRow>,
+}
+
+/// An access review decision, as an audit row shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewRow {
+    /// The AccessReview.
+    pub review: String,
+    /// The cycle's start date.
+    pub cycle: String,
+    /// Who decided (the response's `spec.reviewer`).
+    pub reviewer: String,
+    /// `keep` or `revoke`.
+    pub decision: &'static str,
+    /// The reviewer's justification.
+    pub justification: String,
 }
 
 const CSV_HEADER: [&str; 17] = [
@@ -519,6 +538,9 @@ pub fn audit(
     Ok(auditor.rows)
 }
 
+/// A review item: (namespace, response, identity, entitlement, source).
+type DecisionKey = (String, String, String, String, String);
+
 /// The replay state: the manifests in force, the engine, and each identity's verdict.
 struct Auditor<'o> {
     options: &'o AuditOptions,
@@ -540,6 +562,8 @@ struct Auditor<'o> {
     /// Whether the identity filtered on was ever evaluated.
     identity_seen: bool,
     rows: Vec<Row>,
+    /// Review decisions seen so far, to show only the ones a commit changed.
+    decisions: HashMap<DecisionKey, (ReviewDecision, String)>,
 }
 
 /// What the identities held before an evaluation, for separation of duties.
@@ -569,6 +593,7 @@ impl<'o> Auditor<'o> {
             edited: BTreeSet::new(),
             identity_seen: false,
             rows: Vec::new(),
+            decisions: HashMap::new(),
         }
     }
 
@@ -623,6 +648,9 @@ impl<'o> Auditor<'o> {
         let applied = self.replay.apply();
         self.edited = applied.edited;
         self.rules_pending |= applied.rules_changed;
+        if self.engine.is_none() || self.rules_pending {
+            self.review_rows(&info);
+        }
         if self.engine.is_none() || std::mem::take(&mut self.rules_pending) {
             let engine = Engine::new(self.replay.snapshot(), self.options.settings.clone());
             let desired = engine.evaluate(now, &Current(&self.current));
@@ -656,6 +684,82 @@ impl<'o> Auditor<'o> {
             let access = self.evaluate(&key, now);
             self.record(&key, access, now, &info, info.trigger);
         }
+    }
+
+    /// One `reviewed` row per review decision (keep or revoke) the commit brought.
+    fn review_rows(&mut self, info: &CommitRef) {
+        let mut rows = Vec::new();
+        for response in &self.replay.snapshot().responses {
+            let namespace = response.metadata.namespace.clone().unwrap_or_default();
+            let name = response.metadata.name.clone().unwrap_or_default();
+            let path = response
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::annotations::PATH))
+                .cloned()
+                .unwrap_or_default();
+            for item in &response.spec.items {
+                let source = format!("{:?}/{}", item.source.kind, item.source.name);
+                let key = (
+                    namespace.clone(),
+                    name.clone(),
+                    item.identity.clone(),
+                    item.entitlement.to_string(),
+                    source.clone(),
+                );
+                let justification = item.justification.clone().unwrap_or_default();
+                let value = (item.decision, justification.clone());
+                if self.decisions.get(&key) == Some(&value) {
+                    continue;
+                }
+                self.decisions.insert(key, value);
+                let decision = match item.decision {
+                    ReviewDecision::Pending => continue,
+                    ReviewDecision::Keep => "keep",
+                    ReviewDecision::Revoke => "revoke",
+                };
+                let wanted = match &self.options.identity {
+                    Some((ns, who)) => {
+                        who == &item.identity && ns.as_ref().is_none_or(|ns| *ns == namespace)
+                    }
+                    None => true,
+                };
+                if !wanted || self.options.since.is_some_and(|since| info.time < since) {
+                    continue;
+                }
+                rows.push(Row {
+                    time: info.time.to_string(),
+                    commit: info.id.clone(),
+                    author: info.author.clone(),
+                    signer: info.signer.clone(),
+                    trigger: info.trigger,
+                    namespace: namespace.clone(),
+                    identity: item.identity.clone(),
+                    target: item.entitlement.target.clone(),
+                    entitlement: item.entitlement.to_string(),
+                    change: "reviewed",
+                    source,
+                    source_path: path.clone(),
+                    source_commit: info.id.clone(),
+                    reason: format!(
+                        "{decision} by {} in AccessReview/{} cycle {}: {justification}",
+                        response.spec.reviewer, response.spec.review, response.spec.cycle
+                    ),
+                    enforced: true,
+                    authored_by: info.review.authors.clone(),
+                    approved_by: info.review.approvers.clone(),
+                    review: Some(ReviewRow {
+                        review: response.spec.review.clone(),
+                        cycle: response.spec.cycle.clone(),
+                        reviewer: response.spec.reviewer.clone(),
+                        decision,
+                        justification,
+                    }),
+                });
+            }
+        }
+        self.rows.extend(rows);
     }
 
     fn evaluate(&self, key: &IdentityKey, now: Timestamp) -> Option<IdentityAccess> {
@@ -764,6 +868,7 @@ impl<'o> Auditor<'o> {
                 enforced: grant.enforced,
                 authored_by: info.review.authors.clone(),
                 approved_by: info.review.approvers.clone(),
+                review: None,
             }
         };
         let rewind = if trigger == "rewind" {

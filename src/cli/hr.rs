@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 
 use super::Output;
 use super::inputs::{CommonArgs, open_repo};
@@ -206,51 +206,6 @@ fn files_from_dir(root: &Path) -> Result<Vec<ExistingFile>, String> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
-}
-
-fn split_person(person: &str) -> Result<(String, String), String> {
-    match (person.find('<'), person.rfind('>')) {
-        (Some(open), Some(close)) if open < close => Ok((
-            person[..open].trim().to_string(),
-            person[open + 1..close].trim().to_string(),
-        )),
-        _ => Err(format!("--author {person:?}: write it as \"Name <mail>\"")),
-    }
-}
-
-/// Writes a tree equal to `base` with `blobs` (paths split in components) set.
-fn write_tree(
-    repo: &Repository,
-    base: Option<&git2::Tree<'_>>,
-    blobs: &[(Vec<String>, Oid)],
-) -> Result<Oid, git2::Error> {
-    let mut builder = repo.treebuilder(base)?;
-    let mut i = 0;
-    while i < blobs.len() {
-        let head = &blobs[i].0[0];
-        let mut j = i;
-        while j < blobs.len() && &blobs[j].0[0] == head {
-            j += 1;
-        }
-        let group = &blobs[i..j];
-        if group.len() == 1 && group[0].0.len() == 1 {
-            builder.insert(head, group[0].1, 0o100644)?;
-        } else {
-            let sub: Vec<(Vec<String>, Oid)> = group
-                .iter()
-                .filter(|(p, _)| p.len() > 1)
-                .map(|(p, o)| (p[1..].to_vec(), *o))
-                .collect();
-            let existing = base
-                .and_then(|t| t.get_name(head))
-                .filter(|e| e.kind() == Some(ObjectType::Tree))
-                .and_then(|e| repo.find_tree(e.id()).ok());
-            let oid = write_tree(repo, existing.as_ref(), &sub)?;
-            builder.insert(head, oid, 0o040000)?;
-        }
-        i = j;
-    }
-    builder.write()
 }
 
 /// The commit message: a summary line, then the changes.
@@ -487,38 +442,13 @@ fn import(args: ImportArgs) -> Result<ExitCode, String> {
     };
     let repo = open_repo(&args.repo)?;
     let sub = subdir(&args.path);
-    let branch_ref = format!("refs/heads/{}", args.branch);
+    let target = super::commit::Target {
+        branch: &args.branch,
+        base: &args.base,
+    };
     let started = std::time::Instant::now();
     let (files, parent) = if args.commit {
-        if !git2::Reference::is_valid_name(&branch_ref) {
-            return Err(format!(
-                "--branch {:?} is not a valid branch name",
-                args.branch
-            ));
-        }
-        if let Ok(head) = repo.head()
-            && head.name().ok() == Some(branch_ref.as_str())
-            && !repo.is_bare()
-        {
-            return Err(format!(
-                "--branch {} is checked out here; committing on it would leave the working tree behind: check out another branch or pick another --branch",
-                args.branch
-            ));
-        }
-        let parent = match repo.find_reference(&branch_ref) {
-            Ok(r) => r.peel_to_commit(),
-            Err(_) => repo
-                .revparse_single(&args.base)
-                .and_then(|o| o.peel_to_commit()),
-        }
-        .map_err(|e| {
-            format!(
-                "cannot resolve --branch {} or --base {}: {}",
-                args.branch,
-                args.base,
-                e.message()
-            )
-        })?;
+        let parent = target.parent(&repo)?;
         (files_from_git(&repo, &parent, sub)?, Some(parent))
     } else {
         let workdir = repo
@@ -597,25 +527,21 @@ fn import(args: ImportArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(parent) => {
-            let prefix: Vec<String> = sub
-                .map(|s| s.split('/').map(str::to_string).collect())
-                .unwrap_or_default();
-            let mut blobs = Vec::with_capacity(outcome.changes.len());
+            let mut files = Vec::with_capacity(outcome.changes.len());
             let mut bytes = 0usize;
             for c in &outcome.changes {
-                let oid = repo
-                    .blob(c.text.as_bytes())
-                    .map_err(|e| e.message().to_string())?;
+                files.push((c.path.clone(), super::commit::blob(&repo, &c.text)?));
                 bytes += c.text.len();
-                let mut path = prefix.clone();
-                path.extend(c.path.split('/').map(str::to_string));
-                blobs.push((path, oid));
             }
-            blobs.sort();
-            let base_tree = parent.tree().map_err(|e| e.message().to_string())?;
-            let tree_id =
-                write_tree(&repo, Some(&base_tree), &blobs).map_err(|e| e.message().to_string())?;
-            if tree_id == base_tree.id() {
+            let change = super::commit::Change {
+                subdir: sub,
+                files,
+                author: &args.author,
+                message: commit_message(&outcome, args.allow_mass_change, &args.from),
+                sign_with: args.sign_with.as_deref(),
+                reflog: "gatehouse hr import",
+            };
+            let Some(commit) = super::commit::commit(&repo, &parent, &target, &change)? else {
                 print(&mut stdout)?;
                 writeln!(
                     stdout,
@@ -623,32 +549,7 @@ fn import(args: ImportArgs) -> Result<ExitCode, String> {
                 )
                 .ok();
                 return Ok(ExitCode::SUCCESS);
-            }
-            let tree = repo
-                .find_tree(tree_id)
-                .map_err(|e| e.message().to_string())?;
-            let (name, mail) = split_person(&args.author)?;
-            let who = git2::Signature::now(&name, &mail).map_err(|e| e.message().to_string())?;
-            let message = commit_message(&outcome, args.allow_mass_change, &args.from);
-            let commit = match &args.sign_with {
-                None => repo
-                    .commit(None, &who, &who, &message, &tree, &[&parent])
-                    .map_err(|e| e.message().to_string())?,
-                Some(key_path) => {
-                    let content = repo
-                        .commit_create_buffer(&who, &who, &message, &tree, &[&parent])
-                        .map_err(|e| e.message().to_string())?;
-                    let content = content
-                        .as_str()
-                        .map_err(|_| "the commit is not UTF-8".to_string())?
-                        .to_string();
-                    let signature = sign(key_path, &content)?;
-                    repo.commit_signed(&content, &signature, None)
-                        .map_err(|e| e.message().to_string())?
-                }
             };
-            repo.reference(&branch_ref, commit, true, "gatehouse hr import")
-                .map_err(|e| format!("cannot move {branch_ref}: {}", e.message()))?;
             print(&mut stdout)?;
             writeln!(
                 stdout,
@@ -672,7 +573,7 @@ fn import(args: ImportArgs) -> Result<ExitCode, String> {
             super::plan::run_repo(
                 args.repo.clone(),
                 args.base.clone(),
-                branch_ref,
+                target.reference(),
                 sub.map(str::to_string),
                 match args.output {
                     ReportFormat::Text => Output::Text,
@@ -682,26 +583,4 @@ fn import(args: ImportArgs) -> Result<ExitCode, String> {
             )
         }
     }
-}
-
-/// Signs a commit buffer with an OpenSSH private key, as `git -c gpg.format=ssh` does.
-fn sign(key_path: &Path, content: &str) -> Result<String, String> {
-    let key = ssh_key::PrivateKey::read_openssh_file(key_path).map_err(|e| {
-        format!(
-            "--sign-with {}: not an OpenSSH private key ({e})",
-            key_path.display()
-        )
-    })?;
-    if key.is_encrypted() {
-        return Err(format!(
-            "--sign-with {}: the key is passphrase-protected; use an unencrypted deploy key kept in the CI secret store",
-            key_path.display()
-        ));
-    }
-    let signature = key
-        .sign("git", ssh_key::HashAlg::Sha512, content.as_bytes())
-        .map_err(|e| format!("cannot sign with {}: {e}", key_path.display()))?;
-    signature
-        .to_pem(ssh_key::LineEnding::LF)
-        .map_err(|e| format!("cannot encode the signature: {e}"))
 }

@@ -2,11 +2,13 @@
 
 pub mod audit;
 mod break_glass_rows;
+mod commit;
 mod explain;
 pub mod hr;
 mod inputs;
 mod plan;
 mod report;
+mod review;
 mod validate;
 
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// HR system of record: import a feed into Identity files and a signed commit.
     Hr(hr::HrArgs),
+    /// Access reviews: open a cycle as one file of pending items per reviewer.
+    Review(review::ReviewArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind).
     Crds(CrdsArgs),
     /// Run the controller against the cluster in KUBECONFIG or in-cluster config.
@@ -133,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Hr(args) => hr::run(args),
+        Command::Review(args) => review::run(args),
         Command::Crds(args) => crds(args),
         Command::Run(args) => run(args),
     };

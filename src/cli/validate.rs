@@ -47,6 +47,18 @@ struct ValidateReport<'a> {
     warnings: usize,
     diagnostics: &'a [Diagnostic],
     violations: &'a [Violation],
+    /// Access reviews' progress (absent when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reviews: Vec<ReviewJson<'a>>,
+}
+
+/// One access review's progress in `validate -o json`.
+#[derive(Serialize)]
+struct ReviewJson<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    #[serde(flatten)]
+    progress: &'a crate::engine::review::ReviewProgress,
 }
 
 /// Why the newest commit that changed `subdir` up to `head` is refused: not signed by a
@@ -154,6 +166,15 @@ pub fn run(mut args: ValidateArgs) -> Result<ExitCode, String> {
                 warnings,
                 diagnostics,
                 violations: &desired.violations,
+                reviews: desired
+                    .reviews
+                    .iter()
+                    .map(|((namespace, name), progress)| ReviewJson {
+                        namespace,
+                        name,
+                        progress,
+                    })
+                    .collect(),
             };
             println!(
                 "{}",
@@ -167,6 +188,9 @@ pub fn run(mut args: ValidateArgs) -> Result<ExitCode, String> {
             for v in &desired.violations {
                 println!("{}", violation_line(v));
             }
+            for ((ns, name), p) in &desired.reviews {
+                println!("{}", review_line(ns, name, p));
+            }
             let objects = revision.loaded.files.len();
             println!(
                 "{}: {objects} objects, {errors} errors, {warnings} warnings",
@@ -179,4 +203,28 @@ pub fn run(mut args: ValidateArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One line of an access review's progress.
+fn review_line(ns: &str, name: &str, p: &crate::engine::review::ReviewProgress) -> String {
+    let mut line = format!("review AccessReview/{name} in {ns}: ");
+    match &p.cycle {
+        None => line.push_str("no cycle opened yet (gatehouse review open)"),
+        Some(cycle) => {
+            line.push_str(&format!(
+                "cycle {cycle}, due {}: {} pending, {} kept, {} revoked",
+                p.due.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                p.pending,
+                p.kept,
+                p.revoked
+            ));
+            if !p.overdue_reviewers.is_empty() {
+                line.push_str(&format!("; overdue: {}", p.overdue_reviewers.join(", ")));
+            }
+            if let Some(next) = p.next_cycle {
+                line.push_str(&format!("; next cycle due {next}"));
+            }
+        }
+    }
+    line
 }

@@ -12,6 +12,7 @@ mod connectors;
 pub mod leader;
 pub mod pass;
 pub mod report;
+pub mod review_status;
 mod sources;
 pub mod status;
 pub mod writer;
@@ -31,7 +32,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 
-use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
+use crate::api::{
+    AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, TargetSystem,
+};
 use crate::engine::{IdentityKey, Settings, Snapshot};
 use crate::http::{Health, Metrics, TargetLabels, TenantLabels};
 use connectors::{Factory, KubeFactory, Slots};
@@ -105,6 +108,8 @@ struct Caches {
     policies: Store<DeserializeGuard<AccessPolicy>>,
     exceptions: Store<DeserializeGuard<Exception>>,
     targets: Store<DeserializeGuard<TargetSystem>>,
+    reviews: Store<DeserializeGuard<AccessReview>>,
+    responses: Store<DeserializeGuard<AccessReviewResponse>>,
 }
 
 /// The work queue: tenants with a change not yet reconciled.
@@ -238,12 +243,16 @@ pub async fn run(
         policies: watch(&client, &options.namespace, queue.clone()),
         exceptions: watch(&client, &options.namespace, queue.clone()),
         targets: watch(&client, &options.namespace, queue.clone()),
+        reviews: watch(&client, &options.namespace, queue.clone()),
+        responses: watch(&client, &options.namespace, queue.clone()),
     });
     for ready in [
         caches.identities.wait_until_ready().await,
         caches.policies.wait_until_ready().await,
         caches.exceptions.wait_until_ready().await,
         caches.targets.wait_until_ready().await,
+        caches.reviews.wait_until_ready().await,
+        caches.responses.wait_until_ready().await,
     ] {
         ready.map_err(|e| anyhow::anyhow!("cache never filled: {e}"))?;
     }
@@ -445,6 +454,10 @@ fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) 
     let (policies, bad_policies) = split(caches.policies.state(), namespace);
     let (exceptions, bad_exceptions) = split(caches.exceptions.state(), namespace);
     let (targets, bad_targets) = split(caches.targets.state(), namespace);
+    // Unreadable reviews and responses cannot be in the cluster: the API server checks
+    // the schema, and `gatehouse validate` reports them in Git.
+    let (reviews, _) = split(caches.reviews.state(), namespace);
+    let (responses, _) = split(caches.responses.state(), namespace);
     // An Identity being deleted is planned as a leaver: it is left out of the engine's
     // input (absent means revoke everything), but kept so its access can be found.
     let (deleting, present): (Vec<Identity>, Vec<Identity>) = identities
@@ -458,6 +471,8 @@ fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) 
                 policies,
                 exceptions,
                 targets,
+                reviews,
+                responses,
             },
             deleting,
         },

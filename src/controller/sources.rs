@@ -22,8 +22,8 @@ use super::Caches;
 use super::status::Conditions;
 use super::writer::{Writer, object_ref};
 use crate::api::{
-    AccessPolicy, Condition, Exception, Identity, Kind, Kinded, PolicySource, PolicySourceStatus,
-    TargetSystem, annotations, condition_types, labels,
+    AccessPolicy, AccessReview, AccessReviewResponse, Condition, Exception, Identity, Kind, Kinded,
+    PolicySource, PolicySourceStatus, TargetSystem, annotations, condition_types, labels,
 };
 use crate::http::{Metrics, SourceLabels};
 use crate::source::Diagnostic;
@@ -402,6 +402,8 @@ fn with_cached<R>(
         Kind::AccessPolicy => get(&caches.policies, ns, name, f),
         Kind::Exception => get(&caches.exceptions, ns, name, f),
         Kind::TargetSystem => get(&caches.targets, ns, name, f),
+        Kind::AccessReview => get(&caches.reviews, ns, name, f),
+        Kind::AccessReviewResponse => get(&caches.responses, ns, name, f),
         Kind::PolicySource => None,
     }
 }
@@ -436,6 +438,8 @@ fn inventory(caches: &Caches, ns: &str, source: &str) -> BTreeSet<(Kind, String)
     of(&caches.policies, ns, source, &mut out);
     of(&caches.exceptions, ns, source, &mut out);
     of(&caches.targets, ns, source, &mut out);
+    of(&caches.reviews, ns, source, &mut out);
+    of(&caches.responses, ns, source, &mut out);
     out
 }
 
@@ -466,6 +470,8 @@ fn resource(kind: Kind) -> ApiResource {
         Kind::AccessPolicy => ApiResource::erase::<AccessPolicy>(&()),
         Kind::Exception => ApiResource::erase::<Exception>(&()),
         Kind::TargetSystem => ApiResource::erase::<TargetSystem>(&()),
+        Kind::AccessReview => ApiResource::erase::<AccessReview>(&()),
+        Kind::AccessReviewResponse => ApiResource::erase::<AccessReviewResponse>(&()),
         Kind::PolicySource => ApiResource::erase::<PolicySource>(&()),
     }
 }

@@ -650,6 +650,7 @@ mod tests {
             policies: vec![serde_yaml::from_str("apiVersion: gatehouse.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p, namespace: t}\nspec: {entitlements: [{target: k8s, kind: ClusterRole, name: view}]}").unwrap()],
             targets: vec![serde_yaml::from_str("apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: k8s, namespace: t}\nspec: {type: Kubernetes}").unwrap()],
             exceptions: vec![],
+            ..Default::default()
         };
         let now = "2026-12-01T00:00:00Z".parse().unwrap();
         evaluate(&snapshot, now, &Settings::default(), &NothingHeld)

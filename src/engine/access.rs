@@ -245,6 +245,25 @@ pub fn evaluate_identity(
         }
     }
 
+    // Access reviews: a revoke (or a pending past its due date) withholds that source.
+    if let Some(holds) = ns.reviews.holds.get(&rec.name) {
+        offered.retain(|(id, source, _)| {
+            let entitlement = &ns.entitlement_table[*id as usize];
+            match super::review::hold_for(holds, entitlement, source.kind, &source.name) {
+                Some(h) if h.from.is_none_or(|t| t <= now) => {
+                    let review = h.review.clone();
+                    withhold(entitlement, source, WithheldReason::Review { review });
+                    false
+                }
+                Some(h) => {
+                    next_change = earliest(next_change, h.from);
+                    true
+                }
+                None => true,
+            }
+        });
+    }
+
     // One grant per entitlement, sources policies first then by name; ids sort like entitlements.
     offered.sort_by(|a, b| (a.0, a.1.kind, &a.1.name).cmp(&(b.0, b.1.kind, &b.1.name)));
     let mut ids: Vec<u32> = Vec::new();

@@ -130,6 +130,22 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// Compiles a selector from its API form.
+    pub fn compile(selector: &crate::api::AttributeSelector) -> Self {
+        Self {
+            equals: selector
+                .match_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            expressions: selector
+                .match_expressions
+                .iter()
+                .map(|e| (e.key.clone(), e.operator, e.values.clone()))
+                .collect(),
+        }
+    }
+
     pub fn matches(&self, rec: &IdentityRecord) -> bool {
         self.equals
             .iter()
@@ -273,6 +289,8 @@ pub struct Namespace {
     pub referrers: HashMap<String, BTreeSet<String>>,
     /// Exceptions a person requested or approved: person -> exception indexes.
     pub exceptions_by_party: HashMap<String, Vec<usize>>,
+    /// Access reviews and their answers.
+    pub reviews: super::review::Reviews,
 }
 
 /// Whether an object came from Git: applied by a PolicySource (commit annotation or source
@@ -350,20 +368,7 @@ impl Namespace {
                     })
                     .ok()
             });
-        let selector = Selector {
-            equals: spec
-                .selector
-                .match_attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            expressions: spec
-                .selector
-                .match_expressions
-                .iter()
-                .map(|e| (e.key.clone(), e.operator, e.values.clone()))
-                .collect(),
-        };
+        let selector = Selector::compile(&spec.selector);
         let name = policy.metadata.name.clone().unwrap_or_default();
         if spec.mode == Mode::Enforce {
             for rule in &spec.separation_of_duties {

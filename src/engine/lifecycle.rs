@@ -21,9 +21,9 @@ pub fn parse_timestamp(value: &str) -> Result<Timestamp, String> {
         .map_err(|e| format!("{value:?} is not a valid RFC 3339 timestamp ({e})"))
 }
 
-/// Parses a Go-style duration such as `720h` or `1h30m`.
+/// Parses a Go-style duration such as `720h` or `1h30m`; `d` is a day of 24 hours (`90d`).
 pub fn parse_duration(value: &str) -> Result<SignedDuration, String> {
-    let bad = || format!("{value:?} is not a duration like 720h or 90m");
+    let bad = || format!("{value:?} is not a duration like 720h, 90m or 90d");
     let mut total = SignedDuration::ZERO;
     let mut rest = value.trim();
     if rest.is_empty() {
@@ -36,6 +36,7 @@ pub fn parse_duration(value: &str) -> Result<SignedDuration, String> {
         let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
         let unit = rest[digits..].chars().next().ok_or_else(bad)?;
         let seconds = match unit {
+            'd' => 86400.0,
             'h' => 3600.0,
             'm' => 60.0,
             's' => 1.0,
@@ -105,7 +106,12 @@ mod tests {
             parse_duration("1.5h").unwrap(),
             SignedDuration::from_mins(90)
         );
-        for bad in ["", "h", "10", "10d", "1h-", "abc"] {
+        // Days, for review cadences (`every: 90d`), are 24 hours.
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            SignedDuration::from_hours(90 * 24)
+        );
+        for bad in ["", "h", "10", "10w", "1h-", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -11,6 +11,7 @@ pub mod index;
 pub mod lifecycle;
 mod model;
 pub mod owner_exit;
+pub mod review;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -103,6 +104,30 @@ impl Engine {
             ns.index_policies();
             ns.find_manager_cycles();
         }
+        if !snapshot.reviews.is_empty() || !snapshot.responses.is_empty() {
+            for r in &snapshot.reviews {
+                tenant(&mut namespaces, namespace_of(&r.metadata));
+            }
+            for r in &snapshot.responses {
+                tenant(&mut namespaces, namespace_of(&r.metadata));
+            }
+            for ns in namespaces.values_mut() {
+                let here = |meta: &kube::api::ObjectMeta| {
+                    meta.namespace.as_deref().unwrap_or_default() == ns.name
+                };
+                let reviews: Vec<_> = snapshot
+                    .reviews
+                    .iter()
+                    .filter(|r| here(&r.metadata))
+                    .collect();
+                let responses: Vec<_> = snapshot
+                    .responses
+                    .iter()
+                    .filter(|r| here(&r.metadata))
+                    .collect();
+                ns.reviews = review::Reviews::build(ns, snapshot, &reviews, &responses);
+            }
+        }
         Self {
             settings,
             namespaces,
@@ -162,6 +187,11 @@ impl Engine {
                     .insert((ns.name.clone(), exc.name.clone()), verdict.clone());
             }
             violations.extend(policy_findings(ns));
+            let (found, progress) = ns.reviews.at(&ns.name, now);
+            violations.extend(found);
+            for (name, p) in progress {
+                state.reviews.insert((ns.name.clone(), name), p);
+            }
             let mut matches = vec![0usize; ns.policies.len()];
             for rec in ns.identities.values() {
                 let matched = ns.matching_policies(rec);

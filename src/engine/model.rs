@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::{
-    AccessPolicy, EntitlementRef, Exception, Identity, IdentityType, Mode, OnLeave, TargetSystem,
-    TargetType, annotations,
+    AccessPolicy, AccessReview, AccessReviewResponse, EntitlementRef, Exception, Identity,
+    IdentityType, Mode, OnLeave, TargetSystem, TargetType, annotations,
 };
 
 /// Everything the engine reads: the custom resources of one or more namespaces.
@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub exceptions: Vec<Exception>,
     /// Target systems.
     pub targets: Vec<TargetSystem>,
+    /// Access reviews (certification campaigns).
+    pub reviews: Vec<AccessReview>,
+    /// Reviewers' answers to them.
+    pub responses: Vec<AccessReviewResponse>,
 }
 
 /// Namespace and name of an identity: the key of every per-person result.
@@ -188,6 +192,11 @@ pub enum WithheldReason {
     },
     /// The entitlement names a target that does not exist.
     UnknownTarget,
+    /// An access review revoked it (by decision, or by no response past the due date).
+    Review {
+        /// The AccessReview.
+        review: String,
+    },
 }
 
 impl fmt::Display for WithheldReason {
@@ -209,6 +218,7 @@ impl fmt::Display for WithheldReason {
                 )
             }
             Self::UnknownTarget => f.write_str("target system does not exist"),
+            Self::Review { review } => write!(f, "review:{review}"),
         }
     }
 }
@@ -337,6 +347,13 @@ pub enum ViolationKind {
     BreakGlassActive,
     /// A break-glass exception was not ratified by a Git commit in time and was revoked.
     BreakGlassUnratified,
+    /// A review decision that does not count: the reviewer is the subject, or not the
+    /// reviewer the AccessReview names.
+    ReviewRefused,
+    /// The reviewer requested or approved the access under review.
+    ReviewerGranted,
+    /// Review items left pending past the due date.
+    ReviewOverdue,
 }
 
 impl ViolationKind {
@@ -347,7 +364,8 @@ impl ViolationKind {
             | Self::InvalidException
             | Self::UnknownReference
             | Self::ManagerCycle
-            | Self::InvalidValue => Severity::Error,
+            | Self::InvalidValue
+            | Self::ReviewRefused => Severity::Error,
             Self::ExpiredException
             | Self::InsufficientProofing
             | Self::MissingAttributes
@@ -357,7 +375,9 @@ impl ViolationKind {
             | Self::BreakGlassActive
             | Self::BreakGlassUnratified
             | Self::InterimOwnerProposed
-            | Self::CredentialsNotRotated => Severity::Warning,
+            | Self::CredentialsNotRotated
+            | Self::ReviewerGranted
+            | Self::ReviewOverdue => Severity::Warning,
         }
     }
 
@@ -493,4 +513,7 @@ pub struct DesiredState {
     /// that target, so nothing opened under emergency access outlives it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub break_glass_ended: BTreeMap<IdentityKey, Vec<Arc<EntitlementRef>>>,
+    /// Progress of each access review's latest cycle, by namespace and name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reviews: BTreeMap<(String, String), super::review::ReviewProgress>,
 }

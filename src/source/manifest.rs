@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::{Definitions, Diagnostics};
 use crate::api::{
-    API_VERSION, AccessPolicy, Exception, Identity, Kind, Kinded, ObjectKey, TargetSystem,
-    annotations,
+    API_VERSION, AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, Kind,
+    Kinded, ObjectKey, TargetSystem, annotations,
 };
 use crate::engine::{Provenance, Snapshot};
 
@@ -167,11 +167,13 @@ impl Loader {
             Some(Ok(Kind::AccessPolicy)) => self.add_object::<AccessPolicy>(file, value, provenance, key(Kind::AccessPolicy), &POLICY, |s, o| s.policies.push(o)),
             Some(Ok(Kind::Exception)) => self.add_object::<Exception>(file, value, provenance, key(Kind::Exception), &EXCEPTION, |s, o| s.exceptions.push(o)),
             Some(Ok(Kind::TargetSystem)) => self.add_object::<TargetSystem>(file, value, provenance, key(Kind::TargetSystem), &TARGET, |s, o| s.targets.push(o)),
+            Some(Ok(Kind::AccessReview)) => self.add_object::<AccessReview>(file, value, provenance, key(Kind::AccessReview), &REVIEW, |s, o| s.reviews.push(o)),
+            Some(Ok(Kind::AccessReviewResponse)) => self.add_object::<AccessReviewResponse>(file, value, provenance, key(Kind::AccessReviewResponse), &RESPONSE, |s, o| s.responses.push(o)),
             _ => self.diagnostics.error(
                 file,
                 Some(label),
                 Some("kind".into()),
-                format!("kind {:?} is not a gatehouse kind: use Identity, AccessPolicy, Exception or TargetSystem", kind.unwrap_or_default()),
+                format!("kind {:?} is not a gatehouse kind: use Identity, AccessPolicy, Exception, TargetSystem, AccessReview or AccessReviewResponse", kind.unwrap_or_default()),
             ),
         }
     }
@@ -298,11 +300,15 @@ impl Loader {
             policies,
             exceptions,
             targets,
+            reviews,
+            responses,
         } = other.snapshot;
         self.snapshot.identities.extend(identities);
         self.snapshot.policies.extend(policies);
         self.snapshot.exceptions.extend(exceptions);
         self.snapshot.targets.extend(targets);
+        self.snapshot.reviews.extend(reviews);
+        self.snapshot.responses.extend(responses);
         self.diagnostics.0.extend(other.diagnostics.0);
         self.seen.extend(other.seen);
     }
@@ -333,6 +339,8 @@ impl Loader {
             keep(&rejected, &mut snapshot.policies);
             keep(&rejected, &mut snapshot.exceptions);
             keep(&rejected, &mut snapshot.targets);
+            keep(&rejected, &mut snapshot.reviews);
+            keep(&rejected, &mut snapshot.responses);
         }
         diagnostics.0.sort();
         Loaded {
@@ -356,6 +364,8 @@ static IDENTITY: OnceLock<KindSchema> = OnceLock::new();
 static POLICY: OnceLock<KindSchema> = OnceLock::new();
 static EXCEPTION: OnceLock<KindSchema> = OnceLock::new();
 static TARGET: OnceLock<KindSchema> = OnceLock::new();
+static REVIEW: OnceLock<KindSchema> = OnceLock::new();
+static RESPONSE: OnceLock<KindSchema> = OnceLock::new();
 
 /// A JSON pointer (`/spec/entitlements/0/target`) as a field path (`spec.entitlements[0].target`).
 fn field_path(pointer: &str) -> String {

@@ -14,7 +14,10 @@ use jiff::Timestamp;
 
 use super::history::subtree;
 use super::{Definitions, Diagnostic, Loaded, Loader, files};
-use crate::api::{AccessPolicy, Exception, Identity, Kind, Kinded, ObjectKey, TargetSystem};
+use crate::api::{
+    AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, Kind, Kinded, ObjectKey,
+    TargetSystem,
+};
 use crate::engine::{IdentityKey, Provenance, Snapshot};
 
 /// One position of the history to replay.
@@ -321,6 +324,8 @@ impl Replay {
                 Kind::AccessPolicy => self.put::<AccessPolicy>(key),
                 Kind::Exception => self.put::<Exception>(key),
                 Kind::TargetSystem => self.put::<TargetSystem>(key),
+                Kind::AccessReview => self.put::<AccessReview>(key),
+                Kind::AccessReviewResponse => self.put::<AccessReviewResponse>(key),
                 Kind::PolicySource => {}
             }
         }
@@ -398,6 +403,8 @@ macro_rules! snapshot_kind {
 snapshot_kind!(Identity, identities);
 snapshot_kind!(AccessPolicy, policies);
 snapshot_kind!(Exception, exceptions);
+snapshot_kind!(AccessReview, reviews);
+snapshot_kind!(AccessReviewResponse, responses);
 snapshot_kind!(TargetSystem, targets);
 
 /// Parses each file on its own (on every core when there are many).

@@ -251,6 +251,7 @@ fn tenant(people: &[Person<'_>], targets: &[(&str, &str)]) -> TenantObjects {
             policies,
             targets,
             exceptions: vec![],
+            ..Default::default()
         },
         deleting: vec![],
     }
