@@ -212,7 +212,53 @@ pub fn is_manifest_path(relative: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_manifest_path;
+    use super::{is_manifest_path, load_dir, load_dirs};
+
+    #[test]
+    fn two_directories_read_as_each_alone() {
+        let (base, head) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let identity = |name: &str, status: &str| {
+            format!(
+                "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata:\n  name: {name}\n\
+                 spec:\n  type: Human\n  employment:\n    status: {status}\n"
+            )
+        };
+        let write = |dir: &std::path::Path, path: &str, body: &str| {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        };
+        for dir in [base.path(), head.path()] {
+            write(dir, "identities/ann.yaml", &identity("ann", "Active"));
+            write(dir, "identities/bad.yaml", "kind: [unclosed");
+            write(
+                dir,
+                "identities/typo.yaml",
+                &format!("{}  tpye: x\n", identity("typo", "Active")),
+            );
+            write(dir, "dup/ann.yaml", &identity("ann", "Active"));
+        }
+        write(
+            base.path(),
+            "identities/bob.yaml",
+            &identity("bob", "Active"),
+        );
+        write(
+            head.path(),
+            "identities/bob.yaml",
+            &identity("bob", "Terminated"),
+        );
+        write(head.path(), "identities/cy.yaml", &identity("cy", "Active"));
+        let (b, h) = load_dirs(base.path(), head.path(), "default");
+        let (b_alone, h_alone) = (
+            load_dir(base.path(), "default"),
+            load_dir(head.path(), "default"),
+        );
+        assert_eq!(format!("{b:?}"), format!("{b_alone:?}"));
+        assert_eq!(format!("{h:?}"), format!("{h_alone:?}"));
+        assert_eq!(h.snapshot.identities.len(), 3, "{h:?}");
+        assert!(h.diagnostics.0.len() >= 3, "{:?}", h.diagnostics);
+    }
 
     #[test]
     fn one_rule_says_which_paths_are_manifests() {
