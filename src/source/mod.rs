@@ -110,43 +110,49 @@ fn read_files(
     let mut parsed = Vec::new();
     for path in paths {
         let label = path.strip_prefix(dir).unwrap_or(path).display().to_string();
-        match std::fs::metadata(path) {
-            Ok(meta) if files::oversized(meta.len()).is_some() => {
-                let message = files::oversized(meta.len()).unwrap_or_default();
+        let bytes = match read_manifest(path) {
+            Ok(bytes) => bytes,
+            Err(message) => {
                 loader.diagnostics.error(&label, None, None, message);
+                continue;
             }
-            Ok(_) => match std::fs::read(path) {
-                Ok(bytes) => {
-                    let same = earlier.and_then(|e| {
-                        let (old, from, to) = e.files.get(label.as_str())?;
-                        (*old == bytes.as_slice()).then_some((e.read, *from, *to))
-                    });
-                    if let Some((read, from, to)) = same {
-                        loader.copy_file(read, from, to);
-                        continue;
-                    }
-                    let from = loader.mark();
-                    loader.add_file(&label, &bytes, &Default::default());
-                    if keep {
-                        let to = loader.mark();
-                        parsed.push(Parsed {
-                            label,
-                            bytes,
-                            from,
-                            to,
-                        });
-                    }
-                }
-                Err(e) => loader
-                    .diagnostics
-                    .error(&label, None, None, format!("cannot read: {e}")),
-            },
-            Err(e) => loader
-                .diagnostics
-                .error(&label, None, None, format!("cannot read: {e}")),
+        };
+        let same = earlier.and_then(|e| {
+            let (old, from, to) = e.files.get(label.as_str())?;
+            (*old == bytes.as_slice()).then_some((e.read, *from, *to))
+        });
+        if let Some((read, from, to)) = same {
+            loader.copy_file(read, from, to);
+            continue;
+        }
+        let from = loader.mark();
+        loader.add_file(&label, &bytes, &Default::default());
+        if keep {
+            let to = loader.mark();
+            parsed.push(Parsed {
+                label,
+                bytes,
+                from,
+                to,
+            });
         }
     }
     (loader, parsed)
+}
+
+/// A file's bytes (opened once: its size is checked on the open file), or why not: over
+/// [`MAX_FILE_BYTES`], or unreadable.
+fn read_manifest(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("cannot read: {e}");
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if let Some(message) = files::oversized(size) {
+        return Err(message);
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
 }
 
 fn collect(
