@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use crate::api::ObjectKey;
 use crate::engine::Settings;
-use crate::source::{CommitInfo, Loaded, load_dir, read_tree};
+use crate::source::{CommitInfo, Loaded, load_dir, load_dirs, read_tree};
 
 /// Options shared by every command that reads manifests.
 #[derive(Args, Debug, Clone)]
@@ -163,6 +163,17 @@ pub fn from_dir(dir: &Path, namespace: &str) -> Revision {
         commit: None,
         loaded: load_dir(dir, namespace),
     }
+}
+
+/// Reads a base and a head directory, parsing the files they share once.
+pub fn from_dirs(base: &Path, head: &Path, namespace: &str) -> (Revision, Revision) {
+    let (base_loaded, head_loaded) = load_dirs(base, head, namespace);
+    let revision = |dir: &Path, loaded| Revision {
+        label: dir.display().to_string(),
+        commit: None,
+        loaded,
+    };
+    (revision(base, base_loaded), revision(head, head_loaded))
 }
 
 /// Opens a repository.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Output;
-use super::inputs::{CommonArgs, Revision, from_dir, from_git, open_repo};
+use super::inputs::{CommonArgs, Revision, from_dir, from_dirs, from_git, open_repo};
 use super::report::{PlanReport, RevisionRef};
 use crate::engine::{Engine, NothingHeld};
 use crate::plan::{AccessState, plan};
@@ -77,12 +77,14 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, String> {
             (Some(base), head, Some(attribution))
         }
         None => {
-            let head = from_dir(
-                args.dir.as_ref().expect("clap requires DIR without --repo"),
-                ns,
-            );
-            let base = args.base.as_ref().map(|b| from_dir(&PathBuf::from(b), ns));
-            (base, head, None)
+            let dir = args.dir.as_ref().expect("clap requires DIR without --repo");
+            match &args.base {
+                Some(b) => {
+                    let (base, head) = from_dirs(&PathBuf::from(b), dir, ns);
+                    (Some(base), head, None)
+                }
+                None => (None, from_dir(dir, ns), None),
+            }
         }
     };
     tracing::debug!(elapsed = ?started.elapsed(), "manifests loaded");

@@ -341,6 +341,7 @@ impl<'a> PlanReport<'a> {
             "gatehouse plan: {base} -> {} at {}",
             self.head.source, self.now
         )?;
+        let mut label = String::new();
         for ((ns, name), steps) in self.per_identity() {
             writeln!(out, "\n{ns}/{name} ({})", self.phase_of(ns, name))?;
             for step in steps {
@@ -351,15 +352,21 @@ impl<'a> PlanReport<'a> {
                             writeln!(out, "      {c}")?;
                         }
                     }
-                    Step::Entitlement(c) => writeln!(
-                        out,
-                        "  {} {:<6} {:<40} {}{}",
-                        if c.action == "grant" { "+" } else { "-" },
-                        c.action,
-                        entitlement_label(c),
-                        source_label(c.source.as_ref()),
-                        cause_label(c.cause)
-                    )?,
+                    Step::Entitlement(c) => {
+                        // One buffer for every line's label: millions of lines from nothing.
+                        label.clear();
+                        push_entitlement_label(&mut label, c);
+                        let sign = if c.action == "grant" { "+" } else { "-" };
+                        write!(out, "  {sign} {:<6} {label:<40} ", c.action)?;
+                        match &c.source {
+                            Some(s) => write!(out, "{:?}/{}", s.kind, s.name)?,
+                            None => out.write_all(b"(observed)")?,
+                        }
+                        if let Some(k) = c.cause {
+                            write!(out, "  [{} {}]", &k.id[..8.min(k.id.len())], k.author)?;
+                        }
+                        writeln!(out)?;
+                    }
                 }
             }
         }
@@ -480,25 +487,26 @@ fn account_action(action: &Action) -> &'static str {
 }
 
 fn entitlement_label(c: &Change) -> String {
-    let mut label = format!("{}:", c.target);
+    let mut label = String::new();
+    push_entitlement_label(&mut label, c);
+    label
+}
+
+/// `target:kind/namespace/name` appended to `label`.
+fn push_entitlement_label(label: &mut String, c: &Change) {
+    label.push_str(c.target);
+    label.push(':');
     for part in [c.kind, c.entitlement_namespace].into_iter().flatten() {
         label.push_str(part);
         label.push('/');
     }
     label.push_str(c.name);
-    label
 }
 
 fn source_label(source: Option<&SourceRef>) -> String {
     source
         .map(|s| format!("{:?}/{}", s.kind, s.name))
         .unwrap_or_else(|| "(observed)".into())
-}
-
-fn cause_label(cause: Option<&CommitInfo>) -> String {
-    cause
-        .map(|c| format!("  [{} {}]", &c.id[..8.min(c.id.len())], c.author))
-        .unwrap_or_default()
 }
 
 /// One finding on one line.

@@ -30,6 +30,25 @@ pub struct Loaded {
     pub files: BTreeMap<ObjectKey, String>,
 }
 
+/// Positions in a [`Loader`]'s lists (see [`Loader::mark`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark([usize; 6]);
+
+impl Mark {
+    /// This mark in a loader that had `base` before this one's lists were appended to it.
+    pub fn after(self, base: Mark) -> Mark {
+        Mark(std::array::from_fn(|i| self.0[i] + base.0[i]))
+    }
+}
+
+/// What a loader read so far, apart from the loader (see [`Loader::take_read`]).
+#[derive(Debug, Default)]
+pub struct Read {
+    snapshot: Snapshot,
+    diagnostics: Diagnostics,
+    seen: Vec<(ObjectKey, String)>,
+}
+
 /// Accumulates files into a snapshot.
 pub struct Loader {
     default_namespace: String,
@@ -291,6 +310,60 @@ impl Loader {
         if ok {
             push(&mut self.snapshot, object);
         }
+    }
+
+    /// How far each of the loader's lists has grown: two marks around [`add_file`](Self::add_file)
+    /// delimit what one file produced.
+    pub fn mark(&self) -> Mark {
+        Mark([
+            self.snapshot.identities.len(),
+            self.snapshot.policies.len(),
+            self.snapshot.exceptions.len(),
+            self.snapshot.targets.len(),
+            self.diagnostics.0.len(),
+            self.seen.len(),
+        ])
+    }
+
+    /// Takes out what was read so far, to share it with other threads ([`copy_file`](Self::copy_file)).
+    pub fn take_read(&mut self) -> Read {
+        Read {
+            snapshot: std::mem::take(&mut self.snapshot),
+            diagnostics: std::mem::take(&mut self.diagnostics),
+            seen: std::mem::take(&mut self.seen),
+        }
+    }
+
+    /// Puts back what [`take_read`](Self::take_read) took.
+    pub fn put_read(&mut self, read: Read) {
+        self.snapshot = read.snapshot;
+        self.diagnostics = read.diagnostics;
+        self.seen = read.seen;
+    }
+
+    /// Appends what one file produced in another loader (between `from` and `to`): the
+    /// same as [`add_file`](Self::add_file) on the same path, bytes, namespace and
+    /// provenance, without parsing again.
+    pub fn copy_file(&mut self, read: &Read, from: Mark, to: Mark) {
+        let [i, p, e, t, d, s] = from.0;
+        let [i2, p2, e2, t2, d2, s2] = to.0;
+        let snapshot = &mut self.snapshot;
+        snapshot
+            .identities
+            .extend_from_slice(&read.snapshot.identities[i..i2]);
+        snapshot
+            .policies
+            .extend_from_slice(&read.snapshot.policies[p..p2]);
+        snapshot
+            .exceptions
+            .extend_from_slice(&read.snapshot.exceptions[e..e2]);
+        snapshot
+            .targets
+            .extend_from_slice(&read.snapshot.targets[t..t2]);
+        self.diagnostics
+            .0
+            .extend_from_slice(&read.diagnostics.0[d..d2]);
+        self.seen.extend_from_slice(&read.seen[s..s2]);
     }
 
     /// Appends what another loader read (files later in the order than this one's).
