@@ -19,7 +19,7 @@ use crate::engine::{AccountIntent, Engine, IdentityKey, Settings, Snapshot};
 use crate::http::{Metrics, OperationLabels, TargetLabels};
 use crate::plan::decide::{Decision, Hold, TargetView, decide, is_cut_off};
 use crate::plan::{Action, Operation};
-use crate::targets::{Applied, Connector, Subject, TargetError};
+use crate::targets::{Applied, Connector, Reread, Subject, TargetError};
 
 /// How long an acknowledgement waits for the re-observation that confirms it. A planned
 /// operation that the target acknowledged less than this ago is not sent again: the
@@ -174,6 +174,9 @@ pub async fn run<F: Factory>(
     let views = observe(slots, tenant, ctx).await;
     let engine = Engine::new(&tenant.snapshot, ctx.settings.clone());
     let decision = decide(&engine, namespace, ctx.now, &views);
+    // The views share the targets' caches; dropped so that the apply stage updates the
+    // caches in place rather than copying them.
+    drop(views);
     let outcomes = apply(slots, tenant, &decision, ctx).await?;
     let confirm_soon = outcomes.1;
     let mut targets = outcomes.0;
@@ -222,14 +225,24 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
     }
 }
 
-/// Observes every target of the tenant (those not backing off), concurrently.
+/// What one target needs read before the plan.
+enum Read {
+    /// The whole target.
+    Full,
+    /// A few accounts.
+    Accounts(BTreeSet<IdentityKey>),
+}
+
+/// Brings every target's observed state up to date (those not backing off), concurrently:
+/// a full listing where one is due, a re-read of the accounts the cache cannot vouch for,
+/// or nothing at all.
 async fn observe<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
     ctx: &PassContext<'_>,
 ) -> Vec<TargetView> {
     let namespace = tenant.namespace.as_str();
-    // Connect first (sequentially: it touches the slots), then observe concurrently.
+    // Connect first (sequentially: it touches the slots), then read concurrently.
     let mut work = Vec::new();
     let mut views = Vec::new();
     for target in &tenant.snapshot.targets {
@@ -242,6 +255,8 @@ async fn observe<F: Factory>(
             views.push(view(&name, last, Some(why), false));
             continue;
         }
+        let expected = subjects(tenant, &name, &|_| false);
+        let read = slot.to_read(&expected, target.spec.drift_interval(), now);
         let connector = match &slot.connector {
             Some(c) => Ok(c.clone()),
             None => match loaded.config {
@@ -258,7 +273,14 @@ async fn observe<F: Factory>(
             },
         };
         match connector {
-            Ok(c) => work.push((name, c)),
+            Ok(c) => match read {
+                None => {
+                    let case_insensitive = c.capabilities().case_insensitive_names;
+                    views.push(view(&name, last, None, case_insensitive));
+                }
+                Some(None) => work.push((name, c, expected, Read::Full)),
+                Some(Some(only)) => work.push((name, c, expected, Read::Accounts(only))),
+            },
             Err(error) => {
                 ctx.metrics.errors.inc();
                 let failure = Failure::of(&error);
@@ -269,30 +291,53 @@ async fn observe<F: Factory>(
             }
         }
     }
-    let observations = futures::future::join_all(work.iter().map(|(name, connector)| {
-        let expected = subjects(tenant, name, &|_| false);
+    let reads = futures::future::join_all(work.iter().map(|(_, connector, expected, read)| {
         let connector = connector.clone();
-        async move { connector.observe(&expected).await }
+        async move {
+            match read {
+                Read::Full => connector.observe(expected).await.map(Reread::Full),
+                Read::Accounts(only) => connector.observe_accounts(expected, only).await,
+            }
+        }
     }))
     .await;
-    for ((name, connector), result) in work.into_iter().zip(observations) {
-        ctx.metrics
-            .target_observations
-            .get_or_create(&TargetLabels {
-                namespace: namespace.to_string(),
-                target: name.clone(),
-            })
-            .inc();
+    for ((name, connector, expected, read), result) in work.into_iter().zip(reads) {
+        let labels = TargetLabels {
+            namespace: namespace.to_string(),
+            target: name.clone(),
+        };
         let Some(slot) = slots.get_mut(namespace, &name) else {
             continue;
         };
         let case_insensitive = connector.capabilities().case_insensitive_names;
-        match result {
-            Ok(observed) => {
-                slot.observed(observed.held.clone(), observed.orphans, observed.findings);
-                views.push(view(&name, observed.held, None, case_insensitive));
+        match (result, read) {
+            (Ok(Reread::Full(observed)), _) => {
+                ctx.metrics.target_observations.get_or_create(&labels).inc();
+                slot.observed(
+                    observed.held,
+                    observed.orphans,
+                    observed.findings,
+                    &expected,
+                );
             }
-            Err(error) => {
+            (Ok(Reread::Accounts(held)), Read::Accounts(only)) => {
+                ctx.metrics.target_rereads.get_or_create(&labels).inc();
+                slot.reread(&only, held, &expected);
+            }
+            (Ok(Reread::Accounts(_)), Read::Full) => {
+                // A connector owes a full listing when asked for one.
+                ctx.metrics.errors.inc();
+                let failure = Failure::of(&TargetError::Transient(
+                    "the connector answered a full observation with a partial one".into(),
+                ));
+                let message = failure.message.clone();
+                let last = slot.last_held.clone().unwrap_or_default();
+                slot.failed(failure, ctx.resync);
+                views.push(view(&name, last, Some(message), case_insensitive));
+                continue;
+            }
+            (Err(error), _) => {
+                ctx.metrics.target_observations.get_or_create(&labels).inc();
                 ctx.metrics.errors.inc();
                 tracing::info!(%namespace, target = %name, %error, "observation failed");
                 let failure = Failure::of(&error);
@@ -300,8 +345,11 @@ async fn observe<F: Factory>(
                 let last = slot.last_held.clone().unwrap_or_default();
                 slot.failed(failure, ctx.resync);
                 views.push(view(&name, last, Some(message), case_insensitive));
+                continue;
             }
         }
+        let held = slot.last_held.clone().unwrap_or_default();
+        views.push(view(&name, held, None, case_insensitive));
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
     views
@@ -309,7 +357,7 @@ async fn observe<F: Factory>(
 
 fn view(
     name: &str,
-    held: crate::plan::AccessState,
+    held: Arc<crate::plan::AccessState>,
     not_observed: Option<String>,
     case_insensitive: bool,
 ) -> TargetView {
@@ -541,9 +589,16 @@ async fn apply<F: Factory>(
             let slot = slots.get_mut(namespace, &name);
             let Some(slot) = slot else { continue };
             let outcome = results.get_mut(&name).expect("inserted above");
+            // For the cache: what the target confirmed, and whose state is now unsure.
+            let mut confirmed: Vec<&Operation> = Vec::new();
+            let mut unsure: Vec<&IdentityKey> = Vec::new();
             for (i, result) in indices.into_iter().zip(results_of) {
                 let op = &plan.operations[i];
                 let key = ((*op.identity).clone(), op.action.clone());
+                match &result {
+                    Ok(_) => confirmed.push(op),
+                    Err(_) => unsure.push(&op.identity),
+                }
                 ctx.metrics
                     .operations
                     .get_or_create(&OperationLabels {
@@ -568,6 +623,7 @@ async fn apply<F: Factory>(
                             || matches!(op.action, Action::UpdateAttributes { .. });
                         if confirmable && applied == Applied::Done {
                             slot.acknowledged.insert(key, Instant::now());
+                            unsure.push(&op.identity);
                             confirm_soon = true;
                         }
                         if applied == Applied::Done {
@@ -584,6 +640,7 @@ async fn apply<F: Factory>(
                     }
                 });
             }
+            slot.applied(confirmed, unsure);
         }
     }
     let results = results
