@@ -123,6 +123,14 @@ impl Queue {
         self.wake.notify_one();
     }
 
+    /// Whether any tenant is queued.
+    pub fn is_empty(&self) -> bool {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Takes every queued tenant.
     fn take(&self) -> BTreeSet<String> {
         std::mem::take(&mut *self.tenants.lock().unwrap_or_else(|e| e.into_inner()))
@@ -282,13 +290,16 @@ pub async fn run(
         }
         let wait = if leads {
             let now = Instant::now();
-            let mut due = queue.take();
+            // Tenants with a change first (a leaver among them), then the resync, then
+            // those due on a timer (a retry, a pass deferred behind a newer change).
+            let mut due: Vec<String> = queue.take().into_iter().collect();
             let resync = last_resync.is_none_or(|at| now >= at + options.resync);
             if resync {
-                due.extend(tenants(&caches));
-                for ns in &due {
+                let all = tenants(&caches);
+                for ns in &all {
                     reconciler.slots.resync(ns);
                 }
+                due.extend(all);
                 last_resync = Some(now);
             }
             due.extend(
@@ -298,10 +309,16 @@ pub async fn run(
                     .filter(|(_, at)| **at <= now)
                     .map(|(ns, _)| ns.clone()),
             );
+            let mut seen = BTreeSet::new();
+            due.retain(|ns| seen.insert(ns.clone()));
             for ns in due {
                 reconciler.due.remove(&ns);
                 let is_leading = || leading.as_ref().is_none_or(|l| *l.borrow());
-                if let Some(at) = reconciler.pass(&caches, &options, &ns, &is_leading).await {
+                let preempted = || !queue.is_empty();
+                if let Some(at) = reconciler
+                    .pass(&caches, &options, &ns, &is_leading, &preempted)
+                    .await
+                {
                     reconciler.due.insert(ns, at);
                 }
             }
@@ -490,6 +507,7 @@ impl<F: Factory> Reconciler<F> {
         options: &Options,
         namespace: &str,
         leading: &(dyn Fn() -> bool + Sync),
+        preempted: &(dyn Fn() -> bool + Sync),
     ) -> Option<Instant> {
         let started = Instant::now();
         // Counted as it starts, so that a status it writes is never seen before its pass.
@@ -507,13 +525,21 @@ impl<F: Factory> Reconciler<F> {
             settings: &options.settings,
             resync: options.resync,
             leading,
+            preempted,
             metrics: &options.metrics,
         };
         let result = match pass::run(&mut self.slots, &tenant, &ctx).await {
             Ok(result) => result,
             Err(pass::LostLeadership) => return None,
         };
-        let report = report::report(&tenant, &result, &result.leaver_dates, now);
+        let mut report = report::report(&tenant, &result, &result.leaver_dates, now);
+        if let Some(sent) = &result.deferred {
+            // The pass yielded to a newer change: report only the identities it did
+            // something for, and leave the rest (still pending) to the pass due at once.
+            report.identities.retain(|(key, _)| sent.contains(key));
+            report.hold.retain(|key| sent.contains(key));
+            report.events.retain(|event| sent.contains(&event.identity));
+        }
         if !leading() {
             return None;
         }
@@ -540,7 +566,8 @@ impl<F: Factory> Reconciler<F> {
             Instant::now() + Duration::try_from(now.duration_until(at)).unwrap_or_default()
         });
         let confirm = result.confirm_soon.then(|| Instant::now() + CONFIRM_AFTER);
-        [boundary, result.next_retry, confirm]
+        let deferred = result.deferred.as_ref().map(|_| Instant::now());
+        [boundary, result.next_retry, confirm, deferred]
             .into_iter()
             .flatten()
             .min()

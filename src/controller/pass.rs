@@ -100,6 +100,10 @@ pub struct PassResult {
     pub next_retry: Option<Instant>,
     /// Leavers by end date: the instant the date passed (the revocation SLA's start).
     pub leaver_dates: BTreeMap<IdentityKey, Timestamp>,
+    /// A change queued meanwhile went first: the rest of the work was deferred (its
+    /// outcomes say [`DEFERRED`]) to a pass due at once. Holds the identities that had an
+    /// operation with another outcome: only theirs are worth reporting now.
+    pub deferred: Option<BTreeSet<IdentityKey>>,
 }
 
 /// What the pass needs besides the objects.
@@ -112,6 +116,10 @@ pub struct PassContext<'a> {
     pub resync: Duration,
     /// Whether this replica still leads; checked before every apply batch.
     pub leading: &'a (dyn Fn() -> bool + Sync),
+    /// Whether a change is queued (for any tenant): checked between apply rounds of
+    /// revocations and grants, so that a newer change (a leaver) goes ahead of what is
+    /// left of a large batch.
+    pub preempted: &'a (dyn Fn() -> bool + Sync),
     /// Metrics to update.
     pub metrics: &'a Metrics,
 }
@@ -178,8 +186,20 @@ pub async fn run<F: Factory>(
     // caches in place rather than copying them.
     drop(views);
     let outcomes = apply(slots, tenant, &decision, ctx).await?;
-    let confirm_soon = outcomes.1;
-    let mut targets = outcomes.0;
+    let (mut targets, confirm_soon, was_deferred) = outcomes;
+    let deferred = was_deferred.then(|| {
+        targets
+            .iter()
+            .flat_map(|(name, out)| {
+                let plan = decision.targets.get(name);
+                out.outcomes.iter().enumerate().filter_map(move |(i, o)| {
+                    let deferred = matches!(o, Outcome::Held(why) if why == DEFERRED);
+                    let op = plan?.operations.get(i)?;
+                    (!deferred).then(|| (*op.identity).clone())
+                })
+            })
+            .collect()
+    });
     for target in &tenant.snapshot.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let out = targets.entry(name.clone()).or_default();
@@ -206,6 +226,7 @@ pub async fn run<F: Factory>(
         .filter_map(|(k, _)| engine.leaver_since(k, ctx.now).map(|t| (k.clone(), t)))
         .collect();
     Ok(PassResult {
+        deferred,
         leaver_dates,
         decision,
         targets,
@@ -391,7 +412,16 @@ fn step_of(action: &Action) -> Step {
     }
 }
 
-type Applied2 = (BTreeMap<String, TargetOutcome>, bool);
+/// Outcomes per target, whether a re-observation should confirm soon, and whether work
+/// was deferred to the next pass (a change queued meanwhile went first).
+type Applied2 = (BTreeMap<String, TargetOutcome>, bool, bool);
+
+/// Operations per target in one apply round of revocations or grants: a change queued
+/// meanwhile (a leaver's cut-off) waits for at most one round.
+pub const APPLY_BATCH: usize = 32;
+
+/// The outcome of operations left for the next pass when a newer change went first.
+pub const DEFERRED: &str = "deferred: a newer change went first; continued in the next pass";
 
 /// Applies the decision in three steps across all the tenant's targets at once: every
 /// cut-off, then every revocation, then the grants of identities whose revocations all
@@ -472,6 +502,9 @@ async fn apply<F: Factory>(
         subjects_by_target.insert(name.clone(), subjects(tenant, name, &enabled));
     }
     let mut confirm_soon = false;
+    // Rounds of work sent this pass, and whether the rest was deferred to the next pass.
+    let mut rounds = 0usize;
+    let mut deferred = false;
     for step in [Step::CutOff, Step::Revoke, Step::Grant] {
         // Identities with a revocation not done: their grants wait (revocations are
         // applied before grants, per identity, across every target).
@@ -555,92 +588,120 @@ async fn apply<F: Factory>(
             };
             batches.push((name.clone(), indices, connector));
         }
-        if batches.is_empty() {
-            continue;
-        }
-        if !(ctx.leading)() {
-            tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
-            return Err(LostLeadership);
-        }
-        let sent = futures::future::join_all(batches.iter().map(|(name, indices, connector)| {
-            let plan = &decision.targets[name];
-            let subjects = &subjects_by_target[name];
-            async move {
-                let pairs: Vec<(&Operation, &Subject)> = indices
-                    .iter()
-                    .filter_map(|&i| {
-                        let op = &plan.operations[i];
-                        subjects.get(&op.identity).map(|s| (op, s))
-                    })
-                    .collect();
-                let mut out = connector.apply_batch(&pairs).await;
-                // A connector owes one result per operation; a missing one is a failure.
-                out.resize_with(pairs.len(), || {
-                    Err(TargetError::Transient(
-                        "the connector returned no result for this operation".into(),
-                    ))
-                });
-                out
+        // Cut-offs go in one round; other work in rounds of at most APPLY_BATCH operations
+        // per target, and a change queued meanwhile (a leaver) goes ahead of what is left.
+        let size = if step == Step::CutOff {
+            usize::MAX
+        } else {
+            APPLY_BATCH
+        };
+        let mut offset = 0;
+        loop {
+            let round: Vec<_> = batches
+                .iter()
+                .filter(|(_, indices, _)| offset < indices.len())
+                .map(|(name, indices, connector)| {
+                    let end = indices.len().min(offset.saturating_add(size));
+                    (name, &indices[offset..end], connector)
+                })
+                .collect();
+            if round.is_empty() {
+                break;
             }
-        }))
-        .await;
-        for ((name, indices, _), results_of) in batches.into_iter().zip(sent) {
-            let plan = &decision.targets[&name];
-            let slot = slots.get_mut(namespace, &name);
-            let Some(slot) = slot else { continue };
-            let outcome = results.get_mut(&name).expect("inserted above");
-            // For the cache: what the target confirmed, and whose state is now unsure.
-            let mut confirmed: Vec<&Operation> = Vec::new();
-            let mut unsure: Vec<&IdentityKey> = Vec::new();
-            for (i, result) in indices.into_iter().zip(results_of) {
-                let op = &plan.operations[i];
-                let key = ((*op.identity).clone(), op.action.clone());
-                match &result {
-                    Ok(_) => confirmed.push(op),
-                    Err(_) => unsure.push(&op.identity),
+            if step != Step::CutOff && rounds > 0 && (ctx.preempted)() {
+                // What is left (here and in the later steps) is marked deferred below.
+                deferred = true;
+                break;
+            }
+            if !(ctx.leading)() {
+                tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
+                return Err(LostLeadership);
+            }
+            let sent = futures::future::join_all(round.iter().map(|(name, indices, connector)| {
+                let plan = &decision.targets[*name];
+                let subjects = &subjects_by_target[*name];
+                async move {
+                    let pairs: Vec<(&Operation, &Subject)> = indices
+                        .iter()
+                        .filter_map(|&i| {
+                            let op = &plan.operations[i];
+                            subjects.get(&op.identity).map(|s| (op, s))
+                        })
+                        .collect();
+                    let mut out = connector.apply_batch(&pairs).await;
+                    // A connector owes one result per operation; a missing one is a failure.
+                    out.resize_with(pairs.len(), || {
+                        Err(TargetError::Transient(
+                            "the connector returned no result for this operation".into(),
+                        ))
+                    });
+                    out
                 }
-                ctx.metrics
-                    .operations
-                    .get_or_create(&OperationLabels {
-                        namespace: namespace.to_string(),
-                        target: name.clone(),
-                        action: op.action.name().into(),
-                        result: match &result {
-                            Ok(Applied::Done) => "ok",
-                            Ok(Applied::Unsupported) => "unsupported",
-                            Err(_) => "error",
-                        }
-                        .into(),
-                    })
-                    .inc();
-                outcome[i] = Some(match result {
-                    Ok(applied) => {
-                        slot.parked.remove(&key);
-                        // Revocations and attribute writes are confirmed by the next
-                        // observation: one the target acknowledged yet still shows undone
-                        // is not sent again and again (a target that rewrites a value).
-                        let confirmable = op.action.is_revocation()
-                            || matches!(op.action, Action::UpdateAttributes { .. });
-                        if confirmable && applied == Applied::Done {
-                            slot.acknowledged.insert(key, Instant::now());
-                            unsure.push(&op.identity);
-                            confirm_soon = true;
-                        }
-                        if applied == Applied::Done {
-                            Outcome::Done
-                        } else {
-                            Outcome::Unsupported
-                        }
+            }))
+            .await;
+            for ((name, indices, _), results_of) in round.into_iter().zip(sent) {
+                let plan = &decision.targets[name];
+                let slot = slots.get_mut(namespace, name);
+                let Some(slot) = slot else { continue };
+                let outcome = results.get_mut(name).expect("inserted above");
+                // For the cache: what the target confirmed, and whose state is now unsure.
+                let mut confirmed: Vec<&Operation> = Vec::new();
+                let mut unsure: Vec<&IdentityKey> = Vec::new();
+                for (i, result) in indices.iter().copied().zip(results_of) {
+                    let op = &plan.operations[i];
+                    let key = ((*op.identity).clone(), op.action.clone());
+                    match &result {
+                        Ok(_) => confirmed.push(op),
+                        Err(_) => unsure.push(&op.identity),
                     }
-                    Err(error) => {
-                        tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
-                        let failure = Failure::of(&error);
-                        slot.park(key, failure.clone(), ctx.resync);
-                        Outcome::Failed(failure)
-                    }
-                });
+                    ctx.metrics
+                        .operations
+                        .get_or_create(&OperationLabels {
+                            namespace: namespace.to_string(),
+                            target: name.clone(),
+                            action: op.action.name().into(),
+                            result: match &result {
+                                Ok(Applied::Done) => "ok",
+                                Ok(Applied::Unsupported) => "unsupported",
+                                Err(_) => "error",
+                            }
+                            .into(),
+                        })
+                        .inc();
+                    outcome[i] = Some(match result {
+                        Ok(applied) => {
+                            slot.parked.remove(&key);
+                            // Revocations and attribute writes are confirmed by the next
+                            // observation: one the target acknowledged yet still shows undone
+                            // is not sent again and again (a target that rewrites a value).
+                            let confirmable = op.action.is_revocation()
+                                || matches!(op.action, Action::UpdateAttributes { .. });
+                            if confirmable && applied == Applied::Done {
+                                slot.acknowledged.insert(key, Instant::now());
+                                unsure.push(&op.identity);
+                                confirm_soon = true;
+                            }
+                            if applied == Applied::Done {
+                                Outcome::Done
+                            } else {
+                                Outcome::Unsupported
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
+                            let failure = Failure::of(&error);
+                            slot.park(key, failure.clone(), ctx.resync);
+                            Outcome::Failed(failure)
+                        }
+                    });
+                }
+                slot.applied(confirmed, unsure);
             }
-            slot.applied(confirmed, unsure);
+            rounds += 1;
+            offset = offset.saturating_add(size);
+        }
+        if deferred {
+            break;
         }
     }
     let results = results
@@ -648,7 +709,11 @@ async fn apply<F: Factory>(
         .map(|(name, outcomes)| {
             let outcomes = outcomes
                 .into_iter()
-                .map(|o| o.unwrap_or_else(|| Outcome::Held("not sent".into())))
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Outcome::Held(if deferred { DEFERRED } else { "not sent" }.into())
+                    })
+                })
                 .collect();
             (
                 name,
@@ -659,7 +724,7 @@ async fn apply<F: Factory>(
             )
         })
         .collect();
-    Ok((results, confirm_soon))
+    Ok((results, confirm_soon, deferred))
 }
 
 #[cfg(test)]

@@ -304,6 +304,7 @@ async fn pass(
         settings: &settings,
         resync: Duration::from_secs(600),
         leading,
+        preempted: &|| false,
         metrics: &metrics,
     };
     run(slots, tenant, &ctx).await
@@ -855,6 +856,7 @@ proptest! {
             settings: &settings,
             resync: Duration::from_secs(600),
             leading: &|| true,
+            preempted: &|| false,
             metrics: &metrics,
         };
         let engine = Engine::new(&next.snapshot, settings.clone());
@@ -866,4 +868,57 @@ proptest! {
         prop_assert_eq!(&a.targets["ldap"].operations, &b.targets["ldap"].operations);
         prop_assert_eq!(a.held, b.held);
     }
+}
+
+#[tokio::test]
+async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    ldap.grant("zed", "g");
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let names: Vec<String> = (0..100).map(|i| format!("j{i:03}")).collect();
+    let roster = |zed: &'static str| -> TenantObjects {
+        let mut rows: Vec<Person<'_>> = names
+            .iter()
+            .map(|n| (n.as_str(), "Active", &["g"][..]))
+            .collect();
+        rows.push(("zed", zed, &["g"][..]));
+        tenant(&rows, &[("ldap", "")])
+    };
+    let metrics = Metrics::default();
+    let settings = Settings::default();
+    // A leaver's change arrives as soon as the first round of joiner work is sent.
+    let log = ldap.clone();
+    let queued = move || !log.log().is_empty();
+    let ctx = PassContext {
+        now: "2026-12-01T00:00:00Z".parse().unwrap(),
+        settings: &settings,
+        resync: Duration::from_secs(600),
+        leading: &|| true,
+        preempted: &queued,
+        metrics: &metrics,
+    };
+    let big = run(&mut slots, &roster("Active"), &ctx).await.unwrap();
+    assert_eq!(ldap.log().len(), APPLY_BATCH, "one round, then it yields");
+    let sent = big.deferred.as_ref().expect("the rest is deferred");
+    assert_eq!(sent.len(), APPLY_BATCH, "{sent:?}");
+    let deferred = big.targets["ldap"]
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Held(why) if why == DEFERRED))
+        .count();
+    assert_eq!(deferred, 2 * names.len() - APPLY_BATCH);
+
+    // The next pass (the leaver's): zed's cut-off is the first thing sent, then the rest.
+    let next = pass(&mut slots, &roster("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert!(next.deferred.is_none());
+    assert_eq!(
+        ldap.log()[APPLY_BATCH],
+        "zed disableAccount",
+        "{:?}",
+        ldap.log()
+    );
+    assert_eq!(ldap.account("zed"), Some(AccountState::Disabled));
+    assert!(names.iter().all(|n| ldap.groups(n) == ["g"]));
 }
