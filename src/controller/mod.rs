@@ -8,6 +8,7 @@
 //! and it checks the Lease before every apply batch.
 
 pub mod connectors;
+pub mod engines;
 pub mod leader;
 pub mod pass;
 pub mod report;
@@ -275,6 +276,7 @@ pub async fn run(
         writer: Writer::new(client.clone(), options.instance.clone()),
         client: client.clone(),
         slots: Slots::new(KubeFactory { client }),
+        engines: engines::Engines::new(options.settings.clone()),
         due: BTreeMap::new(),
     };
     futures::pin_mut!(shutdown);
@@ -298,6 +300,7 @@ pub async fn run(
                 let all = tenants(&caches);
                 for ns in &all {
                     reconciler.slots.resync(ns);
+                    reconciler.engines.resync(ns);
                 }
                 due.extend(all);
                 last_resync = Some(now);
@@ -491,6 +494,8 @@ struct Reconciler<F: Factory> {
     client: Client,
     writer: Writer,
     slots: Slots<F>,
+    /// Each tenant's engine, kept between passes.
+    engines: engines::Engines,
     /// When each tenant is due again without a change (a date boundary, a retry, the
     /// confirmation of revocations).
     due: BTreeMap<String, Instant>,
@@ -528,7 +533,9 @@ impl<F: Factory> Reconciler<F> {
             preempted,
             metrics: &options.metrics,
         };
-        let result = match pass::run(&mut self.slots, &tenant, &ctx).await {
+        let (engine, update) = self.engines.update(&tenant);
+        tracing::debug!(%namespace, ?update, "engine");
+        let result = match pass::run(&mut self.slots, &tenant, engine, &ctx).await {
             Ok(result) => result,
             Err(pass::LostLeadership) => return None,
         };

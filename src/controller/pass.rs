@@ -165,10 +165,12 @@ fn subjects(
         .collect()
 }
 
-/// Runs one tenant's pass. `Err` when leadership was lost before an apply batch.
+/// Runs one tenant's pass with the tenant's engine (kept up to date by the caller). `Err`
+/// when leadership was lost before an apply batch.
 pub async fn run<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
+    engine: &Engine,
     ctx: &PassContext<'_>,
 ) -> Result<PassResult, LostLeadership> {
     let namespace = tenant.namespace.as_str();
@@ -180,8 +182,7 @@ pub async fn run<F: Factory>(
         .collect();
     slots.retain(namespace, &live);
     let views = observe(slots, tenant, ctx).await;
-    let engine = Engine::new(&tenant.snapshot, ctx.settings.clone());
-    let decision = decide(&engine, namespace, ctx.now, &views);
+    let decision = decide(engine, namespace, ctx.now, &views);
     // The views share the targets' caches; dropped so that the apply stage updates the
     // caches in place rather than copying them.
     drop(views);

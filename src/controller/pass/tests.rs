@@ -307,7 +307,8 @@ async fn pass(
         preempted: &|| false,
         metrics: &metrics,
     };
-    run(slots, tenant, &ctx).await
+    let engine = Engine::new(&tenant.snapshot, settings.clone());
+    run(slots, tenant, &engine, &ctx).await
 }
 
 fn outcome_of<'a>(result: &'a PassResult, target: &str, who: &str, action: &str) -> &'a Outcome {
@@ -897,7 +898,9 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
         preempted: &queued,
         metrics: &metrics,
     };
-    let big = run(&mut slots, &roster("Active"), &ctx).await.unwrap();
+    let first = roster("Active");
+    let engine = Engine::new(&first.snapshot, settings.clone());
+    let big = run(&mut slots, &first, &engine, &ctx).await.unwrap();
     assert_eq!(ldap.log().len(), APPLY_BATCH, "one round, then it yields");
     let sent = big.deferred.as_ref().expect("the rest is deferred");
     assert_eq!(sent.len(), APPLY_BATCH, "{sent:?}");
