@@ -181,6 +181,11 @@ pub async fn run<F: Factory>(
         .filter_map(|t| t.metadata.name.clone())
         .collect();
     slots.retain(namespace, &live);
+    // A full listing due (the resync, the drift interval) never delays a leaver: the
+    // cut-offs the cache shows are sent before it.
+    if let Some(early) = cut_offs_before_listing(slots, tenant, engine, ctx) {
+        apply(slots, tenant, &early, ctx).await?;
+    }
     let views = observe(slots, tenant, ctx).await;
     let decision = decide(engine, namespace, ctx.now, &views);
     // The views share the targets' caches; dropped so that the apply stage updates the
@@ -245,6 +250,48 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
         }
         _ => format!("{} for {identity}", action.name()),
     }
+}
+
+/// When a full listing of some target is due this pass: the leavers' cut-offs planned
+/// against the targets' caches (those connected and listed before), to send before the
+/// listing. `None` when no listing is due or there is no such cut-off. Marked as not
+/// made against a fresh observation, so that it touches no retry or confirmation
+/// bookkeeping of the pass that follows.
+fn cut_offs_before_listing<F: Factory>(
+    slots: &Slots<F>,
+    tenant: &TenantObjects,
+    engine: &Engine,
+    ctx: &PassContext<'_>,
+) -> Option<Decision> {
+    let namespace = tenant.namespace.as_str();
+    let now = Instant::now();
+    let mut listing_due = false;
+    let mut views = Vec::new();
+    for target in &tenant.snapshot.targets {
+        let name = target.metadata.name.clone().unwrap_or_default();
+        let Some(slot) = slots.get(namespace, &name) else {
+            continue;
+        };
+        let (Some(held), Some(connector)) = (&slot.last_held, &slot.connector) else {
+            continue;
+        };
+        listing_due |= !slot.fresh(target.spec.drift_interval(), now);
+        let case_insensitive = connector.capabilities().case_insensitive_names;
+        views.push(view(&name, held.clone(), None, case_insensitive));
+    }
+    if !listing_due {
+        return None;
+    }
+    let mut decision = decide(engine, namespace, ctx.now, &views);
+    drop(views);
+    let mut any = false;
+    for plan in decision.targets.values_mut() {
+        plan.operations
+            .retain(|op| op.leaver && is_cut_off(&op.action));
+        plan.observed = false;
+        any |= !plan.operations.is_empty();
+    }
+    any.then_some(decision)
 }
 
 /// What one target needs read before the plan.

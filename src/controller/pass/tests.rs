@@ -28,6 +28,8 @@ struct Scripted {
     ack_only: bool,
     /// Full listings served.
     listings: std::sync::atomic::AtomicUsize,
+    /// Log every full listing as `LIST`, among the operations.
+    log_listings: bool,
     /// Identities asked about in targeted re-reads, per re-read.
     rereads: Mutex<Vec<Vec<String>>>,
 }
@@ -41,6 +43,7 @@ impl Scripted {
             log: Mutex::default(),
             ack_only: false,
             listings: Default::default(),
+            log_listings: false,
             rereads: Mutex::default(),
         })
     }
@@ -127,6 +130,9 @@ impl Connector for Handle {
         self.0
             .listings
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.0.log_listings {
+            self.0.log.lock().unwrap().push("LIST".into());
+        }
         Ok(Observed {
             held: self.0.held.lock().unwrap().clone(),
             ..Observed::default()
@@ -924,4 +930,47 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
     );
     assert_eq!(ldap.account("zed"), Some(AccountState::Disabled));
     assert!(names.iter().all(|n| ldap.groups(n) == ["g"]));
+}
+
+#[tokio::test]
+async fn a_leaver_is_cut_off_before_a_due_listing() {
+    let ldap = Arc::new(Scripted {
+        log_listings: true,
+        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let people = |bob: &'static str| {
+        tenant(
+            &[
+                ("alice", "Active", &["finance"]),
+                ("bob", bob, &["finance"]),
+            ],
+            &[("ldap", "")],
+        )
+    };
+    pass(&mut slots, &people("Active"), &|| true).await.unwrap();
+    let before = ldap.log().len();
+    // The resync makes a full listing due; bob leaves in the same pass.
+    slots.resync("t");
+    let result = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    let log = ldap.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["bob disableAccount", "bob revokeSessions", "LIST"],
+        "the cut-off goes before the listing: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "bob disableAccount").count(),
+        1,
+        "and is not sent again: {log:?}"
+    );
+    assert_eq!(ldap.account("bob"), Some(AccountState::Disabled));
+    assert_eq!(
+        ldap.groups("bob"),
+        Vec::<String>::new(),
+        "revoked after the listing"
+    );
+    assert!(result.decision.targets["ldap"].observed);
 }
