@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use kube::api::ObjectMeta;
 
-use super::pass::TenantObjects;
+use super::pass::{SharedIdentity, TenantObjects};
 use crate::engine::{Engine, IdentityKey, Settings};
 
 /// One tenant's engine and what it was fed.
@@ -38,7 +38,7 @@ fn meta_hash(meta: &ObjectMeta, h: &mut impl Hasher) {
 
 fn others_hash(tenant: &TenantObjects) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let s = &tenant.snapshot;
+    let s = tenant;
     s.policies.len().hash(&mut h);
     s.policies
         .iter()
@@ -83,9 +83,9 @@ impl Engines {
         let others = others_hash(tenant);
         let versions = || {
             tenant
-                .snapshot
                 .identities
                 .iter()
+                .map(SharedIdentity::get)
                 .map(|i| {
                     (
                         i.metadata.name.clone().unwrap_or_default(),
@@ -99,7 +99,7 @@ impl Engines {
             .get(&tenant.namespace)
             .is_some_and(|t| t.others == others);
         if !kept {
-            let engine = Engine::new(&tenant.snapshot, self.settings.clone());
+            let engine = Engine::new(&tenant.to_snapshot(), self.settings.clone());
             let fresh = TenantEngine {
                 engine,
                 identities: versions(),
@@ -118,7 +118,7 @@ impl Engines {
             .expect("checked above");
         let mut changes = 0;
         let mut present = std::collections::HashSet::new();
-        for identity in &tenant.snapshot.identities {
+        for identity in tenant.identities.iter().map(SharedIdentity::get) {
             let name = identity.metadata.name.clone().unwrap_or_default();
             let version = &identity.metadata.resource_version;
             if state.identities.get(&name) != Some(version) {
@@ -148,7 +148,7 @@ impl Engines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{NothingHeld, Snapshot};
+    use crate::engine::NothingHeld;
 
     fn identity(name: &str, dept: &str, version: &str) -> crate::api::Identity {
         serde_yaml::from_str(&format!(
@@ -168,12 +168,10 @@ mod tests {
         .unwrap();
         TenantObjects {
             namespace: "t".into(),
-            snapshot: Snapshot {
-                identities,
-                policies: vec![policy],
-                exceptions: vec![],
-                targets: vec![target],
-            },
+            identities: identities.into_iter().map(SharedIdentity::new).collect(),
+            policies: vec![policy],
+            exceptions: vec![],
+            targets: vec![target],
             deleting: vec![],
         }
     }
@@ -196,7 +194,7 @@ mod tests {
         );
         let (engine, update) = engines.update(&next);
         assert_eq!(update, Update::Incremental(3));
-        let fresh = Engine::new(&next.snapshot, Settings::default());
+        let fresh = Engine::new(&next.to_snapshot(), Settings::default());
         assert_eq!(
             engine.evaluate_namespace("t", now, &NothingHeld).identities,
             fresh.evaluate_namespace("t", now, &NothingHeld).identities

@@ -32,11 +32,11 @@ use kube::{Client, Resource};
 use tokio::sync::Notify;
 
 use crate::api::{AccessPolicy, Exception, Identity, TargetSystem};
-use crate::engine::{IdentityKey, Settings, Snapshot};
+use crate::engine::{IdentityKey, Settings};
 use crate::http::{Health, Metrics, TargetLabels, TenantLabels};
 use connectors::{Factory, KubeFactory, Slots};
 pub use leader::LeaderOptions;
-use pass::{PassContext, TenantObjects};
+use pass::{PassContext, SharedIdentity, TenantObjects};
 use writer::Writer;
 
 /// Status writes in flight at once.
@@ -460,25 +460,40 @@ struct Invalid {
 
 /// One tenant's objects from the caches; identities being deleted apart.
 fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) {
-    let (identities, bad_identities) = split(caches.identities.state(), namespace);
+    // Identities (most of a tenant) are shared with the cache, not copied.
+    let mut present = Vec::new();
+    let mut deleting = Vec::new();
+    let mut bad_identities = Vec::new();
+    for object in caches.identities.state() {
+        match &object.0 {
+            Ok(i) if i.metadata.namespace.as_deref() == Some(namespace) => {
+                // An Identity being deleted is planned as a leaver: it is left out of the
+                // engine's input (absent means revoke everything), but kept so its access
+                // can be found.
+                let list = if i.metadata.deletion_timestamp.is_some() {
+                    &mut deleting
+                } else {
+                    &mut present
+                };
+                list.extend(SharedIdentity::from_cache(object.clone()));
+            }
+            Err(e) if e.metadata.namespace.as_deref() == Some(namespace) => {
+                bad_identities.push((e.metadata.clone(), e.error.clone()))
+            }
+            _ => {}
+        }
+    }
     let (policies, bad_policies) = split(caches.policies.state(), namespace);
     let (exceptions, bad_exceptions) = split(caches.exceptions.state(), namespace);
     let (targets, bad_targets) = split(caches.targets.state(), namespace);
-    // An Identity being deleted is planned as a leaver: it is left out of the engine's
-    // input (absent means revoke everything), but kept so its access can be found.
-    let (deleting, present): (Vec<Identity>, Vec<Identity>) = identities
-        .into_iter()
-        .partition(|i| i.metadata.deletion_timestamp.is_some());
     (
         TenantObjects {
             namespace: namespace.to_string(),
-            snapshot: Snapshot {
-                identities: present,
-                policies,
-                exceptions,
-                targets,
-            },
+            identities: present,
             deleting,
+            policies,
+            exceptions,
+            targets,
         },
         Invalid {
             identities: bad_identities,
@@ -583,11 +598,11 @@ impl<F: Factory> Reconciler<F> {
     /// Writes what a pass reported: finalizers, statuses, Events, metrics.
     async fn write(&mut self, tenant: &TenantObjects, report: report::Report, options: &Options) {
         let namespace = tenant.namespace.as_str();
-        let identity = |key: &IdentityKey| {
-            tenant
-                .all_identities()
-                .find(|i| i.metadata.name.as_deref() == Some(key.name.as_str()))
-        };
+        let by_name: HashMap<&str, &Identity> = tenant
+            .all_identities()
+            .filter_map(|i| i.metadata.name.as_deref().map(|n| (n, i)))
+            .collect();
+        let identity = |key: &IdentityKey| by_name.get(key.name.as_str()).copied();
         for key in &report.hold {
             if let Some(i) = identity(key) {
                 set_finalizer(&self.client, i, true).await;
@@ -642,7 +657,6 @@ impl<F: Factory> Reconciler<F> {
             .await;
         for (name, status) in &report.targets {
             if let Some(t) = tenant
-                .snapshot
                 .targets
                 .iter()
                 .find(|t| t.metadata.name.as_ref() == Some(name))
@@ -654,7 +668,6 @@ impl<F: Factory> Reconciler<F> {
         }
         for (name, status) in &report.policies {
             if let Some(p) = tenant
-                .snapshot
                 .policies
                 .iter()
                 .find(|p| p.metadata.name.as_ref() == Some(name))
@@ -666,7 +679,6 @@ impl<F: Factory> Reconciler<F> {
         }
         for (name, status) in &report.exceptions {
             if let Some(e) = tenant
-                .snapshot
                 .exceptions
                 .iter()
                 .find(|e| e.metadata.name.as_ref() == Some(name))

@@ -20,6 +20,7 @@ use crate::http::{Metrics, OperationLabels, TargetLabels};
 use crate::plan::decide::{Decision, Hold, TargetView, decide, is_cut_off};
 use crate::plan::{Action, Operation};
 use crate::targets::{Applied, Connector, Reread, Subject, TargetError};
+use kube::core::DeserializeGuard;
 
 /// How long an acknowledgement waits for the re-observation that confirms it. A planned
 /// operation that the target acknowledged less than this ago is not sent again: the
@@ -32,16 +33,60 @@ const CONFIRM_WINDOW: Duration = Duration::from_secs(120);
 pub struct TenantObjects {
     /// The namespace.
     pub namespace: String,
-    /// Every kind but identities, and the identities not being deleted.
-    pub snapshot: Snapshot,
+    /// Identities not being deleted, shared with the watch cache.
+    pub identities: Vec<SharedIdentity>,
     /// Identities being deleted: planned as leavers, their finalizer held until revoked.
-    pub deleting: Vec<Identity>,
+    pub deleting: Vec<SharedIdentity>,
+    /// Access policies.
+    pub policies: Vec<crate::api::AccessPolicy>,
+    /// Exceptions.
+    pub exceptions: Vec<crate::api::Exception>,
+    /// Target systems.
+    pub targets: Vec<crate::api::TargetSystem>,
 }
 
 impl TenantObjects {
     /// Every identity of the tenant, present and being deleted.
     pub fn all_identities(&self) -> impl Iterator<Item = &Identity> {
-        self.snapshot.identities.iter().chain(&self.deleting)
+        self.identities
+            .iter()
+            .chain(&self.deleting)
+            .map(SharedIdentity::get)
+    }
+
+    /// The engine's input (the identities not being deleted and every other kind), copied:
+    /// only for building an engine from scratch.
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            identities: self.identities.iter().map(|i| i.get().clone()).collect(),
+            policies: self.policies.clone(),
+            exceptions: self.exceptions.clone(),
+            targets: self.targets.clone(),
+        }
+    }
+}
+
+/// An Identity shared with the watch cache rather than copied every pass.
+#[derive(Clone, Debug)]
+pub struct SharedIdentity(Arc<DeserializeGuard<Identity>>);
+
+impl SharedIdentity {
+    /// Wraps an Identity the caller owns.
+    pub fn new(identity: Identity) -> Self {
+        Self(Arc::new(DeserializeGuard(Ok(identity))))
+    }
+
+    /// Shares a cached object; `None` when it did not deserialize.
+    pub fn from_cache(object: Arc<DeserializeGuard<Identity>>) -> Option<Self> {
+        object.0.is_ok().then_some(Self(object))
+    }
+
+    /// The Identity.
+    pub fn get(&self) -> &Identity {
+        match &self.0.0 {
+            Ok(identity) => identity,
+            Err(_) => unreachable!("only deserialized objects are shared"),
+        }
     }
 }
 
@@ -175,7 +220,6 @@ pub async fn run<F: Factory>(
 ) -> Result<PassResult, LostLeadership> {
     let namespace = tenant.namespace.as_str();
     let live: BTreeSet<String> = tenant
-        .snapshot
         .targets
         .iter()
         .filter_map(|t| t.metadata.name.clone())
@@ -206,7 +250,7 @@ pub async fn run<F: Factory>(
             })
             .collect()
     });
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let out = targets.entry(name.clone()).or_default();
         if let Some(slot) = slots.get(namespace, &name) {
@@ -267,7 +311,7 @@ fn cut_offs_before_listing<F: Factory>(
     let now = Instant::now();
     let mut listing_due = false;
     let mut views = Vec::new();
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let Some(slot) = slots.get(namespace, &name) else {
             continue;
@@ -314,7 +358,7 @@ async fn observe<F: Factory>(
     // Connect first (sequentially: it touches the slots), then read concurrently.
     let mut work = Vec::new();
     let mut views = Vec::new();
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let loaded = slots.factory.load(target).await;
         let now = Instant::now();

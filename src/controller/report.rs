@@ -289,7 +289,7 @@ pub fn report(
         }
     }
     // TargetSystems.
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let plan = decision.targets.get(&name);
         let outcome = pass.targets.get(&name);
@@ -349,7 +349,7 @@ pub fn report(
         }
     }
     // AccessPolicies and Exceptions.
-    for policy in &tenant.snapshot.policies {
+    for policy in &tenant.policies {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let object = format!("AccessPolicy/{name}");
         let findings: Vec<_> = decision
@@ -375,7 +375,7 @@ pub fn report(
             out.policies.push((name, status));
         }
     }
-    for exception in &tenant.snapshot.exceptions {
+    for exception in &tenant.exceptions {
         let name = exception.metadata.name.clone().unwrap_or_default();
         let Some(verdict) = decision
             .desired

@@ -288,12 +288,10 @@ fn tenant(people: &[Person<'_>], targets: &[(&str, &str)]) -> TenantObjects {
         .collect();
     TenantObjects {
         namespace: "t".into(),
-        snapshot: Snapshot {
-            identities,
-            policies,
-            targets,
-            exceptions: vec![],
-        },
+        identities: identities.into_iter().map(SharedIdentity::new).collect(),
+        policies,
+        targets,
+        exceptions: vec![],
         deleting: vec![],
     }
 }
@@ -313,7 +311,7 @@ async fn pass(
         preempted: &|| false,
         metrics: &metrics,
     };
-    let engine = Engine::new(&tenant.snapshot, settings.clone());
+    let engine = Engine::new(&tenant.to_snapshot(), settings.clone());
     run(slots, tenant, &engine, &ctx).await
 }
 
@@ -629,7 +627,7 @@ proptest! {
 /// attribute mapping applies (`name.familyName` from the account for these test people).
 fn scim_tenant(people: &[Person<'_>]) -> TenantObjects {
     let mut t = tenant(people, &[("scim", "")]);
-    let spec = &mut t.snapshot.targets[0].spec;
+    let spec = &mut t.targets[0].spec;
     spec.type_ = crate::api::TargetType::SCIM;
     spec.scim = Some(serde_yaml::from_str("{url: 'http://scim.invalid'}").unwrap());
     t
@@ -866,7 +864,7 @@ proptest! {
             preempted: &|| false,
             metrics: &metrics,
         };
-        let engine = Engine::new(&next.snapshot, settings.clone());
+        let engine = Engine::new(&next.to_snapshot(), settings.clone());
         let from_cache = runtime.block_on(observe(&mut cached, &next, &ctx));
         let mut fresh = Slots::new(Fake(targets));
         let from_listing = runtime.block_on(observe(&mut fresh, &next, &ctx));
@@ -905,7 +903,7 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
         metrics: &metrics,
     };
     let first = roster("Active");
-    let engine = Engine::new(&first.snapshot, settings.clone());
+    let engine = Engine::new(&first.to_snapshot(), settings.clone());
     let big = run(&mut slots, &first, &engine, &ctx).await.unwrap();
     assert_eq!(ldap.log().len(), APPLY_BATCH, "one round, then it yields");
     let sent = big.deferred.as_ref().expect("the rest is deferred");
