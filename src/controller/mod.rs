@@ -1,8 +1,10 @@
 //! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches and
 //! queues the tenant (namespace) of every object whose spec or metadata changed (status
 //! writes, the controller's own included, wake nothing). A queued tenant gets one pass
-//! ([`pass`]): observe its targets, decide once, apply, and write what [`report`] built.
-//! Tenants are also due again at a date boundary, a retry, and the periodic resync.
+//! ([`pass`]): bring its targets' cached state up to date, decide once with the tenant's
+//! kept [`engines`] entry, apply, and write what [`report`] built. Queued tenants go
+//! first; they are also due again at a date boundary, a retry, a pass that yielded to a
+//! newer change, and the periodic resync (which lists every target in full).
 //!
 //! Every replica keeps its caches warm; with leader election only the leader reconciles,
 //! and it checks the Lease before every apply batch.

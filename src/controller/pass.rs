@@ -1,7 +1,10 @@
 //! One tenant's pass, as a staged pipeline with a type for each stage:
-//! **observe** every target of the tenant ([`observe`]) → **decide** once, purely
-//! ([`crate::plan::decide`]) → **apply** ([`apply`]: cut-offs first, then revocations,
-//! then grants; one outcome per operation) → **report** (pure, in [`super::status`]).
+//! **observe** ([`observe`]: bring each target's cached state up to date: a full listing
+//! when one is due, else a re-read of the accounts the cache cannot vouch for, else
+//! nothing) → **decide** once, purely ([`crate::plan::decide`]) → **apply** ([`apply`]:
+//! cut-offs first, then revocations, then grants, in rounds that yield to a newer change;
+//! one outcome per operation) → **report** (pure, in [`super::status`]). When a listing
+//! is due, the leavers' cut-offs planned against the cache go before it.
 //!
 //! Nothing here talks to the API server: connectors come from a [`Factory`], leadership
 //! is a callback checked before every apply batch, so the whole path runs in unit tests
