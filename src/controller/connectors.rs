@@ -358,9 +358,25 @@ impl<C> Slot<C> {
         self.stale.extend(unsure.into_iter().cloned());
     }
 
-    /// Whether the cache is a full listing made less than `drift` ago.
-    pub fn fresh(&self, drift: Duration, now: Instant) -> bool {
-        !self.list_due && self.listed_at.is_some_and(|at| now < at + drift)
+    /// Whether the next [`Slot::to_read`] with these arguments asks for a full listing
+    /// (without marking anything).
+    pub fn lists_next(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        drift: Duration,
+        now: Instant,
+    ) -> bool {
+        let fresh = !self.list_due && self.listed_at.is_some_and(|at| now < at + drift);
+        if self.last_held.is_none() || !fresh {
+            return true;
+        }
+        let changed = expected
+            .iter()
+            .filter(|(k, s)| {
+                self.subjects.get(*k) != Some(&subject_hash(s)) && !self.stale.contains(*k)
+            })
+            .count();
+        self.stale.len() + changed > REREAD_MAX.max(expected.len() / 10)
     }
 
     /// Why the target is not to be tried now, if it is backing off.

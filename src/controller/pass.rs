@@ -299,7 +299,8 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
     }
 }
 
-/// When a full listing of some target is due this pass: the leavers' cut-offs planned
+/// When a full listing of some target is due this pass (the resync, the drift interval,
+/// more re-reads than a listing is worth, e.g. a large import): the leavers' cut-offs planned
 /// against the targets' caches (those connected and listed before), to send before the
 /// listing. `None` when no listing is due or there is no such cut-off. Marked as not
 /// made against a fresh observation, so that it touches no retry or confirmation
@@ -322,7 +323,10 @@ fn cut_offs_before_listing<F: Factory>(
         let (Some(held), Some(connector)) = (&slot.last_held, &slot.connector) else {
             continue;
         };
-        listing_due |= !slot.fresh(target.spec.drift_interval(), now);
+        if !listing_due {
+            let expected = subjects(tenant, &name, &|_| false);
+            listing_due = slot.lists_next(&expected, target.spec.drift_interval(), now);
+        }
         let case_insensitive = connector.capabilities().case_insensitive_names;
         views.push(view(&name, held.clone(), None, case_insensitive));
     }

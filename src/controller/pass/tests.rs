@@ -972,3 +972,37 @@ async fn a_leaver_is_cut_off_before_a_due_listing() {
     );
     assert!(result.decision.targets["ldap"].observed);
 }
+
+#[tokio::test]
+async fn a_leaver_arriving_with_a_large_import_is_cut_off_before_the_listing_it_causes() {
+    let ldap = Arc::new(Scripted {
+        log_listings: true,
+        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let joiners: Vec<String> = (0..300).map(|i| format!("j{i:03}")).collect();
+    let roster = |zed: &'static str, import: bool| -> TenantObjects {
+        let mut rows: Vec<Person<'_>> = vec![("zed", zed, &["g"][..])];
+        if import {
+            rows.extend(joiners.iter().map(|n| (n.as_str(), "Active", &["g"][..])));
+        }
+        tenant(&rows, &[("ldap", "")])
+    };
+    pass(&mut slots, &roster("Active", false), &|| true)
+        .await
+        .unwrap();
+    let before = ldap.log().len();
+    // 300 new subjects: too many to re-read one by one, so the target is listed; zed's
+    // cut-off goes first.
+    pass(&mut slots, &roster("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    let log = ldap.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["zed disableAccount", "zed revokeSessions", "LIST"],
+        "{:?}",
+        &log[..5]
+    );
+    assert!(joiners.iter().all(|n| ldap.groups(n) == ["g"]));
+}
