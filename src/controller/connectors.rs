@@ -358,13 +358,15 @@ impl<C> Slot<C> {
         self.stale.extend(unsure.into_iter().cloned());
     }
 
-    /// Whether the next [`Slot::to_read`] with these arguments asks for a full listing
-    /// (without marking anything).
+    /// Whether the next [`Slot::to_read`] with these arguments ends in a full listing
+    /// (without marking anything): it asks for one, or it asks for a re-read and the
+    /// connector cannot read a few accounts alone (`reads_accounts` false).
     pub fn lists_next(
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
         drift: Duration,
         now: Instant,
+        reads_accounts: bool,
     ) -> bool {
         let fresh = !self.list_due && self.listed_at.is_some_and(|at| now < at + drift);
         if self.last_held.is_none() || !fresh {
@@ -376,7 +378,8 @@ impl<C> Slot<C> {
                 self.subjects.get(*k) != Some(&subject_hash(s)) && !self.stale.contains(*k)
             })
             .count();
-        self.stale.len() + changed > REREAD_MAX.max(expected.len() / 10)
+        let rereads = self.stale.len() + changed;
+        rereads > REREAD_MAX.max(expected.len() / 10) || (rereads > 0 && !reads_accounts)
     }
 
     /// Why the target is not to be tried now, if it is backing off.

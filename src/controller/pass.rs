@@ -300,7 +300,8 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
 }
 
 /// When a full listing of some target is due this pass (the resync, the drift interval,
-/// more re-reads than a listing is worth, e.g. a large import): the leavers' cut-offs planned
+/// more re-reads than a listing is worth, e.g. a large import, or any re-read on a
+/// connector that can only list everything): the leavers' cut-offs planned
 /// against the targets' caches (those connected and listed before), to send before the
 /// listing. `None` when no listing is due or there is no such cut-off. Marked as not
 /// made against a fresh observation, so that it touches no retry or confirmation
@@ -325,7 +326,8 @@ fn cut_offs_before_listing<F: Factory>(
         };
         if !listing_due {
             let expected = subjects(tenant, &name, &|_| false);
-            listing_due = slot.lists_next(&expected, target.spec.drift_interval(), now);
+            let drift = target.spec.drift_interval();
+            listing_due = slot.lists_next(&expected, drift, now, connector.reads_accounts());
         }
         let case_insensitive = connector.capabilities().case_insensitive_names;
         views.push(view(&name, held.clone(), None, case_insensitive));

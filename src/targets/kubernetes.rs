@@ -448,6 +448,10 @@ impl Connector for KubernetesRbac {
         self.observe_where(expected, self.selector(None)).await
     }
 
+    fn reads_accounts(&self) -> bool {
+        true
+    }
+
     /// Three label-selected lists per 100 identities, whatever the tenant's size.
     async fn observe_accounts(
         &self,

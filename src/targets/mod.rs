@@ -131,6 +131,12 @@ pub trait Connector {
         expected: &BTreeMap<IdentityKey, Subject>,
     ) -> impl Future<Output = Result<Observed, TargetError>> + Send;
 
+    /// Whether [`Connector::observe_accounts`] reads only the accounts asked for (else it
+    /// lists the whole target).
+    fn reads_accounts(&self) -> bool {
+        false
+    }
+
     /// What the identities in `only` hold on the target: a targeted re-read of a few
     /// accounts (an operation whose outcome is unknown, a revocation to confirm, a new or
     /// renamed subject). `expected` is every subject, as for [`Connector::observe`]. The
@@ -225,6 +231,15 @@ impl Connector for AnyConnector {
             Self::Ldap(c) => c.observe(expected).await,
             Self::Postgres(c) => c.observe(expected).await,
             Self::Scim(c) => c.observe(expected).await,
+        }
+    }
+
+    fn reads_accounts(&self) -> bool {
+        match self {
+            Self::Kubernetes(c) => c.reads_accounts(),
+            Self::Ldap(c) => c.reads_accounts(),
+            Self::Postgres(c) => c.reads_accounts(),
+            Self::Scim(c) => c.reads_accounts(),
         }
     }
 

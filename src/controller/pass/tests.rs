@@ -30,6 +30,8 @@ struct Scripted {
     listings: std::sync::atomic::AtomicUsize,
     /// Log every full listing as `LIST`, among the operations.
     log_listings: bool,
+    /// Cannot read a few accounts: a re-read lists the whole target.
+    lists_only: bool,
     /// Identities asked about in targeted re-reads, per re-read.
     rereads: Mutex<Vec<Vec<String>>>,
 }
@@ -44,6 +46,7 @@ impl Scripted {
             ack_only: false,
             listings: Default::default(),
             log_listings: false,
+            lists_only: false,
             rereads: Mutex::default(),
         })
     }
@@ -144,6 +147,9 @@ impl Connector for Handle {
         _expected: &BTreeMap<IdentityKey, Subject>,
         only: &BTreeSet<IdentityKey>,
     ) -> Result<Reread, TargetError> {
+        if self.0.lists_only {
+            return self.observe(_expected).await.map(Reread::Full);
+        }
         self.0
             .rereads
             .lock()
@@ -1005,4 +1011,36 @@ async fn a_leaver_arriving_with_a_large_import_is_cut_off_before_the_listing_it_
         &log[..5]
     );
     assert!(joiners.iter().all(|n| ldap.groups(n) == ["g"]));
+}
+
+#[tokio::test]
+async fn on_a_target_that_only_lists_a_leaver_is_cut_off_before_a_joiners_reread() {
+    let scim = Arc::new(Scripted {
+        log_listings: true,
+        lists_only: true,
+        ..Arc::into_inner(Scripted::new("scim", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
+    let people = |zed: &'static str, joiner: bool| {
+        let mut rows: Vec<Person<'_>> = vec![("zed", zed, &["g"][..])];
+        if joiner {
+            rows.push(("ann", "Active", &["g"][..]));
+        }
+        tenant(&rows, &[("scim", "")])
+    };
+    pass(&mut slots, &people("Active", false), &|| true)
+        .await
+        .unwrap();
+    let before = scim.log().len();
+    // ann is a new subject: re-read, which on this target is a full listing.
+    pass(&mut slots, &people("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    let log = scim.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["zed disableAccount", "zed revokeSessions", "LIST"],
+        "{log:?}"
+    );
+    assert_eq!(scim.groups("ann"), ["g"]);
 }
