@@ -1,6 +1,8 @@
 //! The running controller against a real API server (the test harness's control plane):
 //! time to provision N identities, leaver latency (Identity update → its binding deleted)
-//! p50/p99 over 100 leavers, API writes while idle, and resident memory.
+//! p50/p99 over 100 leavers, target reads per change (full listings, targeted re-reads),
+//! API writes while idle, leaver latency while an N-grant policy change is being applied
+//! (the leaver lane), and resident memory.
 //!
 //! `cargo bench --bench controller` (N = 5,000; `GATEHOUSE_BENCH_IDENTITIES=10000` for the
 //! memory figure at 10k). `cargo test --benches` runs it once on a small organisation.
@@ -153,6 +155,7 @@ async fn main() {
         (
             metrics.tenant_passes.get_or_create(&tenant).get(),
             metrics.target_observations.get_or_create(&target).get(),
+            metrics.target_rereads.get_or_create(&target).get(),
         )
     };
     let cost_before = passes_and_reads();
@@ -184,11 +187,13 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cost_after = passes_and_reads();
     println!(
-        "controller: per leaver change: {:.2} passes, {:.2} reads of the target ({} passes, {} reads for {leavers} leavers)",
+        "controller: per leaver change: {:.2} passes, {:.2} full listings and {:.2} targeted re-reads of the target ({} passes, {} listings, {} re-reads for {leavers} leavers)",
         (cost_after.0 - cost_before.0) as f64 / leavers as f64,
         (cost_after.1 - cost_before.1) as f64 / leavers as f64,
+        (cost_after.2 - cost_before.2) as f64 / leavers as f64,
         cost_after.0 - cost_before.0,
         cost_after.1 - cost_before.1,
+        cost_after.2 - cost_before.2,
     );
     println!(
         "controller: leaver latency over {leavers} leavers with {n} identities: p50 {:.0?}, p99 {:.0?}, max {:.0?}",
@@ -207,6 +212,63 @@ async fn main() {
         metrics.reconciles.get() - passes_before
     );
     assert_eq!(after - before, 0, "an idle controller writes nothing");
+
+    // The leaver lane: a policy change granting `edit` to everyone still employed (one
+    // grant each), and leavers arriving while it is being applied.
+    let busy_leavers = if smoke { 3 } else { 20.min(n - leavers) };
+    let edit_bindings = || async {
+        bindings_api
+            .list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|b| b.role_ref.name == "edit")
+            .count()
+    };
+    let big: AccessPolicy = serde_yaml::from_str(
+        "metadata: {name: big}\nspec: {selector: {matchAttributes: {department: finance}}, entitlements: [{target: k8s, kind: ClusterRole, name: edit}]}",
+    )
+    .unwrap();
+    let big_started = Instant::now();
+    Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+        .create(&post, &big)
+        .await
+        .unwrap();
+    while edit_bindings().await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut busy = Vec::with_capacity(busy_leavers);
+    for name in names.iter().skip(leavers).take(busy_leavers) {
+        let binding = &bindings[name];
+        let patch = serde_json::json!({"spec": {"employment": {"status": "Terminated"}}});
+        let t0 = Instant::now();
+        identities
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        while bindings_api.get_opt(binding).await.unwrap().is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "{name} never revoked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        busy.push(t0.elapsed());
+    }
+    let granted_meanwhile = edit_bindings().await;
+    let expected_edits = n - leavers - busy_leavers;
+    while edit_bindings().await < expected_edits {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let big_took = big_started.elapsed();
+    busy.sort();
+    println!(
+        "controller: leaver latency over {busy_leavers} leavers while a {expected_edits}-grant policy change applies: p50 {:.0?}, p99 {:.0?}, max {:.0?}; {granted_meanwhile} grants done when the last was cut off; the change took {big_took:.1?}",
+        percentile(&busy, 0.50),
+        percentile(&busy, 0.99),
+        busy[busy.len() - 1]
+    );
     drop(stop);
     let _ = controller.await;
 

@@ -47,8 +47,12 @@ pub struct Metrics {
     pub leaver_revocation_seconds: Family<TargetLabels, Histogram>,
     /// Reconcile passes per tenant.
     pub tenant_passes: Family<TenantLabels, Counter>,
-    /// Full observations of a target (one per target per pass that observed it).
+    /// Full listings of a target (at start-up, the resync, its drift interval, or when
+    /// more accounts need a re-read than a listing costs).
     pub target_observations: Family<TargetLabels, Counter>,
+    /// Targeted re-reads of a few accounts of a target (before planning against the
+    /// controller's cached state).
+    pub target_rereads: Family<TargetLabels, Counter>,
     /// The work queue: operations planned on a target but not carried out (Observe mode,
     /// the blast-radius guard, failures awaiting their retry).
     pub pending_operations: Family<TargetLabels, Gauge>,
@@ -121,6 +125,7 @@ impl Default for Metrics {
         );
         let tenant_passes = Family::<TenantLabels, Counter>::default();
         let target_observations = Family::<TargetLabels, Counter>::default();
+        let target_rereads = Family::<TargetLabels, Counter>::default();
         let pending_operations = Family::<TargetLabels, Gauge>::default();
         let source_syncs = Family::<SourceLabels, Counter>::default();
         let source_sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -176,6 +181,11 @@ impl Default for Metrics {
             "Full observations of a target",
             target_observations.clone(),
         );
+        registry.register(
+            "target_rereads",
+            "Targeted re-reads of a few accounts of a target",
+            target_rereads.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -185,6 +195,7 @@ impl Default for Metrics {
             leaver_revocation_seconds,
             tenant_passes,
             target_observations,
+            target_rereads,
             pending_operations,
             source_syncs,
             source_sync_seconds,

@@ -495,7 +495,7 @@ fn no_response_revocations_over_the_limit_stall_the_target() {
     }
     let view = TargetView {
         name: "ldap".into(),
-        held,
+        held: held.into(),
         not_observed: None,
         case_insensitive: false,
     };

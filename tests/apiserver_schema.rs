@@ -296,6 +296,11 @@ async fn the_server_and_validate_agree_on_schema_constraints() {
             "{type: Kubernetes, limits: {maxRevocationsPerSync: -1}}".into(),
             "spec.limits.maxRevocationsPerSync",
         ),
+        (
+            "TargetSystem",
+            "{type: Kubernetes, driftInterval: '1d'}".into(),
+            "spec.driftInterval",
+        ),
     ];
     let mut disagreements = Vec::new();
     for (i, (kind, spec, field)) in cases.iter().enumerate() {

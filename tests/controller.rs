@@ -301,8 +301,9 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
     controller.await.unwrap().unwrap();
 }
 
-/// Passes and target reads of one tenant, from the controller's own counters.
-fn passes_and_reads(metrics: &gatehouse::http::Metrics, ns: &str) -> (u64, u64) {
+/// Passes, full listings and targeted re-reads of one tenant's target, from the
+/// controller's own counters.
+fn passes_and_reads(metrics: &gatehouse::http::Metrics, ns: &str) -> (u64, u64, u64) {
     use gatehouse::http::{TargetLabels, TenantLabels};
     let passes = metrics
         .tenant_passes
@@ -310,18 +311,17 @@ fn passes_and_reads(metrics: &gatehouse::http::Metrics, ns: &str) -> (u64, u64) 
             namespace: ns.to_string(),
         })
         .get();
-    let reads = metrics
-        .target_observations
-        .get_or_create(&TargetLabels {
-            namespace: ns.to_string(),
-            target: "k8s".into(),
-        })
-        .get();
-    (passes, reads)
+    let labels = TargetLabels {
+        namespace: ns.to_string(),
+        target: "k8s".into(),
+    };
+    let listings = metrics.target_observations.get_or_create(&labels).get();
+    let rereads = metrics.target_rereads.get_or_create(&labels).get();
+    (passes, listings, rereads)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_identity_change_costs_one_pass_and_one_read_of_the_target() {
+async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "cost").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -399,16 +399,165 @@ async fn one_identity_change_costs_one_pass_and_one_read_of_the_target() {
         .unwrap();
     ready("carol").await;
     let after_carol = passes_and_reads(&metrics, &ns);
+    // The target was listed once (alice's pass, the first); a joiner is a new subject,
+    // re-read by label before it is planned, and nothing more.
+    let delta = |a: (u64, u64, u64), b: (u64, u64, u64)| (b.0 - a.0, b.1 - a.1, b.2 - a.2);
     assert_eq!(
-        (after_bob.0 - before.0, after_bob.1 - before.1),
-        (1, 1),
-        "bob: (passes, reads) before {before:?} after {after_bob:?}"
+        delta(before, after_bob),
+        (1, 0, 1),
+        "bob: (passes, listings, re-reads) before {before:?} after {after_bob:?}"
     );
     assert_eq!(
-        (after_carol.0 - after_bob.0, after_carol.1 - after_bob.1),
-        (1, 1),
-        "carol: (passes, reads) {after_bob:?} -> {after_carol:?}"
+        delta(after_bob, after_carol),
+        (1, 0, 1),
+        "carol: (passes, listings, re-reads) {after_bob:?} -> {after_carol:?}"
     );
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}
+
+/// Bindings of the tenant with a subject, by identity label.
+async fn bound_identities(client: &Client, ns: &str) -> Vec<String> {
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    crbs.list(&ListParams::default().labels(&format!("gatehouse.dev/tenant={ns}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| !b.subjects.clone().unwrap_or_default().is_empty())
+        .filter_map(|b| b.metadata.labels?.get("gatehouse.dev/identity").cloned())
+        .collect()
+}
+
+/// The leaver lane: a leaver's change that arrives while a policy change is granting
+/// hundreds of joiners is cut off before that batch is done, not after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
+    use futures::StreamExt;
+    const JOINERS: usize = 600;
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "lane").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(client.clone(), options(&ns), async {
+        let _ = stopped.await;
+    }));
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let policy = |name: &str, dept: &str| -> AccessPolicy {
+        yaml(&format!(
+            "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: {dept}}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
+        ))
+    };
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .create(&post, &policy("finance", "finance"))
+        .await
+        .unwrap();
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let person = |name: &str, dept: &str, status: &str| -> Identity {
+        yaml(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: {dept}, manager: {name}}}}}"
+        ))
+    };
+    let apply = PatchParams::apply("hr-sync").force();
+    identities
+        .patch(
+            "zed",
+            &apply,
+            &Patch::Apply(&person("zed", "finance", "Active")),
+        )
+        .await
+        .unwrap();
+    // The joiners-to-be match no policy yet.
+    futures::stream::iter(0..JOINERS)
+        .map(|i| {
+            let identities = identities.clone();
+            let joiner = person(&format!("j{i:04}"), "pending", "Active");
+            async move {
+                identities
+                    .create(&PostParams::default(), &joiner)
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    harness::eventually(
+        "every identity reported",
+        Duration::from_secs(120),
+        || async {
+            let list = identities
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let reported = list.items.iter().filter(|i| i.status.is_some()).count();
+            let zed = bound_identities(&client, &ns).await;
+            if reported == JOINERS + 1 && zed == ["zed"] {
+                Ok(())
+            } else {
+                Err(format!("{reported} reported, bound {zed:?}"))
+            }
+        },
+    )
+    .await;
+
+    // One policy change: hundreds of grants in one pass. The moment the first lands, zed
+    // leaves.
+    policies
+        .create(&post, &policy("pending", "pending"))
+        .await
+        .unwrap();
+    harness::eventually("the batch started", Duration::from_secs(60), || async {
+        let bound = bound_identities(&client, &ns).await;
+        if bound.len() > 1 {
+            Ok(())
+        } else {
+            Err(format!("{bound:?}"))
+        }
+    })
+    .await;
+    identities
+        .patch(
+            "zed",
+            &apply,
+            &Patch::Apply(&person("zed", "finance", "Terminated")),
+        )
+        .await
+        .unwrap();
+    let joiners_when_cut_off =
+        harness::eventually("zed cut off", Duration::from_secs(60), || async {
+            let bound = bound_identities(&client, &ns).await;
+            let joiners = bound.iter().filter(|b| b.starts_with('j')).count();
+            if bound.iter().any(|b| b == "zed") {
+                Err(format!("zed still bound; {joiners} joiners"))
+            } else {
+                Ok(joiners)
+            }
+        })
+        .await;
+    assert!(
+        joiners_when_cut_off < JOINERS,
+        "zed was cut off only after all {JOINERS} joiners"
+    );
+    eprintln!("zed cut off with {joiners_when_cut_off} of {JOINERS} joiners bound");
+    harness::eventually("every joiner bound", Duration::from_secs(120), || async {
+        let n = bound_identities(&client, &ns).await.len();
+        if n == JOINERS {
+            Ok(())
+        } else {
+            Err(format!("{n} bound"))
+        }
+    })
+    .await;
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }

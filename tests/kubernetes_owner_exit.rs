@@ -63,6 +63,7 @@ fn org(ns: &str, bot_owner: &str) -> Snapshot {
         policies: vec![policy],
         exceptions: vec![],
         targets: vec![target],
+        ..Default::default()
     }
 }
 

@@ -10,7 +10,7 @@ use gatehouse::api::{AccessPolicy, Identity, TargetSystem};
 use gatehouse::engine::{AccountIntent, Engine, IdentityKey, NothingHeld, Settings, Snapshot};
 use gatehouse::plan::{Action, Plan, plan};
 use gatehouse::targets::kubernetes::KubernetesRbac;
-use gatehouse::targets::{Applied, Connector, Subject};
+use gatehouse::targets::{Applied, Connector, Reread, Subject};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Client;
@@ -328,4 +328,49 @@ async fn a_role_in_a_namespace_that_does_not_exist_is_a_permanent_error_naming_i
             if m.contains("404") && m.contains("no-such-namespace")),
         "not retried for ever: {error:?}"
     );
+}
+
+/// A targeted re-read returns exactly what a full observation says about the identities
+/// asked for (a human with bindings, a machine with its ServiceAccount, someone with
+/// nothing), and nothing about anyone else.
+#[tokio::test]
+async fn a_targeted_reread_agrees_with_the_full_observation_on_the_identities_asked_for() {
+    let (client, ns, apps) = tenant("reread").await;
+    let bob = "name: bob}\nspec: {type: Human, employment: {status: Active, department: engineering, manager: bob}}";
+    let bot = "name: bot}\nspec: {type: NonHuman, owner: alice, attributes: {department: finance}}";
+    let carol = "name: carol}\nspec: {type: Human, employment: {status: Active, department: sales, manager: carol}}";
+    let snapshot = org(&ns, &apps, &[&alice("finance", "Active"), bob, bot, carol]);
+    sync(&client, &ns, &snapshot).await;
+    let subjects: BTreeMap<IdentityKey, Subject> = snapshot
+        .identities
+        .iter()
+        .map(|i| {
+            let key = IdentityKey::new(&ns, i.metadata.name.clone().unwrap());
+            let subject = Subject {
+                identity: key.clone(),
+                identity_type: i.spec.type_,
+                account: key.name.clone(),
+                enabled: true,
+            };
+            (key, subject)
+        })
+        .collect();
+    let connector = KubernetesRbac::new(client.clone(), &ns, "k8s");
+    let full = connector.observe(&subjects).await.unwrap().held;
+    let only: std::collections::BTreeSet<IdentityKey> = ["alice", "bot", "carol"]
+        .into_iter()
+        .map(|n| IdentityKey::new(&ns, n))
+        .collect();
+    let Reread::Accounts(part) = connector.observe_accounts(&subjects, &only).await.unwrap() else {
+        panic!("the Kubernetes connector re-reads by label, not by listing everything");
+    };
+    let mut expected = full.clone();
+    expected.identities.retain(|k, _| only.contains(k));
+    assert_eq!(part, expected);
+    assert!(
+        part.identities
+            .contains_key(&IdentityKey::new(&ns, "alice"))
+    );
+    assert!(part.identities.contains_key(&IdentityKey::new(&ns, "bot")));
+    assert!(!part.identities.contains_key(&IdentityKey::new(&ns, "bob")));
 }

@@ -68,6 +68,7 @@ fn org(scope: &Scope, owner: &str, account: &str, group: &str) -> Snapshot {
         policies: vec![policy],
         exceptions: vec![],
         targets: vec![target],
+        ..Default::default()
     }
 }
 

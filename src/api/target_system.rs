@@ -65,6 +65,13 @@ pub struct TargetSystemSpec {
     /// Safety limits per sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// How often the target is listed in full to find drift (changes made on the target
+    /// behind gatehouse's back), as a Go duration such as `30m` or `24h`; default `1h`.
+    /// Between listings a change is planned against the last listing plus the operations
+    /// the target confirmed, and re-reads only the accounts nobody vouches for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"))]
+    pub drift_interval: Option<String>,
     /// Attributes gatehouse owns on every account of this target: attribute name to a
     /// template over the Identity (`{{ displayName }}`, `{{ employment.title }}`,
     /// `{{ attributes.costCenter | default("none") }}`, `{{ manager.account }}` for the
@@ -288,4 +295,19 @@ pub struct TargetSystemStatus {
     /// Conditions: `Ready`, `Connected`, `InSync`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// `spec.driftInterval` when unset: one hour.
+pub const DEFAULT_DRIFT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl TargetSystemSpec {
+    /// How often the target is listed in full: `spec.driftInterval`, else the default (the
+    /// schema refuses a value that is not a duration; one that slips through counts as unset).
+    pub fn drift_interval(&self) -> std::time::Duration {
+        self.drift_interval
+            .as_deref()
+            .and_then(|d| crate::engine::lifecycle::parse_duration(d).ok())
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .unwrap_or(DEFAULT_DRIFT_INTERVAL)
+    }
 }

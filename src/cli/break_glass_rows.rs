@@ -117,6 +117,7 @@ fn entry_rows(namespace: &str, entry: &Entry) -> Vec<Row> {
             enforced: true,
             authored_by: vec![],
             approved_by: vec![],
+            review: None,
         })
         .collect()
 }

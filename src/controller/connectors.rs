@@ -2,6 +2,13 @@
 //! reads the TargetSystem's Secret and dials the target; tests pass their own), rebuilt
 //! only when the spec or the Secret changes, with a retry schedule per target (for
 //! observation) and per operation (for operations that failed).
+//!
+//! A slot also keeps the target's observed state: the last full listing, kept in step
+//! with the operations the target confirmed since ([`Slot::applied`]). A pass plans
+//! against it; what it cannot vouch for (an operation that failed or whose outcome is
+//! unknown, a revocation acknowledged but not yet seen, a new or renamed subject) is
+//! re-read first ([`Slot::to_read`]). The full listing runs again at the resync, every
+//! `spec.driftInterval`, and whenever a re-read would touch too many accounts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -14,8 +21,8 @@ use kube::api::Api;
 
 use crate::api::TargetSystem;
 use crate::engine::IdentityKey;
-use crate::plan::{AccessState, Action};
-use crate::targets::{AnyConnector, Connector, Credentials, TargetConfig, TargetError};
+use crate::plan::{AccessState, Action, Operation};
+use crate::targets::{AnyConnector, Connector, Credentials, Subject, TargetConfig, TargetError};
 
 /// What a connector was built from: the TargetSystem's generation and its Secret's
 /// resourceVersion. A change builds a new connector and clears every retry schedule.
@@ -172,8 +179,19 @@ pub struct Slot<C> {
     retry_at: Option<Instant>,
     /// The last failure to connect or observe.
     pub last_error: Option<Failure>,
-    /// The last successful observation.
-    pub last_held: Option<AccessState>,
+    /// The observed state: the last full listing, plus the operations confirmed since and
+    /// the accounts re-read since. `None` until the first listing.
+    pub last_held: Option<Arc<AccessState>>,
+    /// When the last full listing was made.
+    listed_at: Option<Instant>,
+    /// The next pass lists the target in full (the resync).
+    list_due: bool,
+    /// Identities whose holdings on the target the cache cannot vouch for: re-read before
+    /// the next plan.
+    pub stale: BTreeSet<IdentityKey>,
+    /// Each subject the cache was read with (a hash of its account name and type): a
+    /// subject that changes is re-read.
+    subjects: HashMap<IdentityKey, u64>,
     /// Orphans and findings of the last successful observation.
     pub last_orphans: Vec<String>,
     /// Findings of the last successful observation.
@@ -194,6 +212,10 @@ impl<C> Slot<C> {
             retry_at: None,
             last_error: None,
             last_held: None,
+            listed_at: None,
+            list_due: false,
+            stale: BTreeSet::new(),
+            subjects: HashMap::new(),
             last_orphans: Vec::new(),
             last_findings: Vec::new(),
             parked: BTreeMap::new(),
@@ -220,14 +242,144 @@ impl<C> Slot<C> {
         at
     }
 
-    /// Records a successful observation.
-    pub fn observed(&mut self, held: AccessState, orphans: Vec<String>, findings: Vec<String>) {
+    /// Records a successful full listing, made with `expected`: the cache starts afresh.
+    pub fn observed(
+        &mut self,
+        held: AccessState,
+        orphans: Vec<String>,
+        findings: Vec<String>,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) {
         self.failures = 0;
         self.retry_at = None;
         self.last_error = None;
-        self.last_held = Some(held);
+        self.last_held = Some(Arc::new(held));
         self.last_orphans = orphans;
         self.last_findings = findings;
+        self.listed_at = Some(Instant::now());
+        self.list_due = false;
+        self.stale.clear();
+        self.subjects = expected
+            .iter()
+            .map(|(k, s)| (k.clone(), subject_hash(s)))
+            .collect();
+    }
+
+    /// Records a successful re-read of the identities in `only`: their holdings in the
+    /// cache are replaced by what the target showed (absent: nothing held).
+    pub fn reread(
+        &mut self,
+        only: &BTreeSet<IdentityKey>,
+        mut held: AccessState,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.last_error = None;
+        let cache = Arc::make_mut(self.last_held.get_or_insert_with(Default::default));
+        for key in only {
+            match held.identities.remove(key) {
+                Some(holding) => cache.identities.insert(key.clone(), holding),
+                None => cache.identities.remove(key),
+            };
+            self.stale.remove(key);
+            match expected.get(key) {
+                Some(s) => self.subjects.insert(key.clone(), subject_hash(s)),
+                None => self.subjects.remove(key),
+            };
+        }
+    }
+
+    /// What the next plan needs read first, given every subject of the target now:
+    /// `None` when the cache vouches for everything; `Some(None)` for a full listing (none
+    /// yet, the resync, the drift interval passed, or more re-reads than a listing costs);
+    /// `Some(Some(identities))` for a targeted re-read.
+    pub fn to_read(
+        &mut self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        drift: Duration,
+        now: Instant,
+    ) -> Option<Option<BTreeSet<IdentityKey>>> {
+        let listed = self.listed_at.filter(|at| now < *at + drift);
+        if self.last_held.is_none() || self.list_due || listed.is_none() {
+            return Some(None);
+        }
+        for (key, subject) in expected {
+            if self.subjects.get(key) != Some(&subject_hash(subject)) {
+                self.stale.insert(key.clone());
+            }
+        }
+        // An identity gone from the tenant altogether: nothing to plan for it any more.
+        let gone: Vec<IdentityKey> = self
+            .subjects
+            .keys()
+            .filter(|k| !expected.contains_key(*k))
+            .cloned()
+            .collect();
+        if !gone.is_empty()
+            && let Some(cache) = self.last_held.as_mut()
+        {
+            let cache = Arc::make_mut(cache);
+            for key in &gone {
+                cache.identities.remove(key);
+                self.subjects.remove(key);
+                self.stale.remove(key);
+            }
+        }
+        if self.stale.is_empty() {
+            None
+        } else if self.stale.len() > REREAD_MAX.max(expected.len() / 10) {
+            Some(None)
+        } else {
+            Some(Some(self.stale.clone()))
+        }
+    }
+
+    /// Brings the cache in step with operations the target confirmed (`Done` or
+    /// `Unsupported`), and marks for a re-read the identities of `unsure` ones: failed,
+    /// of unknown outcome, or acknowledged revocations and attribute writes that only a
+    /// re-read confirms.
+    pub fn applied<'a>(
+        &mut self,
+        confirmed: impl IntoIterator<Item = &'a Operation>,
+        unsure: impl IntoIterator<Item = &'a IdentityKey>,
+    ) {
+        if let Some(cache) = self.last_held.as_mut() {
+            // Held as a listing would show it: without the sources of the grant.
+            let as_seen: Vec<Operation> = confirmed
+                .into_iter()
+                .map(|op| Operation {
+                    sources: Default::default(),
+                    ..op.clone()
+                })
+                .collect();
+            Arc::make_mut(cache).apply_in_place(&as_seen);
+        }
+        self.stale.extend(unsure.into_iter().cloned());
+    }
+
+    /// Whether the next [`Slot::to_read`] with these arguments ends in a full listing
+    /// (without marking anything): it asks for one, or it asks for a re-read and the
+    /// connector cannot read a few accounts alone (`reads_accounts` false).
+    pub fn lists_next(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        drift: Duration,
+        now: Instant,
+        reads_accounts: bool,
+    ) -> bool {
+        let fresh = !self.list_due && self.listed_at.is_some_and(|at| now < at + drift);
+        if self.last_held.is_none() || !fresh {
+            return true;
+        }
+        let changed = expected
+            .iter()
+            .filter(|(k, s)| {
+                self.subjects.get(*k) != Some(&subject_hash(s)) && !self.stale.contains(*k)
+            })
+            .count();
+        let rereads = self.stale.len() + changed;
+        rereads > REREAD_MAX.max(expected.len() / 10) || (rereads > 0 && !reads_accounts)
     }
 
     /// Why the target is not to be tried now, if it is backing off.
@@ -266,6 +418,19 @@ impl<C> Slot<C> {
             .chain(self.parked.values().map(|p| p.until))
             .min()
     }
+}
+
+/// More identities to re-read than this (and than a tenth of the target's subjects) lists
+/// the target in full instead.
+const REREAD_MAX: usize = 256;
+
+/// What of a subject its observation depends on: its account name and type.
+fn subject_hash(subject: &Subject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    subject.account.hash(&mut h);
+    subject.identity_type.hash(&mut h);
+    h.finish()
 }
 
 /// Every target's slot, by (namespace, name).
@@ -338,11 +503,13 @@ impl<F: Factory> Slots<F> {
             .min()
     }
 
-    /// Clears the permanent parks of a tenant: the resync retries them.
+    /// Clears the permanent parks of a tenant (the resync retries them) and has its
+    /// targets listed in full at its next pass.
     pub fn resync(&mut self, namespace: &str) {
         for ((ns, _), slot) in &mut self.slots {
             if ns == namespace {
                 slot.parked.retain(|_, p| !p.failure.permanent);
+                slot.list_due = true;
                 if slot.last_error.as_ref().is_some_and(|e| e.permanent) {
                     slot.retry_at = None;
                 }

@@ -1,14 +1,17 @@
 //! `gatehouse run`: wiring only. Watches the gatehouse kinds into reflector caches and
 //! queues the tenant (namespace) of every object whose spec or metadata changed (status
 //! writes, the controller's own included, wake nothing). A queued tenant gets one pass
-//! ([`pass`]): observe its targets, decide once, apply, and write what [`report`] built.
-//! Tenants are also due again at a date boundary, a retry, and the periodic resync.
+//! ([`pass`]): bring its targets' cached state up to date, decide once with the tenant's
+//! kept [`engines`] entry, apply, and write what [`report`] built. Queued tenants go
+//! first; they are also due again at a date boundary, a retry, a pass that yielded to a
+//! newer change, and the periodic resync (which lists every target in full).
 //!
 //! Every replica keeps its caches warm; with leader election only the leader reconciles,
 //! and it checks the Lease before every apply batch.
 
 pub mod break_glass;
-mod connectors;
+pub mod connectors;
+pub mod engines;
 pub mod leader;
 pub mod pass;
 pub mod report;
@@ -35,11 +38,11 @@ use tokio::sync::Notify;
 use crate::api::{
     AccessPolicy, AccessReview, AccessReviewResponse, Exception, Identity, TargetSystem,
 };
-use crate::engine::{IdentityKey, Settings, Snapshot};
+use crate::engine::{IdentityKey, Settings};
 use crate::http::{Health, Metrics, TargetLabels, TenantLabels};
 use connectors::{Factory, KubeFactory, Slots};
 pub use leader::LeaderOptions;
-use pass::{PassContext, TenantObjects};
+use pass::{PassContext, SharedIdentity, TenantObjects};
 use writer::Writer;
 
 /// Status writes in flight at once.
@@ -127,6 +130,14 @@ impl Queue {
             .unwrap_or_else(|e| e.into_inner())
             .insert(namespace.to_string());
         self.wake.notify_one();
+    }
+
+    /// Whether any tenant is queued.
+    pub fn is_empty(&self) -> bool {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Takes every queued tenant.
@@ -277,6 +288,7 @@ pub async fn run(
         writer: Writer::new(client.clone(), options.instance.clone()),
         client: client.clone(),
         slots: Slots::new(KubeFactory { client }),
+        engines: engines::Engines::new(options.settings.clone()),
         due: BTreeMap::new(),
     };
     futures::pin_mut!(shutdown);
@@ -292,13 +304,17 @@ pub async fn run(
         }
         let wait = if leads {
             let now = Instant::now();
-            let mut due = queue.take();
+            // Tenants with a change first (a leaver among them), then the resync, then
+            // those due on a timer (a retry, a pass deferred behind a newer change).
+            let mut due: Vec<String> = queue.take().into_iter().collect();
             let resync = last_resync.is_none_or(|at| now >= at + options.resync);
             if resync {
-                due.extend(tenants(&caches));
-                for ns in &due {
+                let all = tenants(&caches);
+                for ns in &all {
                     reconciler.slots.resync(ns);
+                    reconciler.engines.resync(ns);
                 }
+                due.extend(all);
                 last_resync = Some(now);
             }
             due.extend(
@@ -308,10 +324,16 @@ pub async fn run(
                     .filter(|(_, at)| **at <= now)
                     .map(|(ns, _)| ns.clone()),
             );
+            let mut seen = BTreeSet::new();
+            due.retain(|ns| seen.insert(ns.clone()));
             for ns in due {
                 reconciler.due.remove(&ns);
                 let is_leading = || leading.as_ref().is_none_or(|l| *l.borrow());
-                if let Some(at) = reconciler.pass(&caches, &options, &ns, &is_leading).await {
+                let preempted = || !queue.is_empty();
+                if let Some(at) = reconciler
+                    .pass(&caches, &options, &ns, &is_leading, &preempted)
+                    .await
+                {
                     reconciler.due.insert(ns, at);
                 }
             }
@@ -450,7 +472,29 @@ struct Invalid {
 
 /// One tenant's objects from the caches; identities being deleted apart.
 fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) {
-    let (identities, bad_identities) = split(caches.identities.state(), namespace);
+    // Identities (most of a tenant) are shared with the cache, not copied.
+    let mut present = Vec::new();
+    let mut deleting = Vec::new();
+    let mut bad_identities = Vec::new();
+    for object in caches.identities.state() {
+        match &object.0 {
+            Ok(i) if i.metadata.namespace.as_deref() == Some(namespace) => {
+                // An Identity being deleted is planned as a leaver: it is left out of the
+                // engine's input (absent means revoke everything), but kept so its access
+                // can be found.
+                let list = if i.metadata.deletion_timestamp.is_some() {
+                    &mut deleting
+                } else {
+                    &mut present
+                };
+                list.extend(SharedIdentity::from_cache(object.clone()));
+            }
+            Err(e) if e.metadata.namespace.as_deref() == Some(namespace) => {
+                bad_identities.push((e.metadata.clone(), e.error.clone()))
+            }
+            _ => {}
+        }
+    }
     let (policies, bad_policies) = split(caches.policies.state(), namespace);
     let (exceptions, bad_exceptions) = split(caches.exceptions.state(), namespace);
     let (targets, bad_targets) = split(caches.targets.state(), namespace);
@@ -458,23 +502,16 @@ fn tenant_objects(caches: &Caches, namespace: &str) -> (TenantObjects, Invalid) 
     // the schema, and `gatehouse validate` reports them in Git.
     let (reviews, _) = split(caches.reviews.state(), namespace);
     let (responses, _) = split(caches.responses.state(), namespace);
-    // An Identity being deleted is planned as a leaver: it is left out of the engine's
-    // input (absent means revoke everything), but kept so its access can be found.
-    let (deleting, present): (Vec<Identity>, Vec<Identity>) = identities
-        .into_iter()
-        .partition(|i| i.metadata.deletion_timestamp.is_some());
     (
         TenantObjects {
             namespace: namespace.to_string(),
-            snapshot: Snapshot {
-                identities: present,
-                policies,
-                exceptions,
-                targets,
-                reviews,
-                responses,
-            },
+            identities: present,
+            reviews,
+            responses,
             deleting,
+            policies,
+            exceptions,
+            targets,
         },
         Invalid {
             identities: bad_identities,
@@ -490,6 +527,8 @@ struct Reconciler<F: Factory> {
     client: Client,
     writer: Writer,
     slots: Slots<F>,
+    /// Each tenant's engine, kept between passes.
+    engines: engines::Engines,
     /// When each tenant is due again without a change (a date boundary, a retry, the
     /// confirmation of revocations).
     due: BTreeMap<String, Instant>,
@@ -506,6 +545,7 @@ impl<F: Factory> Reconciler<F> {
         options: &Options,
         namespace: &str,
         leading: &(dyn Fn() -> bool + Sync),
+        preempted: &(dyn Fn() -> bool + Sync),
     ) -> Option<Instant> {
         let started = Instant::now();
         // Counted as it starts, so that a status it writes is never seen before its pass.
@@ -523,13 +563,23 @@ impl<F: Factory> Reconciler<F> {
             settings: &options.settings,
             resync: options.resync,
             leading,
+            preempted,
             metrics: &options.metrics,
         };
-        let result = match pass::run(&mut self.slots, &tenant, &ctx).await {
+        let (engine, update) = self.engines.update(&tenant);
+        tracing::debug!(%namespace, ?update, "engine");
+        let result = match pass::run(&mut self.slots, &tenant, engine, &ctx).await {
             Ok(result) => result,
             Err(pass::LostLeadership) => return None,
         };
-        let report = report::report(&tenant, &result, &result.leaver_dates, now);
+        let mut report = report::report(&tenant, &result, &result.leaver_dates, now);
+        if let Some(sent) = &result.deferred {
+            // The pass yielded to a newer change: report only the identities it did
+            // something for, and leave the rest (still pending) to the pass due at once.
+            report.identities.retain(|(key, _)| sent.contains(key));
+            report.hold.retain(|key| sent.contains(key));
+            report.events.retain(|event| sent.contains(&event.identity));
+        }
         if !leading() {
             return None;
         }
@@ -556,7 +606,8 @@ impl<F: Factory> Reconciler<F> {
             Instant::now() + Duration::try_from(now.duration_until(at)).unwrap_or_default()
         });
         let confirm = result.confirm_soon.then(|| Instant::now() + CONFIRM_AFTER);
-        [boundary, result.next_retry, confirm]
+        let deferred = result.deferred.as_ref().map(|_| Instant::now());
+        [boundary, result.next_retry, confirm, deferred]
             .into_iter()
             .flatten()
             .min()
@@ -565,11 +616,11 @@ impl<F: Factory> Reconciler<F> {
     /// Writes what a pass reported: finalizers, statuses, Events, metrics.
     async fn write(&mut self, tenant: &TenantObjects, report: report::Report, options: &Options) {
         let namespace = tenant.namespace.as_str();
-        let identity = |key: &IdentityKey| {
-            tenant
-                .all_identities()
-                .find(|i| i.metadata.name.as_deref() == Some(key.name.as_str()))
-        };
+        let by_name: HashMap<&str, &Identity> = tenant
+            .all_identities()
+            .filter_map(|i| i.metadata.name.as_deref().map(|n| (n, i)))
+            .collect();
+        let identity = |key: &IdentityKey| by_name.get(key.name.as_str()).copied();
         for key in &report.hold {
             if let Some(i) = identity(key) {
                 set_finalizer(&self.client, i, true).await;
@@ -624,7 +675,6 @@ impl<F: Factory> Reconciler<F> {
             .await;
         for (name, status) in &report.targets {
             if let Some(t) = tenant
-                .snapshot
                 .targets
                 .iter()
                 .find(|t| t.metadata.name.as_ref() == Some(name))
@@ -636,7 +686,6 @@ impl<F: Factory> Reconciler<F> {
         }
         for (name, status) in &report.policies {
             if let Some(p) = tenant
-                .snapshot
                 .policies
                 .iter()
                 .find(|p| p.metadata.name.as_ref() == Some(name))
@@ -648,7 +697,6 @@ impl<F: Factory> Reconciler<F> {
         }
         for (name, status) in &report.exceptions {
             if let Some(e) = tenant
-                .snapshot
                 .exceptions
                 .iter()
                 .find(|e| e.metadata.name.as_ref() == Some(name))

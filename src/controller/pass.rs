@@ -1,7 +1,10 @@
 //! One tenant's pass, as a staged pipeline with a type for each stage:
-//! **observe** every target of the tenant ([`observe`]) → **decide** once, purely
-//! ([`crate::plan::decide`]) → **apply** ([`apply`]: cut-offs first, then revocations,
-//! then grants; one outcome per operation) → **report** (pure, in [`super::status`]).
+//! **observe** ([`observe`]: bring each target's cached state up to date: a full listing
+//! when one is due, else a re-read of the accounts the cache cannot vouch for, else
+//! nothing) → **decide** once, purely ([`crate::plan::decide`]) → **apply** ([`apply`]:
+//! cut-offs first, then revocations, then grants, in rounds that yield to a newer change;
+//! one outcome per operation) → **report** (pure, in [`super::status`]). When a listing
+//! is due, the leavers' cut-offs planned against the cache go before it.
 //!
 //! Nothing here talks to the API server: connectors come from a [`Factory`], leadership
 //! is a callback checked before every apply batch, so the whole path runs in unit tests
@@ -19,7 +22,8 @@ use crate::engine::{AccountIntent, Engine, IdentityKey, Settings, Snapshot};
 use crate::http::{Metrics, OperationLabels, TargetLabels};
 use crate::plan::decide::{Decision, Hold, TargetView, decide, is_cut_off};
 use crate::plan::{Action, Operation};
-use crate::targets::{Applied, Connector, Subject, TargetError};
+use crate::targets::{Applied, Connector, Reread, Subject, TargetError};
+use kube::core::DeserializeGuard;
 
 /// How long an acknowledgement waits for the re-observation that confirms it. A planned
 /// operation that the target acknowledged less than this ago is not sent again: the
@@ -32,16 +36,66 @@ const CONFIRM_WINDOW: Duration = Duration::from_secs(120);
 pub struct TenantObjects {
     /// The namespace.
     pub namespace: String,
-    /// Every kind but identities, and the identities not being deleted.
-    pub snapshot: Snapshot,
+    /// Identities not being deleted, shared with the watch cache.
+    pub identities: Vec<SharedIdentity>,
     /// Identities being deleted: planned as leavers, their finalizer held until revoked.
-    pub deleting: Vec<Identity>,
+    pub deleting: Vec<SharedIdentity>,
+    /// Access policies.
+    pub policies: Vec<crate::api::AccessPolicy>,
+    /// Exceptions.
+    pub exceptions: Vec<crate::api::Exception>,
+    /// Target systems.
+    pub targets: Vec<crate::api::TargetSystem>,
+    /// Access reviews.
+    pub reviews: Vec<crate::api::AccessReview>,
+    /// Reviewers' answers.
+    pub responses: Vec<crate::api::AccessReviewResponse>,
 }
 
 impl TenantObjects {
     /// Every identity of the tenant, present and being deleted.
     pub fn all_identities(&self) -> impl Iterator<Item = &Identity> {
-        self.snapshot.identities.iter().chain(&self.deleting)
+        self.identities
+            .iter()
+            .chain(&self.deleting)
+            .map(SharedIdentity::get)
+    }
+
+    /// The engine's input (the identities not being deleted and every other kind), copied:
+    /// only for building an engine from scratch.
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            identities: self.identities.iter().map(|i| i.get().clone()).collect(),
+            policies: self.policies.clone(),
+            exceptions: self.exceptions.clone(),
+            targets: self.targets.clone(),
+            reviews: self.reviews.clone(),
+            responses: self.responses.clone(),
+        }
+    }
+}
+
+/// An Identity shared with the watch cache rather than copied every pass.
+#[derive(Clone, Debug)]
+pub struct SharedIdentity(Arc<DeserializeGuard<Identity>>);
+
+impl SharedIdentity {
+    /// Wraps an Identity the caller owns.
+    pub fn new(identity: Identity) -> Self {
+        Self(Arc::new(DeserializeGuard(Ok(identity))))
+    }
+
+    /// Shares a cached object; `None` when it did not deserialize.
+    pub fn from_cache(object: Arc<DeserializeGuard<Identity>>) -> Option<Self> {
+        object.0.is_ok().then_some(Self(object))
+    }
+
+    /// The Identity.
+    pub fn get(&self) -> &Identity {
+        match &self.0.0 {
+            Ok(identity) => identity,
+            Err(_) => unreachable!("only deserialized objects are shared"),
+        }
     }
 }
 
@@ -100,6 +154,10 @@ pub struct PassResult {
     pub next_retry: Option<Instant>,
     /// Leavers by end date: the instant the date passed (the revocation SLA's start).
     pub leaver_dates: BTreeMap<IdentityKey, Timestamp>,
+    /// A change queued meanwhile went first: the rest of the work was deferred (its
+    /// outcomes say [`DEFERRED`]) to a pass due at once. Holds the identities that had an
+    /// operation with another outcome: only theirs are worth reporting now.
+    pub deferred: Option<BTreeSet<IdentityKey>>,
 }
 
 /// What the pass needs besides the objects.
@@ -112,6 +170,10 @@ pub struct PassContext<'a> {
     pub resync: Duration,
     /// Whether this replica still leads; checked before every apply batch.
     pub leading: &'a (dyn Fn() -> bool + Sync),
+    /// Whether a change is queued (for any tenant): checked between apply rounds of
+    /// revocations and grants, so that a newer change (a leaver) goes ahead of what is
+    /// left of a large batch.
+    pub preempted: &'a (dyn Fn() -> bool + Sync),
     /// Metrics to update.
     pub metrics: &'a Metrics,
 }
@@ -157,27 +219,47 @@ fn subjects(
         .collect()
 }
 
-/// Runs one tenant's pass. `Err` when leadership was lost before an apply batch.
+/// Runs one tenant's pass with the tenant's engine (kept up to date by the caller). `Err`
+/// when leadership was lost before an apply batch.
 pub async fn run<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
+    engine: &Engine,
     ctx: &PassContext<'_>,
 ) -> Result<PassResult, LostLeadership> {
     let namespace = tenant.namespace.as_str();
     let live: BTreeSet<String> = tenant
-        .snapshot
         .targets
         .iter()
         .filter_map(|t| t.metadata.name.clone())
         .collect();
     slots.retain(namespace, &live);
+    // A full listing due (the resync, the drift interval) never delays a leaver: the
+    // cut-offs the cache shows are sent before it.
+    if let Some(early) = cut_offs_before_listing(slots, tenant, engine, ctx) {
+        apply(slots, tenant, &early, ctx).await?;
+    }
     let views = observe(slots, tenant, ctx).await;
-    let engine = Engine::new(&tenant.snapshot, ctx.settings.clone());
-    let decision = decide(&engine, namespace, ctx.now, &views);
+    let decision = decide(engine, namespace, ctx.now, &views);
+    // The views share the targets' caches; dropped so that the apply stage updates the
+    // caches in place rather than copying them.
+    drop(views);
     let outcomes = apply(slots, tenant, &decision, ctx).await?;
-    let confirm_soon = outcomes.1;
-    let mut targets = outcomes.0;
-    for target in &tenant.snapshot.targets {
+    let (mut targets, confirm_soon, was_deferred) = outcomes;
+    let deferred = was_deferred.then(|| {
+        targets
+            .iter()
+            .flat_map(|(name, out)| {
+                let plan = decision.targets.get(name);
+                out.outcomes.iter().enumerate().filter_map(move |(i, o)| {
+                    let deferred = matches!(o, Outcome::Held(why) if why == DEFERRED);
+                    let op = plan?.operations.get(i)?;
+                    (!deferred).then(|| (*op.identity).clone())
+                })
+            })
+            .collect()
+    });
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let out = targets.entry(name.clone()).or_default();
         if let Some(slot) = slots.get(namespace, &name) {
@@ -203,6 +285,7 @@ pub async fn run<F: Factory>(
         .filter_map(|(k, _)| engine.leaver_since(k, ctx.now).map(|t| (k.clone(), t)))
         .collect();
     Ok(PassResult {
+        deferred,
         leaver_dates,
         decision,
         targets,
@@ -222,17 +305,75 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
     }
 }
 
-/// Observes every target of the tenant (those not backing off), concurrently.
+/// When a full listing of some target is due this pass (the resync, the drift interval,
+/// more re-reads than a listing is worth, e.g. a large import, or any re-read on a
+/// connector that can only list everything): the leavers' cut-offs planned
+/// against the targets' caches (those connected and listed before), to send before the
+/// listing. `None` when no listing is due or there is no such cut-off. Marked as not
+/// made against a fresh observation, so that it touches no retry or confirmation
+/// bookkeeping of the pass that follows.
+fn cut_offs_before_listing<F: Factory>(
+    slots: &Slots<F>,
+    tenant: &TenantObjects,
+    engine: &Engine,
+    ctx: &PassContext<'_>,
+) -> Option<Decision> {
+    let namespace = tenant.namespace.as_str();
+    let now = Instant::now();
+    let mut listing_due = false;
+    let mut views = Vec::new();
+    for target in &tenant.targets {
+        let name = target.metadata.name.clone().unwrap_or_default();
+        let Some(slot) = slots.get(namespace, &name) else {
+            continue;
+        };
+        let (Some(held), Some(connector)) = (&slot.last_held, &slot.connector) else {
+            continue;
+        };
+        if !listing_due {
+            let expected = subjects(tenant, &name, &|_| false);
+            let drift = target.spec.drift_interval();
+            listing_due = slot.lists_next(&expected, drift, now, connector.reads_accounts());
+        }
+        let case_insensitive = connector.capabilities().case_insensitive_names;
+        views.push(view(&name, held.clone(), None, case_insensitive));
+    }
+    if !listing_due {
+        return None;
+    }
+    let mut decision = decide(engine, namespace, ctx.now, &views);
+    drop(views);
+    let mut any = false;
+    for plan in decision.targets.values_mut() {
+        plan.operations
+            .retain(|op| op.leaver && is_cut_off(&op.action));
+        plan.observed = false;
+        any |= !plan.operations.is_empty();
+    }
+    any.then_some(decision)
+}
+
+/// What one target needs read before the plan.
+enum Read {
+    /// The whole target.
+    Full,
+    /// A few accounts.
+    Accounts(BTreeSet<IdentityKey>),
+}
+
+/// Brings every target's observed state up to date (those not backing off), concurrently:
+/// a full listing where one is due, a re-read of the accounts the cache cannot vouch for,
+/// or nothing at all.
 async fn observe<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
     ctx: &PassContext<'_>,
 ) -> Vec<TargetView> {
     let namespace = tenant.namespace.as_str();
-    // Connect first (sequentially: it touches the slots), then observe concurrently.
+    // Connect first (sequentially: it touches the slots), then read concurrently.
     let mut work = Vec::new();
     let mut views = Vec::new();
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let loaded = slots.factory.load(target).await;
         let now = Instant::now();
@@ -242,6 +383,8 @@ async fn observe<F: Factory>(
             views.push(view(&name, last, Some(why), false));
             continue;
         }
+        let expected = subjects(tenant, &name, &|_| false);
+        let read = slot.to_read(&expected, target.spec.drift_interval(), now);
         let connector = match &slot.connector {
             Some(c) => Ok(c.clone()),
             None => match loaded.config {
@@ -258,7 +401,14 @@ async fn observe<F: Factory>(
             },
         };
         match connector {
-            Ok(c) => work.push((name, c)),
+            Ok(c) => match read {
+                None => {
+                    let case_insensitive = c.capabilities().case_insensitive_names;
+                    views.push(view(&name, last, None, case_insensitive));
+                }
+                Some(None) => work.push((name, c, expected, Read::Full)),
+                Some(Some(only)) => work.push((name, c, expected, Read::Accounts(only))),
+            },
             Err(error) => {
                 ctx.metrics.errors.inc();
                 let failure = Failure::of(&error);
@@ -269,30 +419,53 @@ async fn observe<F: Factory>(
             }
         }
     }
-    let observations = futures::future::join_all(work.iter().map(|(name, connector)| {
-        let expected = subjects(tenant, name, &|_| false);
+    let reads = futures::future::join_all(work.iter().map(|(_, connector, expected, read)| {
         let connector = connector.clone();
-        async move { connector.observe(&expected).await }
+        async move {
+            match read {
+                Read::Full => connector.observe(expected).await.map(Reread::Full),
+                Read::Accounts(only) => connector.observe_accounts(expected, only).await,
+            }
+        }
     }))
     .await;
-    for ((name, connector), result) in work.into_iter().zip(observations) {
-        ctx.metrics
-            .target_observations
-            .get_or_create(&TargetLabels {
-                namespace: namespace.to_string(),
-                target: name.clone(),
-            })
-            .inc();
+    for ((name, connector, expected, read), result) in work.into_iter().zip(reads) {
+        let labels = TargetLabels {
+            namespace: namespace.to_string(),
+            target: name.clone(),
+        };
         let Some(slot) = slots.get_mut(namespace, &name) else {
             continue;
         };
         let case_insensitive = connector.capabilities().case_insensitive_names;
-        match result {
-            Ok(observed) => {
-                slot.observed(observed.held.clone(), observed.orphans, observed.findings);
-                views.push(view(&name, observed.held, None, case_insensitive));
+        match (result, read) {
+            (Ok(Reread::Full(observed)), _) => {
+                ctx.metrics.target_observations.get_or_create(&labels).inc();
+                slot.observed(
+                    observed.held,
+                    observed.orphans,
+                    observed.findings,
+                    &expected,
+                );
             }
-            Err(error) => {
+            (Ok(Reread::Accounts(held)), Read::Accounts(only)) => {
+                ctx.metrics.target_rereads.get_or_create(&labels).inc();
+                slot.reread(&only, held, &expected);
+            }
+            (Ok(Reread::Accounts(_)), Read::Full) => {
+                // A connector owes a full listing when asked for one.
+                ctx.metrics.errors.inc();
+                let failure = Failure::of(&TargetError::Transient(
+                    "the connector answered a full observation with a partial one".into(),
+                ));
+                let message = failure.message.clone();
+                let last = slot.last_held.clone().unwrap_or_default();
+                slot.failed(failure, ctx.resync);
+                views.push(view(&name, last, Some(message), case_insensitive));
+                continue;
+            }
+            (Err(error), _) => {
+                ctx.metrics.target_observations.get_or_create(&labels).inc();
                 ctx.metrics.errors.inc();
                 tracing::info!(%namespace, target = %name, %error, "observation failed");
                 let failure = Failure::of(&error);
@@ -300,8 +473,11 @@ async fn observe<F: Factory>(
                 let last = slot.last_held.clone().unwrap_or_default();
                 slot.failed(failure, ctx.resync);
                 views.push(view(&name, last, Some(message), case_insensitive));
+                continue;
             }
         }
+        let held = slot.last_held.clone().unwrap_or_default();
+        views.push(view(&name, held, None, case_insensitive));
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
     views
@@ -309,7 +485,7 @@ async fn observe<F: Factory>(
 
 fn view(
     name: &str,
-    held: crate::plan::AccessState,
+    held: Arc<crate::plan::AccessState>,
     not_observed: Option<String>,
     case_insensitive: bool,
 ) -> TargetView {
@@ -343,7 +519,16 @@ fn step_of(action: &Action) -> Step {
     }
 }
 
-type Applied2 = (BTreeMap<String, TargetOutcome>, bool);
+/// Outcomes per target, whether a re-observation should confirm soon, and whether work
+/// was deferred to the next pass (a change queued meanwhile went first).
+type Applied2 = (BTreeMap<String, TargetOutcome>, bool, bool);
+
+/// Operations per target in one apply round of revocations or grants: a change queued
+/// meanwhile (a leaver's cut-off) waits for at most one round.
+pub const APPLY_BATCH: usize = 32;
+
+/// The outcome of operations left for the next pass when a newer change went first.
+pub const DEFERRED: &str = "deferred: a newer change went first; continued in the next pass";
 
 /// Applies the decision in three steps across all the tenant's targets at once: every
 /// cut-off, then every revocation, then the grants of identities whose revocations all
@@ -424,6 +609,9 @@ async fn apply<F: Factory>(
         subjects_by_target.insert(name.clone(), subjects(tenant, name, &enabled));
     }
     let mut confirm_soon = false;
+    // Rounds of work sent this pass, and whether the rest was deferred to the next pass.
+    let mut rounds = 0usize;
+    let mut deferred = false;
     for step in [Step::CutOff, Step::Revoke, Step::Grant] {
         // Identities with a revocation not done: their grants wait (revocations are
         // applied before grants, per identity, across every target).
@@ -507,83 +695,120 @@ async fn apply<F: Factory>(
             };
             batches.push((name.clone(), indices, connector));
         }
-        if batches.is_empty() {
-            continue;
-        }
-        if !(ctx.leading)() {
-            tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
-            return Err(LostLeadership);
-        }
-        let sent = futures::future::join_all(batches.iter().map(|(name, indices, connector)| {
-            let plan = &decision.targets[name];
-            let subjects = &subjects_by_target[name];
-            async move {
-                let pairs: Vec<(&Operation, &Subject)> = indices
-                    .iter()
-                    .filter_map(|&i| {
-                        let op = &plan.operations[i];
-                        subjects.get(&op.identity).map(|s| (op, s))
-                    })
-                    .collect();
-                let mut out = connector.apply_batch(&pairs).await;
-                // A connector owes one result per operation; a missing one is a failure.
-                out.resize_with(pairs.len(), || {
-                    Err(TargetError::Transient(
-                        "the connector returned no result for this operation".into(),
-                    ))
-                });
-                out
+        // Cut-offs go in one round; other work in rounds of at most APPLY_BATCH operations
+        // per target, and a change queued meanwhile (a leaver) goes ahead of what is left.
+        let size = if step == Step::CutOff {
+            usize::MAX
+        } else {
+            APPLY_BATCH
+        };
+        let mut offset = 0;
+        loop {
+            let round: Vec<_> = batches
+                .iter()
+                .filter(|(_, indices, _)| offset < indices.len())
+                .map(|(name, indices, connector)| {
+                    let end = indices.len().min(offset.saturating_add(size));
+                    (name, &indices[offset..end], connector)
+                })
+                .collect();
+            if round.is_empty() {
+                break;
             }
-        }))
-        .await;
-        for ((name, indices, _), results_of) in batches.into_iter().zip(sent) {
-            let plan = &decision.targets[&name];
-            let slot = slots.get_mut(namespace, &name);
-            let Some(slot) = slot else { continue };
-            let outcome = results.get_mut(&name).expect("inserted above");
-            for (i, result) in indices.into_iter().zip(results_of) {
-                let op = &plan.operations[i];
-                let key = ((*op.identity).clone(), op.action.clone());
-                ctx.metrics
-                    .operations
-                    .get_or_create(&OperationLabels {
-                        namespace: namespace.to_string(),
-                        target: name.clone(),
-                        action: op.action.name().into(),
-                        result: match &result {
-                            Ok(Applied::Done) => "ok",
-                            Ok(Applied::Unsupported) => "unsupported",
-                            Err(_) => "error",
-                        }
-                        .into(),
-                    })
-                    .inc();
-                outcome[i] = Some(match result {
-                    Ok(applied) => {
-                        slot.parked.remove(&key);
-                        // Revocations and attribute writes are confirmed by the next
-                        // observation: one the target acknowledged yet still shows undone
-                        // is not sent again and again (a target that rewrites a value).
-                        let confirmable = op.action.is_revocation()
-                            || matches!(op.action, Action::UpdateAttributes { .. });
-                        if confirmable && applied == Applied::Done {
-                            slot.acknowledged.insert(key, Instant::now());
-                            confirm_soon = true;
-                        }
-                        if applied == Applied::Done {
-                            Outcome::Done
-                        } else {
-                            Outcome::Unsupported
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
-                        let failure = Failure::of(&error);
-                        slot.park(key, failure.clone(), ctx.resync);
-                        Outcome::Failed(failure)
-                    }
-                });
+            if step != Step::CutOff && rounds > 0 && (ctx.preempted)() {
+                // What is left (here and in the later steps) is marked deferred below.
+                deferred = true;
+                break;
             }
+            if !(ctx.leading)() {
+                tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
+                return Err(LostLeadership);
+            }
+            let sent = futures::future::join_all(round.iter().map(|(name, indices, connector)| {
+                let plan = &decision.targets[*name];
+                let subjects = &subjects_by_target[*name];
+                async move {
+                    let pairs: Vec<(&Operation, &Subject)> = indices
+                        .iter()
+                        .filter_map(|&i| {
+                            let op = &plan.operations[i];
+                            subjects.get(&op.identity).map(|s| (op, s))
+                        })
+                        .collect();
+                    let mut out = connector.apply_batch(&pairs).await;
+                    // A connector owes one result per operation; a missing one is a failure.
+                    out.resize_with(pairs.len(), || {
+                        Err(TargetError::Transient(
+                            "the connector returned no result for this operation".into(),
+                        ))
+                    });
+                    out
+                }
+            }))
+            .await;
+            for ((name, indices, _), results_of) in round.into_iter().zip(sent) {
+                let plan = &decision.targets[name];
+                let slot = slots.get_mut(namespace, name);
+                let Some(slot) = slot else { continue };
+                let outcome = results.get_mut(name).expect("inserted above");
+                // For the cache: what the target confirmed, and whose state is now unsure.
+                let mut confirmed: Vec<&Operation> = Vec::new();
+                let mut unsure: Vec<&IdentityKey> = Vec::new();
+                for (i, result) in indices.iter().copied().zip(results_of) {
+                    let op = &plan.operations[i];
+                    let key = ((*op.identity).clone(), op.action.clone());
+                    match &result {
+                        Ok(_) => confirmed.push(op),
+                        Err(_) => unsure.push(&op.identity),
+                    }
+                    ctx.metrics
+                        .operations
+                        .get_or_create(&OperationLabels {
+                            namespace: namespace.to_string(),
+                            target: name.clone(),
+                            action: op.action.name().into(),
+                            result: match &result {
+                                Ok(Applied::Done) => "ok",
+                                Ok(Applied::Unsupported) => "unsupported",
+                                Err(_) => "error",
+                            }
+                            .into(),
+                        })
+                        .inc();
+                    outcome[i] = Some(match result {
+                        Ok(applied) => {
+                            slot.parked.remove(&key);
+                            // Revocations and attribute writes are confirmed by the next
+                            // observation: one the target acknowledged yet still shows undone
+                            // is not sent again and again (a target that rewrites a value).
+                            let confirmable = op.action.is_revocation()
+                                || matches!(op.action, Action::UpdateAttributes { .. });
+                            if confirmable && applied == Applied::Done {
+                                slot.acknowledged.insert(key, Instant::now());
+                                unsure.push(&op.identity);
+                                confirm_soon = true;
+                            }
+                            if applied == Applied::Done {
+                                Outcome::Done
+                            } else {
+                                Outcome::Unsupported
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
+                            let failure = Failure::of(&error);
+                            slot.park(key, failure.clone(), ctx.resync);
+                            Outcome::Failed(failure)
+                        }
+                    });
+                }
+                slot.applied(confirmed, unsure);
+            }
+            rounds += 1;
+            offset = offset.saturating_add(size);
+        }
+        if deferred {
+            break;
         }
     }
     let results = results
@@ -591,7 +816,11 @@ async fn apply<F: Factory>(
         .map(|(name, outcomes)| {
             let outcomes = outcomes
                 .into_iter()
-                .map(|o| o.unwrap_or_else(|| Outcome::Held("not sent".into())))
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Outcome::Held(if deferred { DEFERRED } else { "not sent" }.into())
+                    })
+                })
                 .collect();
             (
                 name,
@@ -602,7 +831,7 @@ async fn apply<F: Factory>(
             )
         })
         .collect();
-    Ok((results, confirm_soon))
+    Ok((results, confirm_soon, deferred))
 }
 
 #[cfg(test)]

@@ -292,7 +292,7 @@ pub fn report(
         }
     }
     // TargetSystems.
-    for target in &tenant.snapshot.targets {
+    for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let plan = decision.targets.get(&name);
         let outcome = pass.targets.get(&name);
@@ -352,7 +352,7 @@ pub fn report(
         }
     }
     // AccessPolicies and Exceptions.
-    for policy in &tenant.snapshot.policies {
+    for policy in &tenant.policies {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let object = format!("AccessPolicy/{name}");
         let findings: Vec<_> = decision
@@ -378,7 +378,7 @@ pub fn report(
             out.policies.push((name, status));
         }
     }
-    for exception in &tenant.snapshot.exceptions {
+    for exception in &tenant.exceptions {
         let name = exception.metadata.name.clone().unwrap_or_default();
         let Some(verdict) = decision
             .desired
@@ -472,6 +472,7 @@ mod tests {
                 "apiVersion: gatehouse.dev/v1alpha1\nkind: TargetSystem\nmetadata: {name: scim, namespace: t}\nspec: {type: SCIM}",
             )],
             exceptions: vec![],
+            ..Default::default()
         };
         let now = "2026-12-01T00:00:00Z".parse().unwrap();
         let desired = evaluate(&snapshot, now, &Settings::default(), &NothingHeld);

@@ -19,7 +19,8 @@ pub struct TargetView {
     pub name: String,
     /// What the tenant's identities hold there: this pass's observation, else the last
     /// one (or nothing). Only this target's accounts and entitlements are read from it.
-    pub held: AccessState,
+    /// Shared with the controller's cache of the target, not copied.
+    pub held: std::sync::Arc<AccessState>,
     /// Why the target was not observed this pass (unreachable, backing off); `None` when
     /// `held` is fresh.
     pub not_observed: Option<String>,

@@ -158,7 +158,15 @@ impl AccessState {
     /// The state after applying `plan` to `self`.
     pub fn apply(&self, plan: &Plan) -> Self {
         let mut next = self.clone();
-        for op in &plan.operations {
+        next.apply_in_place(&plan.operations);
+        next
+    }
+
+    /// Applies operations to `self`, in order, as [`AccessState::apply`] does: how the
+    /// controller keeps its cache of a target in step with the operations it confirmed.
+    pub fn apply_in_place<'a>(&mut self, operations: impl IntoIterator<Item = &'a Operation>) {
+        let next = self;
+        for op in operations {
             let holding = next.identities.entry((*op.identity).clone()).or_default();
             match &op.action {
                 Action::DisableAccount => {
@@ -229,7 +237,6 @@ impl AccessState {
                 next.identities.remove(&op.identity);
             }
         }
-        next
     }
 }
 

@@ -24,7 +24,7 @@ use k8s_openapi::api::rbac::v1::{
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Client, Resource};
 
-use super::{Applied, Capabilities, Connector, Observed, Subject, TargetError};
+use super::{Applied, Capabilities, Connector, Observed, Reread, Subject, TargetError};
 use crate::api::{EntitlementRef, IdentityType};
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, AccountState, Action, Holding, Operation};
@@ -379,22 +379,13 @@ impl KubernetesRbac {
     }
 }
 
-impl Connector for KubernetesRbac {
-    fn capabilities(&self) -> Capabilities {
-        // Humans are external users: their "sessions" are credentials Kubernetes cannot see.
-        Capabilities {
-            disable: true,
-            delete: true,
-            revoke_sessions: false,
-            case_insensitive_names: false,
-        }
-    }
-
-    async fn observe(
+impl KubernetesRbac {
+    /// What the bindings and service accounts that `params` selects show.
+    async fn observe_where(
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
+        params: ListParams,
     ) -> Result<Observed, TargetError> {
-        let params = self.selector(None);
         let mut seen: Vec<(String, EntitlementRef, ObjectMeta, Option<Vec<RbacSubject>>)> =
             Vec::new();
         for b in Api::<ClusterRoleBinding>::all(self.client.clone())
@@ -491,6 +482,53 @@ impl Connector for KubernetesRbac {
 
             findings: Vec::new(),
         })
+    }
+}
+
+impl Connector for KubernetesRbac {
+    fn capabilities(&self) -> Capabilities {
+        // Humans are external users: their "sessions" are credentials Kubernetes cannot see.
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: false,
+            case_insensitive_names: false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        self.observe_where(expected, self.selector(None)).await
+    }
+
+    fn reads_accounts(&self) -> bool {
+        true
+    }
+
+    /// Three label-selected lists per 100 identities, whatever the tenant's size.
+    async fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        let names: Vec<&str> = only.iter().map(|k| k.name.as_str()).collect();
+        let mut held = AccessState::default();
+        for chunk in names.chunks(100) {
+            let params = self.selector(None);
+            let selector = format!(
+                "{},{IDENTITY} in ({})",
+                params.label_selector.clone().unwrap_or_default(),
+                chunk.join(",")
+            );
+            let observed = self
+                .observe_where(expected, ListParams::default().labels(&selector))
+                .await?;
+            held.identities.extend(observed.held.identities);
+        }
+        held.identities.retain(|k, _| only.contains(k));
+        Ok(Reread::Accounts(held))
     }
 
     async fn apply(

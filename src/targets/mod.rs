@@ -8,7 +8,7 @@ pub mod ldap;
 pub mod postgres;
 pub mod scim;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use crate::api::IdentityType;
@@ -67,6 +67,17 @@ pub struct Observed {
     pub findings: Vec<String>,
 }
 
+/// What a targeted re-read ([`Connector::observe_accounts`]) returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reread {
+    /// What the identities asked about hold, and nothing about anyone else: an identity
+    /// asked about and absent holds nothing.
+    Accounts(AccessState),
+    /// The connector listed the whole target instead (it has no cheaper way): a full
+    /// observation, as [`Connector::observe`] returns it.
+    Full(Observed),
+}
+
 /// A failure talking to a target, classified for the retry policy.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -119,6 +130,29 @@ pub trait Connector {
         &self,
         expected: &BTreeMap<IdentityKey, Subject>,
     ) -> impl Future<Output = Result<Observed, TargetError>> + Send;
+
+    /// Whether [`Connector::observe_accounts`] reads only the accounts asked for (else it
+    /// lists the whole target).
+    fn reads_accounts(&self) -> bool {
+        false
+    }
+
+    /// What the identities in `only` hold on the target: a targeted re-read of a few
+    /// accounts (an operation whose outcome is unknown, a revocation to confirm, a new or
+    /// renamed subject). `expected` is every subject, as for [`Connector::observe`]. The
+    /// default lists the whole target; a connector that can read a few accounts cheaply
+    /// overrides it.
+    fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> impl Future<Output = Result<Reread, TargetError>> + Send
+    where
+        Self: Sync,
+    {
+        let _ = only;
+        async move { self.observe(expected).await.map(Reread::Full) }
+    }
 
     /// Carries out one planned operation for `subject`.
     fn apply(
@@ -197,6 +231,28 @@ impl Connector for AnyConnector {
             Self::Ldap(c) => c.observe(expected).await,
             Self::Postgres(c) => c.observe(expected).await,
             Self::Scim(c) => c.observe(expected).await,
+        }
+    }
+
+    fn reads_accounts(&self) -> bool {
+        match self {
+            Self::Kubernetes(c) => c.reads_accounts(),
+            Self::Ldap(c) => c.reads_accounts(),
+            Self::Postgres(c) => c.reads_accounts(),
+            Self::Scim(c) => c.reads_accounts(),
+        }
+    }
+
+    async fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        match self {
+            Self::Kubernetes(c) => c.observe_accounts(expected, only).await,
+            Self::Ldap(c) => c.observe_accounts(expected, only).await,
+            Self::Postgres(c) => c.observe_accounts(expected, only).await,
+            Self::Scim(c) => c.observe_accounts(expected, only).await,
         }
     }
 

@@ -10,7 +10,7 @@ use super::*;
 use crate::api::TargetSystem;
 use crate::controller::connectors::Loaded;
 use crate::plan::{AccessState, AccountState};
-use crate::targets::{Capabilities, Credentials, Observed, TargetConfig};
+use crate::targets::{Capabilities, Credentials, Observed, Reread, TargetConfig};
 
 /// Which operations a scripted target refuses, and how.
 type Refusal = Box<dyn Fn(&IdentityKey, &Action) -> Option<TargetError> + Send + Sync>;
@@ -26,6 +26,14 @@ struct Scripted {
     /// Acknowledge revocations and attribute writes without doing them (a server that
     /// lies, or rewrites what it is sent).
     ack_only: bool,
+    /// Full listings served.
+    listings: std::sync::atomic::AtomicUsize,
+    /// Log every full listing as `LIST`, among the operations.
+    log_listings: bool,
+    /// Cannot read a few accounts: a re-read lists the whole target.
+    lists_only: bool,
+    /// Identities asked about in targeted re-reads, per re-read.
+    rereads: Mutex<Vec<Vec<String>>>,
 }
 
 impl Scripted {
@@ -36,6 +44,10 @@ impl Scripted {
             refuse,
             log: Mutex::default(),
             ack_only: false,
+            listings: Default::default(),
+            log_listings: false,
+            lists_only: false,
+            rereads: Mutex::default(),
         })
     }
 
@@ -75,6 +87,22 @@ impl Scripted {
     fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    fn listings(&self) -> usize {
+        self.listings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn rereads(&self) -> Vec<Vec<String>> {
+        self.rereads.lock().unwrap().clone()
+    }
+
+    /// Revokes by hand, behind the controller's back (drift).
+    fn drop_group(&self, identity: &str, group: &str) {
+        let mut held = self.held.lock().unwrap();
+        if let Some(h) = held.identities.get_mut(&IdentityKey::new("t", identity)) {
+            h.entitlements.retain(|e, _| e.name != group);
+        }
+    }
 }
 
 fn group_ref(target: &str, name: &str) -> crate::api::EntitlementRef {
@@ -102,10 +130,34 @@ impl Connector for Handle {
         &self,
         _expected: &BTreeMap<IdentityKey, Subject>,
     ) -> Result<Observed, TargetError> {
+        self.0
+            .listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.0.log_listings {
+            self.0.log.lock().unwrap().push("LIST".into());
+        }
         Ok(Observed {
             held: self.0.held.lock().unwrap().clone(),
             ..Observed::default()
         })
+    }
+
+    async fn observe_accounts(
+        &self,
+        _expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        if self.0.lists_only {
+            return self.observe(_expected).await.map(Reread::Full);
+        }
+        self.0
+            .rereads
+            .lock()
+            .unwrap()
+            .push(only.iter().map(|k| k.name.clone()).collect());
+        let mut held = self.0.held.lock().unwrap().clone();
+        held.identities.retain(|k, _| only.contains(k));
+        Ok(Reread::Accounts(held))
     }
 
     async fn apply(
@@ -246,14 +298,12 @@ fn tenant(people: &[Person<'_>], targets: &[(&str, &str)]) -> TenantObjects {
         .collect();
     TenantObjects {
         namespace: "t".into(),
-        snapshot: Snapshot {
-            identities,
-            policies,
-            targets,
-            exceptions: vec![],
-            ..Default::default()
-        },
+        identities: identities.into_iter().map(SharedIdentity::new).collect(),
+        policies,
+        targets,
+        exceptions: vec![],
         deleting: vec![],
+        ..Default::default()
     }
 }
 
@@ -269,9 +319,11 @@ async fn pass(
         settings: &settings,
         resync: Duration::from_secs(600),
         leading,
+        preempted: &|| false,
         metrics: &metrics,
     };
-    run(slots, tenant, &ctx).await
+    let engine = Engine::new(&tenant.to_snapshot(), settings.clone());
+    run(slots, tenant, &engine, &ctx).await
 }
 
 fn outcome_of<'a>(result: &'a PassResult, target: &str, who: &str, action: &str) -> &'a Outcome {
@@ -586,7 +638,7 @@ proptest! {
 /// attribute mapping applies (`name.familyName` from the account for these test people).
 fn scim_tenant(people: &[Person<'_>]) -> TenantObjects {
     let mut t = tenant(people, &[("scim", "")]);
-    let spec = &mut t.snapshot.targets[0].spec;
+    let spec = &mut t.targets[0].spec;
     spec.type_ = crate::api::TargetType::SCIM;
     spec.scim = Some(serde_yaml::from_str("{url: 'http://scim.invalid'}").unwrap());
     t
@@ -641,4 +693,359 @@ async fn a_joiner_is_created_with_its_attributes_and_converges() {
         "{:?}",
         second.decision.targets["scim"].operations
     );
+}
+
+#[tokio::test]
+async fn a_change_is_planned_against_the_cache_and_drift_waits_for_the_next_listing() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    let targets = BTreeMap::from([("ldap".to_string(), ldap.clone())]);
+    let mut slots = Slots::new(Fake(targets));
+    let people = |bob: &'static str| {
+        tenant(
+            &[
+                ("alice", "Active", &["finance"]),
+                ("bob", bob, &["finance"]),
+            ],
+            &[("ldap", "")],
+        )
+    };
+    pass(&mut slots, &people("Active"), &|| true).await.unwrap();
+    assert_eq!(
+        (ldap.listings(), ldap.groups("bob")),
+        (1, vec!["finance".into()])
+    );
+
+    // Nothing changed: nothing read, nothing planned.
+    let idle = pass(&mut slots, &people("Active"), &|| true).await.unwrap();
+    assert!(idle.decision.targets["ldap"].operations.is_empty());
+    assert_eq!((ldap.listings(), ldap.rereads().len()), (1, 0));
+
+    // A leaver: planned against the cache, cut off, no listing.
+    let leaver = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome_of(&leaver, "ldap", "bob", "disableAccount"),
+        &Outcome::Done
+    );
+    assert_eq!(ldap.listings(), 1, "no full listing for one leaver");
+    assert!(leaver.confirm_soon);
+    // The acknowledged revocations are confirmed by re-reading bob alone.
+    let confirm = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(ldap.rereads(), [vec!["bob".to_string()]]);
+    assert!(confirm.decision.targets["ldap"].operations.is_empty());
+    assert_eq!(ldap.listings(), 1);
+
+    // A hand edit is drift: not seen until the next full listing (here: the resync).
+    ldap.drop_group("alice", "finance");
+    let blind = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert!(blind.decision.targets["ldap"].operations.is_empty());
+    slots.resync("t");
+    let repaired = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(ldap.listings(), 2);
+    assert_eq!(
+        outcome_of(&repaired, "ldap", "alice", "grant"),
+        &Outcome::Done
+    );
+    assert_eq!(ldap.groups("alice"), ["finance"]);
+}
+
+#[tokio::test]
+async fn a_failed_operation_and_a_new_subject_are_re_read_and_a_zero_drift_interval_lists_every_pass()
+ {
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refusing = refused.clone();
+    let ldap = Scripted::new(
+        "ldap",
+        Box::new(move |id, action| {
+            (id.name == "alice"
+                && matches!(action, Action::Grant { .. })
+                && refusing.swap(false, std::sync::atomic::Ordering::SeqCst))
+            .then(|| TargetError::Transient("timed out; outcome unknown".into()))
+        }),
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let one = tenant(&[("alice", "Active", &["finance"])], &[("ldap", "")]);
+    let first = pass(&mut slots, &one, &|| true).await.unwrap();
+    assert!(matches!(
+        outcome_of(&first, "ldap", "alice", "grant"),
+        Outcome::Failed(_)
+    ));
+    // The failed grant waits for its retry; its identity is re-read before it is planned.
+    if let Some(slot) = slots.get_mut("t", "ldap") {
+        slot.parked.clear();
+    }
+    let second = pass(&mut slots, &one, &|| true).await.unwrap();
+    assert_eq!(ldap.rereads(), [vec!["alice".to_string()]]);
+    assert_eq!(
+        outcome_of(&second, "ldap", "alice", "grant"),
+        &Outcome::Done
+    );
+    // A joiner is a new subject: re-read (an account of that name may exist already).
+    let two = tenant(
+        &[
+            ("alice", "Active", &["finance"]),
+            ("bob", "Active", &["finance"]),
+        ],
+        &[("ldap", "")],
+    );
+    pass(&mut slots, &two, &|| true).await.unwrap();
+    assert_eq!(ldap.rereads().last().unwrap(), &["bob".to_string()]);
+    assert_eq!(ldap.listings(), 1);
+    // driftInterval 0s: every pass lists the target.
+    let always = tenant(
+        &[("alice", "Active", &["finance"])],
+        &[("ldap", ", driftInterval: 0s")],
+    );
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    pass(&mut slots, &always, &|| true).await.unwrap();
+    pass(&mut slots, &always, &|| true).await.unwrap();
+    assert_eq!(ldap.listings(), 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Planning against the cache (the last listing, plus the operations the target
+    /// confirmed, plus re-reads of what it could not vouch for) gives the same plan as
+    /// planning against a fresh listing of the target, whatever failed, whatever the
+    /// target only pretended to do, and whatever the next change is.
+    #[test]
+    fn planning_against_the_cache_equals_planning_against_a_fresh_listing(
+        refused in proptest::collection::btree_set((0usize..4, 0usize..4, any::<bool>()), 0..10),
+        held in proptest::collection::vec(proptest::collection::btree_set(0usize..3, 0..3), 4),
+        before in proptest::collection::vec(0usize..4, 4),
+        after in proptest::collection::vec(0usize..4, 4),
+        ack_only in any::<bool>(),
+    ) {
+        let people = ["p0", "p1", "p2", "p3"];
+        let groups = ["g0", "g1", "g2"];
+        let kinds = ["revoke", "grant", "disableAccount", "enableAccount"];
+        // HR status and the groups its policies grant, by choice.
+        let roster = |choice: &[usize]| -> TenantObjects {
+            let rows: Vec<Person<'_>> = people
+                .iter()
+                .zip(choice)
+                .map(|(p, c)| match c {
+                    0 => (*p, "Terminated", &[][..]),
+                    1 => (*p, "Active", &["g0"][..]),
+                    2 => (*p, "Active", &["g1", "g2"][..]),
+                    _ => (*p, "OnLeave", &["g0"][..]),
+                })
+                .collect();
+            tenant(&rows, &[("ldap", "")])
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let refused = Arc::new(refused);
+        let rules = refused.clone();
+        let target = Arc::new(Scripted {
+            ack_only,
+            ..Arc::into_inner(Scripted::new("ldap", Box::new(move |id, action| {
+                let who = people.iter().position(|p| *p == id.name)?;
+                let kind = kinds.iter().position(|k| *k == action.name())?;
+                rules.iter().find(|(w, k, _)| *w == who && *k == kind).map(|(_, _, permanent)| {
+                    if *permanent { TargetError::Permanent("refused".into()) } else { TargetError::Transient("timed out".into()) }
+                })
+            }))).unwrap()
+        });
+        for (p, gs) in people.iter().zip(&held) {
+            for g in gs {
+                target.grant(p, groups[*g]);
+            }
+        }
+        let targets = BTreeMap::from([("ldap".to_string(), target.clone())]);
+        let mut cached = Slots::new(Fake(targets.clone()));
+        let first = roster(&before);
+        runtime.block_on(pass(&mut cached, &first, &|| true)).unwrap();
+        // The next change, decided against the cache and against a fresh listing.
+        let next = roster(&after);
+        let metrics = Metrics::default();
+        let settings = Settings::default();
+        let ctx = PassContext {
+            now: "2026-12-01T00:00:00Z".parse().unwrap(),
+            settings: &settings,
+            resync: Duration::from_secs(600),
+            leading: &|| true,
+            preempted: &|| false,
+            metrics: &metrics,
+        };
+        let engine = Engine::new(&next.to_snapshot(), settings.clone());
+        let from_cache = runtime.block_on(observe(&mut cached, &next, &ctx));
+        let mut fresh = Slots::new(Fake(targets));
+        let from_listing = runtime.block_on(observe(&mut fresh, &next, &ctx));
+        let a = decide(&engine, "t", ctx.now, &from_cache);
+        let b = decide(&engine, "t", ctx.now, &from_listing);
+        prop_assert_eq!(&a.targets["ldap"].operations, &b.targets["ldap"].operations);
+        prop_assert_eq!(a.held, b.held);
+    }
+}
+
+#[tokio::test]
+async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    ldap.grant("zed", "g");
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let names: Vec<String> = (0..100).map(|i| format!("j{i:03}")).collect();
+    let roster = |zed: &'static str| -> TenantObjects {
+        let mut rows: Vec<Person<'_>> = names
+            .iter()
+            .map(|n| (n.as_str(), "Active", &["g"][..]))
+            .collect();
+        rows.push(("zed", zed, &["g"][..]));
+        tenant(&rows, &[("ldap", "")])
+    };
+    let metrics = Metrics::default();
+    let settings = Settings::default();
+    // A leaver's change arrives as soon as the first round of joiner work is sent.
+    let log = ldap.clone();
+    let queued = move || !log.log().is_empty();
+    let ctx = PassContext {
+        now: "2026-12-01T00:00:00Z".parse().unwrap(),
+        settings: &settings,
+        resync: Duration::from_secs(600),
+        leading: &|| true,
+        preempted: &queued,
+        metrics: &metrics,
+    };
+    let first = roster("Active");
+    let engine = Engine::new(&first.to_snapshot(), settings.clone());
+    let big = run(&mut slots, &first, &engine, &ctx).await.unwrap();
+    assert_eq!(ldap.log().len(), APPLY_BATCH, "one round, then it yields");
+    let sent = big.deferred.as_ref().expect("the rest is deferred");
+    assert_eq!(sent.len(), APPLY_BATCH, "{sent:?}");
+    let deferred = big.targets["ldap"]
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Held(why) if why == DEFERRED))
+        .count();
+    assert_eq!(deferred, 2 * names.len() - APPLY_BATCH);
+
+    // The next pass (the leaver's): zed's cut-off is the first thing sent, then the rest.
+    let next = pass(&mut slots, &roster("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert!(next.deferred.is_none());
+    assert_eq!(
+        ldap.log()[APPLY_BATCH],
+        "zed disableAccount",
+        "{:?}",
+        ldap.log()
+    );
+    assert_eq!(ldap.account("zed"), Some(AccountState::Disabled));
+    assert!(names.iter().all(|n| ldap.groups(n) == ["g"]));
+}
+
+#[tokio::test]
+async fn a_leaver_is_cut_off_before_a_due_listing() {
+    let ldap = Arc::new(Scripted {
+        log_listings: true,
+        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let people = |bob: &'static str| {
+        tenant(
+            &[
+                ("alice", "Active", &["finance"]),
+                ("bob", bob, &["finance"]),
+            ],
+            &[("ldap", "")],
+        )
+    };
+    pass(&mut slots, &people("Active"), &|| true).await.unwrap();
+    let before = ldap.log().len();
+    // The resync makes a full listing due; bob leaves in the same pass.
+    slots.resync("t");
+    let result = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    let log = ldap.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["bob disableAccount", "bob revokeSessions", "LIST"],
+        "the cut-off goes before the listing: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "bob disableAccount").count(),
+        1,
+        "and is not sent again: {log:?}"
+    );
+    assert_eq!(ldap.account("bob"), Some(AccountState::Disabled));
+    assert_eq!(
+        ldap.groups("bob"),
+        Vec::<String>::new(),
+        "revoked after the listing"
+    );
+    assert!(result.decision.targets["ldap"].observed);
+}
+
+#[tokio::test]
+async fn a_leaver_arriving_with_a_large_import_is_cut_off_before_the_listing_it_causes() {
+    let ldap = Arc::new(Scripted {
+        log_listings: true,
+        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let joiners: Vec<String> = (0..300).map(|i| format!("j{i:03}")).collect();
+    let roster = |zed: &'static str, import: bool| -> TenantObjects {
+        let mut rows: Vec<Person<'_>> = vec![("zed", zed, &["g"][..])];
+        if import {
+            rows.extend(joiners.iter().map(|n| (n.as_str(), "Active", &["g"][..])));
+        }
+        tenant(&rows, &[("ldap", "")])
+    };
+    pass(&mut slots, &roster("Active", false), &|| true)
+        .await
+        .unwrap();
+    let before = ldap.log().len();
+    // 300 new subjects: too many to re-read one by one, so the target is listed; zed's
+    // cut-off goes first.
+    pass(&mut slots, &roster("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    let log = ldap.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["zed disableAccount", "zed revokeSessions", "LIST"],
+        "{:?}",
+        &log[..5]
+    );
+    assert!(joiners.iter().all(|n| ldap.groups(n) == ["g"]));
+}
+
+#[tokio::test]
+async fn on_a_target_that_only_lists_a_leaver_is_cut_off_before_a_joiners_reread() {
+    let scim = Arc::new(Scripted {
+        log_listings: true,
+        lists_only: true,
+        ..Arc::into_inner(Scripted::new("scim", Box::new(|_, _| None))).unwrap()
+    });
+    let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
+    let people = |zed: &'static str, joiner: bool| {
+        let mut rows: Vec<Person<'_>> = vec![("zed", zed, &["g"][..])];
+        if joiner {
+            rows.push(("ann", "Active", &["g"][..]));
+        }
+        tenant(&rows, &[("scim", "")])
+    };
+    pass(&mut slots, &people("Active", false), &|| true)
+        .await
+        .unwrap();
+    let before = scim.log().len();
+    // ann is a new subject: re-read, which on this target is a full listing.
+    pass(&mut slots, &people("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    let log = scim.log()[before..].to_vec();
+    assert_eq!(
+        &log[..3],
+        ["zed disableAccount", "zed revokeSessions", "LIST"],
+        "{log:?}"
+    );
+    assert_eq!(scim.groups("ann"), ["g"]);
 }
