@@ -708,6 +708,17 @@ impl<F: Factory> Reconciler<F> {
                     .await;
             }
         }
+        for (name, status) in &report.reviews {
+            if let Some(r) = tenant
+                .reviews
+                .iter()
+                .find(|r| r.metadata.name.as_ref() == Some(name))
+            {
+                self.writer
+                    .status(r, r.status.as_ref(), status, |s| &s.conditions)
+                    .await;
+            }
+        }
     }
 }
 

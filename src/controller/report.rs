@@ -39,6 +39,8 @@ pub struct Report {
     pub policies: Vec<(String, AccessPolicyStatus)>,
     /// New Exception statuses (only those that changed), by name.
     pub exceptions: Vec<(String, ExceptionStatus)>,
+    /// New AccessReview statuses (only those that changed), by name.
+    pub reviews: Vec<(String, crate::api::AccessReviewStatus)>,
     /// Identities being deleted whose access every target confirmed revoked.
     pub release: Vec<IdentityKey>,
     /// Identities without the finalizer yet.
@@ -395,6 +397,25 @@ pub fn report(
         );
         if exception.status.as_ref() != Some(&status) {
             out.exceptions.push((name, status));
+        }
+    }
+    for review in &tenant.reviews {
+        let name = review.metadata.name.clone().unwrap_or_default();
+        let Some(progress) = decision
+            .desired
+            .reviews
+            .get(&(namespace.to_string(), name.clone()))
+        else {
+            continue;
+        };
+        let status = super::review_status::review_status(
+            progress,
+            review.status.as_ref(),
+            review.metadata.generation,
+            now,
+        );
+        if review.status.as_ref() != Some(&status) {
+            out.reviews.push((name, status));
         }
     }
     out
