@@ -305,6 +305,26 @@ impl Probe {
         [k, l, s, p]
     }
 
+    /// Every SCIM user's id by userName, page by page (the server caps a page).
+    async fn scim_users(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        loop {
+            let page = self
+                .scim
+                .get(&format!("Users?startIndex={}&count=1000", out.len() + 1))
+                .await;
+            let users = page["Resources"].as_array().cloned().unwrap_or_default();
+            if users.is_empty() {
+                return out;
+            }
+            for u in users {
+                if let (Some(name), Some(id)) = (u["userName"].as_str(), u["id"].as_str()) {
+                    out.insert(name.to_string(), id.to_string());
+                }
+            }
+        }
+    }
+
     /// The member ids of a SCIM group (one read of the group, no per-member lookups).
     async fn scim_member_ids(&self, group: &str) -> Vec<String> {
         self.scim.group(group).await.map_or_else(Vec::new, |g| {
@@ -339,7 +359,7 @@ impl Probe {
     }
 }
 
-/// Operations and full observations `gatehouse run` reports, per target.
+/// Operations and reads (full listings and targeted re-reads) `gatehouse run` reports, per target.
 async fn controller_work(address: SocketAddr, ns: &str) -> [(f64, f64); 4] {
     let mut out = [(0.0, 0.0); 4];
     for (slot, (_, target)) in out.iter_mut().zip(TARGETS) {
@@ -349,7 +369,8 @@ async fn controller_work(address: SocketAddr, ns: &str) -> [(f64, f64); 4] {
         ];
         *slot = (
             metric_sum(address, "gatehouse_target_operations_total", &labels).await,
-            metric_sum(address, "gatehouse_target_observations_total", &labels).await,
+            metric_sum(address, "gatehouse_target_observations_total", &labels).await
+                + metric_sum(address, "gatehouse_target_rereads_total", &labels).await,
         );
     }
     out
@@ -510,7 +531,11 @@ async fn main() {
     );
 
     // The controller as its own process.
+    // GATEHOUSE_BENCH_LOG=FILE keeps the controller's log.
     let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = std::env::var_os("GATEHOUSE_BENCH_LOG")
+        .map_or_else(|| log.path().to_path_buf(), std::path::PathBuf::from);
+    let log_file = std::fs::File::create(&log_path).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args([
             "run",
@@ -522,11 +547,11 @@ async fn main() {
         ])
         .args(["--resync", "1h"])
         .env("KUBECONFIG", &harness::control_plane().kubeconfig)
-        .stderr(log.reopen().unwrap())
+        .stderr(log_file)
         .spawn()
         .map(Controller)
         .unwrap();
-    let address = harness::served_address(log.path()).await;
+    let address = harness::served_address(&log_path).await;
     let started = Instant::now();
 
     let mut probe = Probe {
@@ -582,18 +607,7 @@ async fn main() {
         "scale: settled after {:.1?}: `gatehouse run` resident {rss:.0} MiB, peak {hwm:.0} MiB",
         started.elapsed()
     );
-    probe.scim_ids = probe
-        .scim
-        .all("Users")
-        .await
-        .into_iter()
-        .filter_map(|u| {
-            Some((
-                u["userName"].as_str()?.to_string(),
-                u["id"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    probe.scim_ids = probe.scim_users().await;
 
     // One mover, counted alone: what a single-identity change costs each target.
     let rbac_before = rbac_requests(&client).await;
@@ -620,7 +634,7 @@ async fn main() {
         .zip(work_before.into_iter().zip(work_after))
     {
         println!(
-            "scale: one mover: {kind}: {} operations, {} full observations",
+            "scale: one mover: {kind}: {} operations, {} reads (full listings and targeted re-reads)",
             after.0 - before.0,
             after.1 - before.1
         );
@@ -682,7 +696,7 @@ async fn main() {
     }
     report(&format!("leaver while {batch} joiners are applied"), during);
     println!(
-        "scale: {behind} of {samples} leaver samples ended with the joiner batch still being applied"
+        "scale: {behind} of {samples} leaver samples ended with the joiner batch still being applied (joiners in finance on PostgreSQL after each: {joined_at:?} of {batch})"
     );
     background.await.unwrap();
     harness::eventually(
@@ -717,7 +731,7 @@ async fn main() {
         .zip(work_before.into_iter().zip(work_after))
     {
         println!(
-            "scale: idle: {kind}: {} operations, {} full observations",
+            "scale: idle: {kind}: {} operations, {} reads (full listings and targeted re-reads)",
             after.0 - before.0,
             after.1 - before.1
         );
