@@ -9,6 +9,8 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "common/latency.rs"]
+mod latency;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use gatehouse::controller::{Options, run};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use latency::percentile;
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -52,11 +55,6 @@ async fn bindings_by_identity(client: &Client, ns: &str) -> BTreeMap<String, Str
             (who, b.metadata.name.unwrap_or_default())
         })
         .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,8 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "common/latency.rs"]
+mod latency;
 #[path = "../tests/postgres_peer/mod.rs"]
 mod postgres_peer;
 #[path = "../tests/samba/mod.rs"]
@@ -34,41 +36,10 @@ use harness::{apply, secret};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use latency::{percentile, person};
 
 /// No leaver may take longer than this on any target; the bench fails rather than wait.
 const GIVE_UP: Duration = Duration::from_secs(60);
-/// How often each target is looked at while a leaver is in flight.
-const POLL: Duration = Duration::from_millis(5);
-
-fn person(name: &str, department: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}\nspec: {{type: Human, employment: {{status: Active, type: Employee, department: {department}, manager: {name}, startDate: '2026-01-01'}}}}"
-    )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-/// Polls `cut_off` until it holds; the time since `t0`.
-async fn until(
-    t0: Instant,
-    name: &str,
-    target: &str,
-    mut cut_off: impl AsyncFnMut() -> bool,
-) -> Duration {
-    loop {
-        if cut_off().await {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < GIVE_UP,
-            "{name} on {target}: not cut off after {GIVE_UP:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// The five targets as the bench looks at them behind the controller's back.
 struct Targets {
@@ -141,19 +112,19 @@ impl Targets {
             &self.pg,
         );
         let (k, l, a, s, p) = tokio::join!(
-            until(t0, name, "Kubernetes", async || {
+            latency::until(t0, name, "Kubernetes", GIVE_UP, async || {
                 Self::k8s_cut_off(client, ns, name).await
             }),
-            until(t0, name, "LDAP", async || {
+            latency::until(t0, name, "LDAP", GIVE_UP, async || {
                 Self::ldap_cut_off(ldap, &ldap_dn).await
             }),
-            until(t0, name, "AD", async || {
+            latency::until(t0, name, "AD", GIVE_UP, async || {
                 Self::ad_cut_off(ad, &ad_dn).await
             }),
-            until(t0, name, "SCIM", async || {
+            latency::until(t0, name, "SCIM", GIVE_UP, async || {
                 Self::scim_cut_off(scim, &scim_id).await
             }),
-            until(t0, name, "PostgreSQL", async || {
+            latency::until(t0, name, "PostgreSQL", GIVE_UP, async || {
                 Self::pg_cut_off(pg, name).await
             }),
         );

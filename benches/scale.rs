@@ -21,6 +21,8 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "common/latency.rs"]
+mod latency;
 #[path = "../tests/postgres_peer/mod.rs"]
 mod postgres_peer;
 #[path = "../tests/scim_peer/mod.rs"]
@@ -38,12 +40,11 @@ use harness::{apply, secret};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use latency::{percentile, person};
 use ldap3::Scope;
 
 /// No sample may take longer than this on any target; the bench fails rather than wait.
 const GIVE_UP: Duration = Duration::from_secs(120);
-/// How often each target is looked at while a change is in flight.
-const POLL: Duration = Duration::from_millis(5);
 /// The four targets: (label, TargetSystem name).
 const TARGETS: [(&str, &str); 4] = [
     ("Kubernetes", "k8s"),
@@ -57,36 +58,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn person(name: &str, department: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}\nspec: {{type: Human, employment: {{status: Active, type: Employee, department: {department}, manager: {name}, startDate: '2026-01-01'}}}}"
-    )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-/// Polls `holds` until it is true; the time since `t0`.
-async fn until(
-    t0: Instant,
-    what: &str,
-    target: &str,
-    mut holds: impl AsyncFnMut() -> bool,
-) -> Duration {
-    loop {
-        if holds().await {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < GIVE_UP,
-            "{what} on {target}: not seen after {GIVE_UP:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// The sum of every series of a metric of `gatehouse run` whose labels contain `labels`.
@@ -248,19 +219,21 @@ impl Probe {
     /// mover), all four watched at once.
     async fn moved(&self, t0: Instant, name: &str) -> [Duration; 4] {
         let (k, l, s, p) = tokio::join!(
-            until(t0, name, "Kubernetes", async || {
+            latency::until(t0, name, "Kubernetes", GIVE_UP, async || {
                 self.k8s_roles(name)
                     .await
                     .is_some_and(|r| r == ["edit".to_string()])
             }),
-            until(t0, name, "LDAP", async || {
+            latency::until(t0, name, "LDAP", GIVE_UP, async || {
                 self.ldap_member("ops", name).await && !self.ldap_member("finance", name).await
             }),
             // The finance group holds everyone; reading it per poll would load the
             // single-threaded server. Revocations are applied before grants, and the end of
             // the run checks that no mover is left in finance.
-            until(t0, name, "SCIM", async || self.scim_in_ops(name).await),
-            until(t0, name, "PostgreSQL", async || {
+            latency::until(t0, name, "SCIM", GIVE_UP, async || self
+                .scim_in_ops(name)
+                .await),
+            latency::until(t0, name, "PostgreSQL", GIVE_UP, async || {
                 self.pg_member(&self.pg_ops, name).await
                     && !self.pg_member(&self.pg_finance, name).await
             }),
@@ -271,12 +244,18 @@ impl Probe {
     /// Per target, from `t0` until `name` is cut off, all four watched at once.
     async fn cut_off(&self, t0: Instant, name: &str) -> [Duration; 4] {
         let (k, l, s, p) = tokio::join!(
-            until(t0, name, "Kubernetes", async || {
+            latency::until(t0, name, "Kubernetes", GIVE_UP, async || {
                 self.k8s_roles(name).await.is_some_and(|r| r.is_empty())
             }),
-            until(t0, name, "LDAP", async || self.ldap_locked(name).await),
-            until(t0, name, "SCIM", async || self.scim_inactive(name).await),
-            until(t0, name, "PostgreSQL", async || self.pg_nologin(name).await),
+            latency::until(t0, name, "LDAP", GIVE_UP, async || self
+                .ldap_locked(name)
+                .await),
+            latency::until(t0, name, "SCIM", GIVE_UP, async || self
+                .scim_inactive(name)
+                .await),
+            latency::until(t0, name, "PostgreSQL", GIVE_UP, async || self
+                .pg_nologin(name)
+                .await),
         );
         [k, l, s, p]
     }
