@@ -3,6 +3,7 @@
 //! it: evaluate, observe, plan, apply, and once more to prove convergence. The domain's state
 //! is checked with the test's own administrator connection, and a leaver by a real bind.
 
+mod reread;
 mod samba;
 
 use std::collections::BTreeMap;
@@ -463,6 +464,16 @@ async fn attributes_flow_to_a_real_domain_controller_and_drift_is_repaired() {
             .contains(&dn.to_lowercase())
     );
     assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+    // Re-read alone (memberOf, the manager's DN by a base read), alice agrees with the
+    // full observation.
+    assert!(
+        reread::agrees(
+            &connector,
+            &subjects(&moved),
+            &reread::keys("acme", &[alice.as_str(), "nobody"])
+        )
+        .await
+    );
 
     // Drift: a hand-edited title is put back; a description set by hand is not mapped and
     // stays.

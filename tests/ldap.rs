@@ -3,6 +3,7 @@
 //! then once more to prove the second pass has nothing to do. The directory's real state
 //! is checked with the test's own administrator connection, and a lock by a real bind.
 
+mod reread;
 mod slapd;
 
 use std::collections::BTreeMap;
@@ -1154,6 +1155,17 @@ async fn attributes_flow_from_the_hr_record_and_drift_is_repaired() {
         dave.to_lowercase()
     );
     assert!(sync_ok(&connector, &moved).await.is_empty(), "converged");
+    // A targeted re-read of alice (her manager a reference to another entry, her group
+    // found by member) and of someone absent agrees with the full observation.
+    assert!(
+        reread::agrees(
+            &connector,
+            &subjects(&moved),
+            &reread::keys("acme", &["alice", "nobody"])
+        )
+        .await,
+        "slapd is re-read account by account"
+    );
 
     // Drift: a hand-edited title is put back; a description set by hand (not mapped) and
     // a second title value are treated as they should be: the one left alone, the other

@@ -5,6 +5,7 @@
 //! superuser only sets the scene and checks the server's real state.
 
 mod postgres_peer;
+mod reread;
 
 use std::collections::BTreeMap;
 
@@ -252,6 +253,14 @@ async fn joiner_mover_on_leave_and_leaver_whose_open_session_is_ended() {
     );
     assert_eq!(role(&account).await.unwrap().2, vec![deploy.clone()]);
     assert!(sync_ok(&c, &moved).await.is_empty(), "converged");
+    assert!(
+        reread::agrees(
+            &c,
+            &subjects(&moved),
+            &reread::keys(&scope.tenant, &["alice"])
+        )
+        .await
+    );
 
     // On leave: NOLOGIN, memberships kept for the return; back at work, LOGIN again.
     let away = org(&scope, &spec, &policies, &person("engineering", "OnLeave"));
@@ -635,6 +644,16 @@ async fn group_roles_that_give_more_than_an_entitlement_are_refused_yet_held_one
     );
     // Kept while the policy names them: nothing to do, nothing refused.
     assert!(sync_ok(&c, &snapshot).await.is_empty(), "held and wanted");
+    // A targeted re-read (one query by role name, each group's taint walked up from it)
+    // agrees with the full observation.
+    assert!(
+        reread::agrees(
+            &c,
+            &subjects(&snapshot),
+            &reread::keys(&scope.tenant, &["alice", "nobody"])
+        )
+        .await
+    );
 
     // A leaver loses every one of them, the powerful ones included, in the same plan.
     let left = org(

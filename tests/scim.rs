@@ -6,6 +6,7 @@
 #![allow(clippy::duplicate_mod)] // the harness and the SCIM peer both use peer_script.rs
 
 mod harness;
+mod reread;
 mod scim_peer;
 
 use std::collections::BTreeMap;
@@ -235,6 +236,17 @@ async fn joiner_mover_on_leave_and_leaver() {
     assert!(raw.members("finance").await.is_empty());
     assert_eq!(raw.members("engineering").await, ["alice"]);
     assert!(sync(&connector, &moved).await.is_empty(), "converged");
+    // A targeted re-read (the user by externalId, its groups by member) agrees with the
+    // full observation, for alice and for someone with no account.
+    assert!(
+        reread::agrees(
+            &connector,
+            &subjects(&moved),
+            &reread::keys(NS, &["alice", "nobody"])
+        )
+        .await,
+        "scim2-server filters groups by member: re-read account by account"
+    );
 
     // On leave: inactive, memberships kept for the return; back at work: active again.
     let away = org(&config, &[person("alice", "engineering", "OnLeave")]);
@@ -1044,6 +1056,11 @@ async fn django_scim2_joiner_mover_leaver_and_a_server_that_ignores_what_it_acce
     assert_eq!(steps(&sync(&connector, &left).await), ["quin -staff"]);
     assert_eq!(raw.members("staff").await, ["ona", "pia"]);
     assert!(sync(&connector, &left).await.is_empty(), "converged");
+    // Without filters, a re-read of one account lists everything, and says the same.
+    assert!(
+        !reread::agrees(&connector, &subjects(&left), &reread::keys(NS, &["ona"])).await,
+        "django-scim2 announces no filters: a re-read is a listing"
+    );
     let log = django.log();
     assert!(
         log.contains("\"PATCH /scim/v2/Groups/") && !log.contains("\" 501 "),
@@ -1547,6 +1564,11 @@ async fn attributes_flow_joiner_mover_drift_and_unowned_untouched() {
         "the home e-mail is not gatehouse's"
     );
     assert!(sync(&connector, &moved).await.is_empty(), "converged");
+    // Re-read alone, ann's manager still reads back as the account it names.
+    assert!(
+        reread::agrees(&connector, &subjects(&moved), &reread::keys(NS, &["ann"])).await,
+        "re-read account by account"
+    );
 
     // Drift on an owned attribute, by hand: repaired by the next pass, and only that.
     let (status, _, _) = raw

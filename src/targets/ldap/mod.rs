@@ -67,11 +67,11 @@ use self::errors::{describe, lost};
 use self::settings::{Settings, settings};
 
 use super::TargetError;
-use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig};
+use super::{Applied, Capabilities, Connector, Observed, Reread, Subject, TargetConfig};
 use crate::api::EntitlementRef;
 use crate::engine::IdentityKey;
 use crate::engine::attributes::{AttrValue, AttributeChange, Attributes};
-use crate::plan::{AccessState, AccountState, Action, Operation};
+use crate::plan::{AccessState, AccountState, Action, Holding, Operation};
 
 /// Secret key of the DN the connector binds as.
 pub const BIND_DN_KEY: &str = "bindDN";
@@ -82,6 +82,8 @@ pub const CA_KEY: &str = "ca.crt";
 /// The `pwdAccountLockedTime` value ppolicy reads as "locked until an administrator
 /// unlocks".
 pub const LOCKED: &str = "000001010000Z";
+/// Accounts named in one filter of a targeted re-read.
+const REREAD_CHUNK: usize = 50;
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 const ACCOUNTDISABLE: u32 = 0x2;
 const PASSWD_NOTREQD: u32 = 0x20;
@@ -631,6 +633,109 @@ impl LdapDirectory {
     /// (the directory may answer `displayname` for `displayName`). A reference that is the
     /// DN of an account entry in the users OU reads back as that account, any other value
     /// as its text; several values as their sorted text, one a line.
+    /// The attributes an account search asks for.
+    fn account_attrs(&self) -> Vec<&str> {
+        let s = &self.settings;
+        let mut attrs = vec![s.account_attribute.as_str(), "objectClass"];
+        if s.ad {
+            attrs.extend(["userAccountControl", "memberOf"]);
+        } else {
+            attrs.push("pwdAccountLockedTime");
+        }
+        attrs.extend(s.owned.iter().map(String::as_str));
+        attrs
+    }
+
+    /// The account each reference of `users` names (by normalised DN), spelled as the
+    /// desired state spells it: the entries read, and a base read of each other DN that is
+    /// a direct child of the users OU, as a full listing would have found it.
+    async fn referenced_accounts(
+        &self,
+        users: &[Entry],
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<HashMap<String, String>, TargetError> {
+        let s = &self.settings;
+        let mut by_dn = HashMap::new();
+        if s.references.is_empty() {
+            return Ok(by_dn);
+        }
+        let account_key = s.account_attribute.to_ascii_lowercase();
+        let spelled = |account: &str| {
+            expected
+                .values()
+                .find(|subject| subject.account.eq_ignore_ascii_case(account))
+                .map_or(account, |subject| subject.account.as_str())
+                .to_string()
+        };
+        for user in users {
+            if let Some(account) = user.first(&account_key) {
+                by_dn.insert(normalize_dn(&user.dn), spelled(account));
+            }
+        }
+        let users_norm = normalize_dn(&s.users_dn);
+        let named: BTreeSet<String> = users
+            .iter()
+            .flat_map(|user| s.references.iter().flat_map(|r| user.values(r)))
+            .filter(|dn| {
+                parse_dn(dn).is_some_and(|rdns| {
+                    rdns.split_first()
+                        .is_some_and(|(_, parent)| join_normalized(parent) == users_norm)
+                })
+            })
+            .cloned()
+            .collect();
+        for dn in named {
+            let norm = normalize_dn(&dn);
+            if by_dn.contains_key(&norm) {
+                continue;
+            }
+            let entry = self.read(&dn, &[s.account_attribute.as_str()]).await?;
+            if let Some(account) = entry.as_ref().and_then(|e| e.first(&account_key)) {
+                by_dn.insert(norm, spelled(account));
+            }
+        }
+        Ok(by_dn)
+    }
+
+    /// Reads a managed account entry into `holding`: its state, its owned attributes and,
+    /// on Active Directory, its memberships (`memberOf`). `by_dn` gives the account each
+    /// account entry's normalised DN is, for references.
+    fn read_account(&self, user: &Entry, by_dn: &HashMap<String, String>, holding: &mut Holding) {
+        let s = &self.settings;
+        let disabled = if s.ad {
+            user.first("useraccountcontrol")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .is_some_and(|uac| uac & ACCOUNTDISABLE != 0)
+        } else {
+            // Only the administrative lock; slapd's own temporary lockout after failed
+            // binds (a timestamp) is not gatehouse's to lift.
+            user.values("pwdaccountlockedtime")
+                .iter()
+                .any(|v| v == LOCKED)
+        };
+        holding.accounts.insert(
+            self.target.clone(),
+            if disabled {
+                AccountState::Disabled
+            } else {
+                AccountState::Enabled
+            },
+        );
+        let owned = self.owned_attributes(user, by_dn);
+        if !owned.is_empty() {
+            holding.attributes.insert(self.target.clone(), owned);
+        }
+        if s.ad {
+            for group in user.values("memberof") {
+                if let Some(name) = self.managed_group(group) {
+                    holding
+                        .entitlements
+                        .insert(Arc::new(self.entitlement(&name)), Default::default());
+                }
+            }
+        }
+    }
+
     fn owned_attributes(&self, entry: &Entry, by_dn: &HashMap<String, String>) -> Attributes {
         let s = &self.settings;
         let mut out = Attributes::new();
@@ -1217,13 +1322,7 @@ impl Connector for LdapDirectory {
         expected: &BTreeMap<IdentityKey, Subject>,
     ) -> Result<Observed, TargetError> {
         let s = &self.settings;
-        let mut attrs = vec![s.account_attribute.as_str(), "objectClass"];
-        if s.ad {
-            attrs.extend(["userAccountControl", "memberOf"]);
-        } else {
-            attrs.push("pwdAccountLockedTime");
-        }
-        attrs.extend(s.owned.iter().map(String::as_str));
+        let attrs = self.account_attrs();
         let filter = format!("({}=*)", s.account_attribute);
         let users = self.list(&s.users_dn, "usersOU", &filter, &attrs).await?;
         let groups = if s.ad {
@@ -1286,42 +1385,12 @@ impl Connector for LdapDirectory {
             if !managed {
                 continue;
             }
-            let disabled = if s.ad {
-                user.first("useraccountcontrol")
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-                    .is_some_and(|uac| uac & ACCOUNTDISABLE != 0)
-            } else {
-                // Only the administrative lock; slapd's own temporary lockout after failed
-                // binds (a timestamp) is not gatehouse's to lift.
-                user.values("pwdaccountlockedtime")
-                    .iter()
-                    .any(|v| v == LOCKED)
-            };
             let holding = state
                 .identities
                 .entry(subject.identity.clone())
                 .or_default();
-            holding.accounts.insert(
-                self.target.clone(),
-                if disabled {
-                    AccountState::Disabled
-                } else {
-                    AccountState::Enabled
-                },
-            );
-            let owned = self.owned_attributes(user, &by_dn);
-            if !owned.is_empty() {
-                holding.attributes.insert(self.target.clone(), owned);
-            }
-            if s.ad {
-                for group in user.values("memberof") {
-                    if let Some(name) = self.managed_group(group) {
-                        holding
-                            .entitlements
-                            .insert(Arc::new(self.entitlement(&name)), Default::default());
-                    }
-                }
-            } else {
+            self.read_account(user, &by_dn, holding);
+            if !s.ad {
                 member_of.insert(normalize_dn(&user.dn), &subject.identity);
             }
         }
@@ -1359,6 +1428,109 @@ impl Connector for LdapDirectory {
 
             findings: Vec::new(),
         })
+    }
+
+    fn reads_accounts(&self) -> bool {
+        true
+    }
+
+    /// A search of the users OU for the accounts asked about ([`REREAD_CHUNK`] per
+    /// filter), a base read of each other account entry their references name, and on
+    /// OpenLDAP one search of the groups OU per account for the groups that list it: a
+    /// handful of requests, whatever the size of the directory.
+    async fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        let s = &self.settings;
+        let asked: BTreeMap<String, &Subject> = only
+            .iter()
+            .filter_map(|k| expected.get(k))
+            .map(|subject| (subject.account.to_lowercase(), subject))
+            .collect();
+        let attrs = self.account_attrs();
+        let account_key = s.account_attribute.to_ascii_lowercase();
+        let names: Vec<&String> = asked.keys().collect();
+        let mut users = Vec::new();
+        for chunk in names.chunks(REREAD_CHUNK) {
+            let any: String = chunk
+                .iter()
+                .map(|name| {
+                    format!(
+                        "({}={})",
+                        s.account_attribute,
+                        ldap3::ldap_escape(name.as_str())
+                    )
+                })
+                .collect();
+            let filter = format!("(|{any})");
+            users.extend(self.list(&s.users_dn, "usersOU", &filter, &attrs).await?);
+        }
+        let by_dn = self.referenced_accounts(&users, expected).await?;
+        let mut state = AccessState::default();
+        let mut read: HashMap<String, Found> = HashMap::new();
+        let mut member_of: Vec<(String, &IdentityKey)> = Vec::new();
+        for user in &users {
+            let Some(account) = user.first(&account_key) else {
+                continue;
+            };
+            let Some(subject) = asked.get(&account.to_lowercase()) else {
+                continue; // another value of the attribute matched: not this account's entry
+            };
+            let classes = user.values("objectclass").to_vec();
+            let entry = Found {
+                dn: user.dn.clone(),
+                managed: self.has_primary_class(&classes),
+                classes,
+                names: user.values(&account_key).to_vec(),
+            };
+            let managed = entry.managed;
+            read.insert(account.to_lowercase(), entry);
+            if !managed {
+                continue;
+            }
+            let holding = state
+                .identities
+                .entry(subject.identity.clone())
+                .or_default();
+            self.read_account(user, &by_dn, holding);
+            if !s.ad {
+                member_of.push((user.dn.clone(), &subject.identity));
+            }
+        }
+        for (dn, key) in member_of {
+            let filter = format!(
+                "(&(objectClass=groupOfNames)(member={}))",
+                ldap3::ldap_escape(dn.as_str())
+            );
+            for group in self
+                .list(&s.groups_dn, "groupsOU", &filter, &["1.1"])
+                .await?
+            {
+                let Some(name) = parse_dn(&group.dn)
+                    .and_then(|rdns| rdns.into_iter().next())
+                    .and_then(|rdn| rdn.into_iter().next())
+                    .map(|(_, value)| value)
+                else {
+                    continue;
+                };
+                state
+                    .identities
+                    .entry(key.clone())
+                    .or_default()
+                    .entitlements
+                    .insert(Arc::new(self.entitlement(&name)), Default::default());
+            }
+        }
+        let mut accounts = lock(&self.accounts);
+        for name in asked.keys() {
+            match read.remove(name) {
+                Some(found) => accounts.insert(name.clone(), found),
+                None => accounts.remove(name),
+            };
+        }
+        Ok(Reread::Accounts(state))
     }
 
     async fn apply(

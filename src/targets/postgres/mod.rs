@@ -59,11 +59,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::error::{classify, describe, message};
-use self::privilege::OBSERVE_SQL;
+use self::privilege::{OBSERVE_ROLES_SQL, OBSERVE_SQL};
 use self::sql::{ROLE_SQL, check_name};
 pub use self::sql::{quote_ident, quote_literal};
 use self::tls::{Tls, client_tls};
-use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig, TargetError};
+use super::{
+    Applied, Capabilities, Connector, Observed, Reread, Subject, TargetConfig, TargetError,
+};
 use crate::api::{EntitlementRef, OnLeave};
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, AccountState, Action, Operation};
@@ -595,49 +597,44 @@ impl Postgres {
     }
 }
 
-impl Connector for Postgres {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            disable: true,
-            delete: true,
-            revoke_sessions: true,
-            case_insensitive_names: false,
-        }
-    }
+/// What rows of [`OBSERVE_SQL`] (or [`OBSERVE_ROLES_SQL`]) show.
+struct Rows {
+    held: AccessState,
+    orphans: BTreeSet<String>,
+    /// Tainted group roles, with the accounts holding them.
+    tainted: BTreeMap<String, BTreeSet<String>>,
+}
 
-    async fn observe(
+impl Postgres {
+    /// Reads observation rows into the state of the `subjects` they belong to; a managed
+    /// role no subject has is an orphan.
+    fn read_rows<'a>(
         &self,
-        expected: &BTreeMap<IdentityKey, Subject>,
-    ) -> Result<Observed, TargetError> {
-        let by_role: HashMap<String, &IdentityKey> = expected
-            .values()
+        rows: Vec<tokio_postgres::Row>,
+        subjects: impl IntoIterator<Item = &'a Subject>,
+    ) -> Result<Rows, TargetError> {
+        const WHAT: &str = "observing roles";
+        let by_role: HashMap<String, &IdentityKey> = subjects
+            .into_iter()
             .map(|s| (self.role_name(&s.account), &s.identity))
             .collect();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(OBSERVE_SQL)
-            .await
-            .map_err(|e| self.classify(e, "preparing"))?;
-        let rows = client
-            .query(&statement, &[&self.marker, &self.group_prefix])
-            .await
-            .map_err(|e| self.classify(e, "observing roles"))?;
-        let mut held = AccessState::default();
-        let mut orphans = BTreeSet::new();
-        let mut tainted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut out = Rows {
+            held: AccessState::default(),
+            orphans: BTreeSet::new(),
+            tainted: BTreeMap::new(),
+        };
         for row in rows {
-            const WHAT: &str = "observing roles";
             let role: String = self.column(&row, 0, WHAT)?;
             let can_login: bool = self.column(&row, 1, WHAT)?;
             let group: Option<String> = self.column(&row, 2, WHAT)?;
             let powerful: Option<bool> = self.column(&row, 3, WHAT)?;
             let comment: Option<String> = self.column(&row, 4, WHAT)?;
+            let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
             let Some(identity) = by_role.get(&role) else {
-                let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
-                orphans.insert(account.to_string());
+                out.orphans.insert(account.to_string());
                 continue;
             };
-            let holding = held.identities.entry((*identity).clone()).or_default();
+            let holding = out.held.identities.entry((*identity).clone()).or_default();
             let state = if can_login {
                 AccountState::Enabled
             } else {
@@ -649,8 +646,7 @@ impl Connector for Postgres {
             }
             if let Some(group) = group {
                 if powerful == Some(true) {
-                    let account = role.strip_prefix(&self.role_prefix).unwrap_or(&role);
-                    tainted
+                    out.tainted
                         .entry(group.clone())
                         .or_default()
                         .insert(account.to_string());
@@ -666,7 +662,36 @@ impl Connector for Postgres {
                     .insert(Arc::new(entitlement), Default::default());
             }
         }
-        let findings = tainted
+        Ok(out)
+    }
+}
+
+impl Connector for Postgres {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            disable: true,
+            delete: true,
+            revoke_sessions: true,
+            case_insensitive_names: false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+    ) -> Result<Observed, TargetError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(OBSERVE_SQL)
+            .await
+            .map_err(|e| self.classify(e, "preparing"))?;
+        let rows = client
+            .query(&statement, &[&self.marker, &self.group_prefix])
+            .await
+            .map_err(|e| self.classify(e, "observing roles"))?;
+        let read = self.read_rows(rows, expected.values())?;
+        let findings = read
+            .tainted
             .into_iter()
             .map(|(group, accounts)| {
                 format!(
@@ -676,10 +701,37 @@ impl Connector for Postgres {
             })
             .collect();
         Ok(Observed {
-            held,
-            orphans: orphans.into_iter().collect(),
+            held: read.held,
+            orphans: read.orphans.into_iter().collect(),
             findings,
         })
+    }
+
+    fn reads_accounts(&self) -> bool {
+        true
+    }
+
+    /// One query, whatever the number of roles on the server: the roles are looked up by
+    /// name.
+    async fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        let asked: Vec<&Subject> = only.iter().filter_map(|k| expected.get(k)).collect();
+        let names: Vec<String> = asked.iter().map(|s| self.role_name(&s.account)).collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(OBSERVE_ROLES_SQL)
+            .await
+            .map_err(|e| self.classify(e, "preparing"))?;
+        let rows = client
+            .query(&statement, &[&self.marker, &self.group_prefix, &names])
+            .await
+            .map_err(|e| self.classify(e, "re-reading roles"))?;
+        let mut held = self.read_rows(rows, asked)?.held;
+        held.identities.retain(|k, _| only.contains(k));
+        Ok(Reread::Accounts(held))
     }
 
     async fn apply(

@@ -128,12 +128,25 @@ const GRANTABLE_SQL: &str = concat!(
     " ORDER BY pg_catalog.cardinality(up.chain), d.rolname LIMIT 1"
 );
 
-/// Every role carrying the marker ($1, alone or followed by a rotation instant), with its memberships in group roles of the managed
-/// scope (name starting with $2), each with whether that group is "tainted": [`powerful!`]
-/// or a member (directly or through others) of a role that is (the rule of
-/// [`GRANTABLE_SQL`]). Tainted memberships are observed like the others, so they are
-/// revoked whenever they are not wanted (a leaver's above all); only granting them is
-/// refused.
+/// The roles carrying the marker ($1, alone or followed by a rotation instant), each
+/// joined with its memberships in group roles of the managed scope (name starting with $2):
+/// the `FROM` and `WHERE` of [`OBSERVE_SQL`] and [`OBSERVE_ROLES_SQL`].
+macro_rules! observed_roles {
+    () => {
+        " FROM pg_catalog.pg_roles r \
+         LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+         LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+              AND pg_catalog.starts_with(g.rolname::text, $2) \
+         WHERE (pg_catalog.shobj_description(r.oid, 'pg_authid') = $1 \
+            OR pg_catalog.starts_with(pg_catalog.shobj_description(r.oid, 'pg_authid'), $1 || ' rotated='))"
+    };
+}
+
+/// Every role carrying the marker, with its memberships in group roles of the managed
+/// scope, each with whether that group is "tainted": [`powerful!`] or a member (directly
+/// or through others) of a role that is (the rule of [`GRANTABLE_SQL`]). Tainted
+/// memberships are observed like the others, so they are revoked whenever they are not
+/// wanted (a leaver's above all); only granting them is refused.
 pub(super) const OBSERVE_SQL: &str = concat!(
     "WITH RECURSIVE tainted(oid) AS ( \
          SELECT d.oid FROM pg_catalog.pg_roles d WHERE ",
@@ -142,13 +155,24 @@ pub(super) const OBSERVE_SQL: &str = concat!(
          SELECT m.member FROM pg_catalog.pg_auth_members m JOIN tainted t ON m.roleid = t.oid) \
      SELECT r.rolname::text, r.rolcanlogin, g.rolname::text, \
             EXISTS (SELECT 1 FROM tainted t WHERE t.oid = g.oid), \
-            pg_catalog.shobj_description(r.oid, 'pg_authid') \
-     FROM pg_catalog.pg_roles r \
-     LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
-     LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-          AND pg_catalog.starts_with(g.rolname::text, $2) \
-     WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') = $1 \
-        OR pg_catalog.starts_with(pg_catalog.shobj_description(r.oid, 'pg_authid'), $1 || ' rotated=')"
+            pg_catalog.shobj_description(r.oid, 'pg_authid')",
+    observed_roles!()
+);
+
+/// The rows of [`OBSERVE_SQL`] for the roles named in $3 only (a targeted re-read): the
+/// roles are found by name, and each group's taint is walked up from that group alone
+/// rather than computed for every role.
+pub(super) const OBSERVE_ROLES_SQL: &str = concat!(
+    "SELECT r.rolname::text, r.rolcanlogin, g.rolname::text, \
+            g.oid IS NOT NULL AND EXISTS ( \
+              WITH RECURSIVE up(oid) AS ( \
+                SELECT g.oid \
+                UNION SELECT u.roleid FROM pg_catalog.pg_auth_members u JOIN up ON u.member = up.oid) \
+              SELECT 1 FROM up JOIN pg_catalog.pg_roles d ON d.oid = up.oid WHERE ",
+    powerful!("d"),
+    "), pg_catalog.shobj_description(r.oid, 'pg_authid')",
+    observed_roles!(),
+    " AND r.rolname = ANY($3::text[])"
 );
 
 /// A role that makes a group role not grantable: the group itself or a role it is a member

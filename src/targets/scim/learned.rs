@@ -73,7 +73,14 @@ pub struct Learned {
     /// PATCH of a User's profile attributes (a server may take `replace` of `active` and
     /// refuse `remove`, as django-scim2 does).
     user_attribute_patch: AtomicBool,
+    /// Groups can be filtered by member (`members.value eq "…"`): [`UNKNOWN`] until probed.
+    member_filter: AtomicU8,
 }
+
+/// Not probed yet.
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
 
 impl Learned {
     /// Starts from what the server announced. A server without filters is not sent a
@@ -94,6 +101,7 @@ impl Learned {
             removal: AtomicU8::new(removal as u8),
             user_filter_path: AtomicBool::new(filter),
             user_attribute_patch: AtomicBool::new(true),
+            member_filter: AtomicU8::new(if filter { UNKNOWN } else { NO }),
         }
     }
 
@@ -183,6 +191,29 @@ impl Learned {
     pub fn no_filter_sw(&self, why: &str) {
         if self.filter_sw.swap(false, Ordering::Relaxed) {
             tracing::info!(target = %self.target, %why, "the SCIM server refused an `sw` filter; listing every user instead");
+        }
+    }
+
+    /// Whether Groups can be filtered by member: `None` until a probe told.
+    pub fn member_filter(&self) -> Option<bool> {
+        if !self.filter() {
+            return Some(false);
+        }
+        match self.member_filter.load(Ordering::Relaxed) {
+            YES => Some(true),
+            NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// What the probe showed; a refusal is never revised, and is logged once.
+    pub fn member_filter_is(&self, works: bool, why: &str) {
+        let new = if works { YES } else { NO };
+        let before =
+            self.member_filter
+                .compare_exchange(UNKNOWN, new, Ordering::Relaxed, Ordering::Relaxed);
+        if before.is_ok() && !works {
+            tracing::warn!(target = %self.target, %why, "the SCIM server does not filter groups by member; a re-read of a few accounts lists every user and group instead");
         }
     }
 
@@ -299,5 +330,21 @@ mod tests {
         learned.no_user_attribute_patch("501");
         assert!(!learned.user_attribute_patch() && !learned.user_filter_path());
         assert!(learned.patch(Resource::Users), "active keeps PATCH");
+
+        let learned = Learned::new("t", true, true);
+        assert_eq!(learned.member_filter(), None, "probed before use");
+        learned.member_filter_is(false, "ignored the filter");
+        learned.member_filter_is(true, "a later probe");
+        assert_eq!(learned.member_filter(), Some(false), "a refusal stands");
+        let learned = Learned::new("t", true, true);
+        learned.member_filter_is(true, "probe");
+        assert_eq!(learned.member_filter(), Some(true));
+        learned.no_filter("400");
+        assert_eq!(
+            learned.member_filter(),
+            Some(false),
+            "no filters, no member filter"
+        );
+        assert_eq!(Learned::new("t", true, false).member_filter(), Some(false));
     }
 }

@@ -47,7 +47,9 @@ use reqwest::Method;
 use self::http::{Http, Reply};
 use self::learned::Learned;
 use self::types::*;
-use super::{Applied, Capabilities, Connector, Observed, Subject, TargetConfig, TargetError};
+use super::{
+    Applied, Capabilities, Connector, Observed, Reread, Subject, TargetConfig, TargetError,
+};
 use crate::api::EntitlementRef;
 use crate::engine::IdentityKey;
 use crate::plan::{Action, Operation};
@@ -94,6 +96,9 @@ struct Cache {
     /// case-sensitive (django-scim2) would take `alice` next to `Alice`, where RFC 7643's
     /// `caseExact: false` makes them one name.
     unmanaged: HashMap<String, Option<String>>,
+    /// A member id and the group the last listing showed it in: what probes whether the
+    /// server filters Groups by member ([`Scim::member_filter`]).
+    member_probe: Option<Box<(String, String)>>,
 }
 
 /// The SCIM connector for one TargetSystem of one tenant.
@@ -235,6 +240,18 @@ impl Connector for Scim {
         expected: &BTreeMap<IdentityKey, Subject>,
     ) -> Result<Observed, TargetError> {
         self.observe_managed(expected).await
+    }
+
+    fn reads_accounts(&self) -> bool {
+        self.learned.member_filter() == Some(true)
+    }
+
+    async fn observe_accounts(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &std::collections::BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        self.observe_some(expected, only).await
     }
 
     async fn apply(

@@ -1,7 +1,7 @@
 //! Reading: paged lists, look-ups by filter (or by listing when the server has no usable
 //! filter), re-reads after a `412`, and the observation of every managed user and group.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -14,6 +14,7 @@ use super::{Cache, Known, Observed, Scim, Subject, TargetError, filter_refused, 
 use crate::engine::IdentityKey;
 use crate::engine::attributes::{AttrValue, Attributes};
 use crate::plan::{AccessState, AccountState};
+use crate::targets::Reread;
 
 impl Scim {
     /// Every resource of `resource` (optionally filtered), page by page.
@@ -21,6 +22,17 @@ impl Scim {
         &self,
         resource: &str,
         filter: Option<&str>,
+    ) -> Result<Result<Vec<T>, Reply>, TargetError> {
+        self.list_attributes(resource, filter, None).await
+    }
+
+    /// [`Scim::list`], asking for only the named attributes (`attributes=`, RFC 7644
+    /// §3.4.2.5; a server may send more).
+    async fn list_attributes<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        filter: Option<&str>,
+        attributes: Option<&str>,
     ) -> Result<Result<Vec<T>, Reply>, TargetError> {
         let mut out = Vec::new();
         let mut start: u64 = 1;
@@ -31,6 +43,9 @@ impl Scim {
             ];
             if let Some(f) = filter {
                 query.push(("filter", f.to_string()));
+            }
+            if let Some(a) = attributes {
+                query.push(("attributes", a.to_string()));
             }
             let reply = self
                 .http
@@ -285,6 +300,11 @@ impl Scim {
                 // Members naming no managed user (other users, nested groups, users deleted
                 // on servers that leave them listed) are not ours.
                 if let Some(key) = member.value.as_ref().and_then(|v| held_ids.get(v)) {
+                    if cache.member_probe.is_none()
+                        && let Some(value) = &member.value
+                    {
+                        cache.member_probe = Some(Box::new((value.clone(), name.clone())));
+                    }
                     state
                         .identities
                         .entry(key.clone())
@@ -311,4 +331,172 @@ impl Scim {
             findings: Vec::new(),
         })
     }
+
+    /// Whether the server filters Groups by member, probed once per connector with two
+    /// look-ups: a member the last listing saw must find its group, and a value no member
+    /// has must find none (a server that ignores the filter, or matches nothing, fails
+    /// one of them). Unknown (no membership seen yet) counts as no for now.
+    async fn member_filter(&self) -> Result<bool, TargetError> {
+        if let Some(known) = self.learned.member_filter() {
+            return Ok(known);
+        }
+        let Some((member, group)) = self.cache().member_probe.as_deref().cloned() else {
+            return Ok(false);
+        };
+        let names = |found: Vec<Group>| -> Vec<String> {
+            found.into_iter().filter_map(|g| g.display_name).collect()
+        };
+        let filter = format!("members.value eq {}", quote(&member));
+        let seen = match self
+            .list_attributes::<Group>("Groups", Some(&filter), Some("displayName"))
+            .await?
+        {
+            Ok(found) => names(found),
+            Err(reply) if filter_refused(&reply) => {
+                self.learned
+                    .member_filter_is(false, &reply.error().to_string());
+                return Ok(false);
+            }
+            Err(reply) => return Err(reply.error()),
+        };
+        if !seen.contains(&group) {
+            self.learned.member_filter_is(
+                false,
+                &format!("filter {filter} did not find group {group:?}, of which the listing showed it a member"),
+            );
+            return Ok(false);
+        }
+        let filter = format!("members.value eq {}", quote(NO_SUCH_MEMBER));
+        match self
+            .list_attributes::<Group>("Groups", Some(&filter), Some("displayName"))
+            .await?
+        {
+            Ok(found) if found.is_empty() => {
+                self.learned.member_filter_is(true, "probed");
+                Ok(true)
+            }
+            Ok(found) => {
+                self.learned.member_filter_is(
+                    false,
+                    &format!(
+                        "filter {filter} found {} groups: the filter is ignored",
+                        found.len()
+                    ),
+                );
+                Ok(false)
+            }
+            Err(reply) => Err(reply.error()),
+        }
+    }
+
+    /// What the identities in `only` hold: per identity, the user found by `externalId`
+    /// and the groups found by member (two requests); the whole target, listed, when the
+    /// server cannot filter so ([`Scim::member_filter`]).
+    pub(super) async fn observe_some(
+        &self,
+        expected: &BTreeMap<IdentityKey, Subject>,
+        only: &BTreeSet<IdentityKey>,
+    ) -> Result<Reread, TargetError> {
+        if !self.member_filter().await? {
+            return self.observe_managed(expected).await.map(Reread::Full);
+        }
+        let mut state = AccessState::default();
+        for key in only {
+            let Some(subject) = expected.get(key) else {
+                continue;
+            };
+            let external = Self::external_id(key);
+            let filter = format!("externalId eq {}", quote(&external));
+            let users = match self.list::<User>("Users", Some(&filter)).await? {
+                Ok(users) => users,
+                Err(reply) if filter_refused(&reply) => {
+                    self.learned.no_filter(&reply.error().to_string());
+                    return self.observe_managed(expected).await.map(Reread::Full);
+                }
+                Err(reply) => return Err(reply.error()),
+            };
+            // As the listing judges: the first user with this externalId is the account.
+            let user = users
+                .into_iter()
+                .find(|u| u.external_id.as_deref() == Some(external.as_str()) && u.id.is_some());
+            let Some(user) = user else {
+                let mut cache = self.cache();
+                cache.users.remove(key);
+                cache.accounts.remove(&subject.account);
+                continue;
+            };
+            let id = user.id.clone().unwrap_or_default();
+            self.cache().users.insert(
+                key.clone(),
+                Known {
+                    id: id.clone(),
+                    etag: user.meta.version.clone(),
+                },
+            );
+            // A renamed account is not held: the plan creates it, which renames it.
+            if !user
+                .user_name
+                .as_deref()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(&subject.account)
+            {
+                self.cache().accounts.remove(&subject.account);
+                continue;
+            }
+            self.cache()
+                .accounts
+                .insert(subject.account.clone(), id.clone());
+            let holding = state.identities.entry(key.clone()).or_default();
+            let account = if user.active == Some(false) {
+                AccountState::Disabled
+            } else {
+                AccountState::Enabled
+            };
+            holding.accounts.insert(self.target.clone(), account);
+            let values = attrs::read_all(&user.extra, self.owned.iter().map(String::as_str));
+            if !values.is_empty() {
+                let cache = self.cache();
+                let attributes: Attributes = values
+                    .into_iter()
+                    .map(|(name, value)| {
+                        // A reference to a held account is that account; any other id
+                        // stays as read.
+                        let boss = (Attr::of(&name) == Attr::Manager)
+                            .then(|| cache.accounts.iter().find(|(_, v)| **v == value))
+                            .flatten();
+                        let value = match boss {
+                            Some((account, _)) => AttrValue::Account {
+                                account: account.clone(),
+                            },
+                            None => AttrValue::Text(value),
+                        };
+                        (name, value)
+                    })
+                    .collect();
+                holding.attributes.insert(self.target.clone(), attributes);
+            }
+            let filter = format!("members.value eq {}", quote(&id));
+            let groups = self
+                .list_attributes::<Group>("Groups", Some(&filter), Some("displayName"))
+                .await?
+                .map_err(|reply| reply.error())?;
+            for group in groups {
+                let (Some(group_id), Some(name)) = (group.id, group.display_name) else {
+                    continue;
+                };
+                holding
+                    .entitlements
+                    .insert(Arc::new(self.entitlement(&name)), Default::default());
+                self.cache().groups.entry(name).or_insert(Known {
+                    id: group_id,
+                    etag: group.meta.version,
+                });
+            }
+        }
+        Ok(Reread::Accounts(state))
+    }
 }
+
+/// A member id no user has: the probe that tells a server that filters Groups by member
+/// from one that ignores the filter.
+const NO_SUCH_MEMBER: &str = "gatehouse-probe-no-such-member";
