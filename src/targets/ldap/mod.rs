@@ -633,6 +633,17 @@ impl LdapDirectory {
     /// (the directory may answer `displayname` for `displayName`). A reference that is the
     /// DN of an account entry in the users OU reads back as that account, any other value
     /// as its text; several values as their sorted text, one a line.
+    /// An account entry as the connector remembers it.
+    fn found(&self, user: &Entry, account_key: &str) -> Found {
+        let classes = user.values("objectclass").to_vec();
+        Found {
+            dn: user.dn.clone(),
+            managed: self.has_primary_class(&classes),
+            classes,
+            names: user.values(account_key).to_vec(),
+        }
+    }
+
     /// The attributes an account search asks for.
     fn account_attrs(&self) -> Vec<&str> {
         let s = &self.settings;
@@ -1366,13 +1377,7 @@ impl Connector for LdapDirectory {
             let Some(account) = user.first(&account_key) else {
                 continue;
             };
-            let classes = user.values("objectclass").to_vec();
-            let entry = Found {
-                dn: user.dn.clone(),
-                managed: self.has_primary_class(&classes),
-                classes,
-                names: user.values(&account_key).to_vec(),
-            };
+            let entry = self.found(user, &account_key);
             let Some(subject) = wanted.get(&account.to_lowercase()) else {
                 orphans.insert(account.to_string());
                 continue;
@@ -1396,11 +1401,7 @@ impl Connector for LdapDirectory {
         }
         let mut with_placeholder = HashSet::new();
         for group in &groups {
-            let Some(name) = parse_dn(&group.dn)
-                .and_then(|rdns| rdns.into_iter().next())
-                .and_then(|rdn| rdn.into_iter().next())
-                .map(|(_, value)| value)
-            else {
+            let Some(name) = group_name(&group.dn) else {
                 continue;
             };
             let entitlement = Arc::new(self.entitlement(&name));
@@ -1478,13 +1479,7 @@ impl Connector for LdapDirectory {
             let Some(subject) = asked.get(&account.to_lowercase()) else {
                 continue; // another value of the attribute matched: not this account's entry
             };
-            let classes = user.values("objectclass").to_vec();
-            let entry = Found {
-                dn: user.dn.clone(),
-                managed: self.has_primary_class(&classes),
-                classes,
-                names: user.values(&account_key).to_vec(),
-            };
+            let entry = self.found(user, &account_key);
             let managed = entry.managed;
             read.insert(account.to_lowercase(), entry);
             if !managed {
@@ -1508,11 +1503,7 @@ impl Connector for LdapDirectory {
                 .list(&s.groups_dn, "groupsOU", &filter, &["1.1"])
                 .await?
             {
-                let Some(name) = parse_dn(&group.dn)
-                    .and_then(|rdns| rdns.into_iter().next())
-                    .and_then(|rdn| rdn.into_iter().next())
-                    .map(|(_, value)| value)
-                else {
+                let Some(name) = group_name(&group.dn) else {
                     continue;
                 };
                 state
@@ -1608,6 +1599,14 @@ fn paged_cookie(controls: &[Control]) -> Option<Vec<u8>> {
     let mut parts = tag.expect_constructed()?.into_iter();
     let _size = parts.next()?;
     parts.next()?.expect_primitive()
+}
+
+/// A group's name: the value of the first RDN of its DN.
+fn group_name(dn: &str) -> Option<String> {
+    parse_dn(dn)
+        .and_then(|rdns| rdns.into_iter().next())
+        .and_then(|rdn| rdn.into_iter().next())
+        .map(|(_, value)| value)
 }
 
 /// Whether an entry found at an account's DN (the add failed with entryAlreadyExists) is
