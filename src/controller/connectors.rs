@@ -9,6 +9,12 @@
 //! unknown, a revocation acknowledged but not yet seen, a new or renamed subject) is
 //! re-read first ([`Slot::to_read`]). The full listing runs again at the resync, every
 //! `spec.driftInterval`, and whenever a re-read would touch too many accounts.
+//!
+//! Once the cache exists, a full listing (or a re-read of more accounts than a pass waits
+//! for) runs in the background ([`Slot::start_read`]) while passes go on planning against
+//! the cache: a leaver's cut-off never waits behind one. The operations confirmed and the
+//! accounts re-read meanwhile are replayed on its result when it is installed
+//! ([`Slot::install`]), so that it never brings back a state older than the cache's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -22,7 +28,10 @@ use kube::api::Api;
 use crate::api::TargetSystem;
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, Action, Operation};
-use crate::targets::{AnyConnector, Connector, Credentials, Subject, TargetConfig, TargetError};
+use crate::targets::{
+    AnyConnector, Connector, Credentials, Reread, Subject, TargetConfig, TargetError,
+};
+use tokio::sync::oneshot;
 
 /// What a connector was built from: the TargetSystem's generation and its Secret's
 /// resourceVersion. A change builds a new connector and clears every retry schedule.
@@ -168,6 +177,53 @@ pub struct Parked {
     pub until: Instant,
 }
 
+/// A read of the target running in the background, and what happened on the target since
+/// it began (what its result is brought up to date with when it is installed).
+pub struct Background {
+    /// `None` for a full listing; else the identities re-read.
+    pub only: Option<BTreeSet<IdentityKey>>,
+    /// The subjects it reads with.
+    expected: Arc<BTreeMap<IdentityKey, Subject>>,
+    /// When it began: the drift interval counts from here.
+    started: Instant,
+    /// Operations the target confirmed since it began, in order, as a listing shows them.
+    confirmed: Vec<Operation>,
+    /// Identities re-read since it began: the cache's state of them is newer than its.
+    reread: BTreeSet<IdentityKey>,
+    /// Identities whose state became unsure since it began: still re-read after it.
+    unsure: BTreeSet<IdentityKey>,
+    result: oneshot::Receiver<Result<Reread, TargetError>>,
+    _task: AbortOnDrop,
+}
+
+/// Stops a background read nobody waits for any more (a slot reset by a new spec or
+/// Secret, a target gone).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A finished background read: what it was, and the target's answer.
+pub type Finished = (Background, Result<Reread, TargetError>);
+
+/// How the next plan gets what it needs read ([`Slot::choose`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Nothing to read (or what there is waits for the background read in progress).
+    Nothing,
+    /// Read now, before the plan: `None` for a full listing, else these identities.
+    Now(Option<BTreeSet<IdentityKey>>),
+    /// Start a background read: `None` for a full listing, else these identities.
+    Background(Option<BTreeSet<IdentityKey>>),
+}
+
+/// A re-read of at most this many identities is made before the plan; a larger one (a
+/// large HR import's joiners) runs in the background.
+pub const INLINE_REREAD_MAX: usize = 32;
+
 /// One target's connector and schedules.
 pub struct Slot<C> {
     fingerprint: Fingerprint,
@@ -201,6 +257,8 @@ pub struct Slot<C> {
     /// Cut-offs and revocations the target acknowledged in the last pass, awaiting the
     /// re-observation that confirms them.
     pub acknowledged: BTreeMap<OperationKey, Instant>,
+    /// The read running in the background, if any.
+    pub background: Option<Background>,
 }
 
 impl<C> Slot<C> {
@@ -220,6 +278,7 @@ impl<C> Slot<C> {
             last_findings: Vec::new(),
             parked: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
+            background: None,
         }
     }
 
@@ -258,6 +317,7 @@ impl<C> Slot<C> {
         self.last_findings = findings;
         self.listed_at = Some(Instant::now());
         self.list_due = false;
+        self.background = None;
         self.stale.clear();
         self.subjects = expected
             .iter()
@@ -276,6 +336,9 @@ impl<C> Slot<C> {
         self.failures = 0;
         self.retry_at = None;
         self.last_error = None;
+        if let Some(background) = self.background.as_mut() {
+            background.reread.extend(only.iter().cloned());
+        }
         let cache = Arc::make_mut(self.last_held.get_or_insert_with(Default::default));
         for key in only {
             match held.identities.remove(key) {
@@ -300,10 +363,6 @@ impl<C> Slot<C> {
         drift: Duration,
         now: Instant,
     ) -> Option<Option<BTreeSet<IdentityKey>>> {
-        let listed = self.listed_at.filter(|at| now < *at + drift);
-        if self.last_held.is_none() || self.list_due || listed.is_none() {
-            return Some(None);
-        }
         for (key, subject) in expected {
             if self.subjects.get(key) != Some(&subject_hash(subject)) {
                 self.stale.insert(key.clone());
@@ -326,7 +385,10 @@ impl<C> Slot<C> {
                 self.stale.remove(key);
             }
         }
-        if self.stale.is_empty() {
+        let listed = self.listed_at.filter(|at| now < *at + drift);
+        if self.last_held.is_none() || self.list_due || listed.is_none() {
+            Some(None)
+        } else if self.stale.is_empty() {
             None
         } else if self.stale.len() > REREAD_MAX.max(expected.len() / 10) {
             Some(None)
@@ -344,42 +406,159 @@ impl<C> Slot<C> {
         confirmed: impl IntoIterator<Item = &'a Operation>,
         unsure: impl IntoIterator<Item = &'a IdentityKey>,
     ) {
+        // Held as a listing would show it: without the sources of the grant.
+        let as_seen: Vec<Operation> = confirmed
+            .into_iter()
+            .map(|op| Operation {
+                sources: Default::default(),
+                ..op.clone()
+            })
+            .collect();
         if let Some(cache) = self.last_held.as_mut() {
-            // Held as a listing would show it: without the sources of the grant.
-            let as_seen: Vec<Operation> = confirmed
-                .into_iter()
-                .map(|op| Operation {
-                    sources: Default::default(),
-                    ..op.clone()
-                })
-                .collect();
             Arc::make_mut(cache).apply_in_place(&as_seen);
         }
-        self.stale.extend(unsure.into_iter().cloned());
+        let unsure: Vec<IdentityKey> = unsure.into_iter().cloned().collect();
+        if let Some(background) = self.background.as_mut() {
+            background.unsure.extend(unsure.iter().cloned());
+            background.confirmed.extend(as_seen);
+        }
+        self.stale.extend(unsure);
     }
 
-    /// Whether the next [`Slot::to_read`] with these arguments ends in a full listing
-    /// (without marking anything): it asks for one, or it asks for a re-read and the
-    /// connector cannot read a few accounts alone (`reads_accounts` false).
-    pub fn lists_next(
+    /// How to get what [`Slot::to_read`] asked for. Before the first listing there is
+    /// nothing to plan against, so it is made now; after it, a full listing or a large
+    /// re-read runs in the background and the plan goes on against the cache, and while
+    /// one runs only a few accounts it will not settle are re-read now.
+    /// `reads_accounts`: the connector reads single accounts (else a re-read lists).
+    pub fn choose(
         &self,
-        expected: &BTreeMap<IdentityKey, Subject>,
-        drift: Duration,
-        now: Instant,
+        read: Option<Option<BTreeSet<IdentityKey>>>,
         reads_accounts: bool,
-    ) -> bool {
-        let fresh = !self.list_due && self.listed_at.is_some_and(|at| now < at + drift);
-        if self.last_held.is_none() || !fresh {
-            return true;
+    ) -> Choice {
+        let Some(read) = read else {
+            return Choice::Nothing;
+        };
+        if self.last_held.is_none() {
+            return Choice::Now(None);
         }
-        let changed = expected
-            .iter()
-            .filter(|(k, s)| {
-                self.subjects.get(*k) != Some(&subject_hash(s)) && !self.stale.contains(*k)
-            })
-            .count();
-        let rereads = self.stale.len() + changed;
-        rereads > REREAD_MAX.max(expected.len() / 10) || (rereads > 0 && !reads_accounts)
+        if let Some(background) = &self.background {
+            let extra: BTreeSet<IdentityKey> = match &background.only {
+                None => self.stale.clone(),
+                Some(only) => self.stale.difference(only).cloned().collect(),
+            };
+            return if reads_accounts && !extra.is_empty() && extra.len() <= INLINE_REREAD_MAX {
+                Choice::Now(Some(extra))
+            } else {
+                Choice::Nothing
+            };
+        }
+        match read {
+            None => Choice::Background(None),
+            Some(_) if !reads_accounts => Choice::Background(None),
+            Some(only) if only.len() <= INLINE_REREAD_MAX => Choice::Now(Some(only)),
+            Some(only) => Choice::Background(Some(only)),
+        }
+    }
+
+    /// The identities the cache cannot vouch for while a background read is running: an
+    /// operation of theirs (but a leaver's cut-off) waits for it.
+    pub fn waiting(&self) -> BTreeSet<IdentityKey> {
+        let mut waiting = self.stale.clone();
+        if let Some(Some(only)) = self.background.as_ref().map(|b| &b.only) {
+            waiting.extend(only.iter().cloned());
+        }
+        waiting
+    }
+
+    /// The background read, once it has finished (successfully or not).
+    pub fn finished(&mut self) -> Option<Finished> {
+        let background = self.background.as_mut()?;
+        let result = match background.result.try_recv() {
+            Ok(result) => result,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Err(TargetError::Transient(
+                "the background read of the target ended without an answer".into(),
+            )),
+        };
+        let background = self.background.take()?;
+        Some((background, result))
+    }
+
+    /// Installs a finished background read: the target's answer, brought up to date with
+    /// what was confirmed and re-read since it began. `Err` when the answer is not the
+    /// kind asked for (a connector owes a listing when asked for one).
+    pub fn install(&mut self, background: Background, answer: Reread) -> Result<(), TargetError> {
+        let Background {
+            only,
+            expected,
+            started,
+            confirmed,
+            reread,
+            unsure,
+            ..
+        } = background;
+        self.failures = 0;
+        self.retry_at = None;
+        self.last_error = None;
+        let old = self.last_held.take().unwrap_or_default();
+        let still_unsure: BTreeSet<IdentityKey> =
+            self.stale.intersection(&unsure).cloned().collect();
+        match (answer, only) {
+            (Reread::Full(observed), _) => {
+                let mut held = observed.held;
+                held.apply_in_place(&confirmed);
+                for key in &reread {
+                    match old.identities.get(key) {
+                        Some(holding) => held.identities.insert(key.clone(), holding.clone()),
+                        None => held.identities.remove(key),
+                    };
+                }
+                self.last_held = Some(Arc::new(held));
+                self.last_orphans = observed.orphans;
+                self.last_findings = observed.findings;
+                self.listed_at = Some(started);
+                let mut subjects: HashMap<IdentityKey, u64> = expected
+                    .iter()
+                    .map(|(k, s)| (k.clone(), subject_hash(s)))
+                    .collect();
+                for key in &reread {
+                    match self.subjects.get(key) {
+                        Some(hash) => subjects.insert(key.clone(), *hash),
+                        None => subjects.remove(key),
+                    };
+                }
+                self.subjects = subjects;
+                self.stale = still_unsure;
+            }
+            (Reread::Accounts(mut held), Some(only)) => {
+                let fresh: BTreeSet<&IdentityKey> = only.difference(&reread).collect();
+                held.identities.retain(|k, _| fresh.contains(k));
+                held.apply_in_place(confirmed.iter().filter(|op| fresh.contains(&*op.identity)));
+                let mut cache = old;
+                let state = Arc::make_mut(&mut cache);
+                for key in fresh {
+                    match held.identities.remove(key) {
+                        Some(holding) => state.identities.insert(key.clone(), holding),
+                        None => state.identities.remove(key),
+                    };
+                    if !still_unsure.contains(key) {
+                        self.stale.remove(key);
+                    }
+                    match expected.get(key) {
+                        Some(s) => self.subjects.insert(key.clone(), subject_hash(s)),
+                        None => self.subjects.remove(key),
+                    };
+                }
+                self.last_held = Some(cache);
+            }
+            (Reread::Accounts(_), None) => {
+                self.last_held = Some(old);
+                return Err(TargetError::Transient(
+                    "the connector answered a full observation with a partial one".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Why the target is not to be tried now, if it is backing off.
@@ -420,6 +599,44 @@ impl<C> Slot<C> {
     }
 }
 
+impl<C: Connector + Send + Sync + 'static> Slot<C> {
+    /// Starts a read of the target in the background (`only`: `None` for a full
+    /// listing); `done` is called once its answer is ready to install.
+    pub fn start_read(
+        &mut self,
+        connector: Arc<C>,
+        expected: Arc<BTreeMap<IdentityKey, Subject>>,
+        only: Option<BTreeSet<IdentityKey>>,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        let (send, result) = oneshot::channel();
+        let reading = expected.clone();
+        let accounts = only.clone();
+        let task = tokio::spawn(async move {
+            let answer = match &accounts {
+                None => connector.observe(&reading).await.map(Reread::Full),
+                Some(accounts) => connector.observe_accounts(&reading, accounts).await,
+            };
+            let _ = send.send(answer);
+            done();
+        });
+        if only.is_none() {
+            // Being served; a resync asked for meanwhile asks again.
+            self.list_due = false;
+        }
+        self.background = Some(Background {
+            only,
+            expected,
+            started: Instant::now(),
+            confirmed: Vec::new(),
+            reread: BTreeSet::new(),
+            unsure: BTreeSet::new(),
+            result,
+            _task: AbortOnDrop(task.abort_handle()),
+        });
+    }
+}
+
 /// More identities to re-read than this (and than a tenth of the target's subjects) lists
 /// the target in full instead.
 const REREAD_MAX: usize = 256;
@@ -438,6 +655,8 @@ pub struct Slots<F: Factory> {
     /// The factory connectors are built with.
     pub factory: F,
     slots: HashMap<(String, String), Slot<F::Connector>>,
+    /// Called with the tenant when a background read has an answer to install.
+    wake: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -456,7 +675,22 @@ impl<F: Factory> Slots<F> {
         Self {
             factory,
             slots: HashMap::new(),
+            wake: Arc::new(|_| {}),
         }
+    }
+
+    /// Has `wake` called with the tenant whenever a background read finishes (the
+    /// controller queues the tenant, so that its answer is installed at once).
+    pub fn waking(mut self, wake: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.wake = Arc::new(wake);
+        self
+    }
+
+    /// What a background read of the tenant calls when it finishes.
+    pub fn waker(&self, namespace: &str) -> impl FnOnce() + Send + 'static {
+        let wake = self.wake.clone();
+        let namespace = namespace.to_string();
+        move || wake(&namespace)
     }
 
     /// The slot of a target, reset when its fingerprint changed.
@@ -501,6 +735,24 @@ impl<F: Factory> Slots<F> {
             .filter(|((ns, _), _)| ns == namespace)
             .filter_map(|(_, s)| s.next_due())
             .min()
+    }
+
+    /// Waits until every background read has its answer (left for the next pass to
+    /// install).
+    #[cfg(test)]
+    pub async fn settle(&mut self) {
+        for slot in self.slots.values_mut() {
+            if let Some(background) = slot.background.as_mut() {
+                let answer = (&mut background.result).await.unwrap_or_else(|_| {
+                    Err(TargetError::Transient(
+                        "the read ended without an answer".into(),
+                    ))
+                });
+                let (send, result) = oneshot::channel();
+                let _ = send.send(answer);
+                background.result = result;
+            }
+        }
     }
 
     /// Clears the permanent parks of a tenant (the resync retries them) and has its

@@ -287,7 +287,10 @@ pub async fn run(
     let mut reconciler = Reconciler {
         writer: Writer::new(client.clone(), options.instance.clone()),
         client: client.clone(),
-        slots: Slots::new(KubeFactory { client }),
+        slots: Slots::new(KubeFactory { client }).waking({
+            let queue = queue.clone();
+            move |namespace| queue.push(namespace)
+        }),
         engines: engines::Engines::new(options.settings.clone()),
         due: BTreeMap::new(),
     };

@@ -3,8 +3,10 @@
 //! when one is due, else a re-read of the accounts the cache cannot vouch for, else
 //! nothing) → **decide** once, purely ([`crate::plan::decide`]) → **apply** ([`apply`]:
 //! cut-offs first, then revocations, then grants, in rounds that yield to a newer change;
-//! one outcome per operation) → **report** (pure, in [`super::status`]). When a listing
-//! is due, the leavers' cut-offs planned against the cache go before it.
+//! one outcome per operation) → **report** (pure, in [`super::status`]). Once a target's
+//! cache exists, a full listing due (or a large re-read) runs in the background and the
+//! pass plans against the cache meanwhile: an identity the cache cannot vouch for waits
+//! for it, but a leaver's cut-off never does.
 //!
 //! Nothing here talks to the API server: connectors come from a [`Factory`], leadership
 //! is a callback checked before every apply batch, so the whole path runs in unit tests
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::connectors::{Factory, Failure, OperationKey, Slots};
+use super::connectors::{Choice, Factory, Failure, OperationKey, Slots};
 use crate::api::Identity;
 use crate::engine::{AccountIntent, Engine, IdentityKey, Settings, Snapshot};
 use crate::http::{Metrics, OperationLabels, TargetLabels};
@@ -234,17 +236,12 @@ pub async fn run<F: Factory>(
         .filter_map(|t| t.metadata.name.clone())
         .collect();
     slots.retain(namespace, &live);
-    // A full listing due (the resync, the drift interval) never delays a leaver: the
-    // cut-offs the cache shows are sent before it.
-    if let Some(early) = cut_offs_before_listing(slots, tenant, engine, ctx) {
-        apply(slots, tenant, &early, ctx).await?;
-    }
-    let views = observe(slots, tenant, ctx).await;
+    let (views, waiting) = observe(slots, tenant, ctx).await;
     let decision = decide(engine, namespace, ctx.now, &views);
     // The views share the targets' caches; dropped so that the apply stage updates the
     // caches in place rather than copying them.
     drop(views);
-    let outcomes = apply(slots, tenant, &decision, ctx).await?;
+    let outcomes = apply(slots, tenant, &decision, &waiting, ctx).await?;
     let (mut targets, confirm_soon, was_deferred) = outcomes;
     let deferred = was_deferred.then(|| {
         targets
@@ -305,54 +302,6 @@ pub fn describe(identity: &IdentityKey, action: &Action) -> String {
     }
 }
 
-/// When a full listing of some target is due this pass (the resync, the drift interval,
-/// more re-reads than a listing is worth, e.g. a large import, or any re-read on a
-/// connector that can only list everything): the leavers' cut-offs planned
-/// against the targets' caches (those connected and listed before), to send before the
-/// listing. `None` when no listing is due or there is no such cut-off. Marked as not
-/// made against a fresh observation, so that it touches no retry or confirmation
-/// bookkeeping of the pass that follows.
-fn cut_offs_before_listing<F: Factory>(
-    slots: &Slots<F>,
-    tenant: &TenantObjects,
-    engine: &Engine,
-    ctx: &PassContext<'_>,
-) -> Option<Decision> {
-    let namespace = tenant.namespace.as_str();
-    let now = Instant::now();
-    let mut listing_due = false;
-    let mut views = Vec::new();
-    for target in &tenant.targets {
-        let name = target.metadata.name.clone().unwrap_or_default();
-        let Some(slot) = slots.get(namespace, &name) else {
-            continue;
-        };
-        let (Some(held), Some(connector)) = (&slot.last_held, &slot.connector) else {
-            continue;
-        };
-        if !listing_due {
-            let expected = subjects(tenant, &name, &|_| false);
-            let drift = target.spec.drift_interval();
-            listing_due = slot.lists_next(&expected, drift, now, connector.reads_accounts());
-        }
-        let case_insensitive = connector.capabilities().case_insensitive_names;
-        views.push(view(&name, held.clone(), None, case_insensitive));
-    }
-    if !listing_due {
-        return None;
-    }
-    let mut decision = decide(engine, namespace, ctx.now, &views);
-    drop(views);
-    let mut any = false;
-    for plan in decision.targets.values_mut() {
-        plan.operations
-            .retain(|op| op.leaver && is_cut_off(&op.action));
-        plan.observed = false;
-        any |= !plan.operations.is_empty();
-    }
-    any.then_some(decision)
-}
-
 /// What one target needs read before the plan.
 enum Read {
     /// The whole target.
@@ -361,14 +310,19 @@ enum Read {
     Accounts(BTreeSet<IdentityKey>),
 }
 
+/// Identities per target whose operations (but a leaver's cut-off) wait for the read in
+/// progress in the background: the cache cannot vouch for them.
+pub type Waiting = BTreeMap<String, BTreeSet<IdentityKey>>;
+
 /// Brings every target's observed state up to date (those not backing off), concurrently:
-/// a full listing where one is due, a re-read of the accounts the cache cannot vouch for,
-/// or nothing at all.
+/// installs a background read that finished; then reads what the plan needs now (the
+/// first listing, a few accounts) and starts in the background what it need not wait for
+/// (a full listing due, a large re-read).
 async fn observe<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
     ctx: &PassContext<'_>,
-) -> Vec<TargetView> {
+) -> (Vec<TargetView>, Waiting) {
     let namespace = tenant.namespace.as_str();
     // Connect first (sequentially: it touches the slots), then read concurrently.
     let mut work = Vec::new();
@@ -376,8 +330,28 @@ async fn observe<F: Factory>(
     for target in &tenant.targets {
         let name = target.metadata.name.clone().unwrap_or_default();
         let loaded = slots.factory.load(target).await;
-        let now = Instant::now();
+        let labels = TargetLabels {
+            namespace: namespace.to_string(),
+            target: name.clone(),
+        };
         let slot = slots.slot(namespace, &name, &loaded.fingerprint);
+        if let Some((background, answer)) = slot.finished() {
+            let full = background.only.is_none();
+            match answer.and_then(|answer| slot.install(background, answer)) {
+                Ok(()) if full => {
+                    ctx.metrics.target_observations.get_or_create(&labels).inc();
+                }
+                Ok(()) => {
+                    ctx.metrics.target_rereads.get_or_create(&labels).inc();
+                }
+                Err(error) => {
+                    ctx.metrics.errors.inc();
+                    tracing::info!(%namespace, target = %name, %error, "background read failed");
+                    slot.failed(Failure::of(&error), ctx.resync);
+                }
+            }
+        }
+        let now = Instant::now();
         let last = slot.last_held.clone().unwrap_or_default();
         if let Some(why) = slot.backing_off(now) {
             views.push(view(&name, last, Some(why), false));
@@ -401,14 +375,23 @@ async fn observe<F: Factory>(
             },
         };
         match connector {
-            Ok(c) => match read {
-                None => {
-                    let case_insensitive = c.capabilities().case_insensitive_names;
-                    views.push(view(&name, last, None, case_insensitive));
+            Ok(c) => {
+                let case_insensitive = c.capabilities().case_insensitive_names;
+                let wake = slots.waker(namespace);
+                let slot = slots.slot(namespace, &name, &loaded.fingerprint);
+                match slot.choose(read, c.reads_accounts()) {
+                    Choice::Nothing => views.push(view(&name, last, None, case_insensitive)),
+                    Choice::Now(None) => work.push((name, c, expected, Read::Full)),
+                    Choice::Now(Some(only)) => {
+                        work.push((name, c, expected, Read::Accounts(only)));
+                    }
+                    Choice::Background(only) => {
+                        tracing::debug!(%namespace, target = %name, full = only.is_none(), "reading in the background");
+                        slot.start_read(c, Arc::new(expected), only, wake);
+                        views.push(view(&name, last, None, case_insensitive));
+                    }
                 }
-                Some(None) => work.push((name, c, expected, Read::Full)),
-                Some(Some(only)) => work.push((name, c, expected, Read::Accounts(only))),
-            },
+            }
             Err(error) => {
                 ctx.metrics.errors.inc();
                 let failure = Failure::of(&error);
@@ -480,7 +463,18 @@ async fn observe<F: Factory>(
         views.push(view(&name, held, None, case_insensitive));
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
-    views
+    let waiting = tenant
+        .targets
+        .iter()
+        .filter_map(|t| t.metadata.name.as_deref())
+        .filter_map(|name| {
+            let slot = slots.get(namespace, name)?;
+            slot.background.as_ref()?;
+            Some((name.to_string(), slot.waiting()))
+        })
+        .filter(|(_, w)| !w.is_empty())
+        .collect();
+    (views, waiting)
 }
 
 fn view(
@@ -537,6 +531,7 @@ async fn apply<F: Factory>(
     slots: &mut Slots<F>,
     tenant: &TenantObjects,
     decision: &Decision,
+    waiting: &Waiting,
     ctx: &PassContext<'_>,
 ) -> Result<Applied2, LostLeadership> {
     let namespace = tenant.namespace.as_str();
@@ -566,12 +561,29 @@ async fn apply<F: Factory>(
                 // planned again was not done, whatever the target answered.
                 slot.parked.retain(|k, _| planned.contains(k));
                 let acknowledged = std::mem::take(&mut slot.acknowledged);
+                let waits = |key: &IdentityKey| waiting.get(name).is_some_and(|w| w.contains(key));
                 for (i, op) in plan.operations.iter().enumerate() {
                     let key = ((*op.identity).clone(), op.action.clone());
-                    if acknowledged
+                    let acked = acknowledged
                         .get(&key)
-                        .is_some_and(|at| now.saturating_duration_since(*at) < CONFIRM_WINDOW)
-                    {
+                        .copied()
+                        .filter(|at| now.saturating_duration_since(*at) < CONFIRM_WINDOW);
+                    if waits(&op.identity) {
+                        // Planned against a cache that cannot vouch for this identity: only
+                        // a cut-off not yet acknowledged goes; the rest waits for the read
+                        // in progress, which also settles what was acknowledged.
+                        if let Some(at) = acked {
+                            slot.acknowledged.insert(key, at);
+                        }
+                        if acked.is_some() || !is_cut_off(&op.action) {
+                            outcomes[i] = Some(Outcome::Held(format!(
+                                "waiting for the read of {name} in progress: its last observation cannot vouch for {}",
+                                op.identity
+                            )));
+                        }
+                        continue;
+                    }
+                    if acked.is_some() {
                         let failure = Failure {
                             permanent: true,
                             reason: Some("Rejected"),

@@ -34,6 +34,9 @@ struct Scripted {
     lists_only: bool,
     /// Identities asked about in targeted re-reads, per re-read.
     rereads: Mutex<Vec<Vec<String>>>,
+    /// Held by a test to keep a listing in progress: a listing takes its snapshot, then
+    /// waits for it (a slow listing of a large directory).
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl Scripted {
@@ -48,6 +51,7 @@ impl Scripted {
             log_listings: false,
             lists_only: false,
             rereads: Mutex::default(),
+            gate: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -130,6 +134,8 @@ impl Connector for Handle {
         &self,
         _expected: &BTreeMap<IdentityKey, Subject>,
     ) -> Result<Observed, TargetError> {
+        let held = self.0.held.lock().unwrap().clone();
+        let _slow = self.0.gate.lock().await;
         self.0
             .listings
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -137,9 +143,13 @@ impl Connector for Handle {
             self.0.log.lock().unwrap().push("LIST".into());
         }
         Ok(Observed {
-            held: self.0.held.lock().unwrap().clone(),
+            held,
             ..Observed::default()
         })
+    }
+
+    fn reads_accounts(&self) -> bool {
+        !self.0.lists_only
     }
 
     async fn observe_accounts(
@@ -744,7 +754,12 @@ async fn a_change_is_planned_against_the_cache_and_drift_waits_for_the_next_list
         .await
         .unwrap();
     assert!(blind.decision.targets["ldap"].operations.is_empty());
+    // The resync lists in the background; its answer is installed by the pass after it.
     slots.resync("t");
+    pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    slots.settle().await;
     let repaired = pass(&mut slots, &people("Terminated"), &|| true)
         .await
         .unwrap();
@@ -806,6 +821,7 @@ async fn a_failed_operation_and_a_new_subject_are_re_read_and_a_zero_drift_inter
     let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
     pass(&mut slots, &always, &|| true).await.unwrap();
     pass(&mut slots, &always, &|| true).await.unwrap();
+    slots.settle().await;
     assert_eq!(ldap.listings(), 3);
 }
 
@@ -815,12 +831,14 @@ proptest! {
     /// Planning against the cache (the last listing, plus the operations the target
     /// confirmed, plus re-reads of what it could not vouch for) gives the same plan as
     /// planning against a fresh listing of the target, whatever failed, whatever the
-    /// target only pretended to do, and whatever the next change is.
+    /// target only pretended to do, and whatever the next change is; also when a change
+    /// was applied while a background listing (whose snapshot predates it) was running.
     #[test]
     fn planning_against_the_cache_equals_planning_against_a_fresh_listing(
         refused in proptest::collection::btree_set((0usize..4, 0usize..4, any::<bool>()), 0..10),
         held in proptest::collection::vec(proptest::collection::btree_set(0usize..3, 0..3), 4),
         before in proptest::collection::vec(0usize..4, 4),
+        during in proptest::option::of(proptest::collection::vec(0usize..4, 4)),
         after in proptest::collection::vec(0usize..4, 4),
         ack_only in any::<bool>(),
     ) {
@@ -863,6 +881,18 @@ proptest! {
         let mut cached = Slots::new(Fake(targets.clone()));
         let first = roster(&before);
         runtime.block_on(pass(&mut cached, &first, &|| true)).unwrap();
+        if let Some(during) = &during {
+            // A listing takes its snapshot and is still running while a change is applied.
+            runtime.block_on(async {
+                let slow = target.gate.lock().await;
+                cached.resync("t");
+                pass(&mut cached, &first, &|| true).await.unwrap();
+                tokio::task::yield_now().await;
+                pass(&mut cached, &roster(during), &|| true).await.unwrap();
+                drop(slow);
+                cached.settle().await;
+            });
+        }
         // The next change, decided against the cache and against a fresh listing.
         let next = roster(&after);
         let metrics = Metrics::default();
@@ -876,9 +906,10 @@ proptest! {
             metrics: &metrics,
         };
         let engine = Engine::new(&next.to_snapshot(), settings.clone());
-        let from_cache = runtime.block_on(observe(&mut cached, &next, &ctx));
+        let (from_cache, waiting) = runtime.block_on(observe(&mut cached, &next, &ctx));
+        prop_assert!(waiting.is_empty(), "a few changes are read before the plan: {:?}", waiting);
         let mut fresh = Slots::new(Fake(targets));
-        let from_listing = runtime.block_on(observe(&mut fresh, &next, &ctx));
+        let (from_listing, _) = runtime.block_on(observe(&mut fresh, &next, &ctx));
         let a = decide(&engine, "t", ctx.now, &from_cache);
         let b = decide(&engine, "t", ctx.now, &from_listing);
         prop_assert_eq!(&a.targets["ldap"].operations, &b.targets["ldap"].operations);
@@ -942,7 +973,7 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
 }
 
 #[tokio::test]
-async fn a_leaver_is_cut_off_before_a_due_listing() {
+async fn a_leaver_is_cut_off_and_revoked_while_a_listing_is_in_progress() {
     let ldap = Arc::new(Scripted {
         log_listings: true,
         ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
@@ -959,33 +990,86 @@ async fn a_leaver_is_cut_off_before_a_due_listing() {
     };
     pass(&mut slots, &people("Active"), &|| true).await.unwrap();
     let before = ldap.log().len();
-    // The resync makes a full listing due; bob leaves in the same pass.
+    // The resync makes a full listing due, and the listing is slow: it is still in
+    // progress when bob leaves.
+    let slow = ldap.gate.lock().await;
     slots.resync("t");
-    let result = pass(&mut slots, &people("Terminated"), &|| true)
+    pass(&mut slots, &people("Active"), &|| true).await.unwrap();
+    let leaver = pass(&mut slots, &people("Terminated"), &|| true)
         .await
         .unwrap();
-    let log = ldap.log()[before..].to_vec();
     assert_eq!(
-        &log[..3],
-        ["bob disableAccount", "bob revokeSessions", "LIST"],
-        "the cut-off goes before the listing: {log:?}"
+        ldap.log()[before..],
+        ["bob disableAccount", "bob revokeSessions", "bob revoke"],
+        "nothing waits for the listing"
     );
+    assert_eq!(ldap.listings(), 1, "the second listing has not finished");
     assert_eq!(
-        log.iter().filter(|l| *l == "bob disableAccount").count(),
-        1,
-        "and is not sent again: {log:?}"
+        outcome_of(&leaver, "ldap", "bob", "disableAccount"),
+        &Outcome::Done
     );
     assert_eq!(ldap.account("bob"), Some(AccountState::Disabled));
-    assert_eq!(
-        ldap.groups("bob"),
-        Vec::<String>::new(),
-        "revoked after the listing"
+    assert!(ldap.groups("bob").is_empty());
+    // The listing ends; its answer (taken before bob left) is installed with bob's
+    // operations replayed on it, and confirms them.
+    drop(slow);
+    slots.settle().await;
+    let after = pass(&mut slots, &people("Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(ldap.listings(), 2);
+    assert!(
+        after.decision.targets["ldap"].operations.is_empty(),
+        "{:?}",
+        after.decision.targets["ldap"].operations
     );
-    assert!(result.decision.targets["ldap"].observed);
+    assert!(ldap.log()[before..].iter().all(|l| l != "alice grant"));
 }
 
 #[tokio::test]
-async fn a_leaver_arriving_with_a_large_import_is_cut_off_before_the_listing_it_causes() {
+async fn what_is_confirmed_during_a_listing_is_replayed_on_its_answer() {
+    let ldap = Scripted::new("ldap", Box::new(|_, _| None));
+    let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
+    let alice =
+        |groups: &'static [&'static str]| tenant(&[("alice", "Active", groups)], &[("ldap", "")]);
+    pass(&mut slots, &alice(&["finance"]), &|| true)
+        .await
+        .unwrap();
+    // A listing starts and takes its snapshot (alice: finance)…
+    let slow = ldap.gate.lock().await;
+    slots.resync("t");
+    pass(&mut slots, &alice(&["finance"]), &|| true)
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    // …then alice is granted audit, confirmed by the target, before the listing ends.
+    let grant = pass(&mut slots, &alice(&["finance", "audit"]), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(outcome_of(&grant, "ldap", "alice", "grant"), &Outcome::Done);
+    drop(slow);
+    slots.settle().await;
+    let after = pass(&mut slots, &alice(&["finance", "audit"]), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(ldap.listings(), 2);
+    // The listing's answer lacks audit; the replayed grant puts it back, so it is not
+    // planned (and sent) again.
+    assert!(
+        after.decision.targets["ldap"].operations.is_empty(),
+        "{:?}",
+        after.decision.targets["ldap"].operations
+    );
+    assert_eq!(
+        ldap.log().iter().filter(|l| *l == "alice grant").count(),
+        2,
+        "finance once, audit once: {:?}",
+        ldap.log()
+    );
+}
+
+#[tokio::test]
+async fn a_leaver_arriving_with_a_large_import_is_cut_off_while_the_joiners_wait_for_the_listing() {
     let ldap = Arc::new(Scripted {
         log_listings: true,
         ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
@@ -1003,23 +1087,31 @@ async fn a_leaver_arriving_with_a_large_import_is_cut_off_before_the_listing_it_
         .await
         .unwrap();
     let before = ldap.log().len();
-    // 300 new subjects: too many to re-read one by one, so the target is listed; zed's
-    // cut-off goes first.
+    // 300 new subjects: too many to re-read one by one, so the target is listed, in the
+    // background; zed's cut-off goes at once, the joiners wait for the listing.
+    let slow = ldap.gate.lock().await;
+    let first = pass(&mut slots, &roster("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(
+        ldap.log()[before..],
+        ["zed disableAccount", "zed revokeSessions", "zed revoke"]
+    );
+    assert!(matches!(
+        outcome_of(&first, "ldap", "j000", "createAccount"),
+        Outcome::Held(why) if why.contains("waiting for the read of ldap in progress")
+    ));
+    drop(slow);
+    slots.settle().await;
     pass(&mut slots, &roster("Terminated", true), &|| true)
         .await
         .unwrap();
-    let log = ldap.log()[before..].to_vec();
-    assert_eq!(
-        &log[..3],
-        ["zed disableAccount", "zed revokeSessions", "LIST"],
-        "{:?}",
-        &log[..5]
-    );
+    assert_eq!(ldap.log()[before + 3], "LIST");
     assert!(joiners.iter().all(|n| ldap.groups(n) == ["g"]));
 }
 
 #[tokio::test]
-async fn on_a_target_that_only_lists_a_leaver_is_cut_off_before_a_joiners_reread() {
+async fn on_a_target_that_only_lists_a_leaver_is_cut_off_while_a_joiner_waits_for_the_listing() {
     let scim = Arc::new(Scripted {
         log_listings: true,
         lists_only: true,
@@ -1037,15 +1129,21 @@ async fn on_a_target_that_only_lists_a_leaver_is_cut_off_before_a_joiners_reread
         .await
         .unwrap();
     let before = scim.log().len();
-    // ann is a new subject: re-read, which on this target is a full listing.
+    // ann is a new subject: re-read, which on this target is a full listing, made in the
+    // background.
+    let slow = scim.gate.lock().await;
     pass(&mut slots, &people("Terminated", true), &|| true)
         .await
         .unwrap();
-    let log = scim.log()[before..].to_vec();
     assert_eq!(
-        &log[..3],
-        ["zed disableAccount", "zed revokeSessions", "LIST"],
-        "{log:?}"
+        scim.log()[before..],
+        ["zed disableAccount", "zed revokeSessions", "zed revoke"]
     );
+    drop(slow);
+    slots.settle().await;
+    pass(&mut slots, &people("Terminated", true), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(scim.log()[before + 3], "LIST");
     assert_eq!(scim.groups("ann"), ["g"]);
 }

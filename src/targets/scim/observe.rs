@@ -324,10 +324,16 @@ impl Scim {
         orphans.sort();
         orphans.dedup();
         *self.cache() = cache;
+        // Learnt here, with the listing, rather than on the first re-read: until it is
+        // known, re-reads of this target are listings.
+        if self.learned.member_filter().is_none()
+            && let Err(error) = self.member_filter().await
+        {
+            tracing::debug!(target = %self.target, %error, "the member filter probe failed; tried again after the next listing");
+        }
         Ok(Observed {
             held: state,
             orphans,
-
             findings: Vec::new(),
         })
     }
