@@ -109,6 +109,16 @@ impl Scripted {
     }
 }
 
+/// A target that refuses nothing and logs its listings as `LIST`; `lists_only`: it cannot
+/// read a few accounts alone.
+fn listing_logged(name: &str, lists_only: bool) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        log_listings: true,
+        lists_only,
+        ..Arc::into_inner(Scripted::new(name, Box::new(|_, _| None))).unwrap()
+    })
+}
+
 fn group_ref(target: &str, name: &str) -> crate::api::EntitlementRef {
     serde_yaml::from_str(&format!(
         "{{target: {target}, kind: ClusterRole, name: {name}}}"
@@ -974,10 +984,7 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
 
 #[tokio::test]
 async fn a_leaver_is_cut_off_and_revoked_while_a_listing_is_in_progress() {
-    let ldap = Arc::new(Scripted {
-        log_listings: true,
-        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
-    });
+    let ldap = listing_logged("ldap", false);
     let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
     let people = |bob: &'static str| {
         tenant(
@@ -1070,10 +1077,7 @@ async fn what_is_confirmed_during_a_listing_is_replayed_on_its_answer() {
 
 #[tokio::test]
 async fn a_leaver_arriving_with_a_large_import_is_cut_off_while_the_joiners_wait_for_the_listing() {
-    let ldap = Arc::new(Scripted {
-        log_listings: true,
-        ..Arc::into_inner(Scripted::new("ldap", Box::new(|_, _| None))).unwrap()
-    });
+    let ldap = listing_logged("ldap", false);
     let mut slots = Slots::new(Fake(BTreeMap::from([("ldap".into(), ldap.clone())])));
     let joiners: Vec<String> = (0..300).map(|i| format!("j{i:03}")).collect();
     let roster = |zed: &'static str, import: bool| -> TenantObjects {
@@ -1112,11 +1116,7 @@ async fn a_leaver_arriving_with_a_large_import_is_cut_off_while_the_joiners_wait
 
 #[tokio::test]
 async fn on_a_target_that_only_lists_a_leaver_is_cut_off_while_a_joiner_waits_for_the_listing() {
-    let scim = Arc::new(Scripted {
-        log_listings: true,
-        lists_only: true,
-        ..Arc::into_inner(Scripted::new("scim", Box::new(|_, _| None))).unwrap()
-    });
+    let scim = listing_logged("scim", true);
     let mut slots = Slots::new(Fake(BTreeMap::from([("scim".into(), scim.clone())])));
     let people = |zed: &'static str, joiner: bool| {
         let mut rows: Vec<Person<'_>> = vec![("zed", zed, &["g"][..])];
