@@ -603,6 +603,55 @@ impl Namespace {
         self.in_manager_cycle = cycle;
     }
 
+    /// The identities on the manager cycle through `name` (none for a self-loop, which
+    /// marks the head of the organisation). An identity has one manager, so it sits on at
+    /// most one cycle, and a change to its manager can only break or close that one: the
+    /// cycle through it before the change and after it are all that changes.
+    pub fn cycle_through(&self, name: &str) -> Vec<String> {
+        let mut path: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let Some((start, _)) = self.identities.get_key_value(name) else {
+            return path.into_iter().map(str::to_string).collect();
+        };
+        let mut current = Some(start.as_str());
+        while let Some(at) = current {
+            if at == start && !path.is_empty() {
+                return if path.len() > 1 {
+                    path.into_iter().map(str::to_string).collect()
+                } else {
+                    Vec::new()
+                };
+            }
+            if !seen.insert(at) {
+                // Led into a loop that does not come back to `name`.
+                return Vec::new();
+            }
+            path.push(at);
+            current = self.manager_of(at);
+        }
+        Vec::new()
+    }
+
+    /// Replaces the cycle through an identity before a change (`before`, from
+    /// [`Namespace::cycle_through`]) with the one after it; returns the identities whose
+    /// membership changed.
+    pub fn update_cycle(&mut self, before: Vec<String>, after: Vec<String>) -> Vec<String> {
+        let after: HashSet<String> = after.into_iter().collect();
+        let mut changed = Vec::new();
+        for name in before {
+            if !after.contains(&name) {
+                self.in_manager_cycle.remove(&name);
+                changed.push(name);
+            }
+        }
+        for name in after {
+            if self.in_manager_cycle.insert(name.clone()) {
+                changed.push(name);
+            }
+        }
+        changed
+    }
+
     /// The manager an identity names, if it names an existing identity.
     pub fn manager_of(&self, name: &str) -> Option<&str> {
         let manager = self
@@ -712,5 +761,51 @@ impl Namespace {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn person(name: &str, manager: Option<&str>) -> IdentityRecord {
+        let manager = manager.map_or(String::new(), |m| format!(", manager: {m}"));
+        let identity: Identity = serde_yaml::from_str(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: t}}\nspec: {{type: Human, employment: {{status: Active{manager}}}}}"
+        ))
+        .unwrap();
+        IdentityRecord::new(&identity)
+    }
+
+    proptest! {
+        /// Kept up to date one edit at a time (the cycle through the edited identity
+        /// before and after), the manager cycles equal a recomputation from scratch, and
+        /// the identities named as changed are exactly those whose membership changed.
+        #[test]
+        fn cycles_kept_per_edit_equal_a_recomputation(
+            edits in prop::collection::vec((0..6usize, prop::option::of(0..7usize)), 1..40),
+        ) {
+            let name = |i: usize| format!("p{i}");
+            let mut ns = Namespace::new("t");
+            for (who, manager) in edits {
+                let who = name(who);
+                let before_set = ns.in_manager_cycle.clone();
+                let before = ns.cycle_through(&who);
+                // Manager index 6 removes the identity instead.
+                match manager {
+                    Some(6) => { ns.remove_identity(&who); }
+                    m => ns.insert_identity(person(&who, m.map(name).as_deref())),
+                }
+                let after = ns.cycle_through(&who);
+                let changed: HashSet<String> = ns.update_cycle(before, after).into_iter().collect();
+                let kept = ns.in_manager_cycle.clone();
+                ns.find_manager_cycles();
+                prop_assert_eq!(&kept, &ns.in_manager_cycle);
+                let expected: HashSet<String> =
+                    before_set.symmetric_difference(&kept).cloned().collect();
+                prop_assert_eq!(changed, expected);
+            }
+        }
     }
 }

@@ -280,12 +280,17 @@ impl Engine {
             .and_then(|r| r.human.as_ref())
             .and_then(|h| h.manager.clone());
         let new_manager = rec.human.as_ref().and_then(|h| h.manager.clone());
-        ns.insert_identity(rec);
+        let is_new = !ns.identities.contains_key(&name);
         let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
-        if old_manager != new_manager {
-            let before = std::mem::take(&mut ns.in_manager_cycle);
-            ns.find_manager_cycles();
-            affected.extend(before.symmetric_difference(&ns.in_manager_cycle).cloned());
+        if is_new || old_manager != new_manager {
+            // Only the cycle through this identity can break or close (a newcomer can
+            // close one that others' links already point into).
+            let before = ns.cycle_through(&name);
+            ns.insert_identity(rec);
+            let after = ns.cycle_through(&name);
+            affected.extend(ns.update_cycle(before, after));
+        } else {
+            ns.insert_identity(rec);
         }
         Self::dependents(ns, &name, &mut affected);
         affected
@@ -299,15 +304,12 @@ impl Engine {
         let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
             return vec![];
         };
+        let before = ns.cycle_through(&key.name);
         if ns.remove_identity(&key.name).is_none() {
             return vec![];
         }
-        let before = std::mem::take(&mut ns.in_manager_cycle);
-        ns.find_manager_cycles();
-        let mut affected: BTreeSet<String> = before
-            .symmetric_difference(&ns.in_manager_cycle)
-            .cloned()
-            .collect();
+        let mut affected: BTreeSet<String> =
+            ns.update_cycle(before, Vec::new()).into_iter().collect();
         Self::dependents(ns, &key.name, &mut affected);
         affected.remove(&key.name);
         affected
