@@ -561,3 +561,111 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
+
+/// The leaver lane through reporting: a leaver's change that arrives while the controller
+/// is writing the statuses of a large batch of joiners is cut off before the rest of
+/// those statuses are written, not after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_status_writes() {
+    use futures::StreamExt;
+    const JOINERS: usize = 1000;
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "lane-status").await;
+    let post = PostParams::default();
+    Api::<TargetSystem>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+    Api::<AccessPolicy>::namespaced(client.clone(), &ns)
+        .create(
+            &post,
+            &yaml(&format!(
+                "metadata: {{name: finance, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: finance}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
+            )),
+        )
+        .await
+        .unwrap();
+    let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
+    let person = |name: &str, status: &str| -> Identity {
+        yaml(&format!(
+            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: finance, manager: {name}}}}}"
+        ))
+    };
+    let apply = PatchParams::apply("hr-sync").force();
+    identities
+        .patch("zed", &apply, &Patch::Apply(&person("zed", "Active")))
+        .await
+        .unwrap();
+    // Everyone exists before the controller starts: its first pass grants all of them and
+    // then has a thousand statuses to write.
+    futures::stream::iter(0..JOINERS)
+        .map(|i| {
+            let identities = identities.clone();
+            let joiner = person(&format!("j{i:04}"), "Active");
+            async move {
+                identities
+                    .create(&PostParams::default(), &joiner)
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let reported = || async {
+        let list = identities.list(&ListParams::default()).await.unwrap();
+        list.items.iter().filter(|i| i.status.is_some()).count()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(client.clone(), options(&ns), async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while reported().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status written in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    identities
+        .patch("zed", &apply, &Patch::Apply(&person("zed", "Terminated")))
+        .await
+        .unwrap();
+    harness::eventually("zed cut off", Duration::from_secs(60), || async {
+        let bound = bound_identities(&client, &ns).await;
+        if bound.iter().any(|b| b == "zed") {
+            Err("zed still bound".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // Counted after the cut-off was seen, so at most this many were written before it.
+    let written = reported().await;
+    assert!(
+        written <= JOINERS,
+        "zed was cut off only after all {} statuses were written",
+        JOINERS + 1
+    );
+    eprintln!(
+        "zed cut off with {written} of {} statuses written",
+        JOINERS + 1
+    );
+    harness::eventually("every status written", Duration::from_secs(120), || async {
+        let n = reported().await;
+        if n == JOINERS + 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} written"))
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    controller.await.unwrap().unwrap();
+}

@@ -48,6 +48,10 @@ use writer::Writer;
 /// Status writes in flight at once.
 const STATUS_WRITERS: usize = 16;
 
+/// Identity statuses written between two looks at the queue: a change queued meanwhile
+/// (a leaver) waits for at most this many writes.
+const STATUS_ROUND: usize = 4 * STATUS_WRITERS;
+
 /// Holds an Identity until its access is revoked everywhere.
 pub const FINALIZER: &str = "gatehouse.dev/revoke-access";
 
@@ -570,12 +574,14 @@ impl<F: Factory> Reconciler<F> {
             metrics: &options.metrics,
         };
         let (engine, update) = self.engines.update(&tenant);
-        tracing::debug!(%namespace, ?update, "engine");
+        tracing::debug!(%namespace, ?update, took = ?started.elapsed(), "engine");
         let result = match pass::run(&mut self.slots, &tenant, engine, &ctx).await {
             Ok(result) => result,
             Err(pass::LostLeadership) => return None,
         };
+        let passed = started.elapsed();
         let mut report = report::report(&tenant, &result, &result.leaver_dates, now);
+        let reported = started.elapsed();
         if let Some(sent) = &result.deferred {
             // The pass yielded to a newer change: report only the identities it did
             // something for, and leave the rest (still pending) to the pass due at once.
@@ -586,7 +592,7 @@ impl<F: Factory> Reconciler<F> {
         if !leading() {
             return None;
         }
-        self.write(&tenant, report, options).await;
+        let cut = self.write(&tenant, report, options, preempted).await;
         for (meta, error) in &invalid.identities {
             self.writer.invalid::<Identity>(meta, error, now).await;
         }
@@ -604,12 +610,12 @@ impl<F: Factory> Reconciler<F> {
             .metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(%namespace, took = ?started.elapsed(), "tenant pass");
+        tracing::debug!(%namespace, ?passed, ?reported, took = ?started.elapsed(), "tenant pass");
         let boundary = result.decision.desired.next_change.map(|at| {
             Instant::now() + Duration::try_from(now.duration_until(at)).unwrap_or_default()
         });
         let confirm = result.confirm_soon.then(|| Instant::now() + CONFIRM_AFTER);
-        let deferred = result.deferred.as_ref().map(|_| Instant::now());
+        let deferred = (result.deferred.is_some() || cut).then(Instant::now);
         [boundary, result.next_retry, confirm, deferred]
             .into_iter()
             .flatten()
@@ -617,7 +623,15 @@ impl<F: Factory> Reconciler<F> {
     }
 
     /// Writes what a pass reported: finalizers, statuses, Events, metrics.
-    async fn write(&mut self, tenant: &TenantObjects, report: report::Report, options: &Options) {
+    /// `true` when a change queued meanwhile cut the Identity statuses short: the rest
+    /// are due at once.
+    async fn write(
+        &mut self,
+        tenant: &TenantObjects,
+        report: report::Report,
+        options: &Options,
+        preempted: &(dyn Fn() -> bool + Sync),
+    ) -> bool {
         let namespace = tenant.namespace.as_str();
         let by_name: HashMap<&str, &Identity> = tenant
             .all_identities()
@@ -666,16 +680,31 @@ impl<F: Factory> Reconciler<F> {
                     .await;
             }
         }
-        let writes: Vec<_> = report
+        // Written a round at a time; a change queued meanwhile (a leaver) goes ahead of the
+        // rest, which the next pass reports again (each is compared with what is stored).
+        let mut writes = report
             .identities
             .into_iter()
             .filter_map(|(key, status)| identity(&key).map(|i| (i, status)))
-            .map(|(i, status)| write_identity_status(&self.writer, i, status))
-            .collect();
-        futures::stream::iter(writes)
-            .buffer_unordered(STATUS_WRITERS)
-            .collect::<Vec<()>>()
-            .await;
+            .peekable();
+        let mut cut = false;
+        let mut first = true;
+        while writes.peek().is_some() {
+            if !first && preempted() {
+                cut = true;
+                break;
+            }
+            first = false;
+            let round: Vec<_> = writes
+                .by_ref()
+                .take(STATUS_ROUND)
+                .map(|(i, status)| write_identity_status(&self.writer, i, status))
+                .collect();
+            futures::stream::iter(round)
+                .buffer_unordered(STATUS_WRITERS)
+                .collect::<Vec<()>>()
+                .await;
+        }
         for (name, status) in &report.targets {
             if let Some(t) = tenant
                 .targets
@@ -722,6 +751,7 @@ impl<F: Factory> Reconciler<F> {
                     .await;
             }
         }
+        cut
     }
 }
 

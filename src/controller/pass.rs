@@ -236,12 +236,16 @@ pub async fn run<F: Factory>(
         .filter_map(|t| t.metadata.name.clone())
         .collect();
     slots.retain(namespace, &live);
+    let started = Instant::now();
     let (views, waiting) = observe(slots, tenant, ctx).await;
+    let observed = started.elapsed();
     let decision = decide(engine, namespace, ctx.now, &views);
+    let decided = started.elapsed();
     // The views share the targets' caches; dropped so that the apply stage updates the
     // caches in place rather than copying them.
     drop(views);
     let outcomes = apply(slots, tenant, &decision, &waiting, ctx).await?;
+    tracing::debug!(%namespace, ?observed, ?decided, applied = ?started.elapsed(), "pass stages");
     let (mut targets, confirm_soon, was_deferred) = outcomes;
     let deferred = was_deferred.then(|| {
         targets
@@ -747,7 +751,9 @@ async fn apply<F: Factory>(
                             subjects.get(&op.identity).map(|s| (op, s))
                         })
                         .collect();
+                    let sent_at = Instant::now();
                     let mut out = connector.apply_batch(&pairs).await;
+                    tracing::debug!(%namespace, target = %name, ?step, operations = pairs.len(), took = ?sent_at.elapsed(), "apply round");
                     // A connector owes one result per operation; a missing one is a failure.
                     out.resize_with(pairs.len(), || {
                         Err(TargetError::Transient(
