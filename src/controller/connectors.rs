@@ -29,7 +29,7 @@ use crate::api::TargetSystem;
 use crate::engine::IdentityKey;
 use crate::plan::{AccessState, Action, Operation};
 use crate::targets::{
-    AnyConnector, Connector, Credentials, Reread, Subject, TargetConfig, TargetError,
+    AnyConnector, Applied, Connector, Credentials, Reread, Subject, TargetConfig, TargetError,
 };
 use tokio::sync::oneshot;
 
@@ -206,6 +206,39 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The target's answers to a round: one result per operation, in order.
+pub type Answers = Vec<Result<Applied, TargetError>>;
+
+/// A round of operations a pass stopped waiting for when a newer change was queued (a
+/// leaver): the target answers it meanwhile, and the next pass records the answers. Until
+/// then the target gets nothing else but cut-offs.
+pub struct InFlight {
+    /// The operations sent, in order.
+    pub operations: Vec<Operation>,
+    /// One result per operation.
+    answer: oneshot::Receiver<Answers>,
+}
+
+impl InFlight {
+    /// Goes on waiting for `task`, which answers `operations`, and calls `done` once it
+    /// has (the controller queues the tenant, so that the answers are recorded at once).
+    /// What was sent completes even if nobody waits for it any more.
+    pub fn watch(
+        operations: Vec<Operation>,
+        task: tokio::task::JoinHandle<Answers>,
+        done: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        let (send, answer) = oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok(results) = task.await {
+                let _ = send.send(results);
+            }
+            done();
+        });
+        Self { operations, answer }
+    }
+}
+
 /// A finished background read: what it was, and the target's answer.
 pub type Finished = (Background, Result<Reread, TargetError>);
 
@@ -259,6 +292,8 @@ pub struct Slot<C> {
     pub acknowledged: BTreeMap<OperationKey, Instant>,
     /// The read running in the background, if any.
     pub background: Option<Background>,
+    /// A round of operations still being answered, if any.
+    pub in_flight: Option<InFlight>,
 }
 
 impl<C> Slot<C> {
@@ -279,7 +314,25 @@ impl<C> Slot<C> {
             parked: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
             background: None,
+            in_flight: None,
         }
+    }
+
+    /// The round in flight with the target's answers, once it has answered: one result
+    /// per operation (a task that died answers each with a transient failure).
+    pub fn landed(&mut self) -> Option<(Vec<Operation>, Answers)> {
+        let mut results = match self.in_flight.as_mut()?.answer.try_recv() {
+            Ok(results) => results,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Vec::new(),
+        };
+        let InFlight { operations, .. } = self.in_flight.take()?;
+        results.resize_with(operations.len(), || {
+            Err(TargetError::Transient(
+                "the operation in flight ended without an answer".into(),
+            ))
+        });
+        Some((operations, results))
     }
 
     /// Records a failure to connect or observe; returns when the target is tried again.
@@ -737,8 +790,8 @@ impl<F: Factory> Slots<F> {
             .min()
     }
 
-    /// Waits until every background read has its answer (left for the next pass to
-    /// install).
+    /// Waits until every background read and every round in flight has its answer (left
+    /// for the next pass to install or record).
     #[cfg(test)]
     pub async fn settle(&mut self) {
         for slot in self.slots.values_mut() {
@@ -751,6 +804,12 @@ impl<F: Factory> Slots<F> {
                 let (send, result) = oneshot::channel();
                 let _ = send.send(answer);
                 background.result = result;
+            }
+            if let Some(in_flight) = slot.in_flight.as_mut() {
+                let answers = (&mut in_flight.answer).await.unwrap_or_default();
+                let (send, answer) = oneshot::channel();
+                let _ = send.send(answers);
+                in_flight.answer = answer;
             }
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::connectors::{Choice, Factory, Failure, OperationKey, Slots};
+use super::connectors::{Choice, Factory, Failure, InFlight, OperationKey, Slot, Slots};
 use crate::api::Identity;
 use crate::engine::{AccountIntent, Engine, IdentityKey, Settings, Snapshot};
 use crate::http::{Metrics, OperationLabels, TargetLabels};
@@ -355,6 +355,11 @@ async fn observe<F: Factory>(
                 }
             }
         }
+        if let Some((operations, answers)) = slot.landed() {
+            // A round an earlier pass stopped waiting for: its answers go into the cache
+            // (and what they leave unsure is re-read below) before anything is planned.
+            record(slot, namespace, &name, operations.iter().zip(answers), ctx);
+        }
         let now = Instant::now();
         let last = slot.last_held.clone().unwrap_or_default();
         if let Some(why) = slot.backing_off(now) {
@@ -525,6 +530,10 @@ type Applied2 = (BTreeMap<String, TargetOutcome>, bool, bool);
 /// meanwhile (a leaver's cut-off) waits for at most one round.
 pub const APPLY_BATCH: usize = 32;
 
+/// How often a pass waiting for a target's answers looks at the queue: a change queued
+/// meanwhile (a leaver) stops the wait (the answers are recorded by the next pass).
+const PREEMPT_POLL: Duration = Duration::from_millis(20);
+
 /// The outcome of operations left for the next pass when a newer change went first.
 pub const DEFERRED: &str = "deferred: a newer change went first; continued in the next pass";
 
@@ -602,8 +611,17 @@ async fn apply<F: Factory>(
                     }
                 }
             }
+            // While a round of an earlier pass is still being answered, the target gets
+            // nothing but cut-offs: at most one round is ever in flight besides them.
+            let busy = slot.in_flight.as_ref().map(|f| f.operations.len());
             for (i, op) in plan.operations.iter().enumerate() {
                 if outcomes[i].is_some() {
+                    continue;
+                }
+                if let Some(n) = busy.filter(|_| !is_cut_off(&op.action)) {
+                    outcomes[i] = Some(Outcome::Held(format!(
+                        "waiting for {name} to answer {n} operations sent before a newer change went first"
+                    )));
                     continue;
                 }
                 if !plan.may_apply(op) {
@@ -740,87 +758,96 @@ async fn apply<F: Factory>(
                 tracing::warn!(%namespace, "lost the Lease; stopping before the next apply batch");
                 return Err(LostLeadership);
             }
-            let sent = futures::future::join_all(round.iter().map(|(name, indices, connector)| {
-                let plan = &decision.targets[*name];
-                let subjects = &subjects_by_target[*name];
-                async move {
-                    let pairs: Vec<(&Operation, &Subject)> = indices
+            // Each target's share is sent as its own task. A change queued while a slow
+            // target is still answering (a leaver) does not wait for it: the pass stops
+            // waiting, the task goes on, and its answers are recorded by the next pass.
+            let mut sending: Vec<(&String, &[usize], tokio::task::JoinHandle<_>)> = round
+                .iter()
+                .map(|(name, indices, connector)| {
+                    let plan = &decision.targets[*name];
+                    let subjects = &subjects_by_target[*name];
+                    let owned: Vec<(Operation, Subject)> = indices
                         .iter()
                         .filter_map(|&i| {
                             let op = &plan.operations[i];
-                            subjects.get(&op.identity).map(|s| (op, s))
+                            subjects.get(&op.identity).map(|s| (op.clone(), s.clone()))
                         })
                         .collect();
-                    let sent_at = Instant::now();
-                    let mut out = connector.apply_batch(&pairs).await;
-                    tracing::debug!(%namespace, target = %name, ?step, operations = pairs.len(), took = ?sent_at.elapsed(), "apply round");
-                    // A connector owes one result per operation; a missing one is a failure.
-                    out.resize_with(pairs.len(), || {
-                        Err(TargetError::Transient(
-                            "the connector returned no result for this operation".into(),
-                        ))
+                    let connector = Arc::clone(connector);
+                    let (namespace, target) = (namespace.to_string(), (*name).clone());
+                    let task = tokio::spawn(async move {
+                        let pairs: Vec<(&Operation, &Subject)> =
+                            owned.iter().map(|(op, s)| (op, s)).collect();
+                        let sent_at = Instant::now();
+                        let mut out = connector.apply_batch(&pairs).await;
+                        tracing::debug!(%namespace, %target, operations = pairs.len(), took = ?sent_at.elapsed(), "apply round");
+                        // A connector owes one result per operation; a missing one is a failure.
+                        out.resize_with(pairs.len(), || {
+                            Err(TargetError::Transient(
+                                "the connector returned no result for this operation".into(),
+                            ))
+                        });
+                        out
                     });
-                    out
-                }
-            }))
-            .await;
-            for ((name, indices, _), results_of) in round.into_iter().zip(sent) {
-                let plan = &decision.targets[name];
-                let slot = slots.get_mut(namespace, name);
-                let Some(slot) = slot else { continue };
-                let outcome = results.get_mut(name).expect("inserted above");
-                // For the cache: what the target confirmed, and whose state is now unsure.
-                let mut confirmed: Vec<&Operation> = Vec::new();
-                let mut unsure: Vec<&IdentityKey> = Vec::new();
-                for (i, result) in indices.iter().copied().zip(results_of) {
-                    let op = &plan.operations[i];
-                    let key = ((*op.identity).clone(), op.action.clone());
-                    match &result {
-                        Ok(_) => confirmed.push(op),
-                        Err(_) => unsure.push(&op.identity),
+                    (*name, *indices, task)
+                })
+                .collect();
+            let mut answered = Vec::new();
+            let mut detached: Vec<(&String, &[usize])> = Vec::new();
+            while !sending.is_empty() {
+                let next = futures::future::select_all(sending.iter_mut().map(|(_, _, t)| t));
+                match tokio::time::timeout(PREEMPT_POLL, next).await {
+                    Ok((joined, at, _)) => {
+                        let (name, indices, _) = sending.swap_remove(at);
+                        let mut out = joined.unwrap_or_default();
+                        out.resize_with(indices.len(), || {
+                            Err(TargetError::Transient(
+                                "the operation's task ended without an answer".into(),
+                            ))
+                        });
+                        answered.push(((name, indices), out));
                     }
-                    ctx.metrics
-                        .operations
-                        .get_or_create(&OperationLabels {
-                            namespace: namespace.to_string(),
-                            target: name.clone(),
-                            action: op.action.name().into(),
-                            result: match &result {
-                                Ok(Applied::Done) => "ok",
-                                Ok(Applied::Unsupported) => "unsupported",
-                                Err(_) => "error",
+                    Err(_) if step != Step::CutOff && (ctx.preempted)() => {
+                        for (name, indices, task) in sending.drain(..) {
+                            let plan = &decision.targets[name];
+                            let operations = indices
+                                .iter()
+                                .map(|&i| plan.operations[i].clone())
+                                .collect();
+                            let done = slots.waker(namespace);
+                            if let Some(slot) = slots.get_mut(namespace, name) {
+                                slot.in_flight = Some(InFlight::watch(operations, task, done));
                             }
-                            .into(),
-                        })
-                        .inc();
-                    outcome[i] = Some(match result {
-                        Ok(applied) => {
-                            slot.parked.remove(&key);
-                            // Revocations and attribute writes are confirmed by the next
-                            // observation: one the target acknowledged yet still shows undone
-                            // is not sent again and again (a target that rewrites a value).
-                            let confirmable = op.action.is_revocation()
-                                || matches!(op.action, Action::UpdateAttributes { .. });
-                            if confirmable && applied == Applied::Done {
-                                slot.acknowledged.insert(key, Instant::now());
-                                unsure.push(&op.identity);
-                                confirm_soon = true;
-                            }
-                            if applied == Applied::Done {
-                                Outcome::Done
-                            } else {
-                                Outcome::Unsupported
-                            }
+                            detached.push((name, indices));
                         }
-                        Err(error) => {
-                            tracing::warn!(%namespace, target = %name, identity = %op.identity, action = op.action.name(), %error, "apply failed");
-                            let failure = Failure::of(&error);
-                            slot.park(key, failure.clone(), ctx.resync);
-                            Outcome::Failed(failure)
-                        }
-                    });
+                    }
+                    Err(_) => {}
                 }
-                slot.applied(confirmed, unsure);
+            }
+            for ((name, indices), results_of) in answered {
+                let plan = &decision.targets[name];
+                let Some(slot) = slots.get_mut(namespace, name) else {
+                    continue;
+                };
+                let outcome = results.get_mut(name).expect("inserted above");
+                let ops = indices.iter().map(|&i| &plan.operations[i]);
+                let (outcomes, confirm) = record(slot, namespace, name, ops.zip(results_of), ctx);
+                confirm_soon |= confirm;
+                for (&i, o) in indices.iter().zip(outcomes) {
+                    outcome[i] = Some(o);
+                }
+            }
+            if !detached.is_empty() {
+                // The rest of the round is answered meanwhile and recorded by the next pass;
+                // what was left of this one is marked deferred below.
+                for (name, indices) in detached {
+                    let outcome = results.get_mut(name).expect("inserted above");
+                    for i in indices {
+                        outcome[*i] = Some(Outcome::Held(DEFERRED.into()));
+                    }
+                }
+                deferred = true;
+                break;
             }
             rounds += 1;
             offset = offset.saturating_add(size);
@@ -850,6 +877,72 @@ async fn apply<F: Factory>(
         })
         .collect();
     Ok((results, confirm_soon, deferred))
+}
+
+/// Records a target's answers to operations sent to it: metrics, parked failures,
+/// acknowledgements that await the re-observation confirming them, and the cache.
+/// Returns each operation's outcome, and whether a re-observation should confirm soon.
+fn record<'a, C>(
+    slot: &mut Slot<C>,
+    namespace: &str,
+    target: &str,
+    answered: impl IntoIterator<Item = (&'a Operation, Result<Applied, TargetError>)>,
+    ctx: &PassContext<'_>,
+) -> (Vec<Outcome>, bool) {
+    let mut confirm_soon = false;
+    let mut outcomes = Vec::new();
+    // For the cache: what the target confirmed, and whose state is now unsure.
+    let mut confirmed: Vec<&Operation> = Vec::new();
+    let mut unsure: Vec<&IdentityKey> = Vec::new();
+    for (op, result) in answered {
+        let key = ((*op.identity).clone(), op.action.clone());
+        match &result {
+            Ok(_) => confirmed.push(op),
+            Err(_) => unsure.push(&op.identity),
+        }
+        ctx.metrics
+            .operations
+            .get_or_create(&OperationLabels {
+                namespace: namespace.to_string(),
+                target: target.to_string(),
+                action: op.action.name().into(),
+                result: match &result {
+                    Ok(Applied::Done) => "ok",
+                    Ok(Applied::Unsupported) => "unsupported",
+                    Err(_) => "error",
+                }
+                .into(),
+            })
+            .inc();
+        outcomes.push(match result {
+            Ok(applied) => {
+                slot.parked.remove(&key);
+                // Revocations and attribute writes are confirmed by the next observation:
+                // one the target acknowledged yet still shows undone is not sent again and
+                // again (a target that rewrites a value).
+                let confirmable = op.action.is_revocation()
+                    || matches!(op.action, Action::UpdateAttributes { .. });
+                if confirmable && applied == Applied::Done {
+                    slot.acknowledged.insert(key, Instant::now());
+                    unsure.push(&op.identity);
+                    confirm_soon = true;
+                }
+                if applied == Applied::Done {
+                    Outcome::Done
+                } else {
+                    Outcome::Unsupported
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%namespace, %target, identity = %op.identity, action = op.action.name(), %error, "apply failed");
+                let failure = Failure::of(&error);
+                slot.park(key, failure.clone(), ctx.resync);
+                Outcome::Failed(failure)
+            }
+        });
+    }
+    slot.applied(confirmed, unsure);
+    (outcomes, confirm_soon)
 }
 
 #[cfg(test)]

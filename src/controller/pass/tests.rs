@@ -37,6 +37,9 @@ struct Scripted {
     /// Held by a test to keep a listing in progress: a listing takes its snapshot, then
     /// waits for it (a slow listing of a large directory).
     gate: tokio::sync::Mutex<()>,
+    /// Held by a test to keep every operation but a cut-off waiting for the target's
+    /// answer (a slow server: a group change on a group of 100,000 members).
+    slow_changes: tokio::sync::Mutex<()>,
 }
 
 impl Scripted {
@@ -52,6 +55,7 @@ impl Scripted {
             lists_only: false,
             rereads: Mutex::default(),
             gate: tokio::sync::Mutex::new(()),
+            slow_changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -191,6 +195,9 @@ impl Connector for Handle {
             operation.identity.name,
             operation.action.name()
         ));
+        if !is_cut_off(&operation.action) {
+            let _slow = target.slow_changes.lock().await;
+        }
         if let Some(error) = (target.refuse)(&operation.identity, &operation.action) {
             return Err(error);
         }
@@ -1146,4 +1153,111 @@ async fn on_a_target_that_only_lists_a_leaver_is_cut_off_while_a_joiner_waits_fo
         .unwrap();
     assert_eq!(scim.log()[before + 3], "LIST");
     assert_eq!(scim.groups("ann"), ["g"]);
+}
+
+#[tokio::test]
+async fn a_leaver_is_cut_off_everywhere_while_a_slow_target_still_answers_an_earlier_round() {
+    let fast = Scripted::new("fast", Box::new(|_, _| None));
+    let slow = Scripted::new("slow", Box::new(|_, _| None));
+    let mut slots = Slots::new(Fake(BTreeMap::from([
+        ("fast".into(), fast.clone()),
+        ("slow".into(), slow.clone()),
+    ])));
+    let targets = [("fast", ""), ("slow", "")];
+    let roster = |carol: bool, bob: &'static str| {
+        let mut rows: Vec<Person<'_>> = vec![("alice", "Active", &["g"]), ("bob", bob, &["g"])];
+        if carol {
+            rows.push(("carol", "Active", &["g"]));
+        }
+        tenant(&rows, &targets)
+    };
+    pass(&mut slots, &roster(false, "Active"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(slow.groups("bob"), ["g"]);
+
+    // carol joins; the slow target takes its time over her grant, and bob's change is
+    // queued meanwhile.
+    let answering = slow.slow_changes.lock().await;
+    let metrics = Metrics::default();
+    let settings = Settings::default();
+    let seen = slow.clone();
+    let before = slow.log().len();
+    let queued = move || seen.log().len() > before;
+    let ctx = PassContext {
+        now: "2026-12-01T00:00:00Z".parse().unwrap(),
+        settings: &settings,
+        resync: Duration::from_secs(600),
+        leading: &|| true,
+        preempted: &queued,
+        metrics: &metrics,
+    };
+    let joined = roster(true, "Active");
+    let engine = Engine::new(&joined.to_snapshot(), settings.clone());
+    let joiner = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(&mut slots, &joined, &engine, &ctx),
+    )
+    .await
+    .expect("the pass waited for the slow target's answer")
+    .unwrap();
+    assert!(
+        joiner.deferred.is_some(),
+        "the pass stopped waiting for the slow target"
+    );
+    assert_eq!(fast.groups("carol"), ["g"]);
+    assert_eq!(
+        outcome_of(&joiner, "slow", "carol", "grant"),
+        &Outcome::Held(DEFERRED.into())
+    );
+    assert!(slow.groups("carol").is_empty(), "still being answered");
+
+    // bob's pass: cut off on both targets at once, the slow one included; his revocation
+    // there waits for the slow target to answer the round in flight.
+    let leaver = pass(&mut slots, &roster(true, "Terminated"), &|| true)
+        .await
+        .unwrap();
+    for target in ["fast", "slow"] {
+        assert_eq!(
+            outcome_of(&leaver, target, "bob", "disableAccount"),
+            &Outcome::Done,
+            "{target}"
+        );
+    }
+    assert_eq!(slow.account("bob"), Some(AccountState::Disabled));
+    assert_eq!(fast.account("bob"), Some(AccountState::Disabled));
+    assert!(fast.groups("bob").is_empty());
+    assert!(
+        matches!(outcome_of(&leaver, "slow", "bob", "revoke"), Outcome::Held(why) if why.contains("waiting for slow to answer")),
+        "{:?}",
+        outcome_of(&leaver, "slow", "bob", "revoke")
+    );
+    assert_eq!(slow.groups("bob"), ["g"]);
+
+    // The slow target answers; the next pass records carol's grant (not sent again) and
+    // revokes bob's group.
+    drop(answering);
+    slots.settle().await;
+    let after = pass(&mut slots, &roster(true, "Terminated"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(slow.groups("carol"), ["g"]);
+    assert!(slow.groups("bob").is_empty());
+    assert_eq!(
+        slow.log().iter().filter(|l| *l == "carol grant").count(),
+        1,
+        "{:?}",
+        slow.log()
+    );
+    assert!(after.deferred.is_none());
+    let settled = pass(&mut slots, &roster(true, "Terminated"), &|| true)
+        .await
+        .unwrap();
+    for target in ["fast", "slow"] {
+        assert!(
+            settled.decision.targets[target].operations.is_empty(),
+            "{target}: {:?}",
+            settled.decision.targets[target].operations
+        );
+    }
 }
