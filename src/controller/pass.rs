@@ -388,7 +388,14 @@ async fn observe<F: Factory>(
                 let case_insensitive = c.capabilities().case_insensitive_names;
                 let wake = slots.waker(namespace);
                 let slot = slots.slot(namespace, &name, &loaded.fingerprint);
-                match slot.choose(read, c.reads_accounts()) {
+                let choice = match slot.choose(read, c.reads_accounts()) {
+                    // Still answering an earlier round: a re-read would queue behind it and
+                    // hold up this pass everywhere (a leaver's cut-offs too). The target gets
+                    // only cut-offs meanwhile; the pass its answer wakes re-reads.
+                    Choice::Now(Some(_)) if slot.in_flight.is_some() => Choice::Nothing,
+                    choice => choice,
+                };
+                match choice {
                     Choice::Nothing => views.push(view(&name, last, None, case_insensitive)),
                     Choice::Now(None) => work.push((name, c, expected, Read::Full)),
                     Choice::Now(Some(only)) => {

@@ -40,6 +40,8 @@ struct Scripted {
     /// Held by a test to keep every operation but a cut-off waiting for the target's
     /// answer (a slow server: a group change on a group of 100,000 members).
     slow_changes: tokio::sync::Mutex<()>,
+    /// Targeted re-reads queue behind the slow changes too (a single-threaded server).
+    reads_queue: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
@@ -56,6 +58,7 @@ impl Scripted {
             rereads: Mutex::default(),
             gate: tokio::sync::Mutex::new(()),
             slow_changes: tokio::sync::Mutex::new(()),
+            reads_queue: Default::default(),
         })
     }
 
@@ -173,6 +176,9 @@ impl Connector for Handle {
     ) -> Result<Reread, TargetError> {
         if self.0.lists_only {
             return self.observe(_expected).await.map(Reread::Full);
+        }
+        if self.0.reads_queue.load(std::sync::atomic::Ordering::SeqCst) {
+            let _behind = self.0.slow_changes.lock().await;
         }
         self.0
             .rereads
@@ -1234,13 +1240,38 @@ async fn a_leaver_is_cut_off_everywhere_while_a_slow_target_still_answers_an_ear
     );
     assert_eq!(slow.groups("bob"), ["g"]);
 
+    // alice leaves too, the slow target still busy: bob's acknowledged cut-off would be
+    // re-read there first, behind the round in flight; it waits instead, and alice is cut
+    // off everywhere.
+    slow.reads_queue
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let both = |carol| {
+        let rows: Vec<Person<'_>> = vec![
+            ("alice", "Terminated", &["g"]),
+            ("bob", "Terminated", &["g"]),
+            ("carol", carol, &["g"]),
+        ];
+        tenant(&rows, &targets)
+    };
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        pass(&mut slots, &both("Active"), &|| true),
+    )
+    .await
+    .expect("the pass re-read behind the slow target's round")
+    .unwrap();
+    assert_eq!(
+        outcome_of(&second, "slow", "alice", "disableAccount"),
+        &Outcome::Done
+    );
+    assert_eq!(slow.account("alice"), Some(AccountState::Disabled));
+    assert_eq!(fast.account("alice"), Some(AccountState::Disabled));
+
     // The slow target answers; the next pass records carol's grant (not sent again) and
     // revokes bob's group.
     drop(answering);
     slots.settle().await;
-    let after = pass(&mut slots, &roster(true, "Terminated"), &|| true)
-        .await
-        .unwrap();
+    let after = pass(&mut slots, &both("Active"), &|| true).await.unwrap();
     assert_eq!(slow.groups("carol"), ["g"]);
     assert!(slow.groups("bob").is_empty());
     assert_eq!(
@@ -1250,9 +1281,7 @@ async fn a_leaver_is_cut_off_everywhere_while_a_slow_target_still_answers_an_ear
         slow.log()
     );
     assert!(after.deferred.is_none());
-    let settled = pass(&mut slots, &roster(true, "Terminated"), &|| true)
-        .await
-        .unwrap();
+    let settled = pass(&mut slots, &both("Active"), &|| true).await.unwrap();
     for target in ["fast", "slow"] {
         assert!(
             settled.decision.targets[target].operations.is_empty(),
