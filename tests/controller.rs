@@ -15,6 +15,19 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Creates TargetSystem `k8s`: the test API server's own RBAC.
+async fn kubernetes_target(client: &Client, ns: &str) {
+    Api::<TargetSystem>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &yaml(&format!(
+                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
+            )),
+        )
+        .await
+        .unwrap();
+}
+
 /// A plain HTTP/1.1 GET; returns the whole response.
 async fn get(address: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -242,15 +255,7 @@ async fn deleting_an_identity_revokes_its_access_before_it_goes() {
         let _ = stopped.await;
     }));
     let post = PostParams::default();
-    Api::<TargetSystem>::namespaced(client.clone(), &ns)
-        .create(
-            &post,
-            &yaml(&format!(
-                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
-            )),
-        )
-        .await
-        .unwrap();
+    kubernetes_target(&client, &ns).await;
     Api::<AccessPolicy>::namespaced(client.clone(), &ns)
         .create(
             &post,
@@ -331,15 +336,7 @@ async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target(
         let _ = stopped.await;
     }));
     let post = PostParams::default();
-    Api::<TargetSystem>::namespaced(client.clone(), &ns)
-        .create(
-            &post,
-            &yaml(&format!(
-                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
-            )),
-        )
-        .await
-        .unwrap();
+    kubernetes_target(&client, &ns).await;
     let policy: AccessPolicy = yaml(&format!(
         "metadata: {{name: finance, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: finance}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
     ));
@@ -442,15 +439,7 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
         let _ = stopped.await;
     }));
     let post = PostParams::default();
-    Api::<TargetSystem>::namespaced(client.clone(), &ns)
-        .create(
-            &post,
-            &yaml(&format!(
-                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
-            )),
-        )
-        .await
-        .unwrap();
+    kubernetes_target(&client, &ns).await;
     let policy = |name: &str, dept: &str| -> AccessPolicy {
         yaml(&format!(
             "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{matchAttributes: {{department: {dept}}}}}, entitlements: [{{target: k8s, kind: ClusterRole, name: view}}]}}"
@@ -572,15 +561,7 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_status_writes() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "lane-status").await;
     let post = PostParams::default();
-    Api::<TargetSystem>::namespaced(client.clone(), &ns)
-        .create(
-            &post,
-            &yaml(&format!(
-                "metadata: {{name: k8s, namespace: {ns}}}\nspec: {{type: Kubernetes}}"
-            )),
-        )
-        .await
-        .unwrap();
+    kubernetes_target(&client, &ns).await;
     Api::<AccessPolicy>::namespaced(client.clone(), &ns)
         .create(
             &post,

@@ -345,6 +345,16 @@ async fn pass(
     tenant: &TenantObjects,
     leading: &(dyn Fn() -> bool + Sync),
 ) -> Result<PassResult, LostLeadership> {
+    pass_with(slots, tenant, leading, &|| false).await
+}
+
+/// A pass that sees a change queued whenever `preempted` says so.
+async fn pass_with(
+    slots: &mut Slots<Fake>,
+    tenant: &TenantObjects,
+    leading: &(dyn Fn() -> bool + Sync),
+    preempted: &(dyn Fn() -> bool + Sync),
+) -> Result<PassResult, LostLeadership> {
     let metrics = Metrics::default();
     let settings = Settings::default();
     let ctx = PassContext {
@@ -352,7 +362,7 @@ async fn pass(
         settings: &settings,
         resync: Duration::from_secs(600),
         leading,
-        preempted: &|| false,
+        preempted,
         metrics: &metrics,
     };
     let engine = Engine::new(&tenant.to_snapshot(), settings.clone());
@@ -954,22 +964,12 @@ async fn a_change_queued_during_a_large_batch_goes_ahead_of_the_rest_of_it() {
         rows.push(("zed", zed, &["g"][..]));
         tenant(&rows, &[("ldap", "")])
     };
-    let metrics = Metrics::default();
-    let settings = Settings::default();
     // A leaver's change arrives as soon as the first round of joiner work is sent.
     let log = ldap.clone();
     let queued = move || !log.log().is_empty();
-    let ctx = PassContext {
-        now: "2026-12-01T00:00:00Z".parse().unwrap(),
-        settings: &settings,
-        resync: Duration::from_secs(600),
-        leading: &|| true,
-        preempted: &queued,
-        metrics: &metrics,
-    };
-    let first = roster("Active");
-    let engine = Engine::new(&first.to_snapshot(), settings.clone());
-    let big = run(&mut slots, &first, &engine, &ctx).await.unwrap();
+    let big = pass_with(&mut slots, &roster("Active"), &|| true, &queued)
+        .await
+        .unwrap();
     assert_eq!(ldap.log().len(), APPLY_BATCH, "one round, then it yields");
     let sent = big.deferred.as_ref().expect("the rest is deferred");
     assert_eq!(sent.len(), APPLY_BATCH, "{sent:?}");
@@ -1185,24 +1185,12 @@ async fn a_leaver_is_cut_off_everywhere_while_a_slow_target_still_answers_an_ear
     // carol joins; the slow target takes its time over her grant, and bob's change is
     // queued meanwhile.
     let answering = slow.slow_changes.lock().await;
-    let metrics = Metrics::default();
-    let settings = Settings::default();
     let seen = slow.clone();
     let before = slow.log().len();
     let queued = move || seen.log().len() > before;
-    let ctx = PassContext {
-        now: "2026-12-01T00:00:00Z".parse().unwrap(),
-        settings: &settings,
-        resync: Duration::from_secs(600),
-        leading: &|| true,
-        preempted: &queued,
-        metrics: &metrics,
-    };
-    let joined = roster(true, "Active");
-    let engine = Engine::new(&joined.to_snapshot(), settings.clone());
     let joiner = tokio::time::timeout(
         Duration::from_secs(30),
-        run(&mut slots, &joined, &engine, &ctx),
+        pass_with(&mut slots, &roster(true, "Active"), &|| true, &queued),
     )
     .await
     .expect("the pass waited for the slow target's answer")
