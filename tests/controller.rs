@@ -15,6 +15,13 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A person in `dept` who is their own manager (the head of a one-person line).
+fn person(ns: &str, name: &str, dept: &str, status: &str) -> Identity {
+    yaml(&format!(
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: {dept}, manager: {name}}}}}"
+    ))
+}
+
 /// Creates TargetSystem `k8s`: the test API server's own RBAC.
 async fn kubernetes_target(client: &Client, ns: &str) {
     Api::<TargetSystem>::namespaced(client.clone(), ns)
@@ -345,11 +352,6 @@ async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target(
         .await
         .unwrap();
     let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
-    let person = |name: &str| -> Identity {
-        yaml(&format!(
-            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: Active, department: finance, manager: {name}}}}}"
-        ))
-    };
     let apply = PatchParams::apply("hr-sync").force();
     let ready = |name: &'static str| {
         let identities = identities.clone();
@@ -375,7 +377,11 @@ async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target(
         }
     };
     identities
-        .patch("alice", &apply, &Patch::Apply(&person("alice")))
+        .patch(
+            "alice",
+            &apply,
+            &Patch::Apply(&person(&ns, "alice", "finance", "Active")),
+        )
         .await
         .unwrap();
     ready("alice").await;
@@ -383,7 +389,11 @@ async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target(
 
     // One joiner: one pass, one read of the target, and the status write wakes nothing.
     identities
-        .patch("bob", &apply, &Patch::Apply(&person("bob")))
+        .patch(
+            "bob",
+            &apply,
+            &Patch::Apply(&person(&ns, "bob", "finance", "Active")),
+        )
         .await
         .unwrap();
     ready("bob").await;
@@ -391,7 +401,11 @@ async fn one_identity_change_costs_one_pass_and_one_targeted_read_of_the_target(
     // A second change is the fence: had bob's status write queued a pass, it would have run
     // before carol's (the queue is FIFO per tenant and settles for 100 ms).
     identities
-        .patch("carol", &apply, &Patch::Apply(&person("carol")))
+        .patch(
+            "carol",
+            &apply,
+            &Patch::Apply(&person(&ns, "carol", "finance", "Active")),
+        )
         .await
         .unwrap();
     ready("carol").await;
@@ -451,17 +465,12 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
         .await
         .unwrap();
     let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
-    let person = |name: &str, dept: &str, status: &str| -> Identity {
-        yaml(&format!(
-            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: {dept}, manager: {name}}}}}"
-        ))
-    };
     let apply = PatchParams::apply("hr-sync").force();
     identities
         .patch(
             "zed",
             &apply,
-            &Patch::Apply(&person("zed", "finance", "Active")),
+            &Patch::Apply(&person(&ns, "zed", "finance", "Active")),
         )
         .await
         .unwrap();
@@ -469,7 +478,7 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
     futures::stream::iter(0..JOINERS)
         .map(|i| {
             let identities = identities.clone();
-            let joiner = person(&format!("j{i:04}"), "pending", "Active");
+            let joiner = person(&ns, &format!("j{i:04}"), "pending", "Active");
             async move {
                 identities
                     .create(&PostParams::default(), &joiner)
@@ -518,7 +527,7 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_joiners() {
         .patch(
             "zed",
             &apply,
-            &Patch::Apply(&person("zed", "finance", "Terminated")),
+            &Patch::Apply(&person(&ns, "zed", "finance", "Terminated")),
         )
         .await
         .unwrap();
@@ -572,14 +581,13 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_status_writes() {
         .await
         .unwrap();
     let identities: Api<Identity> = Api::namespaced(client.clone(), &ns);
-    let person = |name: &str, status: &str| -> Identity {
-        yaml(&format!(
-            "apiVersion: gatehouse.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: Human, employment: {{status: {status}, department: finance, manager: {name}}}}}"
-        ))
-    };
     let apply = PatchParams::apply("hr-sync").force();
     identities
-        .patch("zed", &apply, &Patch::Apply(&person("zed", "Active")))
+        .patch(
+            "zed",
+            &apply,
+            &Patch::Apply(&person(&ns, "zed", "finance", "Active")),
+        )
         .await
         .unwrap();
     // Everyone exists before the controller starts: its first pass grants all of them and
@@ -587,7 +595,7 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_status_writes() {
     futures::stream::iter(0..JOINERS)
         .map(|i| {
             let identities = identities.clone();
-            let joiner = person(&format!("j{i:04}"), "Active");
+            let joiner = person(&ns, &format!("j{i:04}"), "finance", "Active");
             async move {
                 identities
                     .create(&PostParams::default(), &joiner)
@@ -615,7 +623,11 @@ async fn a_leaver_is_cut_off_ahead_of_a_large_batch_of_status_writes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     identities
-        .patch("zed", &apply, &Patch::Apply(&person("zed", "Terminated")))
+        .patch(
+            "zed",
+            &apply,
+            &Patch::Apply(&person(&ns, "zed", "finance", "Terminated")),
+        )
         .await
         .unwrap();
     harness::eventually("zed cut off", Duration::from_secs(60), || async {

@@ -688,13 +688,7 @@ impl<F: Factory> Reconciler<F> {
             .filter_map(|(key, status)| identity(&key).map(|i| (i, status)))
             .peekable();
         let mut cut = false;
-        let mut first = true;
         while writes.peek().is_some() {
-            if !first && preempted() {
-                cut = true;
-                break;
-            }
-            first = false;
             let round: Vec<_> = writes
                 .by_ref()
                 .take(STATUS_ROUND)
@@ -704,6 +698,10 @@ impl<F: Factory> Reconciler<F> {
                 .buffer_unordered(STATUS_WRITERS)
                 .collect::<Vec<()>>()
                 .await;
+            if writes.peek().is_some() && preempted() {
+                cut = true;
+                break;
+            }
         }
         for (name, status) in &report.targets {
             if let Some(t) = tenant

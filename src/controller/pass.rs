@@ -786,14 +786,8 @@ async fn apply<F: Factory>(
                         let pairs: Vec<(&Operation, &Subject)> =
                             owned.iter().map(|(op, s)| (op, s)).collect();
                         let sent_at = Instant::now();
-                        let mut out = connector.apply_batch(&pairs).await;
+                        let out = connector.apply_batch(&pairs).await;
                         tracing::debug!(%namespace, %target, operations = pairs.len(), took = ?sent_at.elapsed(), "apply round");
-                        // A connector owes one result per operation; a missing one is a failure.
-                        out.resize_with(pairs.len(), || {
-                            Err(TargetError::Transient(
-                                "the connector returned no result for this operation".into(),
-                            ))
-                        });
                         out
                     });
                     (*name, *indices, task)
@@ -806,10 +800,12 @@ async fn apply<F: Factory>(
                 match tokio::time::timeout(PREEMPT_POLL, next).await {
                     Ok((joined, at, _)) => {
                         let (name, indices, _) = sending.swap_remove(at);
+                        // A connector owes one result per operation; a missing one (or a
+                        // task that died) is a failure.
                         let mut out = joined.unwrap_or_default();
                         out.resize_with(indices.len(), || {
                             Err(TargetError::Transient(
-                                "the operation's task ended without an answer".into(),
+                                "the connector returned no result for this operation".into(),
                             ))
                         });
                         answered.push(((name, indices), out));

@@ -611,7 +611,7 @@ impl Namespace {
         let mut path: Vec<&str> = Vec::new();
         let mut seen: HashSet<&str> = HashSet::new();
         let Some((start, _)) = self.identities.get_key_value(name) else {
-            return path.into_iter().map(str::to_string).collect();
+            return Vec::new();
         };
         let mut current = Some(start.as_str());
         while let Some(at) = current {

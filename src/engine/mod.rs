@@ -280,11 +280,10 @@ impl Engine {
             .and_then(|r| r.human.as_ref())
             .and_then(|h| h.manager.clone());
         let new_manager = rec.human.as_ref().and_then(|h| h.manager.clone());
-        let is_new = !ns.identities.contains_key(&name);
         let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
-        if is_new || old_manager != new_manager {
-            // Only the cycle through this identity can break or close (a newcomer can
-            // close one that others' links already point into).
+        if old_manager != new_manager {
+            // Only the cycle through this identity can break or close (a newcomer with a
+            // manager can close one that others' links already point into).
             let before = ns.cycle_through(&name);
             ns.insert_identity(rec);
             let after = ns.cycle_through(&name);
